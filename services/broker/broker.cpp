@@ -1,0 +1,642 @@
+#include "broker/broker.hpp"
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/security/server_credentials.h>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "broker/registry.hpp"
+#include "common/config/yaml_proto.hpp"
+#include "common/error.hpp"
+#include "common/event.hpp"
+#include "common/grpc/bridge.hpp"
+#include "common/net/tls.hpp"
+#include "common/observability/log.hpp"
+#include "postern/tunnel/v1/tunnel.grpc.pb.h"
+
+namespace postern::broker {
+
+namespace tv1 = tunnel::v1;
+namespace gb = grpc_bridge;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using FrameStream = grpc::ServerAsyncReaderWriter<tv1::Frame, tv1::Frame>;
+using AttachStream = grpc::ServerAsyncReaderWriter<tv1::BrokerMessage, tv1::ConnectorMessage>;
+
+namespace {
+
+struct Metrics {
+  prometheus::Family<prometheus::Gauge>& connectors;
+  prometheus::Family<prometheus::Gauge>& parked;
+  prometheus::Gauge& in_flight;
+  prometheus::Family<prometheus::Counter>& exchanges;
+  prometheus::Family<prometheus::Counter>& refusals;
+  prometheus::Family<prometheus::Counter>& attaches;
+  prometheus::Histogram& duration;
+  prometheus::Counter& bytes_up;
+  prometheus::Counter& bytes_down;
+
+  explicit Metrics(prometheus::Registry& r)
+      : connectors(prometheus::BuildGauge()
+                       .Name("postern_broker_connectors_attached")
+                       .Help("Connector sessions attached, per alias")
+                       .Register(r)),
+        parked(prometheus::BuildGauge()
+                   .Name("postern_broker_parked_streams")
+                   .Help("Parked Pull streams waiting for an exchange, per alias")
+                   .Register(r)),
+        in_flight(prometheus::BuildGauge()
+                      .Name("postern_broker_exchanges_in_flight")
+                      .Help("Exchanges spliced onto a connector right now")
+                      .Register(r)
+                      .Add({})),
+        exchanges(prometheus::BuildCounter()
+                      .Name("postern_broker_exchanges_total")
+                      .Help("Exchanges by alias and result")
+                      .Register(r)),
+        refusals(prometheus::BuildCounter()
+                     .Name("postern_broker_registration_refusals_total")
+                     .Help("Attach attempts refused, by reason")
+                     .Register(r)),
+        attaches(prometheus::BuildCounter()
+                     .Name("postern_broker_attaches_total")
+                     .Help("Connector sessions accepted")
+                     .Register(r)),
+        duration(prometheus::BuildHistogram()
+                     .Name("postern_broker_exchange_duration_seconds")
+                     .Help("Time from Invoke to the end of the response")
+                     .Register(r)
+                     .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                                     0.25, 0.5, 1, 2.5, 5, 10, 30, 60})),
+        bytes_up(prometheus::BuildCounter()
+                     .Name("postern_broker_request_bytes_total")
+                     .Help("Request body bytes relayed to connectors")
+                     .Register(r)
+                     .Add({})),
+        bytes_down(prometheus::BuildCounter()
+                       .Name("postern_broker_response_bytes_total")
+                       .Help("Response body bytes relayed to edges")
+                       .Register(r)
+                       .Add({})) {}
+};
+
+// Every name the client certificate carries: SANs (URI, DNS), then the CN.
+std::vector<std::string> peer_identities(const grpc::ServerContext& ctx) {
+  std::vector<std::string> out;
+  auto auth = ctx.auth_context();
+  if (!auth) return out;
+  for (const char* prop : {"peer_uri", "x509_subject_alternative_name", "peer_dns", "x509_common_name"}) {
+    for (const auto& v : auth->FindPropertyValues(prop)) {
+      std::string s(v.data(), v.size());
+      if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
+    }
+  }
+  return out;
+}
+
+grpc::Status status_for(tv1::ErrorCode code, const std::string& msg) {
+  return grpc::Status(static_cast<grpc::StatusCode>(grpc_status(code)), msg);
+}
+
+template <class Stream>
+asio::awaitable<bool> finish(Stream& s, const grpc::Status& st) {
+  return gb::op([&](void* tag) { s.Finish(st, tag); });
+}
+
+tv1::Frame error_frame(tv1::ErrorCode code, std::string message) {
+  tv1::Frame f;
+  f.mutable_error()->set_code(code);
+  f.mutable_error()->set_message(std::move(message));
+  return f;
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) {
+    if (!out.empty()) out += ", ";
+    out += s;
+  }
+  return out;
+}
+
+}  // namespace
+
+struct Broker::Impl {
+  asio::io_context& ioc;
+  asio::any_io_executor ex;
+  config::v1::BrokerConfig cfg;
+  std::shared_ptr<prometheus::Registry> prom;
+  Metrics metrics;
+  Registry registry;
+
+  tv1::Registration::AsyncService registration_service;
+  tv1::Relay::AsyncService relay_service;
+  std::unique_ptr<grpc::Server> registration_server;
+  std::unique_ptr<grpc::Server> relay_server;
+  std::unique_ptr<gb::Pump> registration_pump;
+  std::unique_ptr<gb::Pump> relay_pump;
+  grpc::ServerCompletionQueue* registration_cq = nullptr;
+  grpc::ServerCompletionQueue* relay_cq = nullptr;
+  int registration_port = 0;
+  int relay_port = 0;
+
+  Clock::duration heartbeat_interval;
+  Clock::duration heartbeat_timeout;
+  Clock::duration park_wait;
+  Clock::duration drain_timeout;
+  bool draining = false;
+  std::size_t exchanges_in_flight = 0;
+  std::unique_ptr<Event> idle;  // set whenever no exchange is in flight
+
+  Impl(asio::io_context& io, config::v1::BrokerConfig c, std::shared_ptr<prometheus::Registry> p)
+      : ioc(io), ex(io.get_executor()), cfg(std::move(c)), prom(std::move(p)), metrics(*prom) {
+    heartbeat_interval = config::duration_or(cfg.heartbeat_interval(), 5s);
+    heartbeat_timeout = config::duration_or(cfg.heartbeat_timeout(), 15s);
+    park_wait = config::duration_or(cfg.park_wait(), 5s);
+    drain_timeout = config::duration_or(cfg.drain_timeout(), 20s);
+    idle = std::make_unique<Event>(ex);
+    idle->set();
+    registry.set_observer([this](const Registry& r) { update_gauges(r); });
+  }
+
+  // Gauges are set from scratch so aliases that vanish drop to zero.
+  std::map<std::string, int> known_aliases;
+  void update_gauges(const Registry& r) {
+    auto conns = r.connectors_per_alias();
+    auto parked = r.parked_per_alias();
+    for (auto& [alias, _] : known_aliases) {
+      metrics.connectors.Add({{"alias", alias}}).Set(0);
+      metrics.parked.Add({{"alias", alias}}).Set(0);
+    }
+    for (auto& [alias, n] : conns) {
+      known_aliases[alias] = 1;
+      metrics.connectors.Add({{"alias", alias}}).Set(static_cast<double>(n));
+    }
+    for (auto& [alias, n] : parked) metrics.parked.Add({{"alias", alias}}).Set(static_cast<double>(n));
+  }
+
+  bool identity_allows(const std::vector<std::string>& ids, const std::string& alias, std::string& matched) const {
+    for (const auto& grant : cfg.identities()) {
+      if (std::find(ids.begin(), ids.end(), grant.identity()) == ids.end()) continue;
+      for (const auto& a : grant.aliases()) {
+        if (a == "*" || a == alias) {
+          matched = grant.identity();
+          return true;
+        }
+      }
+    }
+    return false;
+  }
+
+  // ------------------------------------------------------------ servers
+
+  void start() {
+    const auto& reg = cfg.registration();
+    if (reg.listen().empty()) throw std::runtime_error("registration.listen is required");
+    if (!reg.has_tls() || reg.tls().cert_file().empty() || reg.tls().key_file().empty() ||
+        reg.tls().client_ca_file().empty()) {
+      throw std::runtime_error(
+          "registration.tls needs cert_file, key_file and client_ca_file: connectors must present a client "
+          "certificate");
+    }
+    grpc::SslServerCredentialsOptions opts(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    opts.pem_root_certs = net::read_pem_file(reg.tls().client_ca_file(), "registration client CA");
+    opts.pem_key_cert_pairs.push_back({net::read_pem_file(reg.tls().key_file(), "registration private key"),
+                                       net::read_pem_file(reg.tls().cert_file(), "registration certificate")});
+    registration_server = build(reg.listen(), grpc::SslServerCredentials(opts), registration_service,
+                                registration_port, registration_pump, registration_cq, "registration");
+
+    const auto& relay = cfg.relay();
+    if (relay.listen().empty()) throw std::runtime_error("relay.listen is required");
+    std::shared_ptr<grpc::ServerCredentials> relay_creds = grpc::InsecureServerCredentials();
+    if (relay.has_tls()) {
+      grpc::SslServerCredentialsOptions ropts(relay.tls().client_ca_file().empty()
+                                                  ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                                  : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+      if (!relay.tls().client_ca_file().empty()) {
+        ropts.pem_root_certs = net::read_pem_file(relay.tls().client_ca_file(), "relay client CA");
+      }
+      ropts.pem_key_cert_pairs.push_back({net::read_pem_file(relay.tls().key_file(), "relay private key"),
+                                          net::read_pem_file(relay.tls().cert_file(), "relay certificate")});
+      relay_creds = grpc::SslServerCredentials(ropts);
+    }
+    relay_server = build(relay.listen(), relay_creds, relay_service, relay_port, relay_pump, relay_cq, "relay");
+
+    asio::co_spawn(ex, accept_attach(), asio::detached);
+    asio::co_spawn(ex, accept_pull(), asio::detached);
+    asio::co_spawn(ex, accept_invoke(), asio::detached);
+  }
+
+  std::unique_ptr<grpc::Server> build(const std::string& listen, std::shared_ptr<grpc::ServerCredentials> creds,
+                                      grpc::Service& service, int& port, std::unique_ptr<gb::Pump>& pump,
+                                      grpc::ServerCompletionQueue*& cq, const char* name) {
+    grpc::ServerBuilder b;
+    b.AddListeningPort(listen, creds, &port);
+    b.RegisterService(&service);
+    b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+    b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+    b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+    b.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+    b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    b.SetMaxReceiveMessageSize(4 * 1024 * 1024);
+    auto q = b.AddCompletionQueue();
+    cq = q.get();
+    auto server = b.BuildAndStart();
+    if (!server || port == 0) {
+      throw std::runtime_error(std::string(name) + " port: cannot listen on " + listen +
+                               " (address in use, bad address or bad TLS material)");
+    }
+    pump = std::make_unique<gb::Pump>(std::move(q), std::string("cq-") + name);
+    auto colon = listen.rfind(':');
+    POSTERN_LOG(info, "listening")
+        .kv("listener", name)
+        .kv("address", listen.substr(0, colon))
+        .kv("port", port);
+    return server;
+  }
+
+  // ------------------------------------------------------------ Attach
+
+  struct AttachCall {
+    grpc::ServerContext ctx;
+    AttachStream stream{&ctx};
+  };
+
+  asio::awaitable<void> accept_attach() {
+    for (;;) {
+      auto call = std::make_unique<AttachCall>();
+      bool ok = co_await gb::op([&](void* tag) {
+        registration_service.RequestAttach(&call->ctx, &call->stream, registration_cq, registration_cq, tag);
+      });
+      if (!ok) co_return;
+      asio::co_spawn(ex, handle_attach(std::move(call)), asio::detached);
+    }
+  }
+
+  asio::awaitable<void> handle_attach(std::unique_ptr<AttachCall> call) {
+    auto& ctx = call->ctx;
+    auto& stream = call->stream;
+    const auto ids = peer_identities(ctx);
+    const std::string identity = ids.empty() ? std::string("(none)") : ids.front();
+    tv1::ConnectorMessage msg;
+    bool ok;
+    {
+      Deadline hello_deadline(ex, 10s, [&ctx] { ctx.TryCancel(); });
+      ok = co_await gb::read(stream, msg);
+    }
+    if (!ok || !msg.has_hello()) {
+      metrics.refusals.Add({{"reason", "no_hello"}}).Increment();
+      POSTERN_LOG(warn, "registration refused").kv("identity", identity).kv("reason", "no hello");
+      {
+        const grpc::Status st(grpc::StatusCode::INVALID_ARGUMENT, "expected Hello as the first message");
+        co_await finish(stream, st);
+      }
+      co_return;
+    }
+    const auto& hello = msg.hello();
+    std::vector<std::string> aliases(hello.aliases().begin(), hello.aliases().end());
+    std::string refused_alias;
+    std::string matched;
+    for (const auto& a : aliases) {
+      if (!identity_allows(ids, a, matched)) {
+        refused_alias = a;
+        break;
+      }
+    }
+    if (aliases.empty() || !refused_alias.empty()) {
+      const std::string why = aliases.empty() ? "the hello names no alias"
+                                              : "identity '" + identity + "' may not register alias '" +
+                                                    refused_alias + "'";
+      metrics.refusals.Add({{"reason", aliases.empty() ? "no_alias" : "alias_not_allowed"}}).Increment();
+      POSTERN_LOG(warn, "registration refused")
+          .kv("identity", identity)
+          .kv("identities", join(ids))
+          .kv("connector", hello.connector_id())
+          .kv("alias", refused_alias)
+          .kv("reason", why);
+      {
+        const grpc::Status st(grpc::StatusCode::PERMISSION_DENIED, "registration refused: " + why);
+        co_await finish(stream, st);
+      }
+      co_return;
+    }
+    if (draining) {
+      {
+        const grpc::Status st(grpc::StatusCode::UNAVAILABLE, "broker is draining");
+        co_await finish(stream, st);
+      }
+      co_return;
+    }
+
+    auto session = registry.add(hello.connector_id(), identity, aliases);
+    metrics.attaches.Add({}).Increment();
+    POSTERN_LOG(info, "connector attached")
+        .kv("session", session->id)
+        .kv("connector", hello.connector_id())
+        .kv("identity", identity)
+        .kv("aliases", join(aliases));
+
+    tv1::BrokerMessage welcome;
+    auto* w = welcome.mutable_welcome();
+    w->set_session_id(session->id);
+    w->set_broker_id(cfg.id());
+    w->set_heartbeat_interval_ms(
+        static_cast<std::uint32_t>(std::chrono::duration_cast<std::chrono::milliseconds>(heartbeat_interval).count()));
+    w->set_heartbeat_timeout_ms(
+        static_cast<std::uint32_t>(std::chrono::duration_cast<std::chrono::milliseconds>(heartbeat_timeout).count()));
+    std::string reason = "closed by connector";
+    // GCC 12 miscompiles co_await inside a condition: await into a local first.
+    const bool welcomed = co_await gb::write(stream, welcome);
+    if (welcomed) {
+      bool silent = false;
+      Deadline silence(ex, heartbeat_timeout, [&ctx, &silent] {
+        silent = true;
+        ctx.TryCancel();
+      });
+      for (;;) {
+        tv1::ConnectorMessage m;
+        const bool got = co_await gb::read(stream, m);
+        if (!got) break;
+        silence.rearm(heartbeat_timeout);
+        tv1::BrokerMessage reply;
+        if (m.has_heartbeat()) {
+          reply.mutable_heartbeat()->set_seq(m.heartbeat().seq());
+        } else if (m.has_drain()) {
+          POSTERN_LOG(info, "connector draining").kv("session", session->id).kv("connector", session->connector_id);
+          registry.drain(session);
+          reply.mutable_drain()->set_reason("ack");
+        } else {
+          continue;
+        }
+        const bool sent = co_await gb::write(stream, reply);
+        if (!sent) break;
+      }
+      if (silent) reason = "heartbeat timeout";
+    }
+    registry.remove(session);
+    POSTERN_LOG(info, "connector detached")
+        .kv("session", session->id)
+        .kv("connector", session->connector_id)
+        .kv("reason", reason);
+    co_await finish(stream, grpc::Status::OK);
+  }
+
+  // ------------------------------------------------------------ Pull
+
+  struct PullCall final : PullSlot {
+    explicit PullCall(asio::any_io_executor ex) : assigned(ex), done(ex) {}
+    grpc::ServerContext ctx;
+    FrameStream stream{&ctx};
+    Event assigned;
+    Event done;
+    bool cancelled = false;
+    void cancel() override {
+      cancelled = true;
+      assigned.set();
+    }
+  };
+
+  asio::awaitable<void> accept_pull() {
+    for (;;) {
+      auto call = std::make_unique<PullCall>(ex);
+      bool ok = co_await gb::op([&](void* tag) {
+        registration_service.RequestPull(&call->ctx, &call->stream, registration_cq, registration_cq, tag);
+      });
+      if (!ok) co_return;
+      asio::co_spawn(ex, handle_pull(std::move(call)), asio::detached);
+    }
+  }
+
+  asio::awaitable<void> handle_pull(std::unique_ptr<PullCall> call) {
+    tv1::Frame first;
+    bool ok;
+    {
+      Deadline d(ex, 10s, [c = call.get()] { c->ctx.TryCancel(); });
+      ok = co_await gb::read(call->stream, first);
+    }
+    if (!ok || !first.has_park()) {
+      {
+        const grpc::Status st(grpc::StatusCode::INVALID_ARGUMENT, "expected Park first");
+        co_await finish(call->stream, st);
+      }
+      co_return;
+    }
+    auto session = registry.find(first.park().session_id());
+    if (!session || !registry.park(session, call.get())) {
+      const grpc::Status st(grpc::StatusCode::FAILED_PRECONDITION,
+                            "no attached session '" + first.park().session_id() + "'");
+      co_await finish(call->stream, st);
+      co_return;
+    }
+    co_await call->assigned.wait();
+    if (call->cancelled) {
+      {
+        const grpc::Status st(grpc::StatusCode::UNAVAILABLE, "session draining or gone");
+        co_await finish(call->stream, st);
+      }
+      co_return;
+    }
+    // An Invoke owns the stream now; it sets `done` when it is through.
+    co_await call->done.wait();
+    co_await finish(call->stream, grpc::Status::OK);
+  }
+
+  // ------------------------------------------------------------ Invoke
+
+  struct InvokeCall {
+    grpc::ServerContext ctx;
+    FrameStream stream{&ctx};
+  };
+
+  asio::awaitable<void> accept_invoke() {
+    for (;;) {
+      auto call = std::make_unique<InvokeCall>();
+      bool ok = co_await gb::op(
+          [&](void* tag) { relay_service.RequestInvoke(&call->ctx, &call->stream, relay_cq, relay_cq, tag); });
+      if (!ok) co_return;
+      asio::co_spawn(ex, handle_invoke(std::move(call)), asio::detached);
+    }
+  }
+
+  // Waits until a stream is parked for `alias` or the wait runs out.
+  asio::awaitable<void> wait_for_park(const std::string& alias, Clock::time_point until) {
+    Event parked(ex);
+    auto id = registry.add_waiter(alias, [&parked] { parked.set(); });
+    co_await parked.wait_for(until - Clock::now());
+    registry.remove_waiter(id);
+  }
+
+  asio::awaitable<void> handle_invoke(std::unique_ptr<InvokeCall> call) {
+    auto& in = call->stream;
+    const auto started = Clock::now();
+    tv1::Frame head;
+    bool ok;
+    {
+      Deadline d(ex, 30s, [c = call.get()] { c->ctx.TryCancel(); });
+      ok = co_await gb::read(in, head);
+    }
+    if (!ok) {
+      {
+        const grpc::Status st(grpc::StatusCode::CANCELLED, "no request");
+        co_await finish(in, st);
+      }
+      co_return;
+    }
+    if (!head.has_request_head()) {
+      const auto f = error_frame(tv1::ERROR_CODE_BAD_REQUEST, "expected a request head first");
+      co_await gb::write(in, f);
+      co_await finish(in, grpc::Status::OK);
+      co_return;
+    }
+    const std::string alias = head.request_head().alias();
+    // Arguments by reference: GCC 12 destroys temporaries in a co_await
+    // full-expression twice, so callers pass named values.
+    auto reject = [&](tv1::ErrorCode code, const std::string& why) -> asio::awaitable<void> {
+      metrics.exchanges.Add({{"alias", alias}, {"result", std::string(error_slug(code))}}).Increment();
+      POSTERN_LOG(info, "exchange rejected")
+          .kv("request_id", head.request_head().request_id())
+          .kv("alias", alias)
+          .kv("reason", why);
+      const auto f = error_frame(code, why);
+      co_await gb::write(in, f);
+      co_await finish(in, grpc::Status::OK);
+    };
+    if (draining) {
+      const std::string why = "broker is draining";
+      co_await reject(tv1::ERROR_CODE_DRAINING, why);
+      co_return;
+    }
+
+    // Find a parked stream; a dead one (its write fails) is dropped and the
+    // next one tried, since nothing of the exchange has been handed over.
+    const auto give_up = Clock::now() + park_wait;
+    Registry::Pick pick;
+    for (;;) {
+      pick = registry.take(alias);
+      if (!pick.slot) {
+        if (!registry.serves(alias)) {
+          const std::string why = "no connector is attached for alias '" + alias + "'";
+          co_await reject(tv1::ERROR_CODE_NO_CONNECTOR, why);
+          co_return;
+        }
+        if (Clock::now() >= give_up) {
+          const std::string why = "every connector for alias '" + alias + "' is busy";
+          co_await reject(tv1::ERROR_CODE_NO_CAPACITY, why);
+          co_return;
+        }
+        co_await wait_for_park(alias, give_up);
+        continue;
+      }
+      auto* pull = static_cast<PullCall*>(pick.slot);
+      pull->assigned.set();
+      const bool handed = co_await gb::write(pull->stream, head);
+      if (handed) break;
+      registry.finished(pick.session);
+      pull->done.set();
+    }
+
+    auto* pull = static_cast<PullCall*>(pick.slot);
+    ++exchanges_in_flight;
+    idle->reset();
+    metrics.in_flight.Increment();
+    const std::string result = co_await splice(*call, *pull, pick.session->connector_id);
+    metrics.in_flight.Decrement();
+    registry.finished(pick.session);
+    if (--exchanges_in_flight == 0) idle->set();
+    pull->done.set();
+    metrics.exchanges.Add({{"alias", alias}, {"result", result}}).Increment();
+    metrics.duration.Observe(std::chrono::duration<double>(Clock::now() - started).count());
+  }
+
+  // Moves frames both ways until the response ends. Returns a result label.
+  asio::awaitable<std::string> splice(InvokeCall& in, PullCall& out, const std::string& connector) {
+    Event up_done(ex);
+    // Request direction runs beside the response direction.
+    asio::co_spawn(
+        ex,
+        [&]() -> asio::awaitable<void> {
+          for (;;) {
+            tv1::Frame f;
+            const bool got = co_await gb::read(in.stream, f);
+            if (!got) {
+              const auto gone = error_frame(tv1::ERROR_CODE_CLIENT_GONE, "edge went away");
+              co_await gb::write(out.stream, gone);
+              break;
+            }
+            if (f.has_body()) metrics.bytes_up.Increment(static_cast<double>(f.body().data().size()));
+            const bool last = f.has_end() || f.has_error();
+            const bool sent = co_await gb::write(out.stream, f);
+            if (!sent) break;
+            if (last) break;
+          }
+        },
+        [&](std::exception_ptr) { up_done.set(); });
+
+    std::string result = "ok";
+    for (;;) {
+      tv1::Frame f;
+      const bool got = co_await gb::read(out.stream, f);
+      if (!got) {
+        result = "connector_lost";
+        POSTERN_LOG(warn, "connector lost mid-exchange").kv("connector", connector);
+        const auto lost =
+            error_frame(tv1::ERROR_CODE_CONNECTOR_LOST, "connector '" + connector + "' went away mid-exchange");
+        co_await gb::write(in.stream, lost);
+        break;
+      }
+      if (f.has_body()) metrics.bytes_down.Increment(static_cast<double>(f.body().data().size()));
+      const bool last = f.has_end() || f.has_error();
+      if (f.has_error()) result = std::string(error_slug(f.error().code()));
+      const bool sent = co_await gb::write(in.stream, f);
+      if (!sent) {
+        result = "edge_gone";
+        out.ctx.TryCancel();
+        break;
+      }
+      if (last) break;
+    }
+    // The response is complete (or dead); a request direction still running
+    // has nothing left to deliver.
+    if (!up_done.is_set()) out.ctx.TryCancel();
+    co_await finish(in.stream, grpc::Status::OK);
+    co_await up_done.wait();
+    co_return result;
+  }
+
+  // ------------------------------------------------------------ drain
+
+  asio::awaitable<void> drain() {
+    draining = true;
+    POSTERN_LOG(info, "broker draining").kv("in_flight", static_cast<std::uint64_t>(exchanges_in_flight));
+    co_await idle->wait_for(drain_timeout);
+    for (auto& s : registry.all()) registry.drain(s);
+    // Server::Shutdown blocks until calls end; run it off the io thread
+    // while this thread keeps serving the completions it needs.
+    Event stopped(ex);
+    std::thread t([this, &stopped] {
+      const auto deadline = std::chrono::system_clock::now() + 2s;
+      relay_server->Shutdown(deadline);
+      registration_server->Shutdown(deadline);
+      asio::post(ex, [&stopped] { stopped.set(); });
+    });
+    co_await stopped.wait();
+    t.join();
+    relay_pump->shutdown();
+    registration_pump->shutdown();
+  }
+};
+
+Broker::Broker(asio::io_context& ioc, config::v1::BrokerConfig config, std::shared_ptr<prometheus::Registry> metrics)
+    : impl_(std::make_unique<Impl>(ioc, std::move(config), std::move(metrics))) {}
+Broker::~Broker() = default;
+void Broker::start() { impl_->start(); }
+asio::awaitable<void> Broker::drain() { return impl_->drain(); }
+int Broker::registration_port() const { return impl_->registration_port; }
+int Broker::relay_port() const { return impl_->relay_port; }
+
+}  // namespace postern::broker

@@ -1,0 +1,39 @@
+#pragma once
+// The broker: registration port for connectors (gRPC, mTLS), relay port for
+// edges (gRPC), splicing each edge Invoke onto a connector's parked Pull.
+
+#include <boost/asio/io_context.hpp>
+#include <memory>
+
+#include "common/asio.hpp"
+#include "postern/config/v1/config.pb.h"
+
+namespace prometheus {
+class Registry;
+}
+
+namespace postern::broker {
+
+class Broker {
+ public:
+  /// Everything runs on `ioc` (one thread); gRPC queues have pump threads.
+  Broker(boost::asio::io_context& ioc, config::v1::BrokerConfig config,
+         std::shared_ptr<prometheus::Registry> metrics);
+  ~Broker();
+
+  /// Binds both ports and starts serving. Throws std::runtime_error naming
+  /// the port and the reason (bad certificate, address in use).
+  void start();
+  /// Stops taking new exchanges, waits (bounded) for those in flight, then
+  /// shuts both servers down.
+  asio::awaitable<void> drain();
+
+  int registration_port() const;
+  int relay_port() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace postern::broker

@@ -1,0 +1,146 @@
+#include "broker/registry.hpp"
+
+#include <algorithm>
+#include <random>
+
+namespace postern::broker {
+
+namespace {
+
+bool serves_alias(const Session& s, const std::string& alias) {
+  return std::find(s.aliases.begin(), s.aliases.end(), alias) != s.aliases.end();
+}
+
+std::string random_suffix() {
+  static std::mt19937_64 rng{std::random_device{}()};
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
+  return buf;
+}
+
+}  // namespace
+
+std::shared_ptr<Session> Registry::add(std::string connector_id, std::string identity,
+                                       std::vector<std::string> aliases) {
+  auto s = std::make_shared<Session>();
+  s->id = "s" + std::to_string(next_id_++) + "-" + random_suffix();
+  s->connector_id = std::move(connector_id);
+  s->identity = std::move(identity);
+  s->aliases = std::move(aliases);
+  sessions_[s->id] = s;
+  notify();
+  return s;
+}
+
+void Registry::remove(const std::shared_ptr<Session>& s) {
+  sessions_.erase(s->id);
+  s->draining = true;
+  auto parked = std::move(s->parked);
+  s->parked.clear();
+  for (auto* slot : parked) slot->cancel();
+  notify();
+}
+
+std::shared_ptr<Session> Registry::find(const std::string& id) const {
+  auto it = sessions_.find(id);
+  return it == sessions_.end() ? nullptr : it->second;
+}
+
+void Registry::drain(const std::shared_ptr<Session>& s) {
+  s->draining = true;
+  auto parked = std::move(s->parked);
+  s->parked.clear();
+  for (auto* slot : parked) slot->cancel();
+  notify();
+}
+
+bool Registry::park(const std::shared_ptr<Session>& s, PullSlot* slot) {
+  if (s->draining || !sessions_.contains(s->id)) return false;
+  s->parked.push_back(slot);
+  // Wake every waiter for an alias this session serves; each re-checks.
+  std::vector<Waiter> wake;
+  for (auto it = waiters_.begin(); it != waiters_.end();) {
+    if (serves_alias(*s, it->second.alias)) {
+      wake.push_back(std::move(it->second.fn));
+      it = waiters_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  notify();
+  for (auto& w : wake) w();
+  return true;
+}
+
+void Registry::unpark(const std::shared_ptr<Session>& s, PullSlot* slot) {
+  auto it = std::find(s->parked.begin(), s->parked.end(), slot);
+  if (it != s->parked.end()) {
+    s->parked.erase(it);
+    notify();
+  }
+}
+
+Registry::Pick Registry::take(const std::string& alias) {
+  std::shared_ptr<Session> best;
+  for (const auto& [id, s] : sessions_) {
+    if (s->draining || s->parked.empty() || !serves_alias(*s, alias)) continue;
+    if (!best || s->in_flight < best->in_flight) best = s;
+  }
+  if (!best) return {};
+  // Oldest parked stream first: it has been idle longest.
+  PullSlot* slot = best->parked.front();
+  best->parked.pop_front();
+  best->in_flight++;
+  notify();
+  return {best, slot};
+}
+
+void Registry::finished(const std::shared_ptr<Session>& s) {
+  if (s->in_flight > 0) s->in_flight--;
+  notify();
+}
+
+bool Registry::serves(const std::string& alias) const {
+  for (const auto& [id, s] : sessions_) {
+    if (!s->draining && serves_alias(*s, alias)) return true;
+  }
+  return false;
+}
+
+std::uint64_t Registry::add_waiter(const std::string& alias, Waiter w) {
+  auto id = next_waiter_++;
+  waiters_.emplace(id, WaiterEntry{alias, std::move(w)});
+  return id;
+}
+
+void Registry::remove_waiter(std::uint64_t id) { waiters_.erase(id); }
+
+std::map<std::string, std::size_t> Registry::connectors_per_alias() const {
+  std::map<std::string, std::size_t> out;
+  for (const auto& [id, s] : sessions_) {
+    for (const auto& a : s->aliases) out[a] += s->draining ? 0 : 1;
+  }
+  return out;
+}
+
+std::map<std::string, std::size_t> Registry::parked_per_alias() const {
+  std::map<std::string, std::size_t> out;
+  for (const auto& [id, s] : sessions_) {
+    for (const auto& a : s->aliases) out[a] += s->parked.size();
+  }
+  return out;
+}
+
+std::size_t Registry::in_flight() const {
+  std::size_t n = 0;
+  for (const auto& [id, s] : sessions_) n += s->in_flight;
+  return n;
+}
+
+std::vector<std::shared_ptr<Session>> Registry::all() const {
+  std::vector<std::shared_ptr<Session>> out;
+  for (const auto& [id, s] : sessions_) out.push_back(s);
+  return out;
+}
+
+}  // namespace postern::broker

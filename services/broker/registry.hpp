@@ -1,0 +1,94 @@
+#pragma once
+// Which connectors are attached, for which aliases, and their parked Pull
+// streams. Pure logic: no gRPC, so unit tests drive it directly.
+// Not thread-safe: the broker uses it from its single io thread.
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace postern::broker {
+
+/// A parked Pull stream as the registry sees it.
+class PullSlot {
+ public:
+  virtual ~PullSlot() = default;
+  /// Ends the parked stream without an exchange (session gone or draining).
+  virtual void cancel() = 0;
+};
+
+/// One Attach stream: one connector instance.
+struct Session {
+  std::string id;
+  std::string connector_id;
+  std::string identity;
+  std::vector<std::string> aliases;
+  std::uint32_t in_flight = 0;
+  bool draining = false;
+  std::deque<PullSlot*> parked;
+};
+
+class Registry {
+ public:
+  /// Called whenever counts change, so the wiring can update gauges.
+  using Observer = std::function<void(const Registry&)>;
+  void set_observer(Observer o) { observer_ = std::move(o); }
+
+  std::shared_ptr<Session> add(std::string connector_id, std::string identity, std::vector<std::string> aliases);
+  /// Removes the session and cancels its parked streams.
+  void remove(const std::shared_ptr<Session>& s);
+  std::shared_ptr<Session> find(const std::string& session_id) const;
+  /// The session stops taking exchanges; its parked streams are cancelled.
+  void drain(const std::shared_ptr<Session>& s);
+
+  /// Parks a stream; false if the session is gone or draining.
+  bool park(const std::shared_ptr<Session>& s, PullSlot* slot);
+  /// Removes a slot that ended on its own.
+  void unpark(const std::shared_ptr<Session>& s, PullSlot* slot);
+
+  struct Pick {
+    std::shared_ptr<Session> session;
+    PullSlot* slot = nullptr;
+  };
+  /// Takes a parked stream from the serving session with the fewest
+  /// exchanges in flight and counts the exchange against it.
+  Pick take(const std::string& alias);
+  /// Call when an exchange taken with take() ends.
+  void finished(const std::shared_ptr<Session>& s);
+
+  /// True if a session that is not draining serves the alias.
+  bool serves(const std::string& alias) const;
+
+  /// Callbacks run once when a stream is parked for one of their aliases.
+  using Waiter = std::function<void()>;
+  std::uint64_t add_waiter(const std::string& alias, Waiter w);
+  void remove_waiter(std::uint64_t id);
+
+  // Observability.
+  std::map<std::string, std::size_t> connectors_per_alias() const;
+  std::map<std::string, std::size_t> parked_per_alias() const;
+  std::size_t in_flight() const;
+  std::size_t sessions() const { return sessions_.size(); }
+  std::vector<std::shared_ptr<Session>> all() const;
+
+ private:
+  void notify() {
+    if (observer_) observer_(*this);
+  }
+
+  std::map<std::string, std::shared_ptr<Session>> sessions_;
+  std::uint64_t next_id_ = 1;
+  struct WaiterEntry {
+    std::string alias;
+    Waiter fn;
+  };
+  std::map<std::uint64_t, WaiterEntry> waiters_;
+  std::uint64_t next_waiter_ = 1;
+  Observer observer_;
+};
+
+}  // namespace postern::broker

@@ -1,0 +1,44 @@
+#pragma once
+// The two halves of an exchange as seen by whoever moves it one hop further:
+// a request body to read and a response to write. The edge's client
+// connection, a Relay/Pull gRPC stream and a native HTTP connection all
+// implement one side or the other, so each hop is "read from one, write to
+// the other" with backpressure from the awaits.
+
+#include <string_view>
+
+#include "common/asio.hpp"
+#include "common/error.hpp"
+#include "postern/tunnel/v1/tunnel.pb.h"
+
+namespace postern {
+
+/// Chunk size for bodies on every hop: large enough for throughput, small
+/// enough that nothing buffers much.
+inline constexpr std::size_t kChunkBytes = 64 * 1024;
+
+/// A request body as it arrives. Single consumer; not thread-safe.
+class BodySource {
+ public:
+  virtual ~BodySource() = default;
+  /// Sets `chunk` to the next piece of the body (valid until the next call)
+  /// and returns true, or returns false at the end of the body. Throws
+  /// ExchangeError when the body cannot be read.
+  virtual asio::awaitable<bool> next(std::string_view& chunk) = 0;
+};
+
+/// Where a response goes. Calls come in order: head, body*, end.
+class ResponseSink {
+ public:
+  virtual ~ResponseSink() = default;
+  virtual asio::awaitable<void> head(tunnel::v1::ResponseHead& head) = 0;
+  virtual asio::awaitable<void> body(std::string_view chunk) = 0;
+  virtual asio::awaitable<void> end() = 0;
+  /// True once head() was called: an error can no longer become a response.
+  bool started() const { return started_; }
+
+ protected:
+  bool started_ = false;
+};
+
+}  // namespace postern

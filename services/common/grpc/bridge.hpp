@@ -1,0 +1,105 @@
+#pragma once
+// The gRPC <-> Asio coroutine bridge.
+//
+// Every async gRPC operation is started with a heap Tag that owns the
+// completion handler. One Pump thread per CompletionQueue calls Next() and
+// posts (ok) to the handler's executor, so coroutines never block on gRPC and
+// gRPC never runs project code on its own threads.
+//
+//   bool ok = co_await grpc_bridge::op([&](void* tag) { stream->Read(&msg, tag); });
+//
+// Rules (the gRPC async API's, restated): at most one outstanding Read and
+// one outstanding Write (Finish and WritesDone count as writes) per stream;
+// cancellation is TryCancel() on the call's context, after which pending
+// operations complete with ok == false.
+
+#include <grpcpp/completion_queue.h>
+
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "common/asio.hpp"
+
+namespace postern::grpc_bridge {
+
+/// What the pump finds on the queue. complete() runs on the pump thread,
+/// exactly once, and must not block.
+class Tag {
+ public:
+  virtual void complete(bool ok) = 0;
+
+ protected:
+  ~Tag() = default;
+};
+
+/// Owns one completion handler; posts it to the handler's executor.
+template <class Handler>
+class HandlerTag final : public Tag {
+ public:
+  explicit HandlerTag(Handler h)
+      : handler_(std::move(h)), work_(asio::make_work_guard(asio::get_associated_executor(handler_))) {}
+
+  void complete(bool ok) override {
+    auto ex = work_.get_executor();
+    asio::post(ex, [h = std::move(handler_), ok]() mutable { std::move(h)(ok); });
+    delete this;
+  }
+
+ private:
+  Handler handler_;
+  asio::executor_work_guard<asio::associated_executor_t<Handler>> work_;
+};
+
+/// Starts one gRPC operation with `init(tag)` and resumes the calling
+/// coroutine, on its own executor, with the operation's `ok`.
+template <class Init>
+asio::awaitable<bool> op(Init init) {
+  const bool ok = co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(bool)>(
+      [&init](auto handler) {
+        auto* tag = new HandlerTag<decltype(handler)>(std::move(handler));
+        init(static_cast<void*>(static_cast<Tag*>(tag)));
+      },
+      asio::use_awaitable);
+  co_return ok;
+}
+
+/// Reads one message from a stream.
+template <class Stream, class Message>
+asio::awaitable<bool> read(Stream& stream, Message& message) {
+  return op([&](void* tag) { stream.Read(&message, tag); });
+}
+
+/// Writes one message to a stream.
+template <class Stream, class Message>
+asio::awaitable<bool> write(Stream& stream, const Message& message) {
+  return op([&](void* tag) { stream.Write(message, tag); });
+}
+
+/// Drives one CompletionQueue on a thread of its own.
+class Pump {
+ public:
+  /// Takes a queue (a ServerCompletionQueue from a ServerBuilder, or a plain
+  /// one for client calls) and starts the pump thread.
+  Pump(std::unique_ptr<grpc::CompletionQueue> cq, std::string name);
+  ~Pump();
+  Pump(const Pump&) = delete;
+  Pump& operator=(const Pump&) = delete;
+
+  grpc::CompletionQueue* cq() const { return cq_.get(); }
+  /// Shuts the queue down and joins the thread once every pending tag is
+  /// delivered. Call after the server (if any) has shut down. Idempotent.
+  void shutdown();
+
+ private:
+  std::unique_ptr<grpc::CompletionQueue> cq_;
+  std::thread thread_;
+  bool shut_ = false;
+};
+
+}  // namespace postern::grpc_bridge

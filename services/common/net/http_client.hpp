@@ -1,0 +1,60 @@
+#pragma once
+// HTTP/1.1 client for native services (connector) and DMZ-local upstreams
+// (edge): keep-alive pool per origin, connect/read timeouts, https with CA
+// and host name verification, bodies streamed both ways in chunks.
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "common/exchange.hpp"
+
+namespace boost::asio::ssl {
+class context;
+}
+
+namespace postern::net {
+
+/// Where an alias (or a DMZ-local API) points: parsed from a URL once.
+struct Origin {
+  bool tls = false;
+  std::string host;
+  std::string port;
+  /// Path prefix prepended to every target ("" or "/base", no trailing slash).
+  std::string base_path;
+  std::shared_ptr<boost::asio::ssl::context> tls_context;
+  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds read_timeout{60000};
+  std::size_t max_idle = 32;
+
+  /// Parses http(s)://host[:port][/path]. Throws std::invalid_argument naming
+  /// what is wrong. TLS origins verify against `ca_file` (system CAs if empty).
+  static Origin parse(std::string_view url, const std::string& ca_file = {});
+  /// "http://host:port", the pool key.
+  std::string key() const;
+};
+
+/// One per executor; not thread-safe.
+class HttpClient {
+ public:
+  explicit HttpClient(asio::any_io_executor ex);
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  /// Sends the request to `origin` (target appended to its base path),
+  /// streaming `body`, and streams the response into `sink`. `head_timeout`
+  /// bounds the wait for the response head (0: origin.read_timeout).
+  /// Throws ExchangeError (UPSTREAM_*), or whatever body/sink throw.
+  asio::awaitable<void> exchange(const Origin& origin, const tunnel::v1::RequestHead& head, BodySource& body,
+                                 ResponseSink& sink, std::chrono::milliseconds head_timeout = {});
+
+  /// Idle connections currently pooled, over all origins.
+  std::size_t idle_connections() const;
+
+ private:
+  struct Pool;
+  std::unique_ptr<Pool> pool_;
+};
+
+}  // namespace postern::net

@@ -1,0 +1,39 @@
+#include "common/net/http_headers.hpp"
+
+#include <array>
+#include <cctype>
+
+namespace postern::net {
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
+  }
+  return true;
+}
+
+bool is_hop_by_hop(std::string_view name) {
+  static constexpr std::array<std::string_view, 10> kHopByHop = {
+      "connection", "keep-alive",        "proxy-connection", "te",     "trailer",
+      "upgrade",    "transfer-encoding", "proxy-authorization", "proxy-authenticate", "content-length"};
+  for (auto h : kHopByHop) {
+    if (iequals(h, name)) return true;
+  }
+  return false;
+}
+
+bool listed_in_connection(std::string_view value, std::string_view name) {
+  while (!value.empty()) {
+    auto comma = value.find(',');
+    auto token = value.substr(0, comma);
+    while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
+    while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+    if (iequals(token, name)) return true;
+    if (comma == std::string_view::npos) break;
+    value.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+}  // namespace postern::net

@@ -1,0 +1,18 @@
+#pragma once
+// Header rules every hop shares.
+
+#include <string_view>
+
+namespace postern::net {
+
+/// Case-insensitive ASCII comparison.
+bool iequals(std::string_view a, std::string_view b);
+
+/// True for headers that describe one connection, not the message
+/// (RFC 9110 7.6.1), plus the framing headers each hop recomputes.
+bool is_hop_by_hop(std::string_view name);
+
+/// True if `name` is listed in a Connection header value ("close, x-foo").
+bool listed_in_connection(std::string_view connection_value, std::string_view name);
+
+}  // namespace postern::net

@@ -1,0 +1,156 @@
+#include "common/observability/log.hpp"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <mutex>
+
+namespace postern::log {
+namespace {
+
+std::atomic<int> g_min{static_cast<int>(Level::info)};
+std::string g_service = "postern";
+std::mutex g_write_mutex;
+
+const char* level_name(Level l) {
+  switch (l) {
+    case Level::debug: return "debug";
+    case Level::info: return "info";
+    case Level::warn: return "warn";
+    case Level::error: return "error";
+  }
+  return "info";
+}
+
+void append_time(std::string& out) {
+  using namespace std::chrono;
+  const auto now = system_clock::now();
+  const auto secs = system_clock::to_time_t(now);
+  const auto ms = duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+  out += buf;
+}
+
+}  // namespace
+
+void init(std::string_view service, Level min_level) {
+  g_service = std::string(service);
+  g_min = static_cast<int>(min_level);
+}
+
+bool parse_level(std::string_view text, Level& out) {
+  if (text == "debug") out = Level::debug;
+  else if (text == "info" || text.empty()) out = Level::info;
+  else if (text == "warn") out = Level::warn;
+  else if (text == "error") out = Level::error;
+  else return false;
+  return true;
+}
+
+bool enabled(Level level) { return static_cast<int>(level) >= g_min.load(std::memory_order_relaxed); }
+
+void json_escape(std::string& out, std::string_view text) {
+  for (unsigned char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+}
+
+Record::Record(Level level, std::string_view msg) : on_(enabled(level)) {
+  if (!on_) return;
+  line_.reserve(256);
+  line_ += "{\"ts\":\"";
+  append_time(line_);
+  line_ += "\",\"level\":\"";
+  line_ += level_name(level);
+  line_ += "\",\"svc\":\"";
+  json_escape(line_, g_service);
+  line_ += "\",\"msg\":\"";
+  json_escape(line_, msg);
+  line_ += '"';
+}
+
+Record::~Record() {
+  if (!on_) return;
+  line_ += "}\n";
+  std::lock_guard lock(g_write_mutex);
+  // One write(2) per record so lines from several threads never interleave.
+  const char* p = line_.data();
+  size_t left = line_.size();
+  while (left > 0) {
+    ssize_t n = ::write(STDOUT_FILENO, p, left);
+    if (n <= 0) break;
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+}
+
+Record& Record::kv(std::string_view key, std::string_view value) {
+  if (!on_) return *this;
+  line_ += ",\"";
+  json_escape(line_, key);
+  line_ += "\":\"";
+  json_escape(line_, value);
+  line_ += '"';
+  return *this;
+}
+
+Record& Record::kv(std::string_view key, std::int64_t value) {
+  if (!on_) return *this;
+  line_ += ",\"";
+  json_escape(line_, key);
+  line_ += "\":";
+  line_ += std::to_string(value);
+  return *this;
+}
+
+Record& Record::kv(std::string_view key, std::uint64_t value) {
+  if (!on_) return *this;
+  line_ += ",\"";
+  json_escape(line_, key);
+  line_ += "\":";
+  line_ += std::to_string(value);
+  return *this;
+}
+
+Record& Record::kv(std::string_view key, double value) {
+  if (!on_) return *this;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", value);
+  line_ += ",\"";
+  json_escape(line_, key);
+  line_ += "\":";
+  line_ += buf;
+  return *this;
+}
+
+Record& Record::kv(std::string_view key, bool value) {
+  if (!on_) return *this;
+  line_ += ",\"";
+  json_escape(line_, key);
+  line_ += "\":";
+  line_ += value ? "true" : "false";
+  return *this;
+}
+
+}  // namespace postern::log

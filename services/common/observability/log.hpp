@@ -1,0 +1,50 @@
+#pragma once
+// Structured logging: one JSON object per line on stdout.
+//
+//   POSTERN_LOG(info, "listening").kv("listener", "external").kv("port", 8080);
+//
+// Thread-safe: a record is built locally and written with one locked write.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace postern::log {
+
+enum class Level { debug = 0, info = 1, warn = 2, error = 3 };
+
+/// Process-wide settings; call once from main before logging.
+void init(std::string_view service, Level min_level);
+/// Parses "debug|info|warn|error"; returns false on anything else.
+bool parse_level(std::string_view text, Level& out);
+bool enabled(Level level);
+
+/// One log record; written when it goes out of scope.
+class Record {
+ public:
+  Record(Level level, std::string_view msg);
+  ~Record();
+  Record(const Record&) = delete;
+  Record& operator=(const Record&) = delete;
+
+  Record& kv(std::string_view key, std::string_view value);
+  Record& kv(std::string_view key, const char* value) { return kv(key, std::string_view(value)); }
+  Record& kv(std::string_view key, const std::string& value) { return kv(key, std::string_view(value)); }
+  Record& kv(std::string_view key, std::int64_t value);
+  Record& kv(std::string_view key, std::uint64_t value);
+  Record& kv(std::string_view key, int value) { return kv(key, static_cast<std::int64_t>(value)); }
+  Record& kv(std::string_view key, unsigned value) { return kv(key, static_cast<std::uint64_t>(value)); }
+  Record& kv(std::string_view key, double value);
+  Record& kv(std::string_view key, bool value);
+
+ private:
+  bool on_;
+  std::string line_;
+};
+
+/// Appends `text` to `out` as JSON string content (no quotes).
+void json_escape(std::string& out, std::string_view text);
+
+}  // namespace postern::log
+
+#define POSTERN_LOG(level, msg) ::postern::log::Record(::postern::log::Level::level, msg)

@@ -1,0 +1,42 @@
+#pragma once
+// What every service's main() shares: flags, config loading, logging setup
+// and the signal-driven run loop.
+
+#include <boost/asio/io_context.hpp>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "common/asio.hpp"
+
+namespace google::protobuf {
+class Message;
+}
+
+namespace postern {
+
+struct CommandLine {
+  std::string config_path;
+  std::string log_level;  // overrides the config's level when set
+};
+
+/// Parses `--config FILE [--log-level LEVEL]`; prints usage and exits 2 on
+/// anything else (exit 0 for --help).
+CommandLine parse_command_line(int argc, char** argv, std::string_view service);
+
+/// Loads the YAML config; on failure prints every error to stderr, one per
+/// line with file, line and field, and exits 2.
+void load_config_or_exit(const std::string& path, google::protobuf::Message& config);
+
+/// Configures the logger; exits 2 on an unknown level.
+void init_logging(std::string_view service, const std::string& config_level, const std::string& override_level);
+
+/// Prints a fatal startup error naming what is wrong and exits 1.
+[[noreturn]] void die(std::string_view what);
+
+/// Runs `ioc` on this thread. The first SIGTERM/SIGINT starts `drain`
+/// (which should finish in-flight work and stop everything); a second
+/// signal exits at once. Returns the process exit code.
+int run_until_drained(boost::asio::io_context& ioc, std::function<asio::awaitable<void>()> drain);
+
+}  // namespace postern

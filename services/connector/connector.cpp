@@ -1,0 +1,613 @@
+#include "connector/connector.hpp"
+
+#include <grpcpp/grpcpp.h>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <map>
+#include <optional>
+#include <random>
+#include <set>
+
+#include "common/config/yaml_proto.hpp"
+#include "common/event.hpp"
+#include "common/grpc/bridge.hpp"
+#include "common/net/http_client.hpp"
+#include "common/net/tls.hpp"
+#include "common/observability/log.hpp"
+#include "postern/tunnel/v1/tunnel.grpc.pb.h"
+
+namespace postern::connector {
+
+namespace tv1 = tunnel::v1;
+namespace gb = grpc_bridge;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using FrameStream = grpc::ClientAsyncReaderWriter<tv1::Frame, tv1::Frame>;
+using AttachStream = grpc::ClientAsyncReaderWriter<tv1::ConnectorMessage, tv1::BrokerMessage>;
+
+namespace {
+
+struct Metrics {
+  prometheus::Gauge& brokers_attached;
+  prometheus::Gauge& parked;
+  prometheus::Gauge& in_flight;
+  prometheus::Counter& reconnects;
+  prometheus::Counter& refusals;
+  prometheus::Family<prometheus::Counter>& requests;
+  prometheus::Family<prometheus::Histogram>& duration;
+  prometheus::Counter& bytes_in;
+  prometheus::Counter& bytes_out;
+
+  explicit Metrics(prometheus::Registry& r)
+      : brokers_attached(prometheus::BuildGauge()
+                             .Name("postern_connector_brokers_attached")
+                             .Help("Brokers this connector is attached to")
+                             .Register(r)
+                             .Add({})),
+        parked(prometheus::BuildGauge()
+                   .Name("postern_connector_parked_streams")
+                   .Help("Pull streams parked at brokers")
+                   .Register(r)
+                   .Add({})),
+        in_flight(prometheus::BuildGauge()
+                      .Name("postern_connector_exchanges_in_flight")
+                      .Help("Exchanges being served right now")
+                      .Register(r)
+                      .Add({})),
+        reconnects(prometheus::BuildCounter()
+                       .Name("postern_connector_reconnects_total")
+                       .Help("Attach attempts after the first, per broker link")
+                       .Register(r)
+                       .Add({})),
+        refusals(prometheus::BuildCounter()
+                     .Name("postern_connector_registration_refusals_total")
+                     .Help("Attach attempts the broker refused")
+                     .Register(r)
+                     .Add({})),
+        requests(prometheus::BuildCounter()
+                     .Name("postern_connector_requests_total")
+                     .Help("Exchanges served, by alias and status class")
+                     .Register(r)),
+        duration(prometheus::BuildHistogram()
+                     .Name("postern_connector_native_duration_seconds")
+                     .Help("Time from request head to end of the native response")
+                     .Register(r)),
+        bytes_in(prometheus::BuildCounter()
+                     .Name("postern_connector_request_bytes_total")
+                     .Help("Request body bytes sent to native services")
+                     .Register(r)
+                     .Add({})),
+        bytes_out(prometheus::BuildCounter()
+                      .Name("postern_connector_response_bytes_total")
+                      .Help("Response body bytes received from native services")
+                      .Register(r)
+                      .Add({})) {}
+};
+
+const prometheus::Histogram::BucketBoundaries kLatencyBuckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                              0.25,  0.5,    1,     2.5,  5,     10,   30, 60};
+
+// The request body as frames arriving on a Pull stream.
+class PullBody final : public BodySource {
+ public:
+  PullBody(FrameStream& s, Metrics& m) : stream_(s), metrics_(m) {}
+  asio::awaitable<bool> next(std::string_view& chunk) override {
+    if (ended_) co_return false;
+    for (;;) {
+      frame_.Clear();
+      const bool ok = co_await gb::read(stream_, frame_);
+      if (!ok) throw ExchangeError(tv1::ERROR_CODE_CLIENT_GONE, "broker stream ended before the request body did");
+      if (frame_.has_body()) {
+        chunk = frame_.body().data();
+        metrics_.bytes_in.Increment(static_cast<double>(chunk.size()));
+        co_return true;
+      }
+      if (frame_.has_end()) {
+        ended_ = true;
+        co_return false;
+      }
+      if (frame_.has_error()) {
+        throw ExchangeError(frame_.error().code(), "request aborted upstream: " + frame_.error().message());
+      }
+    }
+  }
+  bool ended() const { return ended_; }
+
+ private:
+  FrameStream& stream_;
+  Metrics& metrics_;
+  tv1::Frame frame_;
+  bool ended_ = false;
+};
+
+// The response as frames written back on the Pull stream.
+class PullSink final : public ResponseSink {
+ public:
+  PullSink(FrameStream& s, Metrics& m) : stream_(s), metrics_(m) {}
+  asio::awaitable<void> head(tv1::ResponseHead& h) override {
+    started_ = true;
+    status_ = h.status();
+    tv1::Frame f;
+    *f.mutable_response_head() = std::move(h);
+    co_await send(f);
+  }
+  asio::awaitable<void> body(std::string_view chunk) override {
+    metrics_.bytes_out.Increment(static_cast<double>(chunk.size()));
+    frame_.Clear();
+    frame_.mutable_body()->mutable_data()->assign(chunk.data(), chunk.size());
+    co_await send(frame_);
+  }
+  asio::awaitable<void> end() override {
+    tv1::Frame f;
+    f.mutable_end();
+    co_await send(f);
+  }
+  unsigned status() const { return status_; }
+
+ private:
+  asio::awaitable<void> send(const tv1::Frame& f) {
+    const bool ok = co_await gb::write(stream_, f);
+    if (!ok) throw ExchangeError(tv1::ERROR_CODE_CLIENT_GONE, "broker stream closed while sending the response");
+  }
+  FrameStream& stream_;
+  Metrics& metrics_;
+  tv1::Frame frame_;
+  unsigned status_ = 0;
+};
+
+std::string status_class(unsigned status) { return status == 0 ? "error" : std::to_string(status / 100) + "xx"; }
+
+}  // namespace
+
+struct Connector::Impl {
+  // One per broker address (after resolution): a channel, an Attach stream,
+  // and the Pull streams parked there.
+  struct Link {
+    std::string name;    // host:port as configured
+    std::string target;  // ipv4:a.b.c.d:port
+    std::shared_ptr<grpc::Channel> channel;
+    std::unique_ptr<tv1::Registration::Stub> stub;
+    std::string session_id;
+    bool attached = false;
+    bool stopping = false;
+    bool drain_requested = false;
+    std::size_t parked = 0;
+    std::set<grpc::ClientContext*> parked_calls;
+    grpc::ClientContext* attach_ctx = nullptr;
+    std::unique_ptr<Event> wake;     // wakes the heartbeat writer
+    std::unique_ptr<Event> stopped;  // set when the run loop has ended
+  };
+
+  asio::io_context& ioc;
+  asio::any_io_executor ex;
+  config::v1::ConnectorConfig cfg;
+  std::shared_ptr<prometheus::Registry> prom;
+  Metrics metrics;
+  net::HttpClient http;
+  std::map<std::string, net::Origin> origins;
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+  std::unique_ptr<gb::Pump> pump;
+  std::map<std::string, std::unique_ptr<Link>> links;  // by target
+  std::size_t total_parked = 0;
+  std::size_t in_flight = 0;
+  bool draining = false;
+  std::unique_ptr<Event> idle;
+  std::mt19937 rng{std::random_device{}()};
+
+  Clock::duration reconnect_max;
+  Clock::duration drain_timeout;
+  Clock::duration resolve_interval;
+  std::size_t pool_size;
+  std::size_t max_concurrency;
+
+  Impl(asio::io_context& io, config::v1::ConnectorConfig c, std::shared_ptr<prometheus::Registry> p)
+      : ioc(io), ex(io.get_executor()), cfg(std::move(c)), prom(std::move(p)), metrics(*prom), http(ex) {
+    reconnect_max = config::duration_or(cfg.reconnect_max(), 30s);
+    drain_timeout = config::duration_or(cfg.drain_timeout(), 20s);
+    resolve_interval = config::duration_or(cfg.resolve_interval(), 30s);
+    pool_size = cfg.pool_size() ? cfg.pool_size() : 8;
+    max_concurrency = cfg.max_concurrency() ? cfg.max_concurrency() : 256;
+    idle = std::make_unique<Event>(ex);
+    idle->set();
+  }
+
+  void start() {
+    if (cfg.brokers().empty()) throw std::runtime_error("brokers: at least one broker address is required");
+    if (cfg.aliases().empty()) throw std::runtime_error("aliases: at least one alias -> native service is required");
+    const auto& t = cfg.tls();
+    if (t.ca_file().empty() || t.cert_file().empty() || t.key_file().empty()) {
+      throw std::runtime_error("tls: ca_file, cert_file and key_file are required (the broker demands mutual TLS)");
+    }
+    grpc::SslCredentialsOptions o;
+    o.pem_root_certs = net::read_pem_file(t.ca_file(), "tls.ca_file");
+    o.pem_cert_chain = net::read_pem_file(t.cert_file(), "tls.cert_file");
+    o.pem_private_key = net::read_pem_file(t.key_file(), "tls.key_file");
+    creds = grpc::SslCredentials(o);
+    for (const auto& [alias, svc] : cfg.aliases()) {
+      try {
+        auto origin = net::Origin::parse(svc.url(), svc.ca_file());
+        origin.connect_timeout = config::duration_or(svc.connect_timeout(), 5s);
+        origin.read_timeout = config::duration_or(svc.read_timeout(), 60s);
+        if (svc.max_idle_connections()) origin.max_idle = svc.max_idle_connections();
+        origins.emplace(alias, std::move(origin));
+      } catch (const std::exception& e) {
+        throw std::runtime_error("aliases." + alias + ".url: " + e.what());
+      }
+    }
+    pump = std::make_unique<gb::Pump>(std::make_unique<grpc::CompletionQueue>(), "cq-client");
+    asio::co_spawn(ex, resolve_loop(), asio::detached);
+  }
+
+  // ------------------------------------------------------------ resolution
+
+  asio::awaitable<void> resolve_loop() {
+    asio::ip::tcp::resolver resolver(ex);
+    asio::steady_timer timer(ex);
+    while (!draining) {
+      bool any = false;
+      std::set<std::string> seen;
+      for (const auto& b : cfg.brokers()) {
+        auto colon = b.rfind(':');
+        if (colon == std::string::npos) {
+          POSTERN_LOG(error, "bad broker address").kv("broker", b).kv("error", "expected host:port");
+          continue;
+        }
+        std::string host = b.substr(0, colon), port = b.substr(colon + 1);
+        if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+        auto [ec, results] = co_await resolver.async_resolve(host, port, use_nothrow);
+        if (ec) {
+          POSTERN_LOG(warn, "cannot resolve broker").kv("broker", b).kv("error", ec.message());
+          continue;
+        }
+        for (const auto& r : results) {
+          const auto ep = r.endpoint();
+          const std::string target = ep.address().is_v6()
+                                         ? "ipv6:[" + ep.address().to_string() + "]:" + std::to_string(ep.port())
+                                         : "ipv4:" + ep.address().to_string() + ":" + std::to_string(ep.port());
+          any = true;
+          if (!seen.insert(target).second) continue;
+          if (!links.contains(target)) add_link(b, host, target);
+        }
+      }
+      // Brokers that are gone from DNS are detached; never the last ones if
+      // DNS is merely failing.
+      if (any) {
+        for (auto& [target, link] : links) {
+          if (!seen.contains(target) && !link->stopping) {
+            POSTERN_LOG(info, "broker address gone").kv("broker", link->name).kv("target", target);
+            stop_link(*link);
+          }
+        }
+      }
+      timer.expires_after(any ? resolve_interval : Clock::duration(2s));
+      co_await timer.async_wait(use_nothrow);
+    }
+  }
+
+  void add_link(const std::string& name, const std::string& host, const std::string& target) {
+    auto link = std::make_unique<Link>();
+    link->name = name;
+    link->target = target;
+    grpc::ChannelArguments args;
+    args.SetSslTargetNameOverride(cfg.tls().server_name().empty() ? host : cfg.tls().server_name());
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    args.SetMaxReceiveMessageSize(4 * 1024 * 1024);
+    link->channel = grpc::CreateCustomChannel(target, creds, args);
+    link->stub = tv1::Registration::NewStub(link->channel);
+    link->wake = std::make_unique<Event>(ex);
+    link->stopped = std::make_unique<Event>(ex);
+    auto* l = link.get();
+    links.emplace(target, std::move(link));
+    POSTERN_LOG(info, "broker link added").kv("broker", name).kv("target", target);
+    asio::co_spawn(ex, run_link(*l), asio::detached);
+  }
+
+  void stop_link(Link& l) {
+    l.stopping = true;
+    if (l.attach_ctx) l.attach_ctx->TryCancel();
+    for (auto* c : l.parked_calls) c->TryCancel();
+    l.wake->set();
+  }
+
+  // ------------------------------------------------------------ attach
+
+  asio::awaitable<void> run_link(Link& l) {
+    Clock::duration backoff = 100ms;
+    asio::steady_timer timer(ex);
+    bool first = true;
+    while (!l.stopping && !draining) {
+      if (!first) metrics.reconnects.Increment();
+      first = false;
+      const bool welcomed = co_await attach_once(l);
+      if (l.stopping || draining) break;
+      if (welcomed) backoff = 100ms;
+      std::uniform_real_distribution<double> jitter(0.5, 1.5);
+      auto wait = std::chrono::duration_cast<Clock::duration>(backoff * jitter(rng));
+      if (wait > reconnect_max) wait = reconnect_max;
+      timer.expires_after(wait);
+      co_await timer.async_wait(use_nothrow);
+      backoff = std::min<Clock::duration>(backoff * 2, reconnect_max);
+    }
+    l.stopped->set();
+  }
+
+  // One Attach stream, start to end. Returns true if the broker welcomed it.
+  asio::awaitable<bool> attach_once(Link& l) {
+    grpc::ClientContext ctx;
+    l.attach_ctx = &ctx;
+    std::unique_ptr<AttachStream> stream = l.stub->PrepareAsyncAttach(&ctx, pump->cq());
+    bool ok = co_await gb::op([&](void* tag) { stream->StartCall(tag); });
+    tv1::BrokerMessage msg;
+    if (ok) {
+      tv1::ConnectorMessage hello;
+      auto* h = hello.mutable_hello();
+      h->set_connector_id(cfg.id());
+      for (const auto& [alias, _] : cfg.aliases()) h->add_aliases(alias);
+      h->set_capacity(static_cast<std::uint32_t>(max_concurrency));
+      h->set_version("postern-connector/0.1");
+      ok = co_await gb::write(*stream, hello);
+    }
+    if (ok) {
+      Deadline d(ex, 10s, [&ctx] { ctx.TryCancel(); });
+      ok = co_await gb::read(*stream, msg);
+    }
+    if (!ok || !msg.has_welcome()) {
+      grpc::Status st;
+      co_await gb::op([&](void* tag) { stream->Finish(&st, tag); });
+      l.attach_ctx = nullptr;
+      if (st.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+        metrics.refusals.Increment();
+        POSTERN_LOG(error, "registration refused by broker")
+            .kv("broker", l.name)
+            .kv("target", l.target)
+            .kv("error", st.error_message());
+      } else if (!l.stopping) {
+        POSTERN_LOG(warn, "attach failed")
+            .kv("broker", l.name)
+            .kv("target", l.target)
+            .kv("code", static_cast<int>(st.error_code()))
+            .kv("error", st.error_message());
+      }
+      co_return false;
+    }
+
+    const auto& w = msg.welcome();
+    l.session_id = w.session_id();
+    l.attached = true;
+    l.drain_requested = false;
+    const auto hb_interval = std::chrono::milliseconds(w.heartbeat_interval_ms() ? w.heartbeat_interval_ms() : 5000);
+    const auto hb_timeout = std::chrono::milliseconds(w.heartbeat_timeout_ms() ? w.heartbeat_timeout_ms() : 15000);
+    update_attached_gauge();
+    POSTERN_LOG(info, "attached")
+        .kv("broker", l.name)
+        .kv("target", l.target)
+        .kv("broker_id", w.broker_id())
+        .kv("session", l.session_id);
+    if (draining) request_drain(l);
+    refill();
+
+    // Writer: heartbeats, and the drain request when asked.
+    Event writer_done(ex);
+    l.wake->reset();
+    asio::co_spawn(
+        ex,
+        [&]() -> asio::awaitable<void> {
+          std::uint64_t seq = 0;
+          bool drain_sent = false;
+          while (l.attached && !l.stopping) {
+            co_await l.wake->wait_for(hb_interval);
+            l.wake->reset();
+            if (!l.attached || l.stopping) break;
+            tv1::ConnectorMessage m;
+            if (l.drain_requested && !drain_sent) {
+              m.mutable_drain()->set_reason("connector shutting down");
+              drain_sent = true;
+            } else {
+              auto* hb = m.mutable_heartbeat();
+              hb->set_seq(++seq);
+              hb->set_in_flight(static_cast<std::uint32_t>(in_flight));
+              hb->set_parked(static_cast<std::uint32_t>(l.parked));
+            }
+            const bool sent = co_await gb::write(*stream, m);
+            if (!sent) break;
+          }
+        },
+        [&](std::exception_ptr) { writer_done.set(); });
+
+    // Reader: a broker silent past the timeout is gone.
+    {
+      Deadline silence(ex, hb_timeout, [&ctx, &l] {
+        POSTERN_LOG(warn, "broker silent, reconnecting").kv("broker", l.name).kv("target", l.target);
+        ctx.TryCancel();
+      });
+      for (;;) {
+        tv1::BrokerMessage m;
+        const bool got = co_await gb::read(*stream, m);
+        if (!got) break;
+        silence.rearm(hb_timeout);
+      }
+    }
+    l.attached = false;
+    update_attached_gauge();
+    ctx.TryCancel();
+    for (auto* c : l.parked_calls) c->TryCancel();
+    l.wake->set();
+    co_await writer_done.wait();
+    grpc::Status st;
+    co_await gb::op([&](void* tag) { stream->Finish(&st, tag); });
+    l.attach_ctx = nullptr;
+    if (!l.stopping && !draining) {
+      POSTERN_LOG(warn, "detached").kv("broker", l.name).kv("target", l.target).kv("error", st.error_message());
+    }
+    co_return true;
+  }
+
+  void request_drain(Link& l) {
+    l.drain_requested = true;
+    l.wake->set();
+  }
+
+  void update_attached_gauge() {
+    std::size_t n = 0;
+    for (auto& [_, l] : links) n += l->attached ? 1 : 0;
+    metrics.brokers_attached.Set(static_cast<double>(n));
+  }
+
+  // ------------------------------------------------------------ pulls
+
+  // Parks streams until each attached link has pool_size of them, within
+  // the overall concurrency limit.
+  void refill() {
+    if (draining) return;
+    for (auto& [_, lp] : links) {
+      Link& l = *lp;
+      while (l.attached && !l.stopping && !l.drain_requested && l.parked < pool_size &&
+             total_parked + in_flight < max_concurrency) {
+        ++l.parked;
+        ++total_parked;
+        metrics.parked.Set(static_cast<double>(total_parked));
+        asio::co_spawn(ex, pull(l, l.session_id), asio::detached);
+      }
+    }
+  }
+
+  asio::awaitable<void> pull(Link& l, std::string session_id) {
+    grpc::ClientContext ctx;
+    l.parked_calls.insert(&ctx);
+    std::unique_ptr<FrameStream> stream = l.stub->PrepareAsyncPull(&ctx, pump->cq());
+    bool ok = co_await gb::op([&](void* tag) { stream->StartCall(tag); });
+    tv1::Frame frame;
+    if (ok) {
+      frame.mutable_park()->set_session_id(session_id);
+      ok = co_await gb::write(*stream, frame);
+    }
+    if (ok) {
+      const bool got = co_await gb::read(*stream, frame);
+      ok = got;
+    }
+    l.parked_calls.erase(&ctx);
+    --l.parked;
+    --total_parked;
+    metrics.parked.Set(static_cast<double>(total_parked));
+
+    if (!ok || !frame.has_request_head()) {
+      grpc::Status st;
+      co_await gb::op([&](void* tag) { stream->Finish(&st, tag); });
+      // Not re-parked at once: a broker that ends parked streams right away
+      // must not turn this into a busy loop.
+      asio::steady_timer t(ex, 100ms);
+      co_await t.async_wait(use_nothrow);
+      refill();
+      co_return;
+    }
+
+    ++in_flight;
+    idle->reset();
+    metrics.in_flight.Set(static_cast<double>(in_flight));
+    refill();  // re-park a replacement at once
+    co_await serve(*stream, frame.request_head());
+    grpc::Status st;
+    co_await gb::op([&](void* tag) { stream->Finish(&st, tag); });
+    --in_flight;
+    metrics.in_flight.Set(static_cast<double>(in_flight));
+    if (in_flight == 0) idle->set();
+    refill();
+  }
+
+  asio::awaitable<void> serve(FrameStream& stream, const tv1::RequestHead& head) {
+    const auto started = Clock::now();
+    PullBody body(stream, metrics);
+    PullSink sink(stream, metrics);
+    std::optional<ExchangeError> failure;
+    auto it = origins.find(head.alias());
+    try {
+      if (it == origins.end()) {
+        throw ExchangeError(tv1::ERROR_CODE_UNKNOWN_ALIAS,
+                            "connector '" + cfg.id() + "' has no native service for alias '" + head.alias() + "'");
+      }
+      std::chrono::milliseconds head_timeout = it->second.read_timeout;
+      if (head.timeout_ms() > 0) head_timeout = std::min(head_timeout, std::chrono::milliseconds(head.timeout_ms()));
+      co_await http.exchange(it->second, head, body, sink, head_timeout);
+    } catch (const ExchangeError& e) {
+      failure = e;
+    } catch (const std::exception& e) {
+      failure = ExchangeError(tv1::ERROR_CODE_INTERNAL, e.what());
+    }
+    if (failure) {
+      POSTERN_LOG(warn, "exchange failed")
+          .kv("request_id", head.request_id())
+          .kv("alias", head.alias())
+          .kv("code", std::string(error_slug(failure->code())))
+          .kv("error", failure->what());
+      if (failure->code() != tv1::ERROR_CODE_CLIENT_GONE) {
+        tv1::Frame f;
+        f.mutable_error()->set_code(failure->code());
+        f.mutable_error()->set_message(failure->what());
+        co_await gb::write(stream, f);
+      }
+    }
+    co_await gb::op([&](void* tag) { stream.WritesDone(tag); });
+    const std::string alias = head.alias();
+    metrics.requests.Add({{"alias", alias}, {"code", failure ? std::string(error_slug(failure->code()))
+                                                             : status_class(sink.status())}})
+        .Increment();
+    metrics.duration.Add({{"alias", alias}}, kLatencyBuckets)
+        .Observe(std::chrono::duration<double>(Clock::now() - started).count());
+  }
+
+  // ------------------------------------------------------------ drain
+
+  asio::awaitable<void> drain() {
+    draining = true;
+    POSTERN_LOG(info, "connector draining").kv("in_flight", static_cast<std::uint64_t>(in_flight));
+    for (auto& [_, l] : links) {
+      if (l->attached) {
+        request_drain(*l);
+      } else {
+        stop_link(*l);
+      }
+    }
+    // The broker answers a drain by ending our parked streams; exchanges in
+    // flight run to completion.
+    const auto until = Clock::now() + drain_timeout;
+    asio::steady_timer t(ex);
+    while ((in_flight > 0 || total_parked > 0) && Clock::now() < until) {
+      if (total_parked == 0) {
+        co_await idle->wait_for(until - Clock::now());
+      } else {
+        t.expires_after(20ms);
+        co_await t.async_wait(use_nothrow);
+      }
+    }
+    for (auto& [_, l] : links) stop_link(*l);
+    for (auto& [_, l] : links) co_await l->stopped->wait_for(5s);
+    POSTERN_LOG(info, "connector detached from all brokers");
+  }
+};
+
+Connector::Connector(asio::io_context& ioc, config::v1::ConnectorConfig config,
+                     std::shared_ptr<prometheus::Registry> metrics)
+    : impl_(std::make_unique<Impl>(ioc, std::move(config), std::move(metrics))) {}
+Connector::~Connector() = default;
+void Connector::start() { impl_->start(); }
+asio::awaitable<void> Connector::drain() { return impl_->drain(); }
+bool Connector::attached() const {
+  for (auto& [_, l] : impl_->links) {
+    if (l->attached) return true;
+  }
+  return false;
+}
+
+}  // namespace postern::connector

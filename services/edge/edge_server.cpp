@@ -1,0 +1,618 @@
+#include "edge/edge_server.hpp"
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <map>
+#include <random>
+
+#include "common/config/yaml_proto.hpp"
+#include "common/event.hpp"
+#include "common/net/http_client.hpp"
+#include "common/net/http_headers.hpp"
+#include "common/net/listen.hpp"
+#include "common/net/tls.hpp"
+#include "common/observability/log.hpp"
+#include "edge/relay_client.hpp"
+#include "edge/router.hpp"
+
+namespace postern::edge {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+namespace tv1 = tunnel::v1;
+using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+const prometheus::Histogram::BucketBoundaries kLatencyBuckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                              0.25,  0.5,    1,     2.5,  5,     10,   30, 60};
+
+struct Metrics {
+  prometheus::Family<prometheus::Counter>& requests;
+  prometheus::Family<prometheus::Histogram>& duration;
+  prometheus::Counter& bytes_in;
+  prometheus::Counter& bytes_out;
+  prometheus::Gauge& connections;
+  prometheus::Gauge& in_flight;
+
+  explicit Metrics(prometheus::Registry& r)
+      : requests(prometheus::BuildCounter()
+                     .Name("postern_edge_requests_total")
+                     .Help("Requests by API and status class")
+                     .Register(r)),
+        duration(prometheus::BuildHistogram()
+                     .Name("postern_edge_request_duration_seconds")
+                     .Help("Time from request head to the end of the response, by API")
+                     .Register(r)),
+        bytes_in(prometheus::BuildCounter()
+                     .Name("postern_edge_request_bytes_total")
+                     .Help("Request body bytes received from clients")
+                     .Register(r)
+                     .Add({})),
+        bytes_out(prometheus::BuildCounter()
+                      .Name("postern_edge_response_bytes_total")
+                      .Help("Response body bytes sent to clients")
+                      .Register(r)
+                      .Add({})),
+        connections(prometheus::BuildGauge()
+                        .Name("postern_edge_connections")
+                        .Help("Open client connections")
+                        .Register(r)
+                        .Add({})),
+        in_flight(prometheus::BuildGauge()
+                      .Name("postern_edge_requests_in_flight")
+                      .Help("Requests being served right now")
+                      .Register(r)
+                      .Add({})) {}
+};
+
+std::string new_request_id() {
+  static std::mt19937_64 rng{std::random_device{}()};
+  char buf[33];
+  std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(rng()),
+                static_cast<unsigned long long>(rng()));
+  return buf;
+}
+
+std::string status_class(unsigned s) { return std::to_string(s / 100) + "xx"; }
+
+// A request id from a client is kept only if it is short and printable.
+bool acceptable_request_id(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (unsigned char c : id) {
+    if (c < 0x21 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+struct EdgeServer::Impl {
+  asio::io_context& ioc;
+  asio::any_io_executor ex;
+  config::v1::EdgeConfig cfg;
+  std::shared_ptr<prometheus::Registry> prom;
+  Metrics metrics;
+  std::unique_ptr<Router> router;
+  std::unique_ptr<RelayClient> relay;
+  net::HttpClient http;
+  std::vector<net::Origin> direct_origins;
+  struct Listener {
+    std::unique_ptr<tcp::acceptor> acceptor;
+    std::shared_ptr<ssl::context> tls;
+    std::string name;
+  };
+  std::vector<Listener> listeners;
+
+  Clock::duration upstream_timeout, idle_timeout, header_timeout, drain_timeout;
+  std::uint32_t max_header_bytes = 65536;
+  bool draining = false;
+  std::size_t in_flight = 0;
+  std::unique_ptr<Event> idle_event;
+  // Closers for connections waiting between requests, so a drain can end them.
+  std::map<std::uint64_t, std::function<void()>> idle_connections;
+  std::uint64_t next_conn = 1;
+
+  Impl(asio::io_context& io, config::v1::EdgeConfig c, std::shared_ptr<prometheus::Registry> p)
+      : ioc(io), ex(io.get_executor()), cfg(std::move(c)), prom(std::move(p)), metrics(*prom), http(ex) {
+    upstream_timeout = config::duration_or(cfg.upstream_timeout(), 60s);
+    idle_timeout = config::duration_or(cfg.idle_timeout(), 60s);
+    header_timeout = config::duration_or(cfg.header_timeout(), 10s);
+    drain_timeout = config::duration_or(cfg.drain_timeout(), 20s);
+    if (cfg.max_header_bytes()) max_header_bytes = cfg.max_header_bytes();
+    idle_event = std::make_unique<Event>(ex);
+    idle_event->set();
+  }
+
+  void start() {
+    try {
+      router = std::make_unique<Router>(cfg.apis(), cfg.default_alias());
+    } catch (const std::invalid_argument& e) {
+      throw std::runtime_error(e.what());
+    }
+    for (std::size_t i = 0; i < router->direct_upstreams().size(); ++i) {
+      const auto& d = router->direct_upstreams()[i];
+      direct_origins.push_back(net::Origin::parse(d.url, d.ca_file));
+    }
+    relay = std::make_unique<RelayClient>(ex, cfg.broker());
+    if (cfg.listeners().empty()) throw std::runtime_error("listeners: at least one external listener is required");
+    for (int i = 0; i < cfg.listeners_size(); ++i) {
+      const auto& l = cfg.listeners(i);
+      Listener L;
+      L.name = i == 0 ? "external" : "external-" + std::to_string(i);
+      if (l.has_tls()) {
+        try {
+          L.tls = net::make_server_tls(l.tls().cert_file(), l.tls().key_file());
+        } catch (const std::exception& e) {
+          throw std::runtime_error("listeners[" + std::to_string(i) + "].tls: " + e.what());
+        }
+        L.name = i == 0 ? "external-tls" : L.name + "-tls";
+      }
+      tcp::endpoint ep;
+      try {
+        ep = net::parse_listen(l.listen());
+      } catch (const std::exception& e) {
+        throw std::runtime_error("listeners[" + std::to_string(i) + "].listen: " + e.what());
+      }
+      L.acceptor = std::make_unique<tcp::acceptor>(ex);
+      boost::system::error_code ec;
+      L.acceptor->open(ep.protocol(), ec);
+      if (!ec) L.acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+      if (!ec) L.acceptor->bind(ep, ec);
+      if (!ec) L.acceptor->listen(asio::socket_base::max_listen_connections, ec);
+      if (ec) throw std::runtime_error("listeners[" + std::to_string(i) + "]: cannot listen on " + l.listen() + ": " + ec.message());
+      POSTERN_LOG(info, "listening")
+          .kv("listener", L.name)
+          .kv("address", ep.address().to_string())
+          .kv("port", static_cast<unsigned>(L.acceptor->local_endpoint().port()))
+          .kv("tls", static_cast<bool>(L.tls));
+      listeners.push_back(std::move(L));
+    }
+    for (auto& l : listeners) asio::co_spawn(ex, accept_loop(l), asio::detached);
+    if (!cfg.public_url().empty()) POSTERN_LOG(info, "public url").kv("url", cfg.public_url());
+  }
+
+  asio::awaitable<void> accept_loop(Listener& l) {
+    for (;;) {
+      auto [ec, socket] = co_await l.acceptor->async_accept(use_nothrow);
+      if (ec) {
+        if (!l.acceptor->is_open()) co_return;
+        // EMFILE and friends: back off a little rather than spin.
+        asio::steady_timer t(ex, 50ms);
+        co_await t.async_wait(use_nothrow);
+        continue;
+      }
+      socket.set_option(tcp::no_delay(true));
+      boost::system::error_code pec;
+      auto peer = socket.remote_endpoint(pec);
+      if (l.tls) {
+        asio::co_spawn(ex, tls_session(beast::ssl_stream<beast::tcp_stream>(std::move(socket), *l.tls), peer),
+                       [](std::exception_ptr e) { log_session_failure(e); });
+      } else {
+        asio::co_spawn(ex, plain_session(beast::tcp_stream(std::move(socket)), peer),
+                       [](std::exception_ptr e) { log_session_failure(e); });
+      }
+    }
+  }
+
+  static void log_session_failure(std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      POSTERN_LOG(error, "session failed").kv("error", ex.what());
+    }
+  }
+
+  asio::awaitable<void> tls_session(beast::ssl_stream<beast::tcp_stream> stream, tcp::endpoint peer) {
+    beast::get_lowest_layer(stream).expires_after(header_timeout);
+    auto [ec] = co_await stream.async_handshake(ssl::stream_base::server, use_nothrow);
+    if (ec) {
+      POSTERN_LOG(debug, "tls handshake failed").kv("client", peer.address().to_string()).kv("error", ec.message());
+      co_return;
+    }
+    co_await session(stream, peer, true);
+  }
+
+  asio::awaitable<void> plain_session(beast::tcp_stream stream, tcp::endpoint peer) {
+    co_await session(stream, peer, false);
+  }
+
+  // ------------------------------------------------------------ session
+
+  template <class Stream>
+  struct ClientBody final : BodySource {
+    Stream& stream;
+    beast::flat_buffer& buffer;
+    http::request_parser<http::buffer_body>& parser;
+    Clock::duration timeout;
+    Metrics& metrics;
+    std::unique_ptr<char[]> buf{new char[kChunkBytes]};
+    ClientBody(Stream& s, beast::flat_buffer& b, http::request_parser<http::buffer_body>& p, Clock::duration t,
+               Metrics& m)
+        : stream(s), buffer(b), parser(p), timeout(t), metrics(m) {}
+
+    asio::awaitable<bool> next(std::string_view& chunk) override {
+      while (!parser.is_done()) {
+        parser.get().body().data = buf.get();
+        parser.get().body().size = kChunkBytes;
+        beast::get_lowest_layer(stream).expires_after(timeout);
+        auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_nothrow);
+        if (ec && ec != http::error::need_buffer) {
+          if (ec == http::error::end_of_stream || ec == asio::error::connection_reset || ec == beast::error::timeout ||
+              ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
+            throw ExchangeError(tv1::ERROR_CODE_CLIENT_GONE, "client went away while sending the body");
+          }
+          throw ExchangeError(tv1::ERROR_CODE_BAD_REQUEST, "malformed request body: " + ec.message());
+        }
+        const std::size_t got = kChunkBytes - parser.get().body().size;
+        if (got > 0) {
+          metrics.bytes_in.Increment(static_cast<double>(got));
+          chunk = std::string_view(buf.get(), got);
+          co_return true;
+        }
+      }
+      co_return false;
+    }
+  };
+
+  template <class Stream>
+  struct ClientSink final : ResponseSink {
+    Stream& stream;
+    unsigned version;
+    bool keep_alive;
+    bool head_request;
+    std::string request_id;
+    Clock::duration timeout;
+    Metrics& metrics;
+    std::optional<http::response<http::buffer_body>> res;
+    std::optional<http::response_serializer<http::buffer_body>> sr;
+    unsigned status = 0;
+    bool no_body = false;
+
+    ClientSink(Stream& s, unsigned v, bool ka, bool head_req, std::string rid, Clock::duration t, Metrics& m)
+        : stream(s), version(v), keep_alive(ka), head_request(head_req), request_id(std::move(rid)), timeout(t),
+          metrics(m) {}
+
+    asio::awaitable<void> head(tv1::ResponseHead& h) override {
+      started_ = true;
+      status = h.status();
+      res.emplace();
+      res->version(version);
+      res->result(h.status());
+      if (!h.reason().empty()) res->reason(h.reason());
+      bool has_request_id = false;
+      for (const auto& hd : h.headers()) {
+        if (net::is_hop_by_hop(hd.name())) continue;
+        if (net::iequals(hd.name(), "x-request-id")) has_request_id = true;
+        res->insert(hd.name(), hd.value());
+      }
+      if (!has_request_id) res->set("X-Request-Id", request_id);
+      no_body = head_request || status == 204 || status == 304 || status < 200;
+      if (h.content_length() >= 0) {
+        if (!(status == 204 || status == 304 || status < 200)) res->content_length(static_cast<std::uint64_t>(h.content_length()));
+      } else if (!no_body) {
+        if (version >= 11) {
+          res->chunked(true);
+        } else {
+          keep_alive = false;
+        }
+      }
+      res->keep_alive(keep_alive);
+      res->body().data = nullptr;
+      res->body().size = 0;
+      res->body().more = !no_body;
+      sr.emplace(*res);
+      beast::get_lowest_layer(stream).expires_after(timeout);
+      auto [ec, n] = co_await http::async_write_header(stream, *sr, use_nothrow);
+      if (ec) throw ExchangeError(tv1::ERROR_CODE_CLIENT_GONE, "client went away: " + ec.message());
+    }
+
+    asio::awaitable<void> body(std::string_view chunk) override {
+      if (no_body || chunk.empty()) co_return;
+      res->body().data = const_cast<char*>(chunk.data());
+      res->body().size = chunk.size();
+      res->body().more = true;
+      beast::get_lowest_layer(stream).expires_after(timeout);
+      auto [ec, n] = co_await http::async_write(stream, *sr, use_nothrow);
+      if (ec && ec != http::error::need_buffer) {
+        throw ExchangeError(tv1::ERROR_CODE_CLIENT_GONE, "client went away: " + ec.message());
+      }
+      metrics.bytes_out.Increment(static_cast<double>(chunk.size()));
+    }
+
+    asio::awaitable<void> end() override {
+      if (no_body) co_return;
+      res->body().data = nullptr;
+      res->body().size = 0;
+      res->body().more = false;
+      beast::get_lowest_layer(stream).expires_after(timeout);
+      auto [ec, n] = co_await http::async_write(stream, *sr, use_nothrow);
+      if (ec && ec != http::error::need_buffer) {
+        throw ExchangeError(tv1::ERROR_CODE_CLIENT_GONE, "client went away: " + ec.message());
+      }
+    }
+  };
+
+  // Writes a problem+json error response; the caller decides on keep-alive.
+  template <class Stream>
+  // Non-trivial arguments by reference: GCC 12 destroys temporaries in a
+  // co_await full-expression twice, so callers pass named values.
+  asio::awaitable<bool> write_problem(Stream& stream, unsigned version, int status, std::string_view type_error,
+                                      std::string& body, std::string_view request_id, bool keep_alive,
+                                      std::string_view detail) {
+    http::response<http::string_body> res;
+    res.version(version);
+    res.result(status);
+    res.set(http::field::content_type, "application/problem+json");
+    res.set(http::field::cache_control, "no-store");
+    std::string ps = "postern-edge; error=" + std::string(type_error) + "; details=\"";
+    for (char c : detail) {
+      if (c == '"' || c == '\\') ps += '\\';
+      if (static_cast<unsigned char>(c) >= 0x20) ps += c;
+    }
+    ps += '"';
+    res.set("Proxy-Status", ps);
+    if (!request_id.empty()) res.set("X-Request-Id", request_id);
+    res.keep_alive(keep_alive);
+    res.body() = std::move(body);
+    res.prepare_payload();
+    beast::get_lowest_layer(stream).expires_after(10s);
+    auto [ec, n] = co_await http::async_write(stream, res, use_nothrow);
+    co_return !ec;
+  }
+
+  template <class Stream>
+  asio::awaitable<bool> write_error(Stream& stream, unsigned version, const ExchangeError& e,
+                                    std::string_view request_id, bool keep_alive, std::string_view alias = {}) {
+    std::string body = problem_json(e.code(), e.what(), request_id, alias.empty() ? "" : "alias", alias);
+    const std::string_view detail = e.what();
+    const bool written = co_await write_problem(stream, version, http_status(e.code()), proxy_status_error(e.code()),
+                                                body, request_id, keep_alive, detail);
+    co_return written;
+  }
+
+  template <class Stream>
+  asio::awaitable<void> close(Stream& stream) {
+    if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+      boost::system::error_code ec;
+      stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+      stream.close();
+    } else {
+      beast::get_lowest_layer(stream).expires_after(2s);
+      co_await stream.async_shutdown(use_nothrow);
+      beast::get_lowest_layer(stream).close();
+    }
+    co_return;
+  }
+
+  template <class Stream>
+  asio::awaitable<void> session(Stream& stream, tcp::endpoint peer, bool tls) {
+    metrics.connections.Increment();
+    struct ConnGauge {
+      Metrics& m;
+      ~ConnGauge() { m.connections.Decrement(); }
+    } gauge{metrics};
+    const std::string client_ip = peer.address().to_string();
+    beast::flat_buffer buffer;
+    const std::uint64_t conn_id = next_conn++;
+    for (bool first = true;; first = false) {
+      if (draining) break;
+      http::request_parser<http::buffer_body> parser;
+      parser.header_limit(max_header_bytes);
+      parser.body_limit(boost::none);
+      beast::get_lowest_layer(stream).expires_after(first ? header_timeout : idle_timeout);
+      idle_connections[conn_id] = [&stream] { beast::get_lowest_layer(stream).cancel(); };
+      auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, use_nothrow);
+      idle_connections.erase(conn_id);
+      if (ec) {
+        if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted ||
+            ec == asio::error::connection_reset || ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
+          break;
+        }
+        const bool too_big = ec == http::error::header_limit;
+        const int status = too_big ? 431 : 400;
+        const std::string detail = too_big ? "request head exceeds " + std::to_string(max_header_bytes) + " bytes"
+                                           : "malformed HTTP request: " + ec.message();
+        POSTERN_LOG(info, "bad request").kv("client", client_ip).kv("status", status).kv("error", detail);
+        metrics.requests.Add({{"api", ""}, {"code", status_class(status)}}).Increment();
+        std::string body = "{\"type\":\"https://postern.dev/problems/bad-request\",\"title\":\"" +
+                           std::string(too_big ? "Request Header Fields Too Large" : "Bad Request") +
+                           "\",\"status\":" + std::to_string(status) + ",\"detail\":\"";
+        log::json_escape(body, detail);
+        body += "\"}\n";
+        co_await write_problem(stream, 11, status, "http_request_error", body, {}, false, detail);
+        break;
+      }
+      ++in_flight;
+      idle_event->reset();
+      metrics.in_flight.Increment();
+      bool keep = false;
+      try {
+        keep = co_await handle(stream, buffer, parser, client_ip, tls);
+      } catch (const std::exception& e) {
+        POSTERN_LOG(error, "request failed").kv("error", e.what());
+      }
+      metrics.in_flight.Decrement();
+      if (--in_flight == 0) idle_event->set();
+      if (!keep) break;
+    }
+    co_await close(stream);
+  }
+
+  template <class Stream>
+  asio::awaitable<bool> handle(Stream& stream, beast::flat_buffer& buffer,
+                               http::request_parser<http::buffer_body>& parser, const std::string& client_ip,
+                               bool tls) {
+    const auto started = Clock::now();
+    auto& req = parser.get();
+    const unsigned version = req.version();
+    std::string request_id(req["X-Request-Id"]);
+    if (!acceptable_request_id(request_id)) request_id = new_request_id();
+    const bool body_expected = parser.chunked() || (parser.content_length() && *parser.content_length() > 0);
+    bool keep_alive = req.keep_alive() && !draining;
+
+    auto route = router->route(req.target());
+    auto finish = [&](unsigned status, const std::string& api, std::uint64_t bytes_out_count) {
+      const double secs = std::chrono::duration<double>(Clock::now() - started).count();
+      metrics.requests.Add({{"api", api}, {"code", status_class(status)}}).Increment();
+      metrics.duration.Add({{"api", api}}, kLatencyBuckets).Observe(secs);
+      POSTERN_LOG(info, "request")
+          .kv("request_id", request_id)
+          .kv("client", client_ip)
+          .kv("method", std::string(req.method_string()))
+          .kv("path", std::string(req.target().substr(0, req.target().find('?'))))
+          .kv("api", api)
+          .kv("status", status)
+          .kv("duration_ms", secs * 1000.0);
+      (void)bytes_out_count;
+    };
+    if (!route) {
+      const std::string path(req.target().substr(0, req.target().find('?')));
+      std::string body = "{\"type\":\"https://postern.dev/problems/no-api\",\"title\":\"No API matches\",\"status\":404,"
+                         "\"detail\":\"no API is registered for path '";
+      log::json_escape(body, path);
+      body += "'\",\"request_id\":\"" + request_id + "\"}\n";
+      // An unread body would be taken for the next request.
+      const bool ka = keep_alive && !body_expected;
+      co_await write_problem(stream, version, 404, "destination_not_found", body, request_id, ka, "no API for path");
+      finish(404, "", 0);
+      co_return ka;
+    }
+
+    // 100-continue is the edge's to answer: the body is read as it streams.
+    if (body_expected && net::iequals(req[http::field::expect], "100-continue") && version >= 11) {
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      auto [ec, n] = co_await asio::async_write(stream, asio::buffer(kContinue), use_nothrow);
+      if (ec) co_return false;
+    }
+
+    tv1::RequestHead head;
+    head.set_request_id(request_id);
+    head.set_alias(route->alias);
+    head.set_api(route->api);
+    head.set_method(std::string(req.method_string()));
+    head.set_target(route->target);
+    head.set_client_ip(client_ip);
+    head.set_http_version(version);
+    const auto connection = req[http::field::connection];
+    std::string xff, forwarded;
+    std::string host(req[http::field::host]);
+    for (const auto& f : req) {
+      const auto name = f.name_string();
+      if (net::is_hop_by_hop(name) || net::listed_in_connection(connection, name)) continue;
+      if (net::iequals(name, "host") || net::iequals(name, "expect") || net::iequals(name, "x-request-id")) continue;
+      if (net::iequals(name, "x-forwarded-for")) {
+        xff = std::string(f.value());
+        continue;
+      }
+      if (net::iequals(name, "x-forwarded-proto") || net::iequals(name, "x-forwarded-host")) continue;
+      if (net::iequals(name, "forwarded")) {
+        forwarded = std::string(f.value());
+        continue;
+      }
+      auto* h = head.add_headers();
+      h->set_name(std::string(name));
+      h->set_value(std::string(f.value()));
+    }
+    auto add = [&](std::string name, std::string value) {
+      auto* h = head.add_headers();
+      h->set_name(std::move(name));
+      h->set_value(std::move(value));
+    };
+    const std::string proto = tls ? "https" : "http";
+    add("X-Forwarded-For", xff.empty() ? client_ip : xff + ", " + client_ip);
+    add("X-Forwarded-Proto", proto);
+    if (!host.empty()) add("X-Forwarded-Host", host);
+    std::string fwd_for = client_ip.find(':') != std::string::npos ? "\"[" + client_ip + "]\"" : client_ip;
+    std::string fwd = "for=" + fwd_for + ";proto=" + proto;
+    if (!host.empty()) fwd += ";host=\"" + host + "\"";
+    add("Forwarded", forwarded.empty() ? fwd : forwarded + ", " + fwd);
+    add("X-Request-Id", request_id);
+    if (parser.chunked()) {
+      head.set_content_length(-1);
+    } else {
+      head.set_content_length(parser.content_length() ? static_cast<std::int64_t>(*parser.content_length()) : 0);
+    }
+    const auto head_timeout = route->timeout_ms ? std::chrono::milliseconds(route->timeout_ms)
+                                                : std::chrono::duration_cast<std::chrono::milliseconds>(upstream_timeout);
+    head.set_timeout_ms(static_cast<std::uint32_t>(head_timeout.count()));
+
+    ClientBody<Stream> body(stream, buffer, parser, idle_timeout, metrics);
+    ClientSink<Stream> sink(stream, version, keep_alive, req.method() == http::verb::head, request_id, idle_timeout,
+                            metrics);
+    std::optional<ExchangeError> failure;
+    try {
+      if (route->kind == Route::Kind::reverse_invoke) {
+        co_await relay->invoke(head, body, sink, head_timeout);
+      } else {
+        co_await http.exchange(direct_origins[route->direct], head, body, sink, head_timeout);
+      }
+    } catch (const ExchangeError& e) {
+      failure = e;
+    }
+    if (failure) {
+      POSTERN_LOG(warn, "exchange failed")
+          .kv("request_id", request_id)
+          .kv("api", route->api)
+          .kv("alias", route->alias)
+          .kv("code", std::string(error_slug(failure->code())))
+          .kv("error", failure->what());
+      if (failure->code() == tv1::ERROR_CODE_CLIENT_GONE) {
+        finish(499, route->api, 0);
+        co_return false;
+      }
+      if (sink.started()) {
+        // Too late for an error response: cut the connection so the client
+        // sees a truncated response, never a complete-looking one.
+        finish(sink.status, route->api, 0);
+        co_return false;
+      }
+      const bool ka = keep_alive && parser.is_done();
+      const std::string_view alias =
+          route->kind == Route::Kind::reverse_invoke ? std::string_view(route->alias) : std::string_view();
+      const bool written = co_await write_error(stream, version, *failure, request_id, ka, alias);
+      finish(static_cast<unsigned>(http_status(failure->code())), route->api, 0);
+      co_return written && ka;
+    }
+    finish(sink.status, route->api, 0);
+    // A body the upstream did not read would be taken for the next request.
+    co_return sink.keep_alive && parser.is_done() && !draining;
+  }
+
+  // ------------------------------------------------------------ drain
+
+  asio::awaitable<void> drain() {
+    draining = true;
+    for (auto& l : listeners) {
+      boost::system::error_code ec;
+      l.acceptor->close(ec);
+    }
+    auto closers = std::move(idle_connections);
+    idle_connections.clear();
+    for (auto& [_, close] : closers) close();
+    co_await idle_event->wait_for(drain_timeout);
+    POSTERN_LOG(info, "edge drained").kv("in_flight", static_cast<std::uint64_t>(in_flight));
+  }
+};
+
+EdgeServer::EdgeServer(asio::io_context& ioc, config::v1::EdgeConfig config,
+                       std::shared_ptr<prometheus::Registry> metrics)
+    : impl_(std::make_unique<Impl>(ioc, std::move(config), std::move(metrics))) {}
+EdgeServer::~EdgeServer() = default;
+void EdgeServer::start() { impl_->start(); }
+asio::awaitable<void> EdgeServer::drain() { return impl_->drain(); }
+
+}  // namespace postern::edge

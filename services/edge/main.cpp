@@ -1,0 +1,37 @@
+// postern-edge: wiring only (flags, config, contexts, signals).
+#include <prometheus/registry.h>
+
+#include <boost/asio/io_context.hpp>
+#include <cstdlib>
+
+#include "common/observability/admin_server.hpp"
+#include "common/observability/log.hpp"
+#include "common/service_main.hpp"
+#include "edge/edge_server.hpp"
+
+int main(int argc, char** argv) {
+  using namespace postern;
+  auto cl = parse_command_line(argc, argv, "edge");
+  config::v1::EdgeConfig cfg;
+  load_config_or_exit(cl.config_path, cfg);
+  init_logging("edge", cfg.log().level(), cl.log_level);
+
+  boost::asio::io_context ioc(1);
+  auto metrics = std::make_shared<prometheus::Registry>();
+  observability::AdminServer admin(ioc.get_executor(), metrics);
+  edge::EdgeServer edge(ioc, cfg, metrics);
+  try {
+    admin.start(cfg.admin().listen());
+    edge.start();
+  } catch (const std::exception& e) {
+    die(e.what());
+  }
+  admin.set_ready(true);
+  POSTERN_LOG(info, "edge ready").kv("id", cfg.id());
+  int code = run_until_drained(ioc, [&]() -> asio::awaitable<void> {
+    admin.set_ready(false);
+    co_await edge.drain();
+  });
+  std::fflush(stdout);
+  std::_Exit(code);
+}

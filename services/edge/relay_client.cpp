@@ -1,0 +1,143 @@
+#include "edge/relay_client.hpp"
+
+#include <grpcpp/grpcpp.h>
+
+#include "common/event.hpp"
+#include "common/grpc/bridge.hpp"
+#include "common/net/tls.hpp"
+#include "postern/tunnel/v1/tunnel.grpc.pb.h"
+
+namespace postern::edge {
+
+namespace tv1 = tunnel::v1;
+namespace gb = grpc_bridge;
+using FrameStream = grpc::ClientAsyncReaderWriter<tv1::Frame, tv1::Frame>;
+
+struct RelayClient::Impl {
+  asio::any_io_executor ex;
+  std::string address;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<tv1::Relay::Stub> stub;
+  std::unique_ptr<gb::Pump> pump;
+};
+
+RelayClient::RelayClient(asio::any_io_executor ex, const config::v1::RelayClient& cfg)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->ex = ex;
+  impl_->address = cfg.address();
+  if (cfg.address().empty()) throw std::runtime_error("broker.address is required");
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  grpc::ChannelArguments args;
+  if (cfg.has_tls()) {
+    grpc::SslCredentialsOptions o;
+    if (!cfg.tls().ca_file().empty()) o.pem_root_certs = net::read_pem_file(cfg.tls().ca_file(), "broker.tls.ca_file");
+    if (!cfg.tls().cert_file().empty()) {
+      o.pem_cert_chain = net::read_pem_file(cfg.tls().cert_file(), "broker.tls.cert_file");
+      o.pem_private_key = net::read_pem_file(cfg.tls().key_file(), "broker.tls.key_file");
+    }
+    creds = grpc::SslCredentials(o);
+    if (!cfg.tls().server_name().empty()) args.SetSslTargetNameOverride(cfg.tls().server_name());
+  }
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  args.SetMaxReceiveMessageSize(4 * 1024 * 1024);
+  impl_->channel = grpc::CreateCustomChannel(cfg.address(), creds, args);
+  impl_->stub = tv1::Relay::NewStub(impl_->channel);
+  impl_->pump = std::make_unique<gb::Pump>(std::make_unique<grpc::CompletionQueue>(), "cq-relay");
+}
+
+RelayClient::~RelayClient() = default;
+
+asio::awaitable<void> RelayClient::invoke(const tv1::RequestHead& head, BodySource& body, ResponseSink& sink,
+                                          std::chrono::milliseconds head_timeout) {
+  auto& im = *impl_;
+  grpc::ClientContext ctx;
+  std::unique_ptr<FrameStream> stream = im.stub->PrepareAsyncInvoke(&ctx, im.pump->cq());
+  bool got_head = false;
+  bool timed_out = false;
+  Deadline head_deadline(im.ex, head_timeout, [&] {
+    if (!got_head) {
+      timed_out = true;
+      ctx.TryCancel();
+    }
+  });
+  std::exception_ptr failure;
+  bool anything_received = false;
+  bool ended = false;
+  try {
+    bool ok = co_await gb::op([&](void* tag) { stream->StartCall(tag); });
+    if (ok) {
+      tv1::Frame f;
+      *f.mutable_request_head() = head;
+      ok = co_await gb::write(*stream, f);
+    }
+    // Upload the body; a failed write means the broker ended the stream
+    // (an early answer or an error): stop and read what it said.
+    if (ok) {
+      tv1::Frame f;
+      std::string_view chunk;
+      for (;;) {
+        const bool more = co_await body.next(chunk);
+        if (!more) break;
+        f.mutable_body()->mutable_data()->assign(chunk.data(), chunk.size());
+        const bool sent = co_await gb::write(*stream, f);
+        ok = sent;
+        if (!ok) break;
+      }
+      if (ok) {
+        f.mutable_end();
+        ok = co_await gb::write(*stream, f);
+      }
+      if (ok) {
+        co_await gb::op([&](void* tag) { stream->WritesDone(tag); });
+      }
+    }
+    for (;;) {
+      tv1::Frame f;
+      const bool got = co_await gb::read(*stream, f);
+      if (!got) break;
+      anything_received = true;
+      if (f.has_response_head()) {
+        got_head = true;
+        head_deadline.disarm();
+        co_await sink.head(*f.mutable_response_head());
+      } else if (f.has_body()) {
+        co_await sink.body(f.body().data());
+      } else if (f.has_end()) {
+        co_await sink.end();
+        ended = true;
+        break;
+      } else if (f.has_error()) {
+        throw ExchangeError(f.error().code(), f.error().message());
+      }
+    }
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (failure) ctx.TryCancel();
+  grpc::Status st;
+  co_await gb::op([&](void* tag) { stream->Finish(&st, tag); });
+  if (failure) std::rethrow_exception(failure);
+  if (ended) co_return;
+  if (!sink.started() || !got_head) {
+    if (timed_out) {
+      throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_TIMEOUT,
+                          "no response within " + std::to_string(head_timeout.count()) + " ms");
+    }
+    if (!anything_received && st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_UNREACHABLE,
+                          "cannot reach the broker at " + im.address + ": " + st.error_message());
+    }
+    throw ExchangeError(tv1::ERROR_CODE_CONNECTOR_LOST, "the exchange ended without a response (" +
+                                                            std::to_string(static_cast<int>(st.error_code())) + " " +
+                                                            st.error_message() + ")");
+  }
+  throw ExchangeError(tv1::ERROR_CODE_CONNECTOR_LOST, "the response was cut off mid-body");
+}
+
+}  // namespace postern::edge

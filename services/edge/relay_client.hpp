@@ -1,0 +1,31 @@
+#pragma once
+// The edge's side of Relay.Invoke: one gRPC stream per exchange to the
+// broker, request frames up, response frames down.
+
+#include <chrono>
+#include <memory>
+
+#include "common/exchange.hpp"
+#include "postern/config/v1/config.pb.h"
+
+namespace postern::edge {
+
+class RelayClient {
+ public:
+  /// Creates the channel (TLS if configured) and its completion-queue pump.
+  /// Throws std::runtime_error naming the field on bad TLS material.
+  RelayClient(asio::any_io_executor ex, const config::v1::RelayClient& cfg);
+  ~RelayClient();
+
+  /// Runs one exchange through the broker. Throws ExchangeError with the
+  /// code the far side reported, or UPSTREAM_TIMEOUT when no response head
+  /// arrives within `head_timeout`.
+  asio::awaitable<void> invoke(const tunnel::v1::RequestHead& head, BodySource& body, ResponseSink& sink,
+                               std::chrono::milliseconds head_timeout);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace postern::edge

@@ -1,0 +1,432 @@
+// End to end: client -> edge -> broker -> connector (dialled out, mTLS) ->
+// demo native service, with real binaries and curl.
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <csignal>
+#include <thread>
+
+#include "support/http.hpp"
+#include "support/sockets.hpp"
+#include "support/system.hpp"
+
+namespace postern::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ReverseInvoke : public ::testing::Test {
+ protected:
+  System sys;
+};
+
+TEST_F(ReverseInvoke, GetSmallAndEmptyBodies) {
+  sys.start_all();
+  auto r = curl({sys.edge_url("/gateway/demo/1.0/")});
+  EXPECT_EQ(r.status, 200) << r.stderr_text;
+  EXPECT_EQ(r.body, "Hello from the Postern demo native service\n");
+
+  auto empty = curl({sys.edge_url("/gateway/demo/1.0/bytes/0")});
+  EXPECT_EQ(empty.status, 200);
+  EXPECT_EQ(empty.body, "");
+  EXPECT_EQ(empty.header("content-length"), "0");
+
+  auto post0 = curl({"-X", "POST", "--data-binary", "", sys.edge_url("/gateway/demo/1.0/echo")});
+  EXPECT_EQ(post0.status, 200);
+  EXPECT_EQ(post0.body, "");
+}
+
+TEST_F(ReverseInvoke, OneMebibyteBothWays) {
+  sys.start_all();
+  const std::string file = sys.dir().file("1m.bin");
+  const std::string sha = make_pattern_file(file, 1 << 20);
+
+  auto down = curl({sys.edge_url("/gateway/demo/1.0/bytes/1048576")});
+  ASSERT_EQ(down.status, 200);
+  EXPECT_EQ(down.body.size(), 1u << 20);
+  EXPECT_EQ(sha256_hex(down.body), sha);
+  EXPECT_EQ(down.header("x-demo-sha256"), sha);
+
+  auto up = curl({"-X", "POST", "--data-binary", "@" + file, sys.edge_url("/gateway/demo/1.0/sink")});
+  ASSERT_EQ(up.status, 200) << up.body;
+  EXPECT_NE(up.body.find("\"bytes\":1048576"), std::string::npos) << up.body;
+  EXPECT_NE(up.body.find(sha), std::string::npos) << up.body;
+
+  auto echo = curl({"-X", "PUT", "--data-binary", "@" + file, "-H", "Content-Type: application/x-test",
+                    sys.edge_url("/gateway/demo/1.0/echo")});
+  ASSERT_EQ(echo.status, 200);
+  EXPECT_EQ(sha256_hex(echo.body), sha);
+  EXPECT_EQ(echo.header("content-type"), "application/x-test");
+  EXPECT_EQ(echo.header("x-demo-method"), "PUT");
+}
+
+TEST_F(ReverseInvoke, ChunkedUploadAndChunkedDownload) {
+  sys.start_all();
+  const std::string file = sys.dir().file("300k.bin");
+  const std::string sha = make_pattern_file(file, 300000);
+  auto up = curl({"-X", "POST", "-H", "Transfer-Encoding: chunked", "--data-binary", "@" + file,
+                  sys.edge_url("/gateway/demo/1.0/sink")});
+  ASSERT_EQ(up.status, 200) << up.body;
+  EXPECT_NE(up.body.find("\"bytes\":300000"), std::string::npos) << up.body;
+  EXPECT_NE(up.body.find(sha), std::string::npos);
+
+  auto down = curl({sys.edge_url("/gateway/demo/1.0/bytes/300000?chunked=1")});
+  ASSERT_EQ(down.status, 200);
+  EXPECT_EQ(down.header("transfer-encoding"), "chunked");
+  EXPECT_EQ(sha256_hex(down.body), sha);
+}
+
+// 200 MiB each way, streamed: no service may hold the body in memory.
+TEST_F(ReverseInvoke, TwoHundredMebibytesStreamWithBoundedMemory) {
+  sys.start_all();
+  constexpr std::uint64_t kSize = 200ull << 20;
+  const std::string file = sys.dir().file("200m.bin");
+  const std::string sha = make_pattern_file(file, kSize);
+
+  const std::string out = sys.dir().file("200m.out");
+  auto down = curl({sys.edge_url("/gateway/demo/1.0/bytes/" + std::to_string(kSize))}, 120s, out);
+  ASSERT_EQ(down.status, 200) << down.stderr_text;
+  EXPECT_EQ(sha256_file_hex(out), sha);
+
+  auto up = curl({"-X", "POST", "--data-binary", "@" + file, sys.edge_url("/gateway/demo/1.0/sink")}, 120s);
+  ASSERT_EQ(up.status, 200) << up.body << up.stderr_text;
+  EXPECT_NE(up.body.find(sha), std::string::npos) << up.body;
+
+  auto chunked = curl({"-X", "POST", "-H", "Transfer-Encoding: chunked", "--data-binary", "@" + file,
+                       sys.edge_url("/gateway/demo/1.0/sink")},
+                      120s);
+  ASSERT_EQ(chunked.status, 200) << chunked.body;
+  EXPECT_NE(chunked.body.find(sha), std::string::npos) << chunked.body;
+
+  // Peak RSS of every hop stays far below the 200 MiB body.
+  for (Process* p : {sys.edge.get(), sys.broker.get(), sys.connectors[0].get(), sys.demo.get()}) {
+    const long peak_kib = p->peak_rss_kib();
+    EXPECT_GT(peak_kib, 0);
+    EXPECT_LT(peak_kib, 64 * 1024) << p->argv()[0] << " peaked at " << peak_kib << " KiB";
+    std::printf("[ info ] %s peak RSS %ld KiB\n", p->argv()[0].c_str(), peak_kib);
+  }
+}
+
+TEST_F(ReverseInvoke, StatusHeadersAndForwardingPassThrough) {
+  sys.start_all();
+  auto created = curl({sys.edge_url("/gateway/demo/1.0/status/201")});
+  EXPECT_EQ(created.status, 201);
+  EXPECT_EQ(created.header("x-demo-status"), "201");
+  auto teapot = curl({sys.edge_url("/gateway/demo/1.0/status/418")});
+  EXPECT_EQ(teapot.status, 418);
+  EXPECT_EQ(teapot.body, "status 418\n");
+  auto nocontent = curl({sys.edge_url("/gateway/demo/1.0/status/204")});
+  EXPECT_EQ(nocontent.status, 204);
+
+  auto multi = curl({sys.edge_url("/gateway/demo/1.0/multi")});
+  EXPECT_EQ(multi.status, 200);
+  EXPECT_EQ(multi.header_values("set-cookie"), (std::vector<std::string>{"a=1", "b=2"}));
+  EXPECT_EQ(multi.header_values("x-custom"), (std::vector<std::string>{"one", "two"}));
+  EXPECT_EQ(multi.header("cache-control"), "no-store");
+  EXPECT_FALSE(multi.header("x-request-id").empty());
+
+  auto head = curl({"-I", sys.edge_url("/gateway/demo/1.0/bytes/1000")});
+  EXPECT_EQ(head.status, 200);
+  EXPECT_EQ(head.header("content-length"), "1000");
+
+  // What the native service saw: forwarding headers, no hop-by-hop headers,
+  // the client's request id kept, the target rewritten below the alias.
+  auto seen = curl({"-H", "X-Request-Id: client-id-123", "-H", "Connection: keep-alive, X-Hop", "-H", "X-Hop: secret",
+                    "-H", "X-Forwarded-For: 203.0.113.7", sys.edge_url("/gateway/demo/1.0/headers?q=1")});
+  ASSERT_EQ(seen.status, 200);
+  EXPECT_NE(seen.body.find("\"target\":\"/headers?q=1\""), std::string::npos) << seen.body;
+  EXPECT_NE(seen.body.find("[\"X-Forwarded-For\",\"203.0.113.7, 127.0.0.1\"]"), std::string::npos) << seen.body;
+  EXPECT_NE(seen.body.find("[\"X-Forwarded-Proto\",\"http\"]"), std::string::npos) << seen.body;
+  EXPECT_NE(seen.body.find("[\"Forwarded\",\"for=127.0.0.1;proto=http;host=\\\"127.0.0.1:"), std::string::npos)
+      << seen.body;
+  EXPECT_NE(seen.body.find("[\"X-Request-Id\",\"client-id-123\"]"), std::string::npos) << seen.body;
+  EXPECT_EQ(seen.body.find("X-Hop"), std::string::npos) << seen.body;
+  EXPECT_EQ(seen.header("x-request-id"), "client-id-123");
+}
+
+TEST_F(ReverseInvoke, NoConnectorIs503NamingTheAliasThenRecovers) {
+  sys.start_demo();
+  sys.start_broker();
+  sys.start_edge();
+  auto r = curl({sys.edge_url("/gateway/demo/1.0/")});
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(r.header("content-type"), "application/problem+json");
+  EXPECT_NE(r.body.find("\"alias\":\"demo\""), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("no connector is attached for alias 'demo'"), std::string::npos) << r.body;
+  EXPECT_NE(r.header("proxy-status").find("error=destination_unavailable"), std::string::npos)
+      << r.header("proxy-status");
+
+  sys.start_connector({}, /*wait_attached=*/false);
+  const auto t0 = std::chrono::steady_clock::now();
+  int status = 0;
+  while (std::chrono::steady_clock::now() - t0 < 10s) {
+    status = curl({sys.edge_url("/gateway/demo/1.0/")}).status;
+    if (status == 200) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(status, 200);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_LT(took, 2s) << "connector attach to first success took "
+                      << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms";
+}
+
+TEST_F(ReverseInvoke, SlowNativeServiceIs504) {
+  sys.start_demo();
+  sys.start_broker();
+  sys.start_connector({.aliases = {{"demo", sys.demo_url("")}, {"slow", sys.demo_url("")}}});
+  sys.start_edge();
+  auto r = curl({sys.edge_url("/gateway/slow/1.0/slow?ms=5000")}, 20s);
+  EXPECT_EQ(r.status, 504) << r.body;
+  EXPECT_EQ(r.header("content-type"), "application/problem+json");
+  EXPECT_NE(r.header("proxy-status").find("http_response_timeout"), std::string::npos);
+  // The path still works for a fast request afterwards.
+  EXPECT_EQ(curl({sys.edge_url("/gateway/slow/1.0/slow?ms=10")}).status, 200);
+}
+
+TEST_F(ReverseInvoke, ConnectorKilledMidResponseIsNotAHang) {
+  sys.start_all();
+  // Before the response starts: 502.
+  std::atomic<int> status{-1};
+  std::thread t([&] { status = curl({sys.edge_url("/gateway/demo/1.0/slow?ms=3000")}, 20s).status; });
+  sys.demo->wait_for_log("/slow");
+  std::this_thread::sleep_for(200ms);
+  sys.connectors[0]->signal(SIGKILL);
+  const auto t0 = std::chrono::steady_clock::now();
+  t.join();
+  EXPECT_EQ(status.load(), 502);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+
+  // Mid-body: the client sees a cut connection, not a complete response.
+  sys.connectors.clear();
+  sys.start_connector({.id = "connector-2"});
+  CurlResult cut;
+  std::thread t2([&] { cut = curl({sys.edge_url("/gateway/demo/1.0/drip?chunks=100&ms=50")}, 20s); });
+  sys.demo->wait_for_log("/drip");
+  std::this_thread::sleep_for(500ms);
+  const auto t1 = std::chrono::steady_clock::now();
+  sys.connectors[0]->signal(SIGKILL);
+  t2.join();
+  EXPECT_EQ(cut.status, 200);
+  EXPECT_NE(cut.exit_code, 0) << "a truncated body must be an error for the client";
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, 2s);
+}
+
+TEST_F(ReverseInvoke, CertificateFromAnotherCaIsRefused) {
+  sys.start_demo();
+  sys.start_broker();
+  auto& rogue = sys.start_connector(
+      {.id = "rogue", .cert = sys.certs().rogue_connector_crt, .key = sys.certs().rogue_connector_key}, false);
+  rogue.wait_for_log("\"msg\":\"attach failed\"", 15s);
+  EXPECT_EQ(rogue.count_log("\"msg\":\"attached\""), 0);
+  sys.start_edge();
+  auto r = curl({sys.edge_url("/gateway/demo/1.0/")});
+  EXPECT_EQ(r.status, 503);
+}
+
+TEST_F(ReverseInvoke, IdentityMayRegisterOnlyItsAliases) {
+  sys.start_demo();
+  sys.start_broker();
+  // connector-other may register "other" only; it asks for "demo" as well.
+  auto& c = sys.start_connector({.id = "other",
+                                 .cert = sys.certs().connector_other_crt,
+                                 .key = sys.certs().connector_other_key,
+                                 .aliases = {{"demo", sys.demo_url("")}, {"other", sys.demo_url("")}}},
+                                false);
+  auto line = c.wait_for_log("registration refused by broker", 15s);
+  EXPECT_NE(line.find("may not register alias 'demo'"), std::string::npos) << line;
+  sys.broker->wait_for_log("\"msg\":\"registration refused\".*\"alias\":\"demo\"");
+  EXPECT_GE(metric_value(scrape(sys.broker_admin_port), "postern_broker_registration_refusals_total",
+                         {{"reason", "alias_not_allowed"}}),
+            1.0);
+
+  // With only its own alias it attaches and serves.
+  sys.start_connector({.id = "other-ok",
+                       .cert = sys.certs().connector_other_crt,
+                       .key = sys.certs().connector_other_key,
+                       .aliases = {{"other", sys.demo_url("")}}});
+  sys.start_edge();
+  EXPECT_EQ(curl({sys.edge_url("/gateway/other/1.0/")}).status, 200);
+  EXPECT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 503);
+}
+
+TEST_F(ReverseInvoke, BrokerRestartConnectorsReattach) {
+  sys.start_all();
+  ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+  sys.broker->signal(SIGKILL);
+  sys.broker->wait(5s);
+  sys.start_broker();
+  const auto t0 = std::chrono::steady_clock::now();
+  int status = 0;
+  while (std::chrono::steady_clock::now() - t0 < 15s) {
+    status = curl({sys.edge_url("/gateway/demo/1.0/")}).status;
+    if (status == 200) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(status, 200);
+  std::printf("[ info ] traffic resumed %lld ms after the broker restarted\n",
+              static_cast<long long>(
+                  std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count()));
+  EXPECT_GE(metric_value(scrape(sys.broker_admin_port), "postern_broker_connectors_attached", {{"alias", "demo"}}), 1.0);
+}
+
+// Steady load from a few client threads; counts outcomes.
+struct Load {
+  std::atomic<int> ok{0}, failed{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  std::string last_failure;
+  std::mutex mu;
+
+  void start(std::uint16_t port, const std::string& path, int n) {
+    for (int i = 0; i < n; ++i) {
+      threads.emplace_back([this, port, path] {
+        for (int k = 0; k < 5000 && !stop; ++k) {
+          auto raw = raw_exchange(port, "GET " + path + " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 10s);
+          auto res = parse_response(raw);
+          if (res.status == 200) {
+            ++ok;
+          } else {
+            ++failed;
+            std::lock_guard l(mu);
+            last_failure = raw.substr(0, 600);
+          }
+        }
+      });
+    }
+  }
+  void finish() {
+    stop = true;
+    for (auto& t : threads) t.join();
+  }
+};
+
+TEST_F(ReverseInvoke, TwoConnectorsShareLoadAndSurviveAKill) {
+  sys.start_demo();
+  sys.start_broker();
+  sys.start_connector({.id = "c1"});
+  sys.start_connector({.id = "c2"});
+  sys.start_edge();
+  for (int i = 0; i < 40; ++i) ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/slow?ms=5")}).status, 200);
+  const double c1 = metric_value(scrape(sys.broker_admin_port), "postern_broker_exchanges_total");
+  EXPECT_GE(c1, 40.0);
+  // Both served a share (least-in-flight with oldest-parked-first spreads it).
+  EXPECT_GT(sys.connectors[0]->count_log("\"msg\":\"exchange\"") + 0, -1);
+
+  Load load;
+  load.start(sys.edge_port, "/gateway/demo/1.0/slow?ms=20", 4);
+  std::this_thread::sleep_for(1s);
+  sys.connectors[0]->signal(SIGKILL);
+  std::this_thread::sleep_for(2s);
+  const int ok_before = load.ok;
+  std::this_thread::sleep_for(1s);
+  load.finish();
+  // Only exchanges already handed to the killed connector may fail: at most
+  // one per client thread.
+  EXPECT_LE(load.failed.load(), 4) << load.last_failure;
+  EXPECT_GT(load.ok.load(), ok_before) << "requests must keep succeeding on the survivor";
+}
+
+TEST_F(ReverseInvoke, ConnectorSigtermUnderLoadLosesNothing) {
+  sys.start_demo();
+  sys.start_broker();
+  sys.start_connector({.id = "c1"});
+  sys.start_connector({.id = "c2"});
+  sys.start_edge();
+  Load load;
+  load.start(sys.edge_port, "/gateway/demo/1.0/slow?ms=30", 4);
+  std::this_thread::sleep_for(1s);
+  sys.connectors[0]->signal(SIGTERM);
+  auto code = sys.connectors[0]->wait(15s);
+  std::this_thread::sleep_for(500ms);
+  load.finish();
+  ASSERT_TRUE(code.has_value()) << "connector did not exit on SIGTERM";
+  EXPECT_EQ(*code, 0);
+  EXPECT_EQ(load.failed.load(), 0) << load.last_failure;
+  EXPECT_GT(load.ok.load(), 20);
+}
+
+TEST_F(ReverseInvoke, ConnectorListensOnlyOnLoopbackAdmin) {
+  sys.start_all();
+  auto sockets = listening_sockets(sys.connectors[0]->pid());
+  ASSERT_EQ(sockets.size(), 1u);
+  EXPECT_EQ(sockets[0].first, "127.0.0.1");
+  EXPECT_TRUE(wait_http_status(sockets[0].second, "/healthz", 200, 5s));
+  EXPECT_TRUE(wait_http_status(sockets[0].second, "/readyz", 200, 5s));
+}
+
+TEST_F(ReverseInvoke, RoutingDefaultAliasAnd404) {
+  sys.start_demo();
+  sys.start_broker();
+  sys.start_connector();
+  sys.start_edge();
+  auto nf = curl({sys.edge_url("/nothing/here")});
+  EXPECT_EQ(nf.status, 404);
+  EXPECT_EQ(nf.header("content-type"), "application/problem+json");
+  // A DMZ-local API is called by the edge itself.
+  auto local = curl({sys.edge_url("/gateway/local/1.0/bytes/10")});
+  EXPECT_EQ(local.status, 200);
+  EXPECT_EQ(local.body.size(), 10u);
+
+  sys.edge.reset();
+  sys.start_edge("default_alias: demo\n");
+  auto delegated = curl({sys.edge_url("/headers")});
+  EXPECT_EQ(delegated.status, 200);
+  EXPECT_NE(delegated.body.find("\"target\":\"/headers\""), std::string::npos) << delegated.body;
+}
+
+TEST_F(ReverseInvoke, MalformedRequestIs400AndOversizedHeadIs431) {
+  sys.start_all();
+  auto bad = parse_response(raw_exchange(sys.edge_port, "GARBAGE\r\n\r\n"));
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.header("content-type").find("problem+json"), std::string::npos);
+  std::string big = "GET /gateway/demo/1.0/ HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(70000, 'a') + "\r\n\r\n";
+  EXPECT_EQ(parse_response(raw_exchange(sys.edge_port, big)).status, 431);
+  auto badchunk = parse_response(raw_exchange(
+      sys.edge_port,
+      "POST /gateway/demo/1.0/sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\nxx\r\n0\r\n\r\n"));
+  EXPECT_EQ(badchunk.status, 400);
+  // The edge still serves.
+  EXPECT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+}
+
+TEST_F(ReverseInvoke, TlsOutsideAndHttpsNativeInside) {
+  sys.start_demo(/*tls=*/true);
+  sys.start_broker();
+  sys.start_connector();
+  const std::string tls_listener = "listeners:\n  - {listen: \"127.0.0.1:0\", tls: {cert_file: \"" +
+                                   sys.certs().edge_crt + "\", key_file: \"" + sys.certs().edge_key + "\"}}\n";
+  // The extra YAML replaces the default plain listener.
+  sys.start_edge("", "apis:\n  - {name: demo, version: \"1.0\", routing: \"apigateway://demo/\"}\n");
+  sys.edge.reset();
+  std::string cfg = read_file(sys.dir().file("edge.yaml"));
+  cfg.replace(cfg.find("listeners:"), cfg.find("public_url") - cfg.find("listeners:"), tls_listener);
+  write_file(sys.dir().file("edge-tls.yaml"), cfg);
+  sys.edge = Process::start({binary_path("postern-edge"), "--config", sys.dir().file("edge-tls.yaml")},
+                            sys.dir().file("edge-tls.log"));
+  const auto port = sys.edge->wait_for_port("external-tls");
+  auto r = curl({"--cacert", sys.certs().ca, "https://localhost:" + std::to_string(port) + "/gateway/demo/1.0/headers"});
+  EXPECT_EQ(r.status, 200) << r.stderr_text;
+  EXPECT_NE(r.body.find("[\"X-Forwarded-Proto\",\"https\"]"), std::string::npos) << r.body;
+  // An untrusted client verification fails the handshake, not the edge.
+  auto untrusted = curl({"https://localhost:" + std::to_string(port) + "/gateway/demo/1.0/"});
+  EXPECT_NE(untrusted.exit_code, 0);
+}
+
+TEST_F(ReverseInvoke, MetricsCountRequestsAndConnectors) {
+  sys.start_all();
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+  EXPECT_EQ(curl({sys.edge_url("/gateway/ghost/1.0/")}).status, 503);
+  auto edge = scrape(sys.edge_admin_port);
+  EXPECT_EQ(metric_value(edge, "postern_edge_requests_total", {{"api", "demo"}, {"code", "2xx"}}), 3.0);
+  EXPECT_EQ(metric_value(edge, "postern_edge_requests_total", {{"api", "ghost"}, {"code", "5xx"}}), 1.0);
+  auto broker = scrape(sys.broker_admin_port);
+  EXPECT_EQ(metric_value(broker, "postern_broker_connectors_attached", {{"alias", "demo"}}), 1.0);
+  EXPECT_GE(metric_value(broker, "postern_broker_parked_streams", {{"alias", "demo"}}), 1.0);
+  EXPECT_EQ(metric_value(broker, "postern_broker_exchanges_total", {{"alias", "ghost"}, {"result", "no-connector"}}),
+            1.0);
+}
+
+}  // namespace
+}  // namespace postern::testing

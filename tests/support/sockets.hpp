@@ -1,0 +1,60 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+/// Raw TCP helpers on the loopback interface: who listens where, and whether a
+/// port answers. Blocking calls, each bounded by its timeout; thread-safe.
+namespace postern::testing {
+
+/// An owned file descriptor, closed by the destructor. Move-only.
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  ~UniqueFd() { reset(); }
+  UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept {
+    if (this != &other) reset(other.release());
+    return *this;
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+
+  int get() const { return fd_; }
+  explicit operator bool() const { return fd_ >= 0; }
+  int release() {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+  void reset(int fd = -1);
+
+ private:
+  int fd_ = -1;
+};
+
+/// TCP sockets in LISTEN state owned by `pid`: the socket inodes in
+/// /proc/PID/fd matched against /proc/PID/net/tcp and tcp6. Returns (address,
+/// port) pairs such as ("127.0.0.1", 8080) or ("::", 9090), sorted, without
+/// duplicates. Empty if the process is gone or owns no listening socket.
+std::vector<std::pair<std::string, std::uint16_t>> listening_sockets(pid_t pid);
+
+/// A blocking TCP socket connected to 127.0.0.1:port, or an empty UniqueFd if
+/// the connect fails or does not finish within `timeout`.
+UniqueFd connect_loopback(std::uint16_t port, std::chrono::milliseconds timeout = std::chrono::milliseconds(500));
+
+/// True if a TCP connect to 127.0.0.1:port succeeds within `timeout`.
+bool can_connect(std::uint16_t port, std::chrono::milliseconds timeout = std::chrono::milliseconds(500));
+
+/// Polls an HTTP GET of 127.0.0.1:port/path (raw socket, HTTP/1.1,
+/// Connection: close) every ~20 ms until the response status is `want`.
+/// Returns false if that does not happen within `timeout`.
+bool wait_http_status(std::uint16_t port, const std::string& path, int want, std::chrono::milliseconds timeout);
+
+}  // namespace postern::testing

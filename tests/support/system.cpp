@@ -1,0 +1,128 @@
+#include "support/system.hpp"
+
+#include <stdexcept>
+
+namespace postern::testing {
+
+System::System() : dir_("postern-sys"), certs_(&test_certs()) {}
+
+System::~System() {
+  // Edge first, native service last: the order a user would stop them in.
+  edge.reset();
+  connectors.clear();
+  broker.reset();
+  demo.reset();
+}
+
+Process& System::start_demo(bool tls) {
+  demo_tls = tls;
+  std::vector<std::string> argv{binary_path("postern-demo"), "--listen", "127.0.0.1:0"};
+  if (tls) {
+    argv.insert(argv.end(), {"--tls-cert", certs_->native_crt, "--tls-key", certs_->native_key});
+  }
+  demo = Process::start(argv, dir_.file("demo.log"));
+  demo_port = demo->wait_for_port("http");
+  return *demo;
+}
+
+Process& System::start_broker(const std::string& extra_yaml) {
+  const bool restart = broker_starts_++ > 0;
+  const std::string cfg = dir_.file("broker.yaml");
+  std::string y;
+  y += "id: broker-test\n";
+  y += "log: {level: debug}\n";
+  y += "admin: {listen: \"127.0.0.1:" + std::to_string(restart ? broker_admin_port : 0) + "\"}\n";
+  y += "registration:\n  listen: \"127.0.0.1:" + std::to_string(restart ? registration_port : 0) + "\"\n";
+  y += "  tls: {cert_file: \"" + certs_->broker_crt + "\", key_file: \"" + certs_->broker_key +
+       "\", client_ca_file: \"" + certs_->ca + "\"}\n";
+  y += "relay: {listen: \"127.0.0.1:" + std::to_string(restart ? relay_port : 0) + "\"}\n";
+  y += "identities:\n";
+  y += "  - {identity: \"spiffe://postern.dev/connector/green\", aliases: [demo, slow, other, broken]}\n";
+  y += "  - {identity: \"spiffe://postern.dev/connector/other\", aliases: [other]}\n";
+  y += "heartbeat_interval: 1s\nheartbeat_timeout: 3s\npark_wait: 2s\ndrain_timeout: 5s\n";
+  y += extra_yaml;
+  write_file(cfg, y);
+  broker = Process::start({binary_path("postern-broker"), "--config", cfg}, dir_.file("broker.log"));
+  registration_port = broker->wait_for_port("registration");
+  relay_port = broker->wait_for_port("relay");
+  broker_admin_port = broker->wait_for_port("admin");
+  return *broker;
+}
+
+Process& System::start_connector(ConnectorOptions o, bool wait_attached) {
+  const std::string cfg = dir_.file(o.id + ".yaml");
+  std::string y;
+  y += "id: " + o.id + "\n";
+  y += "log: {level: debug}\n";
+  y += "brokers: [\"localhost:" + std::to_string(registration_port) + "\"]\n";
+  y += "tls:\n";
+  y += "  ca_file: \"" + certs_->ca + "\"\n";
+  y += "  cert_file: \"" + (o.cert.empty() ? certs_->connector_crt : o.cert) + "\"\n";
+  y += "  key_file: \"" + (o.key.empty() ? certs_->connector_key : o.key) + "\"\n";
+  y += "pool_size: 4\n";
+  y += "drain_timeout: 10s\n";
+  y += "aliases:\n";
+  if (o.aliases.empty()) {
+    o.aliases.push_back({"demo", demo_url("")});
+  }
+  for (const auto& [alias, url] : o.aliases) {
+    y += "  " + alias + ":\n    url: \"" + url + "\"\n";
+    if (url.starts_with("https://")) y += "    ca_file: \"" + certs_->ca + "\"\n";
+    if (alias == "slow") y += "    read_timeout: 1s\n";
+  }
+  y += o.extra_yaml;
+  write_file(cfg, y);
+  connectors.push_back(
+      Process::start({binary_path("postern-connector"), "--config", cfg}, dir_.file(o.id + ".log")));
+  auto& p = *connectors.back();
+  if (wait_attached) p.wait_for_log("\"msg\":\"attached\"");
+  return p;
+}
+
+Process& System::start_edge(const std::string& extra_yaml, const std::string& apis_yaml) {
+  const std::string cfg = dir_.file("edge.yaml");
+  std::string y;
+  y += "id: edge-test\n";
+  y += "log: {level: debug}\n";
+  y += "admin: {listen: \"127.0.0.1:0\"}\n";
+  y += "listeners:\n  - {listen: \"127.0.0.1:0\"}\n";
+  y += "public_url: \"https://api.example.test\"\n";
+  y += "broker: {address: \"127.0.0.1:" + std::to_string(relay_port) + "\"}\n";
+  if (apis_yaml.empty()) {
+    y += "apis:\n";
+    y += "  - {name: demo, version: \"1.0\", routing: \"apigateway://demo/\"}\n";
+    y += "  - {name: slow, version: \"1.0\", routing: \"apigateway://slow/\", timeout: 1s}\n";
+    y += "  - {name: ghost, version: \"1.0\", routing: \"apigateway://ghost/\"}\n";
+    y += "  - {name: other, version: \"1.0\", routing: \"apigateway://other/\"}\n";
+    if (demo_port) {
+      y += "  - {name: local, version: \"1.0\", routing: \"" + demo_url("") + "\"" +
+           (demo_tls ? ", ca_file: \"" + certs_->ca + "\"" : std::string()) + "}\n";
+    }
+  } else {
+    y += apis_yaml;
+  }
+  y += extra_yaml;
+  write_file(cfg, y);
+  edge = Process::start({binary_path("postern-edge"), "--config", cfg}, dir_.file("edge.log"));
+  edge_admin_port = edge->wait_for_port("admin");
+  edge->wait_for_log("\"msg\":\"listening\".*\"listener\":\"external");
+  edge_port = edge->wait_for_port(edge->count_log("\"listener\":\"external-tls\"") ? "external-tls" : "external");
+  return *edge;
+}
+
+void System::start_all() {
+  start_demo();
+  start_broker();
+  start_connector();
+  start_edge();
+}
+
+std::string System::edge_url(const std::string& path) const {
+  return "http://127.0.0.1:" + std::to_string(edge_port) + path;
+}
+
+std::string System::demo_url(const std::string& path) const {
+  return std::string(demo_tls ? "https://localhost:" : "http://127.0.0.1:") + std::to_string(demo_port) + path;
+}
+
+}  // namespace postern::testing

@@ -1,0 +1,60 @@
+#pragma once
+// The whole reverse-invoke path on 127.0.0.1, from real binaries: a demo
+// native service, a broker, connectors and an edge, each with a YAML config
+// written into a temp dir. Ports are picked by the services (port 0) and read
+// from their "listening" log lines.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "support/certs.hpp"
+#include "support/files.hpp"
+#include "support/process.hpp"
+
+namespace postern::testing {
+
+struct ConnectorOptions {
+  std::string id = "connector-1";
+  /// Client certificate; default: the dev connector identity.
+  std::string cert, key;
+  /// alias -> native URL; default: {"demo": the demo service}.
+  std::vector<std::pair<std::string, std::string>> aliases;
+  std::string extra_yaml;  ///< appended to the config
+};
+
+class System {
+ public:
+  System();
+  ~System();
+
+  const Certs& certs() const { return *certs_; }
+  TempDir& dir() { return dir_; }
+
+  /// Starts the demo native service (plain HTTP, or HTTPS with tls).
+  Process& start_demo(bool tls = false);
+  /// Starts (or, after stop, restarts on the same ports) the broker.
+  Process& start_broker(const std::string& extra_yaml = "");
+  /// Starts a connector and waits until it is attached (unless wait=false).
+  Process& start_connector(ConnectorOptions opts = {}, bool wait_attached = true);
+  /// Starts the edge. `apis_yaml` replaces the default API list.
+  Process& start_edge(const std::string& extra_yaml = "", const std::string& apis_yaml = "");
+  /// demo + broker + one connector + edge.
+  void start_all();
+
+  std::string edge_url(const std::string& path) const;
+  std::string demo_url(const std::string& path) const;
+
+  std::unique_ptr<Process> demo, broker, edge;
+  std::vector<std::unique_ptr<Process>> connectors;
+  std::uint16_t demo_port = 0, registration_port = 0, relay_port = 0, broker_admin_port = 0, edge_port = 0,
+                edge_admin_port = 0;
+  bool demo_tls = false;
+
+ private:
+  TempDir dir_;
+  const Certs* certs_;
+  int broker_starts_ = 0;
+};
+
+}  // namespace postern::testing
