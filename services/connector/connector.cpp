@@ -118,6 +118,17 @@ class PullBody final : public BodySource {
   }
   bool ended() const { return ended_; }
 
+  /// Reads what is left of the request (normally just End): a client
+  /// stream's Finish does not complete while messages remain unread.
+  asio::awaitable<void> drain() {
+    while (!ended_) {
+      frame_.Clear();
+      const bool ok = co_await gb::read(stream_, frame_);
+      if (!ok || frame_.has_end() || frame_.has_error()) break;
+    }
+    ended_ = true;
+  }
+
  private:
   FrameStream& stream_;
   Metrics& metrics_;
@@ -517,7 +528,7 @@ struct Connector::Impl {
     idle->reset();
     metrics.in_flight.Set(static_cast<double>(in_flight));
     refill();  // re-park a replacement at once
-    co_await serve(*stream, frame.request_head());
+    co_await serve(ctx, *stream, frame.request_head());
     grpc::Status st;
     co_await gb::op([&](void* tag) { stream->Finish(&st, tag); });
     --in_flight;
@@ -526,7 +537,7 @@ struct Connector::Impl {
     refill();
   }
 
-  asio::awaitable<void> serve(FrameStream& stream, const tv1::RequestHead& head) {
+  asio::awaitable<void> serve(grpc::ClientContext& ctx, FrameStream& stream, const tv1::RequestHead& head) {
     const auto started = Clock::now();
     PullBody body(stream, metrics);
     PullSink sink(stream, metrics);
@@ -559,6 +570,10 @@ struct Connector::Impl {
       }
     }
     co_await gb::op([&](void* tag) { stream.WritesDone(tag); });
+    {
+      Deadline d(ex, 5s, [&ctx] { ctx.TryCancel(); });
+      co_await body.drain();
+    }
     const std::string alias = head.alias();
     metrics.requests.Add({{"alias", alias}, {"code", failure ? std::string(error_slug(failure->code()))
                                                              : status_class(sink.status())}})
