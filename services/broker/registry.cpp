@@ -81,12 +81,16 @@ void Registry::unpark(const std::shared_ptr<Session>& s, PullSlot* slot) {
 }
 
 Registry::Pick Registry::take(const std::string& alias) {
-  std::shared_ptr<Session> best;
+  // Fewest in flight wins; ties rotate so idle connectors share the load.
+  std::vector<Session*> tied;
   for (const auto& [id, s] : sessions_) {
     if (s->draining || s->parked.empty() || !serves_alias(*s, alias)) continue;
-    if (!best || s->in_flight < best->in_flight) best = s;
+    if (!tied.empty() && s->in_flight > tied.front()->in_flight) continue;
+    if (!tied.empty() && s->in_flight < tied.front()->in_flight) tied.clear();
+    tied.push_back(s.get());
   }
-  if (!best) return {};
+  if (tied.empty()) return {};
+  auto best = sessions_.at(tied[rotation_++ % tied.size()]->id);
   // Oldest parked stream first: it has been idle longest.
   PullSlot* slot = best->parked.front();
   best->parked.pop_front();

@@ -82,6 +82,7 @@ class Registry {
 
   std::map<std::string, std::shared_ptr<Session>> sessions_;
   std::uint64_t next_id_ = 1;
+  std::uint64_t rotation_ = 0;
   struct WaiterEntry {
     std::string alias;
     Waiter fn;

@@ -31,6 +31,25 @@ TEST(Registry, TakesFromTheLeastLoadedSession) {
   EXPECT_FALSE(r.serves("nobody"));
 }
 
+TEST(Registry, IdleSessionsTakeTurns) {
+  Registry r;
+  auto a = r.add("a", "id-a", {"demo"});
+  auto b = r.add("b", "id-b", {"demo"});
+  std::vector<FakeSlot> slots(8);
+  for (int i = 0; i < 4; ++i) {
+    r.park(a, &slots[i]);
+    r.park(b, &slots[4 + i]);
+  }
+  int to_a = 0;
+  for (int i = 0; i < 4; ++i) {
+    auto p = r.take("demo");
+    ASSERT_TRUE(p.slot);
+    to_a += p.session == a;
+    r.finished(p.session);
+  }
+  EXPECT_EQ(to_a, 2);
+}
+
 TEST(Registry, DrainAndRemoveCancelParkedStreams) {
   Registry r;
   auto a = r.add("a", "id-a", {"demo"});

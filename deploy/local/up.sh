@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Quick start: install what is needed, build, and run the whole reverse-invoke
+# path on 127.0.0.1 — demo native service, broker, connector, edge — with dev
+# certificates generated into .run/. Ctrl-C stops everything.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+"$root/deploy/local/install-deps.sh"
+"$root/deploy/local/build.sh"
+bin="${BUILD_DIR:-$root/build}/bin"
+run="$root/.run"
+mkdir -p "$run"
+bash "$root/deploy/certs/make-dev-certs.sh" "$run/certs"
+
+EDGE_PORT="${EDGE_PORT:-8080}"
+DEMO_PORT="${DEMO_PORT:-8081}"
+REG_PORT="${REG_PORT:-7443}"
+RELAY_PORT="${RELAY_PORT:-7080}"
+
+sed -e "s#@RUN@#$run#g" -e "s#@EDGE_PORT@#$EDGE_PORT#g" -e "s#@DEMO_PORT@#$DEMO_PORT#g" \
+    -e "s#@REG_PORT@#$REG_PORT#g" -e "s#@RELAY_PORT@#$RELAY_PORT#g" \
+    "$root/deploy/local/broker.yaml" > "$run/broker.yaml"
+sed -e "s#@RUN@#$run#g" -e "s#@DEMO_PORT@#$DEMO_PORT#g" -e "s#@REG_PORT@#$REG_PORT#g" \
+    "$root/deploy/local/connector.yaml" > "$run/connector.yaml"
+sed -e "s#@EDGE_PORT@#$EDGE_PORT#g" -e "s#@RELAY_PORT@#$RELAY_PORT#g" \
+    "$root/deploy/local/edge.yaml" > "$run/edge.yaml"
+
+pids=()
+cleanup() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+"$bin/postern-demo" --listen "127.0.0.1:$DEMO_PORT" > "$run/demo.log" 2>&1 & pids+=($!)
+"$bin/postern-broker" --config "$run/broker.yaml" > "$run/broker.log" 2>&1 & pids+=($!)
+"$bin/postern-connector" --config "$run/connector.yaml" > "$run/connector.log" 2>&1 & pids+=($!)
+"$bin/postern-edge" --config "$run/edge.yaml" > "$run/edge.log" 2>&1 & pids+=($!)
+
+url="http://127.0.0.1:$EDGE_PORT/gateway/demo/1.0/"
+for _ in $(seq 1 100); do
+  if [ "$(curl -s -o /dev/null -w '%{http_code}' "$url")" = "200" ]; then break; fi
+  sleep 0.1
+done
+echo
+echo "Postern is up: edge :$EDGE_PORT -> broker :$RELAY_PORT/:$REG_PORT <- connector (mTLS, dialled out) -> demo :$DEMO_PORT"
+echo "Logs: $run/*.log    Stop: Ctrl-C"
+echo
+echo "  curl -i $url"
+echo "  curl -i http://127.0.0.1:$EDGE_PORT/gateway/demo/1.0/headers"
+echo
+wait
