@@ -436,6 +436,19 @@ TEST_F(ReverseInvoke, TlsOutsideAndHttpsNativeInside) {
   EXPECT_NE(untrusted.exit_code, 0);
 }
 
+TEST_F(ReverseInvoke, RelayPortOverTls) {
+  sys.relay_tls = true;
+  sys.start_all();
+  auto r = curl({sys.edge_url("/gateway/demo/1.0/")});
+  EXPECT_EQ(r.status, 200) << r.body;
+  // A plaintext client cannot use the TLS relay port.
+  sys.relay_tls = false;
+  sys.edge.reset();
+  sys.start_edge();
+  auto plain = curl({sys.edge_url("/gateway/demo/1.0/")});
+  EXPECT_EQ(plain.status, 502) << plain.body;
+}
+
 TEST_F(ReverseInvoke, MetricsCountRequestsAndConnectors) {
   sys.start_all();
   for (int i = 0; i < 3; ++i) ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);

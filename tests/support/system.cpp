@@ -35,7 +35,10 @@ Process& System::start_broker(const std::string& extra_yaml) {
   y += "registration:\n  listen: \"127.0.0.1:" + std::to_string(restart ? registration_port : 0) + "\"\n";
   y += "  tls: {cert_file: \"" + certs_->broker_crt + "\", key_file: \"" + certs_->broker_key +
        "\", client_ca_file: \"" + certs_->ca + "\"}\n";
-  y += "relay: {listen: \"127.0.0.1:" + std::to_string(restart ? relay_port : 0) + "\"}\n";
+  y += "relay:\n  listen: \"127.0.0.1:" + std::to_string(restart ? relay_port : 0) + "\"\n";
+  if (relay_tls) {
+    y += "  tls: {cert_file: \"" + certs_->broker_crt + "\", key_file: \"" + certs_->broker_key + "\"}\n";
+  }
   y += "identities:\n";
   y += "  - {identity: \"spiffe://postern.dev/connector/green\", aliases: [demo, slow, other, broken]}\n";
   y += "  - {identity: \"spiffe://postern.dev/connector/other\", aliases: [other]}\n";
@@ -87,7 +90,8 @@ Process& System::start_edge(const std::string& extra_yaml, const std::string& ap
   y += "admin: {listen: \"127.0.0.1:0\"}\n";
   y += "listeners:\n  - {listen: \"127.0.0.1:0\"}\n";
   y += "public_url: \"https://api.example.test\"\n";
-  y += "broker: {address: \"127.0.0.1:" + std::to_string(relay_port) + "\"}\n";
+  y += "broker:\n  address: \"127.0.0.1:" + std::to_string(relay_port) + "\"\n";
+  if (relay_tls) y += "  tls: {ca_file: \"" + certs_->ca + "\", server_name: localhost}\n";
   if (apis_yaml.empty()) {
     y += "apis:\n";
     y += "  - {name: demo, version: \"1.0\", routing: \"apigateway://demo/\"}\n";

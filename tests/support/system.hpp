@@ -50,6 +50,8 @@ class System {
   std::uint16_t demo_port = 0, registration_port = 0, relay_port = 0, broker_admin_port = 0, edge_port = 0,
                 edge_admin_port = 0;
   bool demo_tls = false;
+  /// Set before start_broker/start_edge: TLS between edge and broker relay port.
+  bool relay_tls = false;
 
  private:
   TempDir dir_;
