@@ -1,65 +1,152 @@
 #!/usr/bin/env bash
-# Makes a DEVELOPMENT/TEST PKI for Postern: a CA, server certificates for the
-# broker, edge and a native service, client certificates for connectors, and
-# a second untrusted CA with a look-alike connector certificate.
-# These are for local runs and tests only; they are generated, never
-# committed, and say "DEV ONLY" in their subject.
+# Makes a DEVELOPMENT / TEST PKI for Postern: a CA, server certificates for
+# the broker, the edge and an HTTPS native service, client certificates for
+# two connectors, and a second, untrusted CA with a look-alike connector
+# certificate (for "a certificate from another CA is refused" tests).
+#
+# Every subject carries O=Postern DEV ONLY. The output is generated on demand
+# by deploy/local/up.sh and the tests, and is never committed.
 #
 # usage: make-dev-certs.sh OUTDIR [--force]
+#   Does nothing if OUTDIR/ca.crt exists, unless --force is given.
+#
+# Keys: EC P-256, mode 0600. Certificates: X.509 v3, 825 days, SKI/AKI,
+# basicConstraints CA:TRUE on the CAs, keyUsage + extendedKeyUsage + SAN on
+# every leaf (gRPC and modern TLS stacks ignore the CN and need the SAN).
+# Only the openssl command line is used.
 set -euo pipefail
 
-out="${1:?usage: make-dev-certs.sh OUTDIR [--force]}"
-force="${2:-}"
-mkdir -p "$out"
-if [ -f "$out/ca.crt" ] && [ "$force" != "--force" ]; then
+usage() { echo "usage: $0 OUTDIR [--force]" >&2; exit 2; }
+
+out=""
+force=0
+for arg in "$@"; do
+  case "$arg" in
+    --force) force=1 ;;
+    -h|--help) usage ;;
+    -*) echo "unknown option: $arg" >&2; usage ;;
+    *) [ -z "$out" ] || usage; out="$arg" ;;
+  esac
+done
+[ -n "$out" ] || usage
+
+if [ -f "$out/ca.crt" ] && [ "$force" -eq 0 ]; then
+  echo "make-dev-certs: $out/ca.crt exists, leaving $out alone (use --force to regenerate)" >&2
   exit 0
 fi
+
+command -v openssl >/dev/null || { echo "make-dev-certs: openssl not found" >&2; exit 1; }
+
+mkdir -p "$out"
+# Build everything in a scratch directory inside OUTDIR and move it into place
+# at the end, ca.crt last: an interrupted run never leaves a ca.crt that would
+# make the next run skip a half-made set.
+work="$(mktemp -d "$out/.make-dev-certs.XXXXXX")"
+work="$(cd "$work" && pwd)"  # absolute: the trap runs after the cd below
+trap 'rm -rf "$work"' EXIT
 umask 077
-cd "$out"
+cd "$work"
+
 days=825
-org="/O=Postern DEV ONLY"
+org="Postern DEV ONLY"
 
-newkey() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
-
-ca() {  # name cn
-  newkey "$1.key"
-  openssl req -x509 -new -key "$1.key" -sha256 -days "$days" -subj "$org/CN=$2" \
-    -addext "basicConstraints=critical,CA:TRUE" \
-    -addext "keyUsage=critical,keyCertSign,cRLSign" \
-    -addext "subjectKeyIdentifier=hash" -out "$1.crt"
+new_key() {  # file
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null
+  chmod 0600 "$1"
 }
 
-leaf() {  # name ca cn eku san
-  newkey "$1.key"
-  openssl req -new -key "$1.key" -subj "$org/CN=$3" -out "$1.csr"
-  cat > "$1.ext" <<EXT
-basicConstraints=critical,CA:FALSE
-keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=$4
-subjectKeyIdentifier=hash
-authorityKeyIdentifier=keyid,issuer
-subjectAltName=$5
-EXT
-  openssl x509 -req -in "$1.csr" -CA "$2.crt" -CAkey "$2.key" -CAcreateserial -days "$days" -sha256 \
-    -extfile "$1.ext" -out "$1.crt" 2>/dev/null
-  rm -f "$1.csr" "$1.ext"
+# name cn
+make_ca() {
+  new_key "$1.key"
+  cat > "$1.cnf" <<EOF
+[req]
+distinguished_name = dn
+prompt = no
+x509_extensions = v3_ca
+[dn]
+O = $org
+CN = $2
+[v3_ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+EOF
+  openssl req -new -x509 -config "$1.cnf" -key "$1.key" -sha256 -days "$days" \
+    -set_serial "0x$(openssl rand -hex 16)" -out "$1.crt"
+  rm -f "$1.cnf"
 }
 
-ca ca "Postern Dev CA"
-leaf broker ca broker serverAuth \
-  "DNS:localhost,DNS:broker,DNS:postern-broker,DNS:*.postern-broker-headless,DNS:*.postern-broker-headless.dmz.svc.cluster.local,DNS:postern-broker.dmz.svc.cluster.local,IP:127.0.0.1"
-leaf edge ca edge serverAuth "DNS:localhost,DNS:edge,IP:127.0.0.1"
-leaf connector ca connector-green clientAuth "URI:spiffe://postern.dev/connector/green,DNS:connector-green"
-leaf connector-other ca connector-other clientAuth "URI:spiffe://postern.dev/connector/other,DNS:connector-other"
-leaf native ca native serverAuth "DNS:localhost,DNS:native,IP:127.0.0.1"
-ca rogue-ca "Rogue CA (untrusted)"
-leaf rogue-connector rogue-ca connector-green clientAuth "URI:spiffe://postern.dev/connector/green,DNS:connector-green"
-rm -f ./*.srl
-chmod 0644 ./*.crt
-cat > README.txt <<'TXT'
+# name issuer cn extended-key-usage subject-alt-names
+make_leaf() {
+  new_key "$1.key"
+  cat > "$1.cnf" <<EOF
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+O = $org
+CN = $3
+[v3_leaf]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = $4
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+subjectAltName = $5
+EOF
+  openssl req -new -config "$1.cnf" -key "$1.key" -out "$1.csr"
+  openssl x509 -req -in "$1.csr" -CA "$2.crt" -CAkey "$2.key" \
+    -set_serial "0x$(openssl rand -hex 16)" -days "$days" -sha256 \
+    -extfile "$1.cnf" -extensions v3_leaf -out "$1.crt" 2>/dev/null
+  rm -f "$1.csr" "$1.cnf"
+}
+
+make_ca ca "Postern Dev CA"
+make_leaf broker ca broker serverAuth \
+  "DNS:localhost, DNS:broker, DNS:postern-broker, DNS:*.postern-broker-headless, DNS:*.postern-broker-headless.dmz.svc.cluster.local, DNS:postern-broker.dmz.svc.cluster.local, IP:127.0.0.1"
+make_leaf edge ca edge serverAuth "DNS:localhost, DNS:edge, IP:127.0.0.1"
+make_leaf connector ca connector-green clientAuth "URI:spiffe://postern.dev/connector/green, DNS:connector-green"
+make_leaf connector-other ca connector-other clientAuth "URI:spiffe://postern.dev/connector/other, DNS:connector-other"
+make_leaf native ca native serverAuth "DNS:localhost, IP:127.0.0.1"
+
+make_ca rogue-ca "Postern Rogue CA (untrusted)"
+# Same CN and SAN as connector.crt; only the issuer differs.
+make_leaf rogue-connector rogue-ca connector-green clientAuth \
+  "URI:spiffe://postern.dev/connector/green, DNS:connector-green"
+
+cat > README.txt <<'EOF'
 DEVELOPMENT / TEST CERTIFICATES ONLY - generated by deploy/certs/make-dev-certs.sh.
-Never use them in production and never commit them.
-ca.crt signs broker, edge, native (server) and connector, connector-other (client).
-rogue-ca.crt is a second, untrusted CA; rogue-connector.crt mimics connector.crt.
-TXT
-for c in broker edge connector connector-other native; do openssl verify -CAfile ca.crt "$c.crt" >/dev/null; done
+Every subject says O=Postern DEV ONLY. Never use them in production and never
+commit them; regenerate with: deploy/certs/make-dev-certs.sh DIR --force
+
+ca.crt / ca.key                  "Postern Dev CA": signs every certificate below except the rogue ones
+broker.crt / broker.key          serverAuth: localhost, broker, postern-broker, *.postern-broker-headless[.dmz.svc.cluster.local], 127.0.0.1
+edge.crt / edge.key              serverAuth: localhost, edge, 127.0.0.1
+native.crt / native.key          serverAuth: localhost, 127.0.0.1 (an HTTPS native service)
+connector.crt / .key             clientAuth: CN=connector-green, spiffe://postern.dev/connector/green
+connector-other.crt / .key       clientAuth: CN=connector-other, spiffe://postern.dev/connector/other
+rogue-ca.crt / rogue-ca.key      a second CA that nothing trusts
+rogue-connector.crt / .key       clientAuth from rogue-ca, same CN and SAN as connector.crt
+EOF
+
+# Check the set before handing it out.
+for name in broker edge native; do
+  openssl verify -CAfile ca.crt -purpose sslserver "$name.crt" >/dev/null
+done
+for name in connector connector-other; do
+  openssl verify -CAfile ca.crt -purpose sslclient "$name.crt" >/dev/null
+done
+openssl verify -CAfile rogue-ca.crt -purpose sslclient rogue-connector.crt >/dev/null
+if openssl verify -CAfile ca.crt rogue-connector.crt >/dev/null 2>&1; then
+  echo "make-dev-certs: rogue-connector.crt verifies against ca.crt; refusing" >&2
+  exit 1
+fi
+
+chmod 0644 ./*.crt README.txt
+chmod 0600 ./*.key
+for f in ./*.key ./*.crt README.txt; do
+  [ "$f" = ./ca.crt ] || mv -f "$f" "../$(basename "$f")"
+done
+mv -f ca.crt ../ca.crt
+echo "make-dev-certs: wrote development certificates to $out" >&2

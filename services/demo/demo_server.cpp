@@ -2,7 +2,6 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -11,7 +10,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 
-#include <array>
+#include <algorithm>
 #include <chrono>
 #include <exception>
 #include <memory>
@@ -33,7 +32,12 @@ namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using boost::system::error_code;
 
+// A peer going away is an error code, not an exception.
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
+
+// GCC 12 miscompiles co_await in loop conditions, in && / ||, and with
+// temporaries of ?: in its arguments (crashes seen here). So every co_await
+// in this file stands in a statement of its own, with plain local arguments.
 
 constexpr auto kIdleTimeout = std::chrono::seconds(60);  // waiting for the next request
 constexpr auto kIoTimeout = std::chrono::seconds(60);    // any single read or write
@@ -138,11 +142,13 @@ template <class Stream>
 class Session {
  public:
   explicit Session(Stream stream)
-      : stream_(std::move(stream)), buffer_(kReadBufferLimit), body_(new char[kChunkSize]) {}
+      : stream_(std::move(stream)), buffer_(kReadBufferLimit), body_(new char[kChunkSize]) {
+    // Beast sizes each socket read by the buffer's spare capacity (at least
+    // 512 bytes); without room up front a body streams 512 bytes at a time.
+    buffer_.reserve(kChunkSize);
+  }
 
   asio::awaitable<void> run() {
-    // GCC 12 miscompiles co_await in loop conditions and in && / ||, so
-    // every co_await in this file stands in a statement of its own.
     for (;;) {
       const bool keep_alive = co_await serve_one();
       if (!keep_alive) break;
@@ -157,7 +163,6 @@ class Session {
 
   void arm(std::chrono::steady_clock::duration d) { lowest(stream_).expires_after(d); }
 
-  Parser& parser() { return *parser_; }
   http::request<http::buffer_body>& req() { return parser_->get(); }
   bool is_head() const { return parser_->get().method() == http::verb::head; }
 
@@ -320,7 +325,6 @@ class Session {
       co_return co_await send_text(400, "status: N must be 200-599\n");
     }
     const auto n = static_cast<unsigned>(*status);
-    // GCC 12 mishandles temporaries of a ?: inside a co_await's arguments: use locals.
     std::string body;
     if (n != 204 && n != 304) body = "status " + std::to_string(n) + "\n";
     std::string code_text = std::to_string(n);

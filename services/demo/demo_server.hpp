@@ -18,9 +18,22 @@ inline constexpr std::size_t kChunkSize = 64 * 1024;
 
 /// The demo HTTP server: an acceptor plus one coroutine per connection.
 ///
-/// Endpoints: GET /, /headers, /echo, /sink, /bytes/N, /status/N, /slow,
-/// /drip, /multi (see README in the brief / demo_server.cpp). Keep-alive,
-/// 60 s idle timeout, malformed request -> 400 and close.
+/// Endpoints (exact paths; HEAD works on all of them and sends headers only):
+///   GET /            200 text/plain greeting
+///   /headers         200 JSON {"method","target","headers":[[name,value],...]} as received
+///   /echo            streams the request body back; Content-Length copied, else chunked;
+///                    Content-Type copied; X-Demo-Method: <method>
+///   /sink            POST/PUT: 200 JSON {"bytes":N,"sha256":"<hex>"} of the body
+///   /bytes/N         N bytes, byte i = i % 251; ?chunked=1 for chunked; X-Demo-Sha256 if N <= 1 MiB
+///   /status/N        status N (200-599), body "status N\n" (none for 204/304), X-Demo-Status: N
+///   /slow?ms=N       waits N ms (timer), then 200 "slow\n"
+///   /drip?chunks=N&ms=M&size=S   chunked, N chunks of S bytes, M ms apart
+///   /multi           two Set-Cookie, two X-Custom, Cache-Control: no-store
+///   anything else    404 "no such demo endpoint: <path>\n"
+/// Keep-alive with a 60 s idle timeout; a malformed request gets 400 and the
+/// connection closes. Bodies move in kChunkSize pieces and are never held
+/// whole. /echo writes while it reads, so a client that sends its whole body
+/// before reading anything can fill both directions' buffers and stall.
 ///
 /// Threads: construct, listen() and start() on one thread; the io_context may
 /// then be run by any number of threads (each connection lives on its own

@@ -245,6 +245,9 @@ struct EdgeServer::Impl {
         : stream(s), buffer(b), parser(p), timeout(t), metrics(m) {}
 
     asio::awaitable<bool> next(std::string_view& chunk) override {
+      // Beast sizes each socket read by the buffer's spare room (512 bytes
+      // at least): give a streaming body a chunk's worth, idle connections none.
+      if (buffer.capacity() < kChunkBytes) buffer.reserve(kChunkBytes);
       while (!parser.is_done()) {
         parser.get().body().data = buf.get();
         parser.get().body().size = kChunkBytes;

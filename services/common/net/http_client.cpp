@@ -290,6 +290,8 @@ asio::awaitable<bool> run_exchange(Stream& s, Conn& c, const Origin& o, const tu
   co_await sink.head(rh);
 
   if (!parser->is_done()) {
+    // Beast sizes each socket read by the buffer's spare room: make it a chunk.
+    if (c.buffer.capacity() < kChunkBytes) c.buffer.reserve(kChunkBytes);
     std::unique_ptr<char[]> buf(new char[kChunkBytes]);
     for (;;) {
       res.body().data = buf.get();
