@@ -17,6 +17,9 @@ namespace postern {
 /// enough that nothing buffers much.
 inline constexpr std::size_t kChunkBytes = 64 * 1024;
 
+/// Trailer fields of a chunked body (empty for most bodies).
+using Trailers = google::protobuf::RepeatedPtrField<tunnel::v1::Header>;
+
 /// A request body as it arrives. Single consumer; not thread-safe.
 class BodySource {
  public:
@@ -25,6 +28,11 @@ class BodySource {
   /// and returns true, or returns false at the end of the body. Throws
   /// ExchangeError when the body cannot be read.
   virtual asio::awaitable<bool> next(std::string_view& chunk) = 0;
+  /// Trailer fields, valid once next() has returned false.
+  virtual const Trailers& trailers() const { return no_trailers_; }
+
+ protected:
+  Trailers no_trailers_;
 };
 
 /// Where a response goes. Calls come in order: head, body*, end.
@@ -33,7 +41,9 @@ class ResponseSink {
   virtual ~ResponseSink() = default;
   virtual asio::awaitable<void> head(tunnel::v1::ResponseHead& head) = 0;
   virtual asio::awaitable<void> body(std::string_view chunk) = 0;
-  virtual asio::awaitable<void> end() = 0;
+  /// Ends the body; `trailers` go out as chunked trailer fields where the
+  /// framing allows (dropped otherwise, as HTTP permits).
+  virtual asio::awaitable<void> end(const Trailers& trailers) = 0;
   /// True once head() was called: an error can no longer become a response.
   bool started() const { return started_; }
 

@@ -109,6 +109,7 @@ class PullBody final : public BodySource {
       }
       if (frame_.has_end()) {
         ended_ = true;
+        trailers_ = frame_.end().trailers();
         co_return false;
       }
       if (frame_.has_error()) {
@@ -117,6 +118,7 @@ class PullBody final : public BodySource {
     }
   }
   bool ended() const { return ended_; }
+  const Trailers& trailers() const override { return trailers_; }
 
   /// Reads what is left of the request (normally just End): a client
   /// stream's Finish does not complete while messages remain unread.
@@ -133,6 +135,7 @@ class PullBody final : public BodySource {
   FrameStream& stream_;
   Metrics& metrics_;
   tv1::Frame frame_;
+  Trailers trailers_;
   bool ended_ = false;
 };
 
@@ -153,9 +156,9 @@ class PullSink final : public ResponseSink {
     frame_.mutable_body()->mutable_data()->assign(chunk.data(), chunk.size());
     co_await send(frame_);
   }
-  asio::awaitable<void> end() override {
+  asio::awaitable<void> end(const Trailers& trailers) override {
     tv1::Frame f;
-    f.mutable_end();
+    *f.mutable_end()->mutable_trailers() = trailers;
     co_await send(f);
   }
   unsigned status() const { return status_; }

@@ -201,6 +201,7 @@ class Session {
     if (path == "/slow") co_return co_await handle_slow(target);
     if (path == "/drip") co_return co_await handle_drip(target);
     if (path == "/multi") co_return co_await handle_multi();
+    if (path == "/trailers") co_return co_await handle_trailers();
     if (path.starts_with("/bytes/")) co_return co_await handle_bytes(target, std::string_view(path).substr(7));
     if (path.starts_with("/status/")) co_return co_await handle_status(std::string_view(path).substr(8));
     std::string body = "no such demo endpoint: " + path + "\n";
@@ -394,6 +395,36 @@ class Session {
     res.set(http::field::cache_control, "no-store");
     res.body() = "multi\n";
     co_return co_await send(std::move(res));
+  }
+
+  // Reads the body; answers chunked "trailers\n" with trailer fields: every
+  // request trailer as X-Echo-<name>, plus X-Demo-Trailer: yes.
+  asio::awaitable<bool> handle_trailers() {
+    const std::size_t head_fields = std::distance(req().begin(), req().end());
+    const bool drained = co_await discard_body();
+    if (!drained) co_return false;
+    http::fields trailer;
+    std::size_t i = 0;
+    for (const auto& f : req()) {
+      if (i++ < head_fields) continue;
+      trailer.insert("X-Echo-" + std::string(f.name_string()), f.value());
+    }
+    trailer.insert("X-Demo-Trailer", "yes");
+    if (req().version() < 11) co_return co_await send_text(400, "trailers need HTTP/1.1\n");
+    http::response<http::empty_body> res{http::status::ok, 11};
+    res.set(http::field::content_type, "text/plain");
+    res.set(http::field::trailer, "X-Demo-Trailer");
+    res.chunked(true);
+    res.keep_alive(req().keep_alive());
+    http::response_serializer<http::empty_body> sr{res};
+    arm(kIoTimeout);
+    auto [hec, hn] = co_await http::async_write_header(stream_, sr, use_nothrow);
+    if (hec) co_return false;
+    static constexpr std::string_view kBody = "trailers\n";
+    auto [bec, bn] = co_await asio::async_write(stream_, http::make_chunk(asio::buffer(kBody)), use_nothrow);
+    if (bec) co_return false;
+    auto [tec, tn] = co_await asio::async_write(stream_, http::make_chunk_last(trailer), use_nothrow);
+    co_return !tec && res.keep_alive();
   }
 
   // ---- helpers -----------------------------------------------------------------

@@ -20,6 +20,7 @@
 #include "common/net/http_headers.hpp"
 #include "common/net/listen.hpp"
 #include "common/net/tls.hpp"
+#include "common/net/trailers.hpp"
 #include "common/observability/log.hpp"
 #include "edge/relay_client.hpp"
 #include "edge/router.hpp"
@@ -240,9 +241,14 @@ struct EdgeServer::Impl {
     Clock::duration timeout;
     Metrics& metrics;
     std::unique_ptr<char[]> buf{new char[kChunkBytes]};
+    std::size_t head_fields;
+    Trailers trailers_;
     ClientBody(Stream& s, beast::flat_buffer& b, http::request_parser<http::buffer_body>& p, Clock::duration t,
                Metrics& m)
-        : stream(s), buffer(b), parser(p), timeout(t), metrics(m) {}
+        : stream(s), buffer(b), parser(p), timeout(t), metrics(m),
+          head_fields(std::distance(p.get().begin(), p.get().end())) {}
+
+    const Trailers& trailers() const override { return trailers_; }
 
     asio::awaitable<bool> next(std::string_view& chunk) override {
       // Beast sizes each socket read by the buffer's spare room (512 bytes
@@ -267,6 +273,7 @@ struct EdgeServer::Impl {
           co_return true;
         }
       }
+      if (parser.chunked()) trailers_ = net::trailers_after(parser.get(), head_fields);
       co_return false;
     }
   };
@@ -336,13 +343,22 @@ struct EdgeServer::Impl {
       metrics.bytes_out.Increment(static_cast<double>(chunk.size()));
     }
 
-    asio::awaitable<void> end() override {
+    asio::awaitable<void> end(const Trailers& trailers) override {
       if (no_body) co_return;
-      res->body().data = nullptr;
-      res->body().size = 0;
-      res->body().more = false;
       beast::get_lowest_layer(stream).expires_after(timeout);
-      auto [ec, n] = co_await http::async_write(stream, *sr, use_nothrow);
+      boost::system::error_code ec;
+      if (res->chunked() && !trailers.empty()) {
+        // The serializer cannot carry trailers: the last chunk goes by hand.
+        const auto fields = net::to_fields(trailers);
+        auto [tec, tn] = co_await asio::async_write(stream, http::make_chunk_last(fields), use_nothrow);
+        ec = tec;
+      } else {
+        res->body().data = nullptr;
+        res->body().size = 0;
+        res->body().more = false;
+        auto [wec, wn] = co_await http::async_write(stream, *sr, use_nothrow);
+        ec = wec;
+      }
       if (ec && ec != http::error::need_buffer) {
         throw ExchangeError(tv1::ERROR_CODE_CLIENT_GONE, "client went away: " + ec.message());
       }

@@ -90,7 +90,7 @@ asio::awaitable<void> RelayClient::invoke(const tv1::RequestHead& head, BodySour
         if (!ok) break;
       }
       if (ok) {
-        f.mutable_end();
+        *f.mutable_end()->mutable_trailers() = body.trailers();
         ok = co_await gb::write(*stream, f);
       }
       if (ok) {
@@ -109,7 +109,7 @@ asio::awaitable<void> RelayClient::invoke(const tv1::RequestHead& head, BodySour
       } else if (f.has_body()) {
         co_await sink.body(f.body().data());
       } else if (f.has_end()) {
-        co_await sink.end();
+        co_await sink.end(f.end().trailers());
         ended = true;
         break;
       } else if (f.has_error()) {

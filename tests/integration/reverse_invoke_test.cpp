@@ -436,6 +436,26 @@ TEST_F(ReverseInvoke, TlsOutsideAndHttpsNativeInside) {
   EXPECT_NE(untrusted.exit_code, 0);
 }
 
+// Chunked trailers cross both ways: the client's request trailers reach the
+// native service, the native service's response trailers reach the client.
+TEST_F(ReverseInvoke, ChunkedTrailersPassBothWays) {
+  sys.start_all();
+  for (const std::string path : {"/gateway/demo/1.0/trailers", "/gateway/local/1.0/trailers"}) {
+    const std::string raw = raw_exchange(sys.edge_port, "POST " + path +
+                                                            " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                                                            "Transfer-Encoding: chunked\r\n\r\n"
+                                                            "5\r\nhello\r\n0\r\nX-Client-Trailer: abc\r\n\r\n");
+    auto res = parse_response(raw);
+    EXPECT_EQ(res.status, 200) << raw;
+    EXPECT_EQ(res.body, "trailers\n") << raw;
+    const auto last_chunk = raw.find("\r\n0\r\n");
+    ASSERT_NE(last_chunk, std::string::npos) << raw;
+    const std::string trailer_part = raw.substr(last_chunk);
+    EXPECT_NE(trailer_part.find("X-Demo-Trailer: yes\r\n"), std::string::npos) << path << "\n" << raw;
+    EXPECT_NE(trailer_part.find("X-Echo-X-Client-Trailer: abc\r\n"), std::string::npos) << path << "\n" << raw;
+  }
+}
+
 TEST_F(ReverseInvoke, RelayPortOverTls) {
   sys.relay_tls = true;
   sys.start_all();

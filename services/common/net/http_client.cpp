@@ -13,6 +13,7 @@
 
 #include "common/net/http_headers.hpp"
 #include "common/net/tls.hpp"
+#include "common/net/trailers.hpp"
 
 namespace postern::net {
 namespace beast = boost::beast;
@@ -231,10 +232,19 @@ asio::awaitable<bool> run_exchange(Stream& s, Conn& c, const Origin& o, const tu
                             "native service closed the connection while receiving the request body: " + describe(ec));
       }
     }
-    req.body().data = nullptr;
-    req.body().size = 0;
-    req.body().more = false;
-    auto [ec, n] = co_await http::async_write(s, sr, use_nothrow);
+    boost::system::error_code ec;
+    if (chunked && !body.trailers().empty()) {
+      // The serializer cannot carry trailers: the last chunk goes by hand.
+      const auto fields = to_fields(body.trailers());
+      auto [tec, tn] = co_await asio::async_write(s, http::make_chunk_last(fields), use_nothrow);
+      ec = tec;
+    } else {
+      req.body().data = nullptr;
+      req.body().size = 0;
+      req.body().more = false;
+      auto [wec, wn] = co_await http::async_write(s, sr, use_nothrow);
+      ec = wec;
+    }
     if (ec) {
       throw ExchangeError(ERROR_CODE_UPSTREAM_UNREACHABLE,
                           "native service closed the connection while receiving the request body: " + describe(ec));
@@ -287,6 +297,8 @@ asio::awaitable<bool> run_exchange(Stream& s, Conn& c, const Origin& o, const tu
     rh.set_content_length((is_head || st == 204 || st == 304) ? 0 : -1);
   }
   const bool keep_alive = res.keep_alive();
+  const bool response_chunked = parser->chunked();
+  const std::size_t head_fields = std::distance(res.begin(), res.end());
   co_await sink.head(rh);
 
   if (!parser->is_done()) {
@@ -312,7 +324,8 @@ asio::awaitable<bool> run_exchange(Stream& s, Conn& c, const Origin& o, const tu
       if (parser->is_done()) break;
     }
   }
-  co_await sink.end();
+  const Trailers trailers = response_chunked ? trailers_after(res, head_fields) : Trailers{};
+  co_await sink.end(trailers);
   co_return keep_alive;
 }
 

@@ -1,0 +1,130 @@
+// Attach to every broker address, silent connectors, edge drain.
+
+#include <gtest/gtest.h>
+
+#include <sys/socket.h>
+
+#include <csignal>
+#include <functional>
+#include <thread>
+
+#include "support/http.hpp"
+#include "support/sockets.hpp"
+#include "support/system.hpp"
+
+namespace postern::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return pred();
+}
+
+double attached(std::uint16_t admin_port) {
+  return metric_value(scrape(admin_port), "postern_broker_connectors_attached", {{"alias", "demo"}});
+}
+
+// A headless Service: one name, one address per broker replica. The
+// connector sees a hosts file (in a private mount namespace) where
+// brokers.test resolves to 127.0.0.1 and 127.0.0.2.
+TEST(Lifecycle, ConnectorAttachesToEveryAddressOfABrokerName) {
+  System sys;
+  sys.start_demo();
+  sys.start_broker();
+  // A second broker on the same port of another loopback address.
+  std::string cfg = read_file(sys.dir().file("broker.yaml"));
+  // The first broker was written with port 0 everywhere; B takes A's
+  // registration port on 127.0.0.2 and free ports for the rest.
+  const std::string reg = "registration:\n  listen: \"127.0.0.1:0\"";
+  ASSERT_NE(cfg.find(reg), std::string::npos) << cfg;
+  cfg.replace(cfg.find(reg), reg.size(),
+              "registration:\n  listen: \"127.0.0.2:" + std::to_string(sys.registration_port) + "\"");
+  write_file(sys.dir().file("broker-b.yaml"), cfg);
+  auto broker_b = Process::start({binary_path("postern-broker"), "--config", sys.dir().file("broker-b.yaml")},
+                                 sys.dir().file("broker-b.log"));
+  const auto b_relay = broker_b->wait_for_port("relay");
+  const auto b_admin = broker_b->wait_for_port("admin");
+
+  const std::string hosts = sys.dir().file("hosts");
+  write_file(hosts, "127.0.0.1 localhost\n127.0.0.1 brokers.test\n127.0.0.2 brokers.test\n");
+  auto probe = run_command({"unshare", "-m", "--propagation", "private", "true"}, 10s);
+  if (probe.exit_code != 0) GTEST_SKIP() << "mount namespaces not permitted here: " << probe.err;
+
+  const std::string ccfg = sys.dir().file("connector-dns.yaml");
+  write_file(ccfg, "id: connector-dns\nlog: {level: debug}\nbrokers: [\"brokers.test:" +
+                       std::to_string(sys.registration_port) + "\"]\n" + "tls:\n  ca_file: \"" + sys.certs().ca +
+                       "\"\n  cert_file: \"" + sys.certs().connector_crt + "\"\n  key_file: \"" +
+                       sys.certs().connector_key + "\"\n  server_name: localhost\n" +
+                       "pool_size: 2\naliases:\n  demo: {url: \"" + sys.demo_url("") + "\"}\n");
+  auto connector = Process::start(
+      {"unshare", "-m", "--propagation", "private", "sh", "-c",
+       "mount --bind \"$0\" /etc/hosts && exec \"$1\" --config \"$2\"", hosts, binary_path("postern-connector"), ccfg},
+      sys.dir().file("connector-dns.log"));
+  EXPECT_TRUE(wait_until([&] { return attached(sys.broker_admin_port) == 1.0 && attached(b_admin) == 1.0; }, 10s))
+      << connector->log_tail();
+  EXPECT_EQ(connector->count_log("\"msg\":\"attached\""), 2);
+
+  // An edge on either broker reaches the connector.
+  sys.start_edge();
+  EXPECT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+  sys.edge.reset();
+  sys.relay_port = b_relay;
+  sys.start_edge();
+  EXPECT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+}
+
+// A connector that stops talking (SIGSTOP: the TCP connection stays up) is
+// dropped after heartbeat_timeout (3 s in the test config), and comes back
+// once it runs again.
+TEST(Lifecycle, SilentConnectorIsDroppedAndReturns) {
+  System sys;
+  sys.start_all();
+  ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+  auto& c = *sys.connectors[0];
+  c.signal(SIGSTOP);
+  const auto t0 = std::chrono::steady_clock::now();
+  sys.broker->wait_for_log("\"msg\":\"connector detached\".*\"reason\":\"heartbeat timeout\"", 10s);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_LT(took, 5s);
+  EXPECT_EQ(attached(sys.broker_admin_port), 0.0);
+  EXPECT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 503);
+  c.signal(SIGCONT);
+  EXPECT_TRUE(wait_until([&] { return curl({sys.edge_url("/gateway/demo/1.0/")}).status == 200; }, 10s));
+}
+
+// SIGTERM on the edge: readiness drops, requests in flight finish, idle
+// keep-alive connections are closed, new connections are refused, exit 0.
+TEST(Lifecycle, EdgeDrainsOnSigterm) {
+  System sys;
+  sys.start_all();
+  // An idle keep-alive connection.
+  UniqueFd idle = connect_loopback(sys.edge_port, 2s);
+  ASSERT_TRUE(idle.get() >= 0);
+  CurlResult slow;
+  std::jthread t([&] { slow = curl({sys.edge_url("/gateway/demo/1.0/slow?ms=1500")}, 20s); });
+  ASSERT_TRUE(wait_until(
+      [&] { return metric_value(scrape(sys.edge_admin_port), "postern_edge_requests_in_flight") >= 1.0; }, 10s));
+  sys.edge->signal(SIGTERM);
+  EXPECT_TRUE(wait_http_status(sys.edge_admin_port, "/readyz", 503, 2s));
+  EXPECT_FALSE(can_connect(sys.edge_port, 500ms)) << "a draining edge accepts no new connections";
+  // The idle connection is closed by the edge: read returns 0.
+  char byte;
+  timeval tv{2, 0};
+  setsockopt(idle.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  EXPECT_EQ(::recv(idle.get(), &byte, 1, 0), 0);
+  t.join();
+  EXPECT_EQ(slow.status, 200);
+  EXPECT_EQ(slow.body, "slow\n");
+  auto code = sys.edge->wait(10s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0);
+}
+
+}  // namespace
+}  // namespace postern::testing
