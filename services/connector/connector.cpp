@@ -191,6 +191,7 @@ struct Connector::Impl {
     bool stopping = false;
     bool drain_requested = false;
     std::size_t parked = 0;
+    std::size_t pulls = 0;  // pull coroutines still running on this link
     std::set<grpc::ClientContext*> parked_calls;
     grpc::ClientContext* attach_ctx = nullptr;
     std::unique_ptr<Event> wake;     // wakes the heartbeat writer
@@ -285,7 +286,15 @@ struct Connector::Impl {
                                          : "ipv4:" + ep.address().to_string() + ":" + std::to_string(ep.port());
           any = true;
           if (!seen.insert(target).second) continue;
-          if (!links.contains(target)) add_link(b, host, target);
+          auto it = links.find(target);
+          // An address that left DNS and came back gets a fresh link once
+          // the old one has wound down.
+          if (it != links.end() && it->second->stopping && it->second->stopped->is_set() &&
+              it->second->pulls == 0) {
+            links.erase(it);
+            it = links.end();
+          }
+          if (it == links.end()) add_link(b, host, target);
         }
       }
       // Brokers that are gone from DNS are detached; never the last ones if
@@ -498,6 +507,11 @@ struct Connector::Impl {
   }
 
   asio::awaitable<void> pull(Link& l, std::string session_id) {
+    ++l.pulls;
+    struct Done {
+      Link& l;
+      ~Done() { --l.pulls; }
+    } done{l};
     grpc::ClientContext ctx;
     l.parked_calls.insert(&ctx);
     std::unique_ptr<FrameStream> stream = l.stub->PrepareAsyncPull(&ctx, pump->cq());
