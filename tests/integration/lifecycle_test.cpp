@@ -61,7 +61,7 @@ TEST(Lifecycle, ConnectorAttachesToEveryAddressOfABrokerName) {
                        std::to_string(sys.registration_port) + "\"]\n" + "tls:\n  ca_file: \"" + sys.certs().ca +
                        "\"\n  cert_file: \"" + sys.certs().connector_crt + "\"\n  key_file: \"" +
                        sys.certs().connector_key + "\"\n  server_name: localhost\n" +
-                       "pool_size: 2\naliases:\n  demo: {url: \"" + sys.demo_url("") + "\"}\n");
+                       "pool_size: 2\nresolve_interval: 500ms\naliases:\n  demo: {url: \"" + sys.demo_url("") + "\"}\n");
   auto connector = Process::start(
       {"unshare", "-m", "--propagation", "private", "sh", "-c",
        "mount --bind \"$0\" /etc/hosts && exec \"$1\" --config \"$2\"", hosts, binary_path("postern-connector"), ccfg},
@@ -69,6 +69,14 @@ TEST(Lifecycle, ConnectorAttachesToEveryAddressOfABrokerName) {
   EXPECT_TRUE(wait_until([&] { return attached(sys.broker_admin_port) == 1.0 && attached(b_admin) == 1.0; }, 10s))
       << connector->log_tail();
   EXPECT_EQ(connector->count_log("\"msg\":\"attached\""), 2);
+
+  // A replica leaves DNS: its link is drained. It comes back: attached again.
+  // (The hosts file is rewritten in place; the bind mount sees the inode.)
+  write_file(hosts, "127.0.0.1 localhost\n127.0.0.1 brokers.test\n");
+  EXPECT_TRUE(wait_until([&] { return attached(b_admin) == 0.0; }, 10s)) << connector->log_tail();
+  EXPECT_EQ(attached(sys.broker_admin_port), 1.0);
+  write_file(hosts, "127.0.0.1 localhost\n127.0.0.1 brokers.test\n127.0.0.2 brokers.test\n");
+  EXPECT_TRUE(wait_until([&] { return attached(b_admin) == 1.0; }, 10s)) << connector->log_tail();
 
   // An edge on either broker reaches the connector.
   sys.start_edge();
