@@ -82,15 +82,15 @@ void Registry::unpark(const std::shared_ptr<Session>& s, PullSlot* slot) {
 
 Registry::Pick Registry::take(const std::string& alias) {
   // Fewest in flight wins; ties rotate so idle connectors share the load.
-  std::vector<Session*> tied;
+  std::vector<std::shared_ptr<Session>> tied;
   for (const auto& [id, s] : sessions_) {
     if (s->draining || s->parked.empty() || !serves_alias(*s, alias)) continue;
     if (!tied.empty() && s->in_flight > tied.front()->in_flight) continue;
     if (!tied.empty() && s->in_flight < tied.front()->in_flight) tied.clear();
-    tied.push_back(s.get());
+    tied.push_back(s);
   }
   if (tied.empty()) return {};
-  auto best = sessions_.at(tied[rotation_++ % tied.size()]->id);
+  const auto& best = tied[rotation_++ % tied.size()];
   // Oldest parked stream first: it has been idle longest.
   PullSlot* slot = best->parked.front();
   best->parked.pop_front();

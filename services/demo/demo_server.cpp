@@ -18,6 +18,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/asio.hpp"
+#include "common/net/trailers.hpp"
 #include "common/observability/log.hpp"
 #include "demo/sha256.hpp"
 #include "demo/target.hpp"
@@ -25,15 +27,11 @@
 namespace postern::demo {
 namespace {
 
-namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using boost::system::error_code;
-
-// A peer going away is an error code, not an exception.
-constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 
 // GCC 12 miscompiles co_await in loop conditions, in && / ||, and with
 // temporaries of ?: in its arguments (crashes seen here). So every co_await
@@ -404,11 +402,7 @@ class Session {
     const bool drained = co_await discard_body();
     if (!drained) co_return false;
     http::fields trailer;
-    std::size_t i = 0;
-    for (const auto& f : req()) {
-      if (i++ < head_fields) continue;
-      trailer.insert("X-Echo-" + std::string(f.name_string()), f.value());
-    }
+    for (const auto& h : postern::net::trailers_after(req(), head_fields)) trailer.insert("X-Echo-" + h.name(), h.value());
     trailer.insert("X-Demo-Trailer", "yes");
     if (req().version() < 11) co_return co_await send_text(400, "trailers need HTTP/1.1\n");
     http::response<http::empty_body> res{http::status::ok, 11};

@@ -346,19 +346,7 @@ struct EdgeServer::Impl {
     asio::awaitable<void> end(const Trailers& trailers) override {
       if (no_body) co_return;
       beast::get_lowest_layer(stream).expires_after(timeout);
-      boost::system::error_code ec;
-      if (res->chunked() && !trailers.empty()) {
-        // The serializer cannot carry trailers: the last chunk goes by hand.
-        const auto fields = net::to_fields(trailers);
-        auto [tec, tn] = co_await asio::async_write(stream, http::make_chunk_last(fields), use_nothrow);
-        ec = tec;
-      } else {
-        res->body().data = nullptr;
-        res->body().size = 0;
-        res->body().more = false;
-        auto [wec, wn] = co_await http::async_write(stream, *sr, use_nothrow);
-        ec = wec;
-      }
+      const auto ec = co_await net::write_body_end(stream, *sr, *res, trailers);
       if (ec && ec != http::error::need_buffer) {
         throw ExchangeError(tv1::ERROR_CODE_CLIENT_GONE, "client went away: " + ec.message());
       }

@@ -232,19 +232,7 @@ asio::awaitable<bool> run_exchange(Stream& s, Conn& c, const Origin& o, const tu
                             "native service closed the connection while receiving the request body: " + describe(ec));
       }
     }
-    boost::system::error_code ec;
-    if (chunked && !body.trailers().empty()) {
-      // The serializer cannot carry trailers: the last chunk goes by hand.
-      const auto fields = to_fields(body.trailers());
-      auto [tec, tn] = co_await asio::async_write(s, http::make_chunk_last(fields), use_nothrow);
-      ec = tec;
-    } else {
-      req.body().data = nullptr;
-      req.body().size = 0;
-      req.body().more = false;
-      auto [wec, wn] = co_await http::async_write(s, sr, use_nothrow);
-      ec = wec;
-    }
+    const auto ec = co_await write_body_end(s, sr, req, body.trailers());
     if (ec) {
       throw ExchangeError(ERROR_CODE_UPSTREAM_UNREACHABLE,
                           "native service closed the connection while receiving the request body: " + describe(ec));
