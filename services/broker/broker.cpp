@@ -15,6 +15,8 @@
 #include "common/error.hpp"
 #include "common/event.hpp"
 #include "common/grpc/bridge.hpp"
+#include "common/grpc/snapshot_fanout.hpp"
+#include "common/policy/catalog.hpp"
 #include "common/net/tls.hpp"
 #include "common/observability/log.hpp"
 #include "postern/tunnel/v1/tunnel.grpc.pb.h"
@@ -40,6 +42,9 @@ struct Metrics {
   prometheus::Histogram& duration;
   prometheus::Counter& bytes_up;
   prometheus::Counter& bytes_down;
+  prometheus::Gauge& config_version;
+  prometheus::Gauge& config_watchers;
+  prometheus::Family<prometheus::Counter>& config_updates;
 
   explicit Metrics(prometheus::Registry& r)
       : connectors(prometheus::BuildGauge()
@@ -82,7 +87,21 @@ struct Metrics {
                        .Name("postern_broker_response_bytes_total")
                        .Help("Response body bytes relayed to edges")
                        .Register(r)
-                       .Add({})) {}
+                       .Add({})),
+        config_version(prometheus::BuildGauge()
+                           .Name("postern_broker_config_version")
+                           .Help("Version of the policy snapshot fanned out to edges (0: none yet)")
+                           .Register(r)
+                           .Add({})),
+        config_watchers(prometheus::BuildGauge()
+                            .Name("postern_broker_config_watchers")
+                            .Help("Edges watching for policy snapshots")
+                            .Register(r)
+                            .Add({})),
+        config_updates(prometheus::BuildCounter()
+                           .Name("postern_broker_config_updates_total")
+                           .Help("Snapshots received from connectors, by result: applied, stale, invalid")
+                           .Register(r)) {}
 };
 
 // Every name the client certificate carries: SANs (URI, DNS), then the CN.
@@ -152,9 +171,12 @@ struct Broker::Impl {
   bool draining = false;
   std::size_t exchanges_in_flight = 0;
   std::unique_ptr<Event> idle;  // set whenever no exchange is in flight
+  grpc_bridge::SnapshotFanout config_fanout;
 
   Impl(asio::io_context& io, config::v1::BrokerConfig c, std::shared_ptr<prometheus::Registry> p)
-      : ioc(io), ex(io.get_executor()), cfg(std::move(c)), prom(std::move(p)), metrics(*prom) {
+      : ioc(io), ex(io.get_executor()), cfg(std::move(c)), prom(std::move(p)), metrics(*prom),
+        config_fanout(ex, "edge", true) {
+    config_fanout.on_watchers = [this](std::size_t n) { metrics.config_watchers.Set(static_cast<double>(n)); };
     heartbeat_interval = config::duration_or(cfg.heartbeat_interval(), 5s);
     heartbeat_timeout = config::duration_or(cfg.heartbeat_timeout(), 15s);
     park_wait = config::duration_or(cfg.park_wait(), 5s);
@@ -230,6 +252,40 @@ struct Broker::Impl {
     asio::co_spawn(ex, accept_attach(), asio::detached);
     asio::co_spawn(ex, accept_pull(), asio::detached);
     asio::co_spawn(ex, accept_invoke(), asio::detached);
+    asio::co_spawn(ex,
+                   config_fanout.accept([this](grpc::ServerContext* ctx, policy::v1::WatchRequest* req,
+                                               grpc::ServerAsyncWriter<policy::v1::Snapshot>* w, void* tag) {
+                     relay_service.RequestWatchConfig(ctx, req, w, relay_cq, relay_cq, tag);
+                   }),
+                   asio::detached);
+  }
+
+  // A connector forwards what its policy service published. Newer versions
+  // replace older ones atomically; one that does not compile is refused and
+  // the current one keeps serving.
+  void accept_snapshot(const policy::v1::Snapshot& snap, const std::string& connector) {
+    const auto& cur = config_fanout.current();
+    if (cur && snap.version() <= cur->version()) {
+      metrics.config_updates.Add({{"result", "stale"}}).Increment();
+      return;
+    }
+    std::vector<policy::Issue> issues;
+    auto cat = policy::Catalog::compile(snap, issues);
+    if (!cat) {
+      metrics.config_updates.Add({{"result", "invalid"}}).Increment();
+      POSTERN_LOG(error, "policy snapshot refused")
+          .kv("connector", connector)
+          .kv("version", snap.version())
+          .kv("error", issues.empty() ? std::string() : issues.front().path + ": " + issues.front().message);
+      return;
+    }
+    metrics.config_updates.Add({{"result", "applied"}}).Increment();
+    metrics.config_version.Set(static_cast<double>(snap.version()));
+    POSTERN_LOG(info, "policy snapshot applied")
+        .kv("connector", connector)
+        .kv("version", snap.version())
+        .kv("digest", snap.digest().substr(0, 16));
+    config_fanout.publish(std::shared_ptr<const policy::v1::Snapshot>(cat, &cat->snapshot()));
   }
 
   std::unique_ptr<grpc::Server> build(const std::string& listen, std::shared_ptr<grpc::ServerCredentials> creds,
@@ -370,6 +426,9 @@ struct Broker::Impl {
           POSTERN_LOG(info, "connector draining").kv("session", session->id).kv("connector", session->connector_id);
           registry.drain(session);
           reply.mutable_drain()->set_reason("ack");
+        } else if (m.has_config()) {
+          accept_snapshot(m.config(), session->connector_id);
+          continue;
         } else {
           continue;
         }
@@ -612,6 +671,7 @@ struct Broker::Impl {
 
   asio::awaitable<void> drain() {
     draining = true;
+    config_fanout.close();
     POSTERN_LOG(info, "broker draining").kv("in_flight", static_cast<std::uint64_t>(exchanges_in_flight));
     co_await idle->wait_for(drain_timeout);
     for (auto& s : registry.all()) registry.drain(s);

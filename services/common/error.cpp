@@ -18,6 +18,7 @@ int http_status(ErrorCode code) {
     case tunnel::v1::ERROR_CODE_UPSTREAM_TIMEOUT: return 504;
     case tunnel::v1::ERROR_CODE_BAD_REQUEST: return 400;
     case tunnel::v1::ERROR_CODE_CLIENT_GONE: return 499;
+    case tunnel::v1::ERROR_CODE_PAYLOAD_TOO_LARGE: return 413;
     default: return 500;
   }
 }
@@ -33,6 +34,7 @@ std::string_view proxy_status_error(ErrorCode code) {
     case tunnel::v1::ERROR_CODE_UNKNOWN_ALIAS: return "destination_not_found";
     case tunnel::v1::ERROR_CODE_UPSTREAM_TIMEOUT: return "http_response_timeout";
     case tunnel::v1::ERROR_CODE_BAD_REQUEST: return "http_request_error";
+    case tunnel::v1::ERROR_CODE_PAYLOAD_TOO_LARGE: return "http_request_error";
     default: return "proxy_internal_error";
   }
 }
@@ -49,6 +51,7 @@ std::string_view error_title(ErrorCode code) {
     case tunnel::v1::ERROR_CODE_UPSTREAM_TIMEOUT: return "Upstream timeout";
     case tunnel::v1::ERROR_CODE_BAD_REQUEST: return "Bad request";
     case tunnel::v1::ERROR_CODE_CLIENT_GONE: return "Client closed request";
+    case tunnel::v1::ERROR_CODE_PAYLOAD_TOO_LARGE: return "Content Too Large";
     default: return "Internal error";
   }
 }
@@ -65,6 +68,7 @@ std::string_view error_slug(ErrorCode code) {
     case tunnel::v1::ERROR_CODE_UPSTREAM_TIMEOUT: return "upstream-timeout";
     case tunnel::v1::ERROR_CODE_BAD_REQUEST: return "bad-request";
     case tunnel::v1::ERROR_CODE_CLIENT_GONE: return "client-gone";
+    case tunnel::v1::ERROR_CODE_PAYLOAD_TOO_LARGE: return "body-too-large";
     default: return "internal";
   }
 }
@@ -81,6 +85,7 @@ int grpc_status(ErrorCode code) {
     case tunnel::v1::ERROR_CODE_UNKNOWN_ALIAS: return 5;          // NOT_FOUND
     case tunnel::v1::ERROR_CODE_CONNECTOR_LOST: return 10;        // ABORTED
     case tunnel::v1::ERROR_CODE_CLIENT_GONE: return 1;            // CANCELLED
+    case tunnel::v1::ERROR_CODE_PAYLOAD_TOO_LARGE: return 8;      // RESOURCE_EXHAUSTED
     default: return 13;                                           // INTERNAL
   }
 }

@@ -16,14 +16,22 @@
 #include "common/config/yaml_proto.hpp"
 #include "common/event.hpp"
 #include "common/grpc/bridge.hpp"
+#include "common/grpc/snapshot_watcher.hpp"
 #include "common/net/http_client.hpp"
+#include "common/net/http_headers.hpp"
+#include "common/policy/catalog.hpp"
+#include "common/policy/decision_metrics.hpp"
+#include "common/policy/engine.hpp"
+#include "common/policy/invocation.hpp"
 #include "common/net/tls.hpp"
 #include "common/observability/log.hpp"
+#include "postern/policy/v1/policy.grpc.pb.h"
 #include "postern/tunnel/v1/tunnel.grpc.pb.h"
 
 namespace postern::connector {
 
 namespace tv1 = tunnel::v1;
+namespace pv1 = policy::v1;
 namespace gb = grpc_bridge;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
@@ -42,6 +50,7 @@ struct Metrics {
   prometheus::Family<prometheus::Histogram>& duration;
   prometheus::Counter& bytes_in;
   prometheus::Counter& bytes_out;
+  prometheus::Gauge& config_version;
 
   explicit Metrics(prometheus::Registry& r)
       : brokers_attached(prometheus::BuildGauge()
@@ -86,7 +95,12 @@ struct Metrics {
                       .Name("postern_connector_response_bytes_total")
                       .Help("Response body bytes received from native services")
                       .Register(r)
-                      .Add({})) {}
+                      .Add({})),
+        config_version(prometheus::BuildGauge()
+                           .Name("postern_connector_config_version")
+                           .Help("Version of the policy snapshot in force (0: none)")
+                           .Register(r)
+                           .Add({})) {}
 };
 
 const prometheus::Histogram::BucketBoundaries kLatencyBuckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -196,6 +210,7 @@ struct Connector::Impl {
     grpc::ClientContext* attach_ctx = nullptr;
     std::unique_ptr<Event> wake;     // wakes the heartbeat writer
     std::unique_ptr<Event> stopped;  // set when the run loop has ended
+    std::uint64_t config_sent = 0;   // snapshot version pushed on this session
   };
 
   asio::io_context& ioc;
@@ -214,6 +229,14 @@ struct Connector::Impl {
   std::unique_ptr<Event> idle;
   std::mt19937 rng{std::random_device{}()};
 
+  // Policies: the newest snapshot from the policy service, compiled.
+  std::shared_ptr<const policy::Catalog> catalog;
+  std::unique_ptr<grpc_bridge::SnapshotWatcher> policy_watch;
+  std::unique_ptr<pv1::Policy::Stub> policy_stub;
+  policy::Limiter limiter;
+  policy::DecisionMetrics decisions_metrics;
+  std::unique_ptr<policy::InvocationLog> invocations;
+
   Clock::duration reconnect_max;
   Clock::duration drain_timeout;
   Clock::duration resolve_interval;
@@ -221,7 +244,8 @@ struct Connector::Impl {
   std::size_t max_concurrency;
 
   Impl(asio::io_context& io, config::v1::ConnectorConfig c, std::shared_ptr<prometheus::Registry> p)
-      : ioc(io), ex(io.get_executor()), cfg(std::move(c)), prom(std::move(p)), metrics(*prom), http(ex) {
+      : ioc(io), ex(io.get_executor()), cfg(std::move(c)), prom(std::move(p)), metrics(*prom), http(ex),
+        decisions_metrics(*prom, "connector") {
     reconnect_max = config::duration_or(cfg.reconnect_max(), 30s);
     drain_timeout = config::duration_or(cfg.drain_timeout(), 20s);
     resolve_interval = config::duration_or(cfg.resolve_interval(), 30s);
@@ -255,7 +279,61 @@ struct Connector::Impl {
       }
     }
     pump = std::make_unique<gb::Pump>(std::make_unique<grpc::CompletionQueue>(), "cq-client");
+    invocations = std::make_unique<policy::InvocationLog>(cfg.invocation_log_file());
+    if (!cfg.policy().address().empty()) start_policy_watch();
     asio::co_spawn(ex, resolve_loop(), asio::detached);
+  }
+
+  // ------------------------------------------------------------ policy
+
+  void start_policy_watch() {
+    const auto& pc = cfg.policy();
+    std::shared_ptr<grpc::ChannelCredentials> pcreds = grpc::InsecureChannelCredentials();
+    grpc::ChannelArguments args;
+    if (pc.has_tls()) {
+      grpc::SslCredentialsOptions o;
+      if (!pc.tls().ca_file().empty()) o.pem_root_certs = net::read_pem_file(pc.tls().ca_file(), "policy.tls.ca_file");
+      if (!pc.tls().cert_file().empty()) {
+        o.pem_cert_chain = net::read_pem_file(pc.tls().cert_file(), "policy.tls.cert_file");
+        o.pem_private_key = net::read_pem_file(pc.tls().key_file(), "policy.tls.key_file");
+      }
+      pcreds = grpc::SslCredentials(o);
+      if (!pc.tls().server_name().empty()) args.SetSslTargetNameOverride(pc.tls().server_name());
+    }
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    args.SetMaxReceiveMessageSize(4 * 1024 * 1024);
+    policy_stub = pv1::Policy::NewStub(grpc::CreateCustomChannel(pc.address(), pcreds, args));
+    policy_watch = std::make_unique<grpc_bridge::SnapshotWatcher>(ex, "policy", pc.address(), cfg.id());
+    asio::co_spawn(ex,
+                   policy_watch->run(
+                       [this](grpc::ClientContext* ctx, const pv1::WatchRequest& req) {
+                         return policy_stub->PrepareAsyncWatch(ctx, req, pump->cq());
+                       },
+                       [this] { return catalog ? catalog->version() : std::uint64_t{0}; },
+                       [this](pv1::Snapshot&& s) { apply_snapshot(std::move(s)); }),
+                   asio::detached);
+  }
+
+  void apply_snapshot(pv1::Snapshot&& s) {
+    if (catalog && s.version() <= catalog->version()) return;
+    const auto version = s.version();
+    std::vector<policy::Issue> issues;
+    auto cat = policy::Catalog::compile(std::move(s), issues);
+    if (!cat) {
+      POSTERN_LOG(error, "policy snapshot refused; keeping the current one")
+          .kv("version", version)
+          .kv("error", issues.empty() ? std::string() : issues.front().path + ": " + issues.front().message);
+      return;
+    }
+    catalog = std::move(cat);
+    metrics.config_version.Set(static_cast<double>(version));
+    POSTERN_LOG(info, "policy snapshot applied").kv("version", version).kv("apis", catalog->snapshot().config().apis_size());
+    // Outward: each attached broker gets it on its Attach stream.
+    for (auto& [_, l] : links) l->wake->set();
   }
 
   // ------------------------------------------------------------ resolution
@@ -429,14 +507,22 @@ struct Connector::Impl {
         [&]() -> asio::awaitable<void> {
           std::uint64_t seq = 0;
           bool drain_sent = false;
+          l.config_sent = 0;
           while (l.attached && !l.stopping) {
-            co_await l.wake->wait_for(hb_interval);
-            l.wake->reset();
+            const bool config_due = catalog && catalog->version() > l.config_sent;
+            if (!config_due) {
+              co_await l.wake->wait_for(hb_interval);
+              l.wake->reset();
+            }
             if (!l.attached || l.stopping) break;
             tv1::ConnectorMessage m;
             if (l.drain_requested && !drain_sent) {
               m.mutable_drain()->set_reason("connector shutting down");
               drain_sent = true;
+            } else if (catalog && catalog->version() > l.config_sent) {
+              const auto cat = catalog;  // alive across the write
+              *m.mutable_config() = cat->snapshot();
+              l.config_sent = cat->version();
             } else {
               auto* hb = m.mutable_heartbeat();
               hb->set_seq(++seq);
@@ -554,20 +640,70 @@ struct Connector::Impl {
     refill();
   }
 
-  asio::awaitable<void> serve(grpc::ClientContext& ctx, FrameStream& stream, const tv1::RequestHead& head) {
+  asio::awaitable<void> serve(grpc::ClientContext& ctx, FrameStream& stream, const tv1::RequestHead& in_head) {
     const auto started = Clock::now();
+    tv1::RequestHead head = in_head;
     PullBody body(stream, metrics);
     PullSink sink(stream, metrics);
-    std::optional<ExchangeError> failure;
-    auto it = origins.find(head.alias());
-    try {
-      if (it == origins.end()) {
-        throw ExchangeError(tv1::ERROR_CODE_UNKNOWN_ALIAS,
-                            "connector '" + cfg.id() + "' has no native service for alias '" + head.alias() + "'");
+
+    // The API this exchange belongs to: named by the edge, or (for a request
+    // the edge sent to its default alias) found here by path.
+    const auto cat = catalog;
+    const policy::CompiledApi* api = nullptr;
+    if (cat) {
+      if (!head.api().empty()) {
+        api = cat->api(head.api());
+      } else if (auto m = cat->route(head.target()); m && m->api->reverse_invoke) {
+        api = m->api;
+        head.set_api(api->name);
+        head.set_alias(api->alias);
+        head.set_target(m->target);
       }
-      std::chrono::milliseconds head_timeout = it->second.read_timeout;
-      if (head.timeout_ms() > 0) head_timeout = std::min(head_timeout, std::chrono::milliseconds(head.timeout_ms()));
-      co_await http.exchange(it->second, head, body, sink, head_timeout);
+    }
+    const bool enforce = api && api->green;
+    const pv1::Policies* pol = enforce ? &api->def->policies() : nullptr;
+    const bool log_it = pol && pol->has_log_invocation();
+    const std::size_t capture = log_it ? (pol->log_invocation().max_payload_bytes() ? pol->log_invocation().max_payload_bytes() : 65536) : 0;
+    policy::Decisions decisions;
+    policy::Identity identity;
+    policy::Limiter::Hold hold;
+    static const policy::ThreatRules kNoThreatRules;  // threat protection is the edge's
+    policy::PolicedBody policed_body(body, kNoThreatRules, false,
+                                     log_it && pol->log_invocation().store_request_payload() ? capture : 0);
+    policy::PolicedSink policed_sink(sink, pol ? &pol->transform() : nullptr,
+                                     log_it && pol->log_invocation().store_response_payload() ? capture : 0);
+
+    std::optional<ExchangeError> failure;
+    try {
+      if (enforce) {
+        std::string host;
+        for (const auto& h : head.headers()) {
+          if (net::iequals(h.name(), "x-forwarded-host")) host = h.value();
+        }
+        auto verdict = policy::identify(*cat, *api, head, host, std::chrono::system_clock::now(), identity, decisions);
+        if (verdict.allowed()) verdict = limiter.admit(*api, identity, head.client_ip(), Clock::now(), hold, decisions);
+        if (!verdict.allowed()) {
+          std::string problem;
+          auto rh = policy::rejection(verdict, head.request_id(), problem);
+          co_await policed_sink.head(rh);
+          co_await policed_sink.body(problem);
+          const Trailers none;
+          co_await policed_sink.end(none);
+        } else {
+          policy::transform_request(pol->transform(), head);
+        }
+      }
+      if (!policed_sink.started()) {
+        auto it = origins.find(head.alias());
+        if (it == origins.end()) {
+          throw ExchangeError(tv1::ERROR_CODE_UNKNOWN_ALIAS,
+                              "connector '" + cfg.id() + "' has no native service for alias '" + head.alias() + "'");
+        }
+        std::chrono::milliseconds head_timeout = it->second.read_timeout;
+        if (head.timeout_ms() > 0) head_timeout = std::min(head_timeout, std::chrono::milliseconds(head.timeout_ms()));
+        policed_sink.stamp_native(Clock::now(), identity.application);
+        co_await http.exchange(it->second, head, policed_body, policed_sink, head_timeout);
+      }
     } catch (const ExchangeError& e) {
       failure = e;
     } catch (const std::exception& e) {
@@ -597,12 +733,37 @@ struct Connector::Impl {
         .Increment();
     metrics.duration.Add({{"alias", alias}}, kLatencyBuckets)
         .Observe(std::chrono::duration<double>(Clock::now() - started).count());
+    if (enforce) decisions_metrics.count(api->name, decisions);
+    if (log_it) {
+      const unsigned status = failure ? static_cast<unsigned>(http_status(failure->code())) : sink.status();
+      if (policy::should_log(pol->log_invocation(), status, failure.has_value())) {
+        policy::InvocationRecord r;
+        r.request_id = head.request_id();
+        r.api = api->name;
+        r.application = identity.application;
+        r.client_ip = head.client_ip();
+        r.method = head.method();
+        r.path = head.target().substr(0, head.target().find('?'));
+        r.enforced_by = "connector";
+        r.status = status;
+        if (failure) r.error = std::string(error_slug(failure->code()));
+        r.request_bytes = policed_body.bytes();
+        r.response_bytes = policed_sink.bytes();
+        r.total_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+        if (policed_sink.native_us()) r.native_ms = static_cast<double>(policed_sink.native_us()) / 1000.0;
+        r.decisions = std::move(decisions);
+        r.request_payload = policed_body.payload();
+        r.response_payload = policed_sink.payload();
+        invocations->write(r, pol->log_invocation().compress_payload());
+      }
+    }
   }
 
   // ------------------------------------------------------------ drain
 
   asio::awaitable<void> drain() {
     draining = true;
+    if (policy_watch) policy_watch->stop();
     POSTERN_LOG(info, "connector draining").kv("in_flight", static_cast<std::uint64_t>(in_flight));
     for (auto& [_, l] : links) {
       if (l->attached) {

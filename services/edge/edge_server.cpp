@@ -22,6 +22,9 @@
 #include "common/net/tls.hpp"
 #include "common/net/trailers.hpp"
 #include "common/observability/log.hpp"
+#include "common/policy/decision_metrics.hpp"
+#include "common/policy/engine.hpp"
+#include "common/policy/invocation.hpp"
 #include "edge/relay_client.hpp"
 #include "edge/router.hpp"
 
@@ -109,7 +112,16 @@ struct EdgeServer::Impl {
   std::unique_ptr<Router> router;
   std::unique_ptr<RelayClient> relay;
   net::HttpClient http;
-  std::vector<net::Origin> direct_origins;
+  std::map<std::string, net::Origin> direct_origins;  // by URL + CA file
+
+  // Policies: the newest snapshot from the broker, compiled. A request keeps
+  // the version it started with.
+  std::shared_ptr<const policy::Catalog> catalog;
+  bool config_received = false;
+  policy::Limiter limiter;
+  policy::DecisionMetrics decision_metrics;
+  std::unique_ptr<policy::InvocationLog> invocations;
+  prometheus::Gauge& config_version;
   struct Listener {
     std::unique_ptr<tcp::acceptor> acceptor;
     std::shared_ptr<ssl::context> tls;
@@ -127,7 +139,13 @@ struct EdgeServer::Impl {
   std::uint64_t next_conn = 1;
 
   Impl(asio::io_context& io, config::v1::EdgeConfig c, std::shared_ptr<prometheus::Registry> p)
-      : ioc(io), ex(io.get_executor()), cfg(std::move(c)), prom(std::move(p)), metrics(*prom), http(ex) {
+      : ioc(io), ex(io.get_executor()), cfg(std::move(c)), prom(std::move(p)), metrics(*prom), http(ex),
+        decision_metrics(*prom, "edge"),
+        config_version(prometheus::BuildGauge()
+                           .Name("postern_edge_config_version")
+                           .Help("Version of the policy snapshot in force (0: none)")
+                           .Register(*prom)
+                           .Add({})) {
     upstream_timeout = config::duration_or(cfg.upstream_timeout(), 60s);
     idle_timeout = config::duration_or(cfg.idle_timeout(), 60s);
     header_timeout = config::duration_or(cfg.header_timeout(), 10s);
@@ -143,11 +161,14 @@ struct EdgeServer::Impl {
     } catch (const std::invalid_argument& e) {
       throw std::runtime_error(e.what());
     }
-    for (std::size_t i = 0; i < router->direct_upstreams().size(); ++i) {
-      const auto& d = router->direct_upstreams()[i];
-      direct_origins.push_back(net::Origin::parse(d.url, d.ca_file));
-    }
+    invocations = std::make_unique<policy::InvocationLog>(cfg.invocation_log_file());
     relay = std::make_unique<RelayClient>(ex, cfg.broker());
+    asio::co_spawn(ex,
+                   relay->watch_config(
+                       cfg.id().empty() ? "edge" : cfg.id(),
+                       [this] { return catalog ? catalog->version() : std::uint64_t{0}; },
+                       [this](policy::v1::Snapshot&& s) { apply_snapshot(std::move(s)); }),
+                   asio::detached);
     if (cfg.listeners().empty()) throw std::runtime_error("listeners: at least one external listener is required");
     for (int i = 0; i < cfg.listeners_size(); ++i) {
       const auto& l = cfg.listeners(i);
@@ -183,6 +204,43 @@ struct EdgeServer::Impl {
     }
     for (auto& l : listeners) asio::co_spawn(ex, accept_loop(l), asio::detached);
     if (!cfg.public_url().empty()) POSTERN_LOG(info, "public url").kv("url", cfg.public_url());
+  }
+
+  // A newer snapshot replaces the current one atomically; one that does not
+  // compile is refused and the current one keeps serving.
+  void apply_snapshot(policy::v1::Snapshot&& s) {
+    if (!config_received) {
+      config_received = true;
+      POSTERN_LOG(info, "config received from broker").kv("version", s.version());
+    }
+    if (s.version() == 0 || (catalog && s.version() <= catalog->version())) return;
+    const auto version = s.version();
+    std::vector<policy::Issue> issues;
+    auto cat = policy::Catalog::compile(std::move(s), issues);
+    if (!cat) {
+      POSTERN_LOG(error, "policy snapshot refused; keeping the current one")
+          .kv("version", version)
+          .kv("error", issues.empty() ? std::string() : issues.front().path + ": " + issues.front().message);
+      return;
+    }
+    catalog = std::move(cat);
+    config_version.Set(static_cast<double>(version));
+    POSTERN_LOG(info, "policy snapshot applied")
+        .kv("version", version)
+        .kv("apis", catalog->snapshot().config().apis_size());
+  }
+
+  const net::Origin& direct_origin(const Route& r) {
+    const std::string key = r.url + '\n' + r.ca_file;
+    auto it = direct_origins.find(key);
+    if (it == direct_origins.end()) {
+      try {
+        it = direct_origins.emplace(key, net::Origin::parse(r.url, r.ca_file)).first;
+      } catch (const std::exception& e) {
+        throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_UNREACHABLE, "API '" + r.api + "': " + e.what());
+      }
+    }
+    return it->second;
   }
 
   asio::awaitable<void> accept_loop(Listener& l) {
@@ -471,21 +529,63 @@ struct EdgeServer::Impl {
     const bool body_expected = parser.chunked() || (parser.content_length() && *parser.content_length() > 0);
     bool keep_alive = req.keep_alive() && !draining;
 
-    auto route = router->route(req.target());
+    const auto cat = catalog;  // this request's snapshot, whatever arrives meanwhile
+    auto route = router->route(cat.get(), req.target());
+    const policy::CompiledApi* papi = route ? route->policy_api : nullptr;
+    const std::string api_name = route ? route->api : std::string();
+    policy::Decisions decisions;
+    policy::Identity identity;
     auto finish = [&](unsigned status, const std::string& api, std::uint64_t bytes_out_count) {
       const double secs = std::chrono::duration<double>(Clock::now() - started).count();
       metrics.requests.Add({{"api", api}, {"code", status_class(status)}}).Increment();
       metrics.duration.Add({{"api", api}}, kLatencyBuckets).Observe(secs);
+      decision_metrics.count(api, decisions);
       POSTERN_LOG(info, "request")
           .kv("request_id", request_id)
           .kv("client", client_ip)
           .kv("method", std::string(req.method_string()))
           .kv("path", std::string(req.target().substr(0, req.target().find('?'))))
           .kv("api", api)
+          .kv("application", identity.application)
           .kv("status", status)
           .kv("duration_ms", secs * 1000.0);
       (void)bytes_out_count;
     };
+
+    // Threat protection first, for every request: the API's rules, or the
+    // global ones when no API matches.
+    {
+      static const policy::ThreatRules kNone;
+      const policy::ThreatRules& rules = papi ? papi->threats : cat ? cat->threats() : kNone;
+      policy::RequestShape shape;
+      shape.url_length = req.target().size();
+      for (const auto& f : req) {
+        ++shape.header_count;
+        shape.header_bytes += f.name_string().size() + f.value().size();
+      }
+      if (!parser.chunked()) shape.content_length = parser.content_length() ? *parser.content_length() : 0;
+      shape.client_ip = client_ip;
+      const auto verdict = policy::check_threats(rules, shape, decisions);
+      if (!verdict.allowed()) {
+        const bool ka = keep_alive && !body_expected;
+        co_await write_rejection(stream, version, verdict, request_id, ka);
+        finish(verdict.status, api_name, 0);
+        co_return ka;
+      }
+    }
+
+    if (!route && !cat) {
+      // Nothing has come from the green zone yet: the API may well exist.
+      std::string body =
+          "{\"type\":\"https://postern.dev/problems/no-config\",\"title\":\"No API configuration yet\",\"status\":503,"
+          "\"detail\":\"no policy snapshot has reached this edge yet (no connector has attached to the broker "
+          "since it started); retry shortly\",\"request_id\":\"" + request_id + "\"}\n";
+      const bool ka = keep_alive && !body_expected;
+      co_await write_problem(stream, version, 503, "destination_unavailable", body, request_id, ka,
+                             "no policy snapshot yet");
+      finish(503, "", 0);
+      co_return ka;
+    }
     if (!route) {
       const std::string path(req.target().substr(0, req.target().find('?')));
       std::string body = "{\"type\":\"https://postern.dev/problems/no-api\",\"title\":\"No API matches\",\"status\":404,"
@@ -497,13 +597,6 @@ struct EdgeServer::Impl {
       co_await write_problem(stream, version, 404, "destination_not_found", body, request_id, ka, "no API for path");
       finish(404, "", 0);
       co_return ka;
-    }
-
-    // 100-continue is the edge's to answer: the body is read as it streams.
-    if (body_expected && net::iequals(req[http::field::expect], "100-continue") && version >= 11) {
-      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-      auto [ec, n] = co_await asio::async_write(stream, asio::buffer(kContinue), use_nothrow);
-      if (ec) co_return false;
     }
 
     tv1::RequestHead head;
@@ -557,18 +650,91 @@ struct EdgeServer::Impl {
                                                 : std::chrono::duration_cast<std::chrono::milliseconds>(upstream_timeout);
     head.set_timeout_ms(static_cast<std::uint32_t>(head_timeout.count()));
 
-    ClientBody<Stream> body(stream, buffer, parser, idle_timeout, metrics);
-    ClientSink<Stream> sink(stream, version, keep_alive, req.method() == http::verb::head, request_id, idle_timeout,
-                            metrics);
+    // DMZ enforcement (scenario 1): identification, authorisation,
+    // throttling and mediation here. Green APIs get them at the connector.
+    const bool enforce = papi && !papi->green;
+    const policy::v1::Policies* pol = enforce ? &papi->def->policies() : nullptr;
+    policy::Limiter::Hold hold;
+    if (enforce) {
+      auto verdict = policy::identify(*cat, *papi, head, host, std::chrono::system_clock::now(), identity, decisions);
+      if (verdict.allowed()) verdict = limiter.admit(*papi, identity, client_ip, Clock::now(), hold, decisions);
+      if (!verdict.allowed()) {
+        const bool ka = keep_alive && !body_expected;
+        co_await write_rejection(stream, version, verdict, request_id, ka);
+        finish(verdict.status, api_name, 0);
+        co_return ka;
+      }
+      policy::transform_request(pol->transform(), head);
+    }
+
+    // 100-continue is the edge's to answer: the body is read as it streams.
+    if (body_expected && net::iequals(req[http::field::expect], "100-continue") && version >= 11) {
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      auto [ec, n] = co_await asio::async_write(stream, asio::buffer(kContinue), use_nothrow);
+      if (ec) co_return false;
+    }
+
+    const bool log_it = pol && pol->has_log_invocation();
+    const std::size_t capture =
+        log_it ? (pol->log_invocation().max_payload_bytes() ? pol->log_invocation().max_payload_bytes() : 65536) : 0;
+    static const policy::ThreatRules kNoRules;
+    ClientBody<Stream> client_body(stream, buffer, parser, idle_timeout, metrics);
+    policy::PolicedBody body(client_body, papi ? papi->threats : cat ? cat->threats() : kNoRules,
+                             policy::is_json_content_type(req[http::field::content_type]),
+                             log_it && pol->log_invocation().store_request_payload() ? capture : 0);
+    ClientSink<Stream> client_sink(stream, version, keep_alive, req.method() == http::verb::head, request_id,
+                                   idle_timeout, metrics);
+    policy::PolicedSink sink(client_sink, pol ? &pol->transform() : nullptr,
+                             log_it && pol->log_invocation().store_response_payload() ? capture : 0);
     std::optional<ExchangeError> failure;
+    const auto upstream_started = Clock::now();
     try {
+      if (body.wants_prefetch()) {
+        const auto verdict = co_await body.prefetch(decisions);
+        if (!verdict.allowed()) {
+          const bool ka = keep_alive && parser.is_done();
+          co_await write_rejection(stream, version, verdict, request_id, ka);
+          finish(verdict.status, api_name, 0);
+          co_return ka;
+        }
+      }
       if (route->kind == Route::Kind::reverse_invoke) {
         co_await relay->invoke(head, body, sink, head_timeout);
       } else {
-        co_await http.exchange(direct_origins[route->direct], head, body, sink, head_timeout);
+        co_await http.exchange(direct_origin(*route), head, body, sink, head_timeout);
       }
     } catch (const ExchangeError& e) {
       failure = e;
+    }
+    if (body.reported_over_limit()) decisions.push_back({"threat_protection", "reported", "body_too_large"});
+    if (failure && failure->code() == tv1::ERROR_CODE_PAYLOAD_TOO_LARGE) {
+      decisions.push_back({"threat_protection", "rejected", "body_too_large"});
+    }
+    if (log_it) {
+      const unsigned status = failure ? static_cast<unsigned>(http_status(failure->code())) : sink.status();
+      if (policy::should_log(pol->log_invocation(), status, failure.has_value())) {
+        policy::InvocationRecord r;
+        r.request_id = request_id;
+        r.api = api_name;
+        r.application = identity.application;
+        r.client_ip = client_ip;
+        r.method = std::string(req.method_string());
+        r.path = std::string(req.target().substr(0, req.target().find('?')));
+        r.enforced_by = "edge";
+        r.status = status;
+        if (failure) r.error = std::string(error_slug(failure->code()));
+        r.request_bytes = body.bytes();
+        r.response_bytes = sink.bytes();
+        r.total_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+        if (sink.started()) {
+          r.upstream_ms = std::chrono::duration<double, std::milli>(sink.head_at() - upstream_started).count();
+        }
+        if (sink.native_us()) r.native_ms = static_cast<double>(sink.native_us()) / 1000.0;
+        r.decisions = decisions;
+        r.request_payload = body.payload();
+        r.response_payload = sink.payload();
+        invocations->write(r, pol->log_invocation().compress_payload());
+      }
     }
     if (failure) {
       POSTERN_LOG(warn, "exchange failed")
@@ -584,7 +750,7 @@ struct EdgeServer::Impl {
       if (sink.started()) {
         // Too late for an error response: cut the connection so the client
         // sees a truncated response, never a complete-looking one.
-        finish(sink.status, route->api, 0);
+        finish(sink.status(), route->api, 0);
         co_return false;
       }
       const bool ka = keep_alive && parser.is_done();
@@ -594,15 +760,35 @@ struct EdgeServer::Impl {
       finish(static_cast<unsigned>(http_status(failure->code())), route->api, 0);
       co_return written && ka;
     }
-    finish(sink.status, route->api, 0);
+    finish(sink.status(), route->api, 0);
     // A body the upstream did not read would be taken for the next request.
-    co_return sink.keep_alive && parser.is_done() && !draining;
+    co_return client_sink.keep_alive && parser.is_done() && !draining;
+  }
+
+  // A response a policy decided on: head and problem+json body.
+  template <class Stream>
+  asio::awaitable<void> write_rejection(Stream& stream, unsigned version, const policy::Verdict& verdict,
+                                        const std::string& request_id, bool keep_alive) {
+    std::string body;
+    const auto h = policy::rejection(verdict, request_id, body);
+    http::response<http::string_body> res;
+    res.version(version);
+    res.result(h.status());
+    for (const auto& f : h.headers()) res.insert(f.name(), f.value());
+    res.set("X-Request-Id", request_id);
+    res.keep_alive(keep_alive);
+    res.body() = std::move(body);
+    res.prepare_payload();
+    beast::get_lowest_layer(stream).expires_after(10s);
+    auto [ec, n] = co_await http::async_write(stream, res, use_nothrow);
+    (void)ec;
   }
 
   // ------------------------------------------------------------ drain
 
   asio::awaitable<void> drain() {
     draining = true;
+    relay->stop_watch();
     for (auto& l : listeners) {
       boost::system::error_code ec;
       l.acceptor->close(ec);
@@ -621,5 +807,6 @@ EdgeServer::EdgeServer(asio::io_context& ioc, config::v1::EdgeConfig config,
 EdgeServer::~EdgeServer() = default;
 void EdgeServer::start() { impl_->start(); }
 asio::awaitable<void> EdgeServer::drain() { return impl_->drain(); }
+bool EdgeServer::ready() const { return impl_->config_received; }
 
 }  // namespace postern::edge

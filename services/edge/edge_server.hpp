@@ -26,6 +26,9 @@ class EdgeServer {
   /// Stops accepting, lets requests in flight finish (bounded), closes
   /// idle keep-alive connections.
   asio::awaitable<void> drain();
+  /// True once the broker has answered with its policy snapshot (or "none
+  /// yet"): an edge reports ready only after that.
+  bool ready() const;
 
  private:
   struct Impl;

@@ -2,6 +2,7 @@
 #include <prometheus/registry.h>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cstdlib>
 
 #include "common/observability/admin_server.hpp"
@@ -26,9 +27,24 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     die(e.what());
   }
-  admin.set_ready(true);
-  POSTERN_LOG(info, "edge ready").kv("id", cfg.id());
+  // Ready once the broker has sent its policy snapshot (or said it has none
+  // yet): a restarted edge never serves without the current config.
+  bool draining = false;
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        boost::asio::steady_timer t(ioc);
+        while (!draining && !edge.ready()) {
+          t.expires_after(std::chrono::milliseconds(20));
+          co_await t.async_wait(use_nothrow);
+        }
+        if (draining) co_return;
+        admin.set_ready(true);
+        POSTERN_LOG(info, "edge ready").kv("id", cfg.id());
+      },
+      asio::detached);
   int code = run_until_drained(ioc, [&]() -> asio::awaitable<void> {
+    draining = true;
     admin.set_ready(false);
     co_await edge.drain();
   });

@@ -4,6 +4,7 @@
 
 #include "common/event.hpp"
 #include "common/grpc/bridge.hpp"
+#include "common/grpc/snapshot_watcher.hpp"
 #include "common/net/tls.hpp"
 #include "postern/tunnel/v1/tunnel.grpc.pb.h"
 
@@ -19,6 +20,7 @@ struct RelayClient::Impl {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<tv1::Relay::Stub> stub;
   std::unique_ptr<gb::Pump> pump;
+  std::unique_ptr<gb::SnapshotWatcher> watcher;
 };
 
 RelayClient::RelayClient(asio::any_io_executor ex, const config::v1::RelayClient& cfg)
@@ -138,6 +140,21 @@ asio::awaitable<void> RelayClient::invoke(const tv1::RequestHead& head, BodySour
                                                             st.error_message() + ")");
   }
   throw ExchangeError(tv1::ERROR_CODE_CONNECTOR_LOST, "the response was cut off mid-body");
+}
+
+asio::awaitable<void> RelayClient::watch_config(std::string client_id, std::function<std::uint64_t()> known,
+                                                std::function<void(policy::v1::Snapshot&&)> on_snapshot) {
+  auto& im = *impl_;
+  im.watcher = std::make_unique<gb::SnapshotWatcher>(im.ex, "broker", im.address, std::move(client_id));
+  co_await im.watcher->run(
+      [&im](grpc::ClientContext* ctx, const policy::v1::WatchRequest& req) {
+        return im.stub->PrepareAsyncWatchConfig(ctx, req, im.pump->cq());
+      },
+      std::move(known), std::move(on_snapshot));
+}
+
+void RelayClient::stop_watch() {
+  if (impl_->watcher) impl_->watcher->stop();
 }
 
 }  // namespace postern::edge

@@ -3,10 +3,12 @@
 // broker, request frames up, response frames down.
 
 #include <chrono>
+#include <functional>
 #include <memory>
 
 #include "common/exchange.hpp"
 #include "postern/config/v1/config.pb.h"
+#include "postern/policy/v1/policy.pb.h"
 
 namespace postern::edge {
 
@@ -22,6 +24,13 @@ class RelayClient {
   /// arrives within `head_timeout`.
   asio::awaitable<void> invoke(const tunnel::v1::RequestHead& head, BodySource& body, ResponseSink& sink,
                                std::chrono::milliseconds head_timeout);
+
+  /// Follows the broker's WatchConfig stream (reconnecting) until
+  /// stop_watch(). `known()` is the version held; `on_snapshot` gets each
+  /// snapshot, including the broker's "version 0: none yet".
+  asio::awaitable<void> watch_config(std::string client_id, std::function<std::uint64_t()> known,
+                                     std::function<void(policy::v1::Snapshot&&)> on_snapshot);
+  void stop_watch();
 
  private:
   struct Impl;

@@ -1,11 +1,15 @@
 #pragma once
 // Maps a request target to an API and where it goes. Pure logic.
+//
+// APIs come from the policy snapshot (the single source of truth, reverse
+// invoke or DMZ-local); the edge's own config may add DMZ-local APIs as a
+// fallback for paths the snapshot does not cover; last, the default alias.
 
 #include <optional>
 #include <string>
 #include <string_view>
-#include <vector>
 
+#include "common/policy/catalog.hpp"
 #include "postern/config/v1/config.pb.h"
 
 namespace postern::edge {
@@ -17,42 +21,29 @@ struct Route {
   std::string api;
   /// Reverse invoke: the registration alias.
   std::string alias;
-  /// Direct: index into Router::direct_urls().
-  std::size_t direct = 0;
+  /// Direct: the upstream URL and its CA bundle.
+  std::string url;
+  std::string ca_file;
   /// Origin-form target to send on (path + query).
   std::string target;
   /// Time allowed for the response head; 0 = the edge default.
   std::uint32_t timeout_ms = 0;
+  /// The snapshot's API (its policies apply), or nullptr.
+  const policy::CompiledApi* policy_api = nullptr;
 };
 
 class Router {
  public:
-  /// Builds the table. Throws std::invalid_argument naming "apis[i].field"
-  /// for a bad routing URL or a duplicate base path.
+  /// The edge's static APIs: DMZ-local (http(s)://) only. Throws
+  /// std::invalid_argument naming "apis[i].field" for a bad entry.
   Router(const google::protobuf::RepeatedPtrField<config::v1::Api>& apis, std::string default_alias);
 
-  /// Longest base-path match on whole path segments; else the default
-  /// alias; else nothing (404).
-  std::optional<Route> route(std::string_view target) const;
-
-  struct DirectUpstream {
-    std::string url;
-    std::string ca_file;
-  };
-  const std::vector<DirectUpstream>& direct_upstreams() const { return direct_; }
+  /// Longest base-path match in the snapshot, else in the static APIs, else
+  /// the default alias, else nothing (404).
+  std::optional<Route> route(const policy::Catalog* snapshot, std::string_view target) const;
 
  private:
-  struct Entry {
-    std::string base_path;
-    std::string name;
-    Route::Kind kind;
-    std::string alias;
-    std::string prefix;  // path prefix on the far side
-    std::size_t direct = 0;
-    std::uint32_t timeout_ms = 0;
-  };
-  std::vector<Entry> entries_;  // longest base path first
-  std::vector<DirectUpstream> direct_;
+  std::shared_ptr<const policy::Catalog> local_;
   std::string default_alias_;
 };
 

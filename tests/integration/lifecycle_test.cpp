@@ -61,7 +61,8 @@ TEST(Lifecycle, ConnectorAttachesToEveryAddressOfABrokerName) {
                        std::to_string(sys.registration_port) + "\"]\n" + "tls:\n  ca_file: \"" + sys.certs().ca +
                        "\"\n  cert_file: \"" + sys.certs().connector_crt + "\"\n  key_file: \"" +
                        sys.certs().connector_key + "\"\n  server_name: localhost\n" +
-                       "pool_size: 2\nresolve_interval: 500ms\naliases:\n  demo: {url: \"" + sys.demo_url("") + "\"}\n");
+                       "pool_size: 2\nresolve_interval: 500ms\naliases:\n  demo: {url: \"" + sys.demo_url("") + "\"}\n" +
+                       "policy: {address: \"127.0.0.1:" + std::to_string(sys.policy_port) + "\"}\n");
   auto connector = Process::start(
       {"unshare", "-m", "--propagation", "private", "sh", "-c",
        "mount --bind \"$0\" /etc/hosts && exec \"$1\" --config \"$2\"", hosts, binary_path("postern-connector"), ccfg},
@@ -79,11 +80,14 @@ TEST(Lifecycle, ConnectorAttachesToEveryAddressOfABrokerName) {
   EXPECT_TRUE(wait_until([&] { return attached(b_admin) == 1.0; }, 10s)) << connector->log_tail();
 
   // An edge on either broker reaches the connector.
+  // (This connector is not in sys.connectors: wait for the snapshot here.)
   sys.start_edge();
+  sys.edge->wait_for_log("\"msg\":\"policy snapshot applied\"");
   EXPECT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
   sys.edge.reset();
   sys.relay_port = b_relay;
   sys.start_edge();
+  sys.edge->wait_for_log("\"msg\":\"policy snapshot applied\"");
   EXPECT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
 }
 

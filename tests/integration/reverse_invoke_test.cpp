@@ -156,10 +156,26 @@ TEST_F(ReverseInvoke, StatusHeadersAndForwardingPassThrough) {
   EXPECT_EQ(seen.header("x-request-id"), "client-id-123");
 }
 
-TEST_F(ReverseInvoke, NoConnectorIs503NamingTheAliasThenRecovers) {
+TEST_F(ReverseInvoke, NoConfigYetIs503) {
   sys.start_demo();
   sys.start_broker();
   sys.start_edge();
+  // No connector has attached since the broker started: the edge knows no
+  // API yet, and says so rather than answering 404.
+  auto r = curl({sys.edge_url("/gateway/demo/1.0/")});
+  EXPECT_EQ(r.status, 503);
+  EXPECT_NE(r.body.find("no-config"), std::string::npos) << r.body;
+}
+
+TEST_F(ReverseInvoke, NoConnectorIs503NamingTheAliasThenRecovers) {
+  sys.start_demo();
+  sys.start_broker();
+  sys.start_connector();
+  sys.start_edge();
+  // The broker keeps the snapshot when the last connector goes.
+  sys.connectors.back()->signal(SIGKILL);
+  sys.connectors.back()->wait(5s);
+  sys.broker->wait_for_log("\"msg\":\"connector detached\"");
   auto r = curl({sys.edge_url("/gateway/demo/1.0/")});
   EXPECT_EQ(r.status, 503);
   EXPECT_EQ(r.header("content-type"), "application/problem+json");
@@ -420,7 +436,7 @@ TEST_F(ReverseInvoke, TlsOutsideAndHttpsNativeInside) {
   const std::string tls_listener = "listeners:\n  - {listen: \"127.0.0.1:0\", tls: {cert_file: \"" +
                                    sys.certs().edge_crt + "\", key_file: \"" + sys.certs().edge_key + "\"}}\n";
   // The extra YAML replaces the default plain listener.
-  sys.start_edge("", "apis:\n  - {name: demo, version: \"1.0\", routing: \"apigateway://demo/\"}\n");
+  sys.start_edge();
   sys.edge.reset();
   std::string cfg = read_file(sys.dir().file("edge.yaml"));
   cfg.replace(cfg.find("listeners:"), cfg.find("public_url") - cfg.find("listeners:"), tls_listener);
@@ -462,11 +478,15 @@ TEST_F(ReverseInvoke, RelayPortOverTls) {
   auto r = curl({sys.edge_url("/gateway/demo/1.0/")});
   EXPECT_EQ(r.status, 200) << r.body;
   // A plaintext client cannot use the TLS relay port.
+  // It never gets the policy snapshot, so it never reports ready.
   sys.relay_tls = false;
   sys.edge.reset();
+  sys.edge_wait_ready = false;
   sys.start_edge();
+  sys.edge->wait_for_log("snapshot stream ended, reconnecting");
+  EXPECT_EQ(curl({"http://127.0.0.1:" + std::to_string(sys.edge_admin_port) + "/readyz"}).status, 503);
   auto plain = curl({sys.edge_url("/gateway/demo/1.0/")});
-  EXPECT_EQ(plain.status, 502) << plain.body;
+  EXPECT_EQ(plain.status, 503) << plain.body;
 }
 
 TEST_F(ReverseInvoke, MetricsCountRequestsAndConnectors) {

@@ -11,6 +11,7 @@ System::~System() {
   edge.reset();
   connectors.clear();
   broker.reset();
+  policy.reset();
   demo.reset();
 }
 
@@ -25,7 +26,39 @@ Process& System::start_demo(bool tls) {
   return *demo;
 }
 
+std::string System::default_policy_yaml() {
+  return "apis:\n"
+         "  - {name: demo, version: \"1.0\", routing: \"apigateway://demo/\"}\n"
+         "  - {name: slow, version: \"1.0\", routing: \"apigateway://slow/\", timeout: 1s}\n"
+         "  - {name: ghost, version: \"1.0\", routing: \"apigateway://ghost/\"}\n"
+         "  - {name: other, version: \"1.0\", routing: \"apigateway://other/\"}\n";
+}
+
+void System::write_policy(const std::string& policy_yaml) {
+  const std::string tmp = dir_.file("policy.yaml.tmp");
+  write_file(tmp, policy_yaml);
+  if (std::rename(tmp.c_str(), policy_file().c_str()) != 0) throw std::runtime_error("cannot replace policy.yaml");
+}
+
+Process& System::start_policy(const std::string& policy_yaml) {
+  write_policy(policy_yaml.empty() ? default_policy_yaml() : policy_yaml);
+  const std::string cfg = dir_.file("policy-service.yaml");
+  std::string y;
+  y += "id: policy-test\n";
+  y += "log: {level: debug}\n";
+  y += "admin: {listen: \"127.0.0.1:0\"}\n";
+  y += "listen: {listen: \"127.0.0.1:0\"}\n";
+  y += "policy_file: \"" + policy_file() + "\"\n";
+  y += "reload_interval: 200ms\n";
+  write_file(cfg, y);
+  policy = Process::start({binary_path("postern-policy"), "--config", cfg}, dir_.file("policy.log"));
+  policy_port = policy->wait_for_port("policy");
+  policy_admin_port = policy->wait_for_port("admin");
+  return *policy;
+}
+
 Process& System::start_broker(const std::string& extra_yaml) {
+  if (!policy) start_policy();
   const bool restart = broker_starts_++ > 0;
   const std::string cfg = dir_.file("broker.yaml");
   std::string y;
@@ -63,6 +96,7 @@ Process& System::start_connector(ConnectorOptions o, bool wait_attached) {
   y += "  cert_file: \"" + (o.cert.empty() ? certs_->connector_crt : o.cert) + "\"\n";
   y += "  key_file: \"" + (o.key.empty() ? certs_->connector_key : o.key) + "\"\n";
   y += "pool_size: 4\n";
+  if (policy_port) y += "policy: {address: \"127.0.0.1:" + std::to_string(policy_port) + "\"}\n";
   y += "drain_timeout: 10s\n";
   y += "aliases:\n";
   if (o.aliases.empty()) {
@@ -93,12 +127,8 @@ Process& System::start_edge(const std::string& extra_yaml, const std::string& ap
   y += "broker:\n  address: \"127.0.0.1:" + std::to_string(relay_port) + "\"\n";
   if (relay_tls) y += "  tls: {ca_file: \"" + certs_->ca + "\", server_name: localhost}\n";
   if (apis_yaml.empty()) {
-    y += "apis:\n";
-    y += "  - {name: demo, version: \"1.0\", routing: \"apigateway://demo/\"}\n";
-    y += "  - {name: slow, version: \"1.0\", routing: \"apigateway://slow/\", timeout: 1s}\n";
-    y += "  - {name: ghost, version: \"1.0\", routing: \"apigateway://ghost/\"}\n";
-    y += "  - {name: other, version: \"1.0\", routing: \"apigateway://other/\"}\n";
     if (demo_port) {
+      y += "apis:\n";
       y += "  - {name: local, version: \"1.0\", routing: \"" + demo_url("") + "\"" +
            (demo_tls ? ", ca_file: \"" + certs_->ca + "\"" : std::string()) + "}\n";
     }
@@ -111,6 +141,13 @@ Process& System::start_edge(const std::string& extra_yaml, const std::string& ap
   edge_admin_port = edge->wait_for_port("admin");
   edge->wait_for_log("\"msg\":\"listening\".*\"listener\":\"external");
   edge_port = edge->wait_for_port(edge->count_log("\"listener\":\"external-tls\"") ? "external-tls" : "external");
+  if (!edge_wait_ready) return *edge;
+  edge->wait_for_log("\"msg\":\"edge ready\"");
+  // With a connector attached, the broker has the policy snapshot; wait
+  // until it is in force so tests see the APIs.
+  bool attached = false;
+  for (auto& c : connectors) attached = attached || (c->running() && c->count_log("\"msg\":\"attached\"") > 0);
+  if (attached) edge->wait_for_log("\"msg\":\"policy snapshot applied\"");
   return *edge;
 }
 

@@ -33,11 +33,21 @@ class System {
 
   /// Starts the demo native service (plain HTTP, or HTTPS with tls).
   Process& start_demo(bool tls = false);
+  /// The default policy file: APIs demo, slow (timeout 1s), ghost and other,
+  /// reverse invoke through the alias of the same name, no policies.
+  static std::string default_policy_yaml();
+  /// Starts the policy service on `policy_yaml` (default_policy_yaml() if
+  /// empty). start_broker starts it with the default when not running.
+  Process& start_policy(const std::string& policy_yaml = "");
+  /// Replaces the policy file atomically (rename), as a ConfigMap update does.
+  void write_policy(const std::string& policy_yaml);
+  std::string policy_file() { return dir_.file("policy.yaml"); }
   /// Starts (or, after stop, restarts on the same ports) the broker.
   Process& start_broker(const std::string& extra_yaml = "");
   /// Starts a connector and waits until it is attached (unless wait=false).
   Process& start_connector(ConnectorOptions opts = {}, bool wait_attached = true);
-  /// Starts the edge. `apis_yaml` replaces the default API list.
+  /// Starts the edge and waits until it is ready (it has the broker's
+  /// snapshot). `apis_yaml` replaces the default (DMZ-local) API list.
   Process& start_edge(const std::string& extra_yaml = "", const std::string& apis_yaml = "");
   /// demo + broker + one connector + edge.
   void start_all();
@@ -45,11 +55,14 @@ class System {
   std::string edge_url(const std::string& path) const;
   std::string demo_url(const std::string& path) const;
 
-  std::unique_ptr<Process> demo, broker, edge;
+  std::unique_ptr<Process> demo, policy, broker, edge;
   std::vector<std::unique_ptr<Process>> connectors;
+  std::uint16_t policy_port = 0, policy_admin_port = 0;
   std::uint16_t demo_port = 0, registration_port = 0, relay_port = 0, broker_admin_port = 0, edge_port = 0,
                 edge_admin_port = 0;
   bool demo_tls = false;
+  /// start_edge waits until the edge reports ready.
+  bool edge_wait_ready = true;
   /// Set before start_broker/start_edge: TLS between edge and broker relay port.
   bool relay_tls = false;
 

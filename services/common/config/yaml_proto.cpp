@@ -297,7 +297,7 @@ const pb::EnumValueDescriptor* find_enum_value(const pb::EnumDescriptor* type, s
 /// Walks one YAML document against a message descriptor, collecting errors.
 class Loader {
  public:
-  explicit Loader(std::string_view file) : file_(file) {}
+  Loader(std::string_view file, Positions* positions) : file_(file), positions_(positions) {}
 
   void load_document(const YAML::Node& root, pb::Message& out) {
     if (root.IsNull()) return;  // empty document: all defaults
@@ -347,6 +347,7 @@ class Loader {
         error(key.Mark(), field_path, "duplicate field " + quoted(name));
         continue;
       }
+      note(key.Mark(), field_path);
       if (value.IsNull()) continue;  // null leaves the default
       if (const pb::OneofDescriptor* oneof = field->real_containing_oneof()) {
         auto [pos, inserted] = oneofs_set.emplace(oneof, field);
@@ -381,6 +382,7 @@ class Loader {
       for (std::size_t i = 0; i < value.size(); ++i) {
         const YAML::Node element = value[i];
         const std::string element_path = path + '[' + std::to_string(i) + ']';
+        note(element.Mark(), element_path);
         if (element.IsNull()) {
           error(element.Mark(), element_path, "expected " + expected(field) + ", got null");
           continue;
@@ -409,6 +411,7 @@ class Loader {
         continue;
       }
       const std::string item_path = path + '[' + key.Scalar() + ']';
+      note(key.Mark(), item_path);
       if (!keys.insert(key.Scalar()).second) {
         error(key.Mark(), item_path, "duplicate key " + quoted(key.Scalar()));
         continue;
@@ -524,7 +527,12 @@ class Loader {
     return false;
   }
 
+  void note(const YAML::Mark& mark, const std::string& path) {
+    if (positions_ && !mark.is_null()) (*positions_)[path] = {mark.line + 1, mark.column + 1};
+  }
+
   std::string_view file_;
+  Positions* positions_;
   std::vector<std::string> errors_;
 };
 
@@ -535,9 +543,11 @@ std::string errno_text(int err) { return std::error_code(err, std::generic_categ
 ConfigError::ConfigError(std::vector<std::string> errors)
     : std::runtime_error(join_lines(errors)), errors_(std::move(errors)) {}
 
-void load_yaml_string(std::string_view text, std::string_view name, google::protobuf::Message& out) {
+void load_yaml_string(std::string_view text, std::string_view name, google::protobuf::Message& out,
+                      Positions* positions) {
   out.Clear();
-  Loader loader(name);
+  if (positions) positions->clear();
+  Loader loader(name, positions);
   try {
     const std::vector<YAML::Node> docs = YAML::LoadAll(std::string(text));
     if (docs.size() > 1) {
@@ -552,7 +562,7 @@ void load_yaml_string(std::string_view text, std::string_view name, google::prot
   if (!loader.errors().empty()) throw ConfigError(std::move(loader.errors()));
 }
 
-void load_yaml_file(const std::string& path, google::protobuf::Message& out) {
+void load_yaml_file(const std::string& path, google::protobuf::Message& out, Positions* positions) {
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
   if (!file) throw ConfigError({path + ": cannot read: " + errno_text(errno)});
   std::string text;
@@ -568,7 +578,7 @@ void load_yaml_file(const std::string& path, google::protobuf::Message& out) {
       break;
     }
   }
-  load_yaml_string(text, path, out);
+  load_yaml_string(text, path, out, positions);
 }
 
 std::chrono::milliseconds duration_or(const google::protobuf::Duration& d, std::chrono::milliseconds dflt) {
@@ -577,8 +587,22 @@ std::chrono::milliseconds duration_or(const google::protobuf::Duration& d, std::
   return std::chrono::milliseconds(d.seconds() * 1000 + d.nanos() / 1'000'000);
 }
 
-std::string field_error(std::string_view file, std::string_view field_path, std::string_view message) {
+std::string field_error(std::string_view file, std::string_view field_path, std::string_view message,
+                        const Positions* positions) {
   std::string out(file);
+  if (positions) {
+    // The field itself, or the nearest enclosing one the file named.
+    std::string path(field_path);
+    for (;;) {
+      if (auto it = positions->find(path); it != positions->end()) {
+        out += ':' + std::to_string(it->second.first) + ':' + std::to_string(it->second.second);
+        break;
+      }
+      const auto cut = path.find_last_of(".[");
+      if (cut == std::string::npos || cut == 0) break;
+      path.resize(cut);
+    }
+  }
   out += ": ";
   if (!field_path.empty()) {
     out.append(field_path);

@@ -28,6 +28,7 @@
 #include <google/protobuf/message.h>
 
 #include <chrono>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -51,21 +52,29 @@ class ConfigError : public std::runtime_error {
   std::vector<std::string> errors_;
 };
 
+/// Where each field path (as in errors: `apis[1].routing`) was written in
+/// the file: 1-based line and column. Lets checks that run after loading name
+/// the line too.
+using Positions = std::map<std::string, std::pair<int, int>>;
+
 /// Parses YAML `text` onto `out`, which is cleared first. `name` is used as
 /// FILE in errors. Throws ConfigError listing every error found; `out` then
-/// holds a partial result and should not be used.
-void load_yaml_string(std::string_view text, std::string_view name, google::protobuf::Message& out);
+/// holds a partial result and should not be used. Fills `positions` if given.
+void load_yaml_string(std::string_view text, std::string_view name, google::protobuf::Message& out,
+                      Positions* positions = nullptr);
 
 /// Reads `path` and parses it as load_yaml_string does. A missing, unreadable
 /// or oversized (> 16 MiB) file is a ConfigError "PATH: cannot read: <errno text>".
-void load_yaml_file(const std::string& path, google::protobuf::Message& out);
+void load_yaml_file(const std::string& path, google::protobuf::Message& out, Positions* positions = nullptr);
 
 /// `d` as milliseconds (truncated), or `dflt` when `d` is zero (unset).
 std::chrono::milliseconds duration_or(const google::protobuf::Duration& d, std::chrono::milliseconds dflt);
 
-/// One error in the loader's style, for validation code in the services that
-/// no longer has YAML positions: "FILE: FIELD.PATH: message" (or
-/// "FILE: message" when `field_path` is empty).
-std::string field_error(std::string_view file, std::string_view field_path, std::string_view message);
+/// One error in the loader's style, for validation code that runs after
+/// loading: "FILE[:LINE:COL]: FIELD.PATH: message" (or "FILE: message" when
+/// `field_path` is empty). LINE:COL is the field's (or its nearest named
+/// parent's) position when `positions` knows it.
+std::string field_error(std::string_view file, std::string_view field_path, std::string_view message,
+                        const Positions* positions = nullptr);
 
 }  // namespace postern::config

@@ -14,8 +14,10 @@
 // operations complete with ok == false.
 
 #include <grpcpp/completion_queue.h>
+#include <grpcpp/server_context.h>
 
 #include <boost/asio/associated_executor.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
@@ -79,6 +81,17 @@ asio::awaitable<bool> read(Stream& stream, Message& message) {
 template <class Stream, class Message>
 asio::awaitable<bool> write(Stream& stream, const Message& message) {
   return op([&](void* tag) { stream.Write(message, tag); });
+}
+
+/// Runs `on_done()` on `ex` once the server call behind `ctx` is over
+/// (finished, or cancelled by the client). Call before RequestX, as gRPC
+/// requires. Lets a handler that waits on something else notice a client
+/// that went away.
+template <class F>
+void notify_when_done(grpc::ServerContext& ctx, asio::any_io_executor ex, F on_done) {
+  auto handler = asio::bind_executor(ex, [f = std::move(on_done)](bool) mutable { f(); });
+  auto* tag = new HandlerTag<decltype(handler)>(std::move(handler));
+  ctx.AsyncNotifyWhenDone(static_cast<void*>(static_cast<Tag*>(tag)));
 }
 
 /// Drives one CompletionQueue on a thread of its own.

@@ -6,6 +6,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <map>
 
 #include "common/net/listen.hpp"
 #include "common/observability/log.hpp"
@@ -20,6 +21,7 @@ struct AdminServer::Impl {
   std::shared_ptr<prometheus::Registry> registry;
   tcp::acceptor acceptor;
   AdminServer* owner;
+  std::map<std::string, std::function<std::string()>> routes;
 
   Impl(asio::any_io_executor e, std::shared_ptr<prometheus::Registry> r, AdminServer* o)
       : ex(e), registry(std::move(r)), acceptor(e), owner(o) {}
@@ -51,10 +53,17 @@ struct AdminServer::Impl {
         res.result(http::status::ok);
         res.set(http::field::content_type, "text/plain; version=0.0.4");
         res.body() = prometheus::TextSerializer().Serialize(registry->Collect());
+      } else if (auto it = routes.find(std::string(path)); it != routes.end()) {
+        res.result(http::status::ok);
+        res.set(http::field::content_type, "application/json");
+        res.set(http::field::cache_control, "no-store");
+        res.body() = it->second();
       } else {
         res.result(http::status::not_found);
         res.set(http::field::content_type, "text/plain");
-        res.body() = "admin endpoints: /healthz /readyz /metrics\n";
+        std::string list = "admin endpoints: /healthz /readyz /metrics";
+        for (const auto& [p, _] : routes) list += " " + p;
+        res.body() = list + "\n";
       }
       res.prepare_payload();
       auto [wec, wn] = co_await http::async_write(stream, res, use_nothrow);
@@ -78,6 +87,10 @@ AdminServer::AdminServer(asio::any_io_executor ex, std::shared_ptr<prometheus::R
     : impl_(std::make_unique<Impl>(ex, std::move(registry), this)) {}
 
 AdminServer::~AdminServer() = default;
+
+void AdminServer::add_json(const std::string& path, std::function<std::string()> body) {
+  impl_->routes[path] = std::move(body);
+}
 
 void AdminServer::start(const std::string& listen) {
   auto ep = net::parse_listen(listen.empty() ? "127.0.0.1:0" : listen);

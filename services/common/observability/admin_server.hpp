@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -25,6 +26,10 @@ class AdminServer {
   void start(const std::string& listen);
   void stop();
   std::uint16_t port() const { return port_; }
+
+  /// Serves GET `path` with the JSON `body()` returns (called on the
+  /// executor, per request). Register before start().
+  void add_json(const std::string& path, std::function<std::string()> body);
 
   /// /readyz answers 200 only while ready.
   void set_ready(bool ready) { ready_ = ready; }

@@ -105,6 +105,20 @@ Record::~Record() {
   }
 }
 
+std::string write_record(Level level, std::string_view msg, std::string_view fields) {
+  std::string line;
+  {
+    Record r(level, msg);
+    if (!r.on_) return {};
+    if (!fields.empty()) {
+      r.line_ += ',';
+      r.line_.append(fields);
+    }
+    line = r.line_ + "}\n";
+  }  // ~Record writes it
+  return line;
+}
+
 Record& Record::kv(std::string_view key, std::string_view value) {
   if (!on_) return *this;
   line_ += ",\"";

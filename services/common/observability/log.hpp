@@ -38,9 +38,15 @@ class Record {
   Record& kv(std::string_view key, bool value);
 
  private:
+  friend std::string write_record(Level, std::string_view, std::string_view);
   bool on_;
   std::string line_;
 };
+
+/// Writes one record whose members were built elsewhere: `fields` is JSON
+/// object members (`"k":v,"k2":v2`), appended after ts/level/svc/msg.
+/// Returns the line written (with its newline), or "" if the level is off.
+std::string write_record(Level level, std::string_view msg, std::string_view fields);
 
 /// Appends `text` to `out` as JSON string content (no quotes).
 void json_escape(std::string& out, std::string_view text);

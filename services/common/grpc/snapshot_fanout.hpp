@@ -1,0 +1,118 @@
+#pragma once
+// Server side of a snapshot watch (policy Watch -> connectors, broker
+// WatchConfig -> edges): every watcher gets the newest snapshot at once if it
+// is newer than what the watcher says it has, then each newer one, until it
+// goes away or the fanout closes. Include only in .cpp files (gRPC headers).
+
+#include <grpcpp/server_context.h>
+#include <grpcpp/support/async_stream.h>
+
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "common/event.hpp"
+#include "common/grpc/bridge.hpp"
+#include "common/observability/log.hpp"
+#include "postern/policy/v1/policy.pb.h"
+
+namespace postern::grpc_bridge {
+
+/// Single-threaded: use on the executor it was made with.
+class SnapshotFanout {
+ public:
+  using Snapshot = policy::v1::Snapshot;
+
+  /// `peer` names the watchers in logs ("connector", "edge"). With
+  /// `announce_empty`, a watcher is told "version 0" at once while there is
+  /// no snapshot yet, so it can tell "nothing yet" from "no answer".
+  SnapshotFanout(asio::any_io_executor ex, std::string peer, bool announce_empty)
+      : ex_(std::move(ex)), peer_(std::move(peer)), announce_empty_(announce_empty) {}
+
+  void publish(std::shared_ptr<const Snapshot> s) {
+    current_ = std::move(s);
+    for (auto* c : calls_) c->wake.set();
+  }
+  const std::shared_ptr<const Snapshot>& current() const { return current_; }
+  std::size_t watchers() const { return calls_.size(); }
+  /// Called with the watcher count whenever it changes.
+  std::function<void(std::size_t)> on_watchers;
+
+  /// Ends every watch (they finish with UNAVAILABLE) and refuses new ones.
+  void close() {
+    closed_ = true;
+    for (auto* c : calls_) c->wake.set();
+  }
+
+  /// Accept loop. `request(ctx, request_msg, writer, tag)` arms one
+  /// RequestX call on the server's queue. Ends when the queue shuts down.
+  template <class Request>
+  asio::awaitable<void> accept(Request request) {
+    for (;;) {
+      auto call = std::make_shared<Call>(ex_);
+      notify_when_done(call->ctx, ex_, [call] {
+        call->gone = true;
+        call->wake.set();
+      });
+      const bool ok = co_await op([&](void* tag) { request(&call->ctx, &call->request, &call->writer, tag); });
+      if (!ok) co_return;
+      asio::co_spawn(ex_, serve(call), asio::detached);
+    }
+  }
+
+ private:
+  struct Call {
+    explicit Call(asio::any_io_executor ex) : wake(ex) {}
+    grpc::ServerContext ctx;
+    policy::v1::WatchRequest request;
+    grpc::ServerAsyncWriter<Snapshot> writer{&ctx};
+    Event wake;
+    bool gone = false;
+  };
+
+  asio::awaitable<void> serve(std::shared_ptr<Call> call) {
+    calls_.insert(call.get());
+    if (on_watchers) on_watchers(calls_.size());
+    const std::string client = call->request.client_id();
+    POSTERN_LOG(info, "watcher connected")
+        .kv("peer", peer_)
+        .kv("client", client)
+        .kv("known_version", call->request.known_version());
+    std::uint64_t sent = call->request.known_version();
+    bool told_empty = false;
+    for (;;) {
+      call->wake.reset();
+      if (call->gone || closed_) break;
+      if (current_ && current_->version() > sent) {
+        const auto snap = current_;  // alive across the write
+        const bool ok = co_await write(call->writer, *snap);
+        if (!ok) break;
+        sent = snap->version();
+        continue;
+      }
+      if (!current_ && announce_empty_ && !told_empty) {
+        told_empty = true;
+        const Snapshot empty;
+        const bool ok = co_await write(call->writer, empty);
+        if (!ok) break;
+        continue;
+      }
+      co_await call->wake.wait();
+    }
+    calls_.erase(call.get());
+    if (on_watchers) on_watchers(calls_.size());
+    POSTERN_LOG(info, "watcher disconnected").kv("peer", peer_).kv("client", client);
+    const grpc::Status st = closed_ ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "shutting down") : grpc::Status::OK;
+    co_await op([&](void* tag) { call->writer.Finish(st, tag); });
+  }
+
+  asio::any_io_executor ex_;
+  std::string peer_;
+  bool announce_empty_;
+  bool closed_ = false;
+  std::shared_ptr<const Snapshot> current_;
+  std::set<Call*> calls_;
+};
+
+}  // namespace postern::grpc_bridge

@@ -1,0 +1,415 @@
+#include "common/policy/catalog.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "common/config/yaml_proto.hpp"
+#include "common/policy/codec.hpp"
+#include "common/policy/jwt.hpp"
+
+namespace postern::policy {
+
+namespace {
+
+std::string strip_trailing_slashes(std::string s) {
+  while (s.size() > 1 && s.back() == '/') s.pop_back();
+  return s;
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool report_only(pv1::RuleMode m) { return m == pv1::RULE_MODE_REPORT; }
+
+// A rule the API sets replaces the global one.
+void merge_limit(LimitRule& out, const pv1::ThreatProtection& tp, bool (pv1::ThreatProtection::*has)() const,
+                 const pv1::Limit& (pv1::ThreatProtection::*get)() const) {
+  if (!(tp.*has)()) return;
+  const auto& l = (tp.*get)();
+  out.max = l.max();
+  out.report_only = report_only(l.mode());
+}
+
+void merge_ips(IpRule& out, const pv1::IpList& list, const std::string& path, std::vector<Issue>& issues) {
+  IpRule r;
+  r.on = true;
+  r.report_only = report_only(list.mode());
+  for (int i = 0; i < list.cidrs_size(); ++i) {
+    if (std::string why = r.ranges.add(list.cidrs(i)); !why.empty()) {
+      issues.push_back({path + ".cidrs[" + std::to_string(i) + "]", why});
+    }
+  }
+  out = std::move(r);
+}
+
+void merge_threats(ThreatRules& out, const pv1::ThreatProtection& tp, const std::string& path,
+                   std::vector<Issue>& issues) {
+  using T = pv1::ThreatProtection;
+  merge_limit(out.url_length, tp, &T::has_max_url_length, &T::max_url_length);
+  merge_limit(out.header_count, tp, &T::has_max_header_count, &T::max_header_count);
+  merge_limit(out.header_bytes, tp, &T::has_max_header_bytes, &T::max_header_bytes);
+  merge_limit(out.body_bytes, tp, &T::has_max_body_bytes, &T::max_body_bytes);
+  merge_limit(out.json_depth, tp, &T::has_max_json_depth, &T::max_json_depth);
+  if (tp.has_ip_deny()) merge_ips(out.deny, tp.ip_deny(), path + ".ip_deny", issues);
+  if (tp.has_ip_allow()) merge_ips(out.allow, tp.ip_allow(), path + ".ip_allow", issues);
+}
+
+bool valid_header_name(std::string_view name) {
+  if (name.empty()) return false;
+  for (unsigned char c : name) {
+    if (c <= 0x20 || c >= 0x7f || std::string_view("\"(),/:;<=>?@[\\]{}").find(static_cast<char>(c)) !=
+                                      std::string_view::npos) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void check_field_ops(const pv1::FieldOps& ops, const std::string& path, bool headers, std::vector<Issue>& issues) {
+  auto check_name = [&](const std::string& name, const std::string& where) {
+    if (name.empty()) {
+      issues.push_back({where, "name must not be empty"});
+    } else if (headers && !valid_header_name(name)) {
+      issues.push_back({where, "'" + name + "' is not a valid header name"});
+    }
+  };
+  auto check_value = [&](const std::string& value, const std::string& where) {
+    for (unsigned char c : value) {
+      if ((c < 0x20 && c != '\t') || c == 0x7f) {
+        issues.push_back({where, "value contains a control character"});
+        return;
+      }
+    }
+  };
+  for (const auto& [k, v] : ops.add()) {
+    check_name(k, path + ".add[" + k + "]");
+    check_value(v, path + ".add[" + k + "]");
+  }
+  for (int i = 0; i < ops.remove_size(); ++i) check_name(ops.remove(i), path + ".remove[" + std::to_string(i) + "]");
+  for (const auto& [k, v] : ops.rename()) {
+    check_name(k, path + ".rename[" + k + "]");
+    check_name(v, path + ".rename[" + k + "]");
+  }
+  for (const auto& [k, v] : ops.replace()) {
+    check_name(k, path + ".replace[" + k + "]");
+    check_value(v, path + ".replace[" + k + "]");
+  }
+}
+
+}  // namespace
+
+std::string default_base_path(const pv1::Api& api) {
+  return "/gateway/" + api.name() + "/" + (api.version().empty() ? "1.0" : api.version());
+}
+
+std::shared_ptr<const Catalog> Catalog::compile(pv1::Snapshot snapshot, std::vector<Issue>& issues) {
+  const std::size_t issues_before = issues.size();
+  auto cat = std::shared_ptr<Catalog>(new Catalog());
+  cat->snapshot_ = std::move(snapshot);
+  const auto& cfg = cat->snapshot_.config();
+  merge_threats(cat->threats_, cfg.threat_protection(), "threat_protection", issues);
+
+  std::map<std::string, std::string> base_paths;  // base path -> API name
+  std::set<std::string> names;
+  cat->apis_.reserve(static_cast<std::size_t>(cfg.apis_size()));
+  for (int i = 0; i < cfg.apis_size(); ++i) {
+    const auto& api = cfg.apis(i);
+    const std::string where = "apis[" + std::to_string(i) + "]";
+    CompiledApi c;
+    c.def = &api;
+    c.name = api.name();
+    if (api.name().empty()) {
+      issues.push_back({where + ".name", "required"});
+    } else if (!names.insert(api.name()).second) {
+      issues.push_back({where + ".name", "API '" + api.name() + "' is defined twice"});
+    }
+    c.base_path = strip_trailing_slashes(api.base_path().empty() ? default_base_path(api) : api.base_path());
+    if (c.base_path.front() != '/') {
+      issues.push_back({where + ".base_path", "'" + api.base_path() + "' must start with '/'"});
+    } else if (c.base_path.find_first_of("?#") != std::string::npos) {
+      issues.push_back({where + ".base_path", "'" + api.base_path() + "' must be a path (no '?' or '#')"});
+    } else if (auto [it, fresh] = base_paths.emplace(c.base_path, api.name()); !fresh) {
+      issues.push_back({where + ".base_path", "'" + c.base_path + "' is already used by API '" + it->second + "'"});
+    }
+
+    const std::string& r = api.routing();
+    if (r.starts_with("apigateway://")) {
+      const std::string rest = r.substr(13);
+      const auto slash = rest.find('/');
+      c.alias = rest.substr(0, slash);
+      c.prefix = slash == std::string::npos ? "" : strip_trailing_slashes(rest.substr(slash));
+      if (c.prefix == "/") c.prefix.clear();
+      if (c.alias.empty()) issues.push_back({where + ".routing", "'" + r + "' names no alias"});
+    } else if (r.starts_with("http://") || r.starts_with("https://")) {
+      c.reverse_invoke = false;
+      c.url = r;
+      if (r.find("://") + 3 >= r.size() || r[r.find("://") + 3] == '/') {
+        issues.push_back({where + ".routing", "'" + r + "' names no host"});
+      }
+    } else if (r.empty()) {
+      issues.push_back({where + ".routing", "required: apigateway://{alias}/{path} or http(s)://host[:port]/path"});
+    } else if (r.find("://") == std::string::npos) {
+      issues.push_back({where + ".routing", "'" + r +
+                                                "' has no scheme; write apigateway://" + r +
+                                                " (reverse invoke) or http(s)://... (DMZ-local)"});
+    } else {
+      issues.push_back({where + ".routing", "'" + r + "': scheme must be apigateway, http or https"});
+    }
+
+    c.green = api.enforcement() == pv1::ENFORCEMENT_GREEN;
+    if (c.green && !c.reverse_invoke && !r.empty()) {
+      issues.push_back({where + ".enforcement", "green enforcement needs apigateway:// routing (a DMZ-local API "
+                                                "never reaches the green zone)"});
+    }
+    c.timeout_ms = static_cast<std::uint32_t>(config::duration_or(api.timeout(), std::chrono::milliseconds(0)).count());
+
+    const auto& pol = api.policies();
+    c.threats = cat->threats_;
+    merge_threats(c.threats, pol.threat_protection(), where + ".policies.threat_protection", issues);
+
+    if (pol.has_identify()) {
+      const auto& id = pol.identify();
+      const std::string ip = where + ".policies.identify";
+      if (id.identifiers_size() == 0) issues.push_back({ip + ".identifiers", "list at least one identifier type"});
+      std::set<int> seen;
+      for (int k = 0; k < id.identifiers_size(); ++k) {
+        if (id.identifiers(k) == pv1::IDENTIFIER_TYPE_UNSPECIFIED) {
+          issues.push_back({ip + ".identifiers[" + std::to_string(k) + "]", "unspecified identifier type"});
+        }
+        if (!seen.insert(id.identifiers(k)).second) {
+          issues.push_back({ip + ".identifiers[" + std::to_string(k) + "]", "listed twice"});
+        }
+        if (id.identifiers(k) == pv1::IDENTIFIER_TYPE_JWT) {
+          if (id.jwt().jwks().empty()) {
+            issues.push_back({ip + ".jwt", id.jwt().jwks_file().empty() ? "JWT identification needs jwt.jwks_file"
+                                                                         : "jwks_file was not resolved"});
+          } else {
+            try {
+              c.jwks = Jwks::parse(id.jwt().jwks());
+            } catch (const std::exception& e) {
+              issues.push_back({ip + ".jwt.jwks_file", e.what()});
+            }
+          }
+        }
+      }
+      for (const std::string* name : {&id.api_key_header(), &id.api_key_query()}) {
+        if (!name->empty() && !valid_header_name(*name)) {
+          issues.push_back({ip + (name == &id.api_key_header() ? ".api_key_header" : ".api_key_query"),
+                            "'" + *name + "' is not a valid name"});
+        }
+      }
+    }
+    const auto& th = pol.throttling();
+    for (int k = 0; k < th.rate_size(); ++k) {
+      if (th.rate(k).requests() == 0) {
+        issues.push_back({where + ".policies.throttling.rate[" + std::to_string(k) + "].requests", "must be > 0"});
+      }
+    }
+    for (int k = 0; k < th.concurrency_size(); ++k) {
+      if (th.concurrency(k).max() == 0) {
+        issues.push_back({where + ".policies.throttling.concurrency[" + std::to_string(k) + "].max", "must be > 0"});
+      }
+    }
+    const auto& tr = pol.transform();
+    check_field_ops(tr.request_headers(), where + ".policies.transform.request_headers", true, issues);
+    check_field_ops(tr.request_query(), where + ".policies.transform.request_query", false, issues);
+    check_field_ops(tr.response_headers(), where + ".policies.transform.response_headers", true, issues);
+    cat->apis_.push_back(std::move(c));
+  }
+
+  std::set<std::string> seen_keys;
+  for (int i = 0; i < cfg.applications_size(); ++i) {
+    const auto& app = cfg.applications(i);
+    const std::string where = "applications[" + std::to_string(i) + "]";
+    if (app.name().empty()) {
+      issues.push_back({where + ".name", "required"});
+    } else if (!cat->apps_.emplace(app.name(), &app).second) {
+      issues.push_back({where + ".name", "application '" + app.name() + "' is defined twice"});
+    }
+    for (int k = 0; k < app.api_keys_size(); ++k) {
+      const auto& key = app.api_keys(k);
+      const std::string kp = where + ".api_keys[" + std::to_string(k) + "]";
+      if (key.has_key_file()) {
+        issues.push_back({kp + ".key_file", "was not resolved to a hash"});
+      } else if (!is_sha256_hex(key.sha256())) {
+        issues.push_back({kp + ".sha256", "expected 64 hex digits (the SHA-256 of the key, e.g. from "
+                                          "`printf %s KEY | sha256sum`), never the key itself"});
+      } else if (auto [it, fresh] = cat->keys_.emplace(lower(key.sha256()), &app); !fresh) {
+        issues.push_back({kp + ".sha256", "the same key is already given to application '" + it->second->name() + "'"});
+      }
+    }
+    IpRanges ranges;
+    for (int k = 0; k < app.ip_ranges_size(); ++k) {
+      if (std::string why = ranges.add(app.ip_ranges(k)); !why.empty()) {
+        issues.push_back({where + ".ip_ranges[" + std::to_string(k) + "]", why});
+      }
+    }
+    if (!ranges.empty()) cat->ip_apps_.emplace_back(std::move(ranges), &app);
+    for (const auto& h : app.hostnames()) cat->hosts_.emplace(lower(h), &app);
+    for (const auto& s : app.jwt_subjects()) cat->subjects_.emplace(s, &app);
+    for (int k = 0; k < app.basic_size(); ++k) {
+      const auto& b = app.basic(k);
+      const std::string bp = where + ".basic[" + std::to_string(k) + "]";
+      if (b.username().empty() || b.username().find(':') != std::string::npos) {
+        issues.push_back({bp + ".username", "required, and must not contain ':'"});
+      }
+      if (!is_sha256_hex(b.password_sha256())) {
+        issues.push_back({bp + ".password_sha256", "expected 64 hex digits (the SHA-256 of the password)"});
+      }
+    }
+    for (int k = 0; k < app.apis_size(); ++k) {
+      if (!names.contains(app.apis(k))) {
+        issues.push_back({where + ".apis[" + std::to_string(k) + "]", "no API named '" + app.apis(k) + "'"});
+      }
+    }
+  }
+  if (issues.size() > issues_before) return nullptr;
+
+  for (std::size_t i = 0; i < cat->apis_.size(); ++i) cat->by_length_.push_back(i);
+  std::stable_sort(cat->by_length_.begin(), cat->by_length_.end(), [&](std::size_t a, std::size_t b) {
+    return cat->apis_[a].base_path.size() > cat->apis_[b].base_path.size();
+  });
+  return cat;
+}
+
+std::optional<RouteMatch> Catalog::route(std::string_view target) const {
+  const auto q = target.find('?');
+  const std::string_view path = target.substr(0, q);
+  const std::string_view query = q == std::string_view::npos ? std::string_view{} : target.substr(q);
+  for (std::size_t i : by_length_) {
+    const auto& e = apis_[i];
+    const bool root = e.base_path == "/";
+    if (!root) {
+      if (!path.starts_with(e.base_path)) continue;
+      if (path.size() > e.base_path.size() && path[e.base_path.size()] != '/') continue;
+    }
+    const std::string_view rest = root ? path : path.substr(e.base_path.size());
+    RouteMatch m;
+    m.api = &e;
+    m.target = e.prefix;
+    m.target += rest;
+    if (m.target.empty()) m.target = "/";
+    m.target += query;
+    return m;
+  }
+  return std::nullopt;
+}
+
+const CompiledApi* Catalog::api(std::string_view name) const {
+  for (const auto& a : apis_) {
+    if (a.name == name) return &a;
+  }
+  return nullptr;
+}
+
+const pv1::Application* Catalog::application(std::string_view name) const {
+  auto it = apps_.find(name);
+  return it == apps_.end() ? nullptr : it->second;
+}
+
+const pv1::Application* Catalog::by_key_hash(std::string_view sha256_hex) const {
+  auto it = keys_.find(sha256_hex);
+  return it == keys_.end() ? nullptr : it->second;
+}
+
+const pv1::Application* Catalog::by_ip(std::string_view ip) const {
+  for (const auto& [ranges, app] : ip_apps_) {
+    if (ranges.contains(ip)) return app;
+  }
+  return nullptr;
+}
+
+const pv1::Application* Catalog::by_host(std::string_view host) const {
+  auto it = hosts_.find(lower(host));
+  return it == hosts_.end() ? nullptr : it->second;
+}
+
+const pv1::Application* Catalog::by_jwt_subject(std::string_view subject) const {
+  auto it = subjects_.find(subject);
+  return it == subjects_.end() ? nullptr : it->second;
+}
+
+const pv1::Application* Catalog::by_basic(std::string_view user, std::string_view password) const {
+  const std::string hash = sha256_hex(password);
+  for (const auto& [name, app] : apps_) {
+    for (const auto& b : app->basic()) {
+      if (b.username() == user && constant_time_equal(lower(b.password_sha256()), hash)) return app;
+    }
+  }
+  return nullptr;
+}
+
+bool Catalog::allows(const pv1::Application& app, std::string_view api) {
+  return std::find(app.apis().begin(), app.apis().end(), api) != app.apis().end();
+}
+
+namespace {
+
+bool read_file(const std::string& path, std::string& out, std::string& error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    error = "cannot read '" + path + "': " + std::strerror(errno);
+    return false;
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  out = ss.str();
+  if (out.size() > (1u << 20)) {
+    error = "'" + path + "' is larger than 1 MiB";
+    return false;
+  }
+  return true;
+}
+
+std::string under(const std::string& base_dir, const std::string& path) {
+  if (path.empty() || path.front() == '/' || base_dir.empty()) return path;
+  return base_dir + "/" + path;
+}
+
+}  // namespace
+
+void resolve_files(pv1::PolicyConfig& config, const std::string& base_dir, std::vector<Issue>& issues) {
+  for (int i = 0; i < config.applications_size(); ++i) {
+    auto* app = config.mutable_applications(i);
+    for (int k = 0; k < app->api_keys_size(); ++k) {
+      auto* key = app->mutable_api_keys(k);
+      if (!key->has_key_file()) continue;
+      const std::string path = under(base_dir, key->key_file());
+      const std::string where =
+          "applications[" + std::to_string(i) + "].api_keys[" + std::to_string(k) + "].key_file";
+      std::string text, error;
+      if (!read_file(path, text, error)) {
+        issues.push_back({where, error});
+        continue;
+      }
+      while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+      if (text.empty()) {
+        issues.push_back({where, "'" + path + "' is empty"});
+        continue;
+      }
+      key->set_sha256(sha256_hex(text));  // clears key_file (oneof)
+    }
+  }
+  for (int i = 0; i < config.apis_size(); ++i) {
+    // Read through const accessors first: mutable_*() would make absent
+    // policies look present.
+    if (config.apis(i).policies().identify().jwt().jwks_file().empty()) continue;
+    auto* jwt = config.mutable_apis(i)->mutable_policies()->mutable_identify()->mutable_jwt();
+    std::string text, error;
+    if (!read_file(under(base_dir, jwt->jwks_file()), text, error)) {
+      issues.push_back({"apis[" + std::to_string(i) + "].policies.identify.jwt.jwks_file", error});
+      continue;
+    }
+    jwt->set_jwks(text);
+  }
+}
+
+}  // namespace postern::policy

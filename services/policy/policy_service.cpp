@@ -1,0 +1,316 @@
+#include "policy/policy_service.hpp"
+
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+#include <sys/stat.h>
+
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <thread>
+
+#include "common/config/yaml_proto.hpp"
+#include "common/event.hpp"
+#include "common/grpc/bridge.hpp"
+#include "common/grpc/snapshot_fanout.hpp"
+#include "common/net/tls.hpp"
+#include "common/observability/log.hpp"
+#include "policy/policy_file.hpp"
+#include "postern/policy/v1/policy.grpc.pb.h"
+
+namespace postern::policy_service {
+
+namespace pv1 = policy::v1;
+namespace gb = grpc_bridge;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Metrics {
+  prometheus::Gauge& version;
+  prometheus::Family<prometheus::Counter>& reloads;
+  prometheus::Gauge& watchers;
+  prometheus::Gauge& apis;
+  prometheus::Gauge& applications;
+
+  explicit Metrics(prometheus::Registry& r)
+      : version(prometheus::BuildGauge()
+                    .Name("postern_policy_snapshot_version")
+                    .Help("Version of the snapshot being served")
+                    .Register(r)
+                    .Add({})),
+        reloads(prometheus::BuildCounter()
+                    .Name("postern_policy_reloads_total")
+                    .Help("Policy file loads by result: accepted, rejected, unchanged")
+                    .Register(r)),
+        watchers(prometheus::BuildGauge()
+                     .Name("postern_policy_watchers")
+                     .Help("Connectors watching for snapshots")
+                     .Register(r)
+                     .Add({})),
+        apis(prometheus::BuildGauge().Name("postern_policy_apis").Help("APIs in the snapshot").Register(r).Add({})),
+        applications(prometheus::BuildGauge()
+                         .Name("postern_policy_applications")
+                         .Help("Applications in the snapshot")
+                         .Register(r)
+                         .Add({})) {}
+};
+
+struct FileStamp {
+  std::int64_t mtime_ns = 0;
+  std::int64_t size = -1;
+  std::uint64_t inode = 0;
+  bool operator==(const FileStamp&) const = default;
+};
+
+FileStamp stamp(const std::string& path) {
+  struct stat st {};
+  // stat() follows symlinks: a ConfigMap update swaps a symlink.
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return {static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec,
+          static_cast<std::int64_t>(st.st_size), static_cast<std::uint64_t>(st.st_ino)};
+}
+
+std::uint64_t now_ms() {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+}
+
+void json_string(std::string& out, std::string_view s) {
+  out += '"';
+  log::json_escape(out, s);
+  out += '"';
+}
+
+void json_strings(std::string& out, const google::protobuf::RepeatedPtrField<std::string>& list) {
+  out += '[';
+  for (int i = 0; i < list.size(); ++i) {
+    if (i) out += ',';
+    json_string(out, list[i]);
+  }
+  out += ']';
+}
+
+}  // namespace
+
+struct PolicyService::Impl {
+  asio::io_context& ioc;
+  asio::any_io_executor ex;
+  config::v1::PolicyServiceConfig cfg;
+  std::shared_ptr<prometheus::Registry> prom;
+  Metrics metrics;
+  std::shared_ptr<const policy::Catalog> current;
+  FileStamp last_stamp;
+  std::uint64_t last_version = 0;
+
+  pv1::Policy::AsyncService service;
+  std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<gb::Pump> pump;
+  grpc::ServerCompletionQueue* cq = nullptr;
+  int port = 0;
+  bool draining = false;
+
+  grpc_bridge::SnapshotFanout fanout;
+
+  Impl(asio::io_context& io, config::v1::PolicyServiceConfig c, std::shared_ptr<prometheus::Registry> p)
+      : ioc(io), ex(io.get_executor()), cfg(std::move(c)), prom(std::move(p)), metrics(*prom),
+        fanout(ex, "connector", false) {
+    fanout.on_watchers = [this](std::size_t n) { metrics.watchers.Set(static_cast<double>(n)); };
+  }
+
+  std::string source() const { return (cfg.id().empty() ? "policy" : cfg.id()) + ":" + cfg.policy_file(); }
+
+  std::uint64_t next_version() {
+    last_version = std::max(now_ms(), last_version + 1);
+    return last_version;
+  }
+
+  void start() {
+    if (cfg.policy_file().empty()) throw std::runtime_error("policy_file is required");
+    last_stamp = stamp(cfg.policy_file());
+    auto loaded = load_policy_file(cfg.policy_file(), next_version(), source());
+    if (!loaded.catalog) {
+      std::string all = "policy file is invalid:";
+      for (const auto& e : loaded.errors) all += "\n  " + e;
+      throw std::runtime_error(all);
+    }
+    publish(std::move(loaded.catalog));
+    metrics.reloads.Add({{"result", "accepted"}}).Increment();
+
+    const auto& l = cfg.listen();
+    if (l.listen().empty()) throw std::runtime_error("listen.listen is required (host:port for connectors)");
+    std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+    if (l.has_tls()) {
+      grpc::SslServerCredentialsOptions o(l.tls().client_ca_file().empty()
+                                              ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+      if (!l.tls().client_ca_file().empty()) o.pem_root_certs = net::read_pem_file(l.tls().client_ca_file(), "listen.tls.client_ca_file");
+      o.pem_key_cert_pairs.push_back({net::read_pem_file(l.tls().key_file(), "listen.tls.key_file"),
+                                      net::read_pem_file(l.tls().cert_file(), "listen.tls.cert_file")});
+      creds = grpc::SslServerCredentials(o);
+    }
+    grpc::ServerBuilder b;
+    b.AddListeningPort(l.listen(), creds, &port);
+    b.RegisterService(&service);
+    b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+    b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+    b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+    b.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+    b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    auto q = b.AddCompletionQueue();
+    cq = q.get();
+    server = b.BuildAndStart();
+    if (!server || port == 0) {
+      throw std::runtime_error("listen: cannot listen on " + l.listen() +
+                               " (address in use, bad address or bad TLS material)");
+    }
+    pump = std::make_unique<gb::Pump>(std::move(q), "cq-policy");
+    POSTERN_LOG(info, "listening")
+        .kv("listener", "policy")
+        .kv("address", l.listen().substr(0, l.listen().rfind(':')))
+        .kv("port", port);
+    asio::co_spawn(ex,
+                   fanout.accept([this](grpc::ServerContext* ctx, pv1::WatchRequest* req,
+                                        grpc::ServerAsyncWriter<pv1::Snapshot>* w, void* tag) {
+                     service.RequestWatch(ctx, req, w, cq, cq, tag);
+                   }),
+                   asio::detached);
+    asio::co_spawn(ex, reload_loop(), asio::detached);
+  }
+
+  void publish(std::shared_ptr<const policy::Catalog> cat) {
+    current = std::move(cat);
+    const auto& s = current->snapshot();
+    metrics.version.Set(static_cast<double>(s.version()));
+    metrics.apis.Set(s.config().apis_size());
+    metrics.applications.Set(s.config().applications_size());
+    POSTERN_LOG(info, "policy snapshot published")
+        .kv("version", s.version())
+        .kv("digest", s.digest().substr(0, 16))
+        .kv("apis", s.config().apis_size())
+        .kv("applications", s.config().applications_size());
+    // Aliasing pointer: the snapshot keeps its catalog alive.
+    fanout.publish(std::shared_ptr<const pv1::Snapshot>(current, &current->snapshot()));
+  }
+
+  asio::awaitable<void> reload_loop() {
+    asio::steady_timer timer(ex);
+    const auto interval = config::duration_or(cfg.reload_interval(), 500ms);
+    while (!draining) {
+      timer.expires_after(interval);
+      co_await timer.async_wait(use_nothrow);
+      if (draining) break;
+      const FileStamp now = stamp(cfg.policy_file());
+      if (now == last_stamp) continue;
+      last_stamp = now;
+      auto loaded = load_policy_file(cfg.policy_file(), 0, source());
+      if (!loaded.catalog) {
+        metrics.reloads.Add({{"result", "rejected"}}).Increment();
+        std::string all;
+        for (const auto& e : loaded.errors) all += (all.empty() ? "" : "\n") + e;
+        POSTERN_LOG(error, "policy file rejected; the last good version keeps serving")
+            .kv("file", cfg.policy_file())
+            .kv("serving_version", current->version())
+            .kv("errors", all);
+        continue;
+      }
+      if (loaded.catalog->snapshot().digest() == current->snapshot().digest()) {
+        metrics.reloads.Add({{"result", "unchanged"}}).Increment();
+        continue;
+      }
+      // Recompile with the real version: the catalog is immutable.
+      pv1::Snapshot snap = loaded.catalog->snapshot();
+      snap.set_version(next_version());
+      std::vector<policy::Issue> issues;
+      auto cat = policy::Catalog::compile(std::move(snap), issues);
+      if (!cat) continue;  // cannot happen: the same content compiled a moment ago
+      metrics.reloads.Add({{"result", "accepted"}}).Increment();
+      publish(std::move(cat));
+    }
+  }
+
+  asio::awaitable<void> drain() {
+    draining = true;
+    fanout.close();
+    Event stopped(ex);
+    std::thread t([this, &stopped] {
+      server->Shutdown(std::chrono::system_clock::now() + 2s);
+      asio::post(ex, [&stopped] { stopped.set(); });
+    });
+    co_await stopped.wait();
+    t.join();
+    pump->shutdown();
+  }
+
+  // ------------------------------------------------------------ listings
+
+  std::string apis_json() const {
+    std::string out = "{\"version\":" + std::to_string(current->version()) + ",\"apis\":[";
+    bool first = true;
+    for (const auto& api : current->apis()) {
+      pv1::Api copy = *api.def;
+      // Public keys only, but long: the listing names the file instead.
+      copy.mutable_policies()->mutable_identify()->mutable_jwt()->clear_jwks();
+      if (!api.def->policies().has_identify()) copy.mutable_policies()->clear_identify();
+      if (!api.def->has_policies()) copy.clear_policies();
+      std::string one;
+      google::protobuf::util::JsonPrintOptions o;
+      o.preserve_proto_field_names = true;
+      (void)google::protobuf::util::MessageToJsonString(copy, &one, o);
+      // Resolved fields, so a user sees what every hop sees.
+      one.pop_back();
+      one += ",\"resolved_base_path\":";
+      json_string(one, api.base_path);
+      one += ",\"enforced_by\":";
+      json_string(one, api.green ? "connector" : "edge");
+      one += '}';
+      if (!first) out += ',';
+      first = false;
+      out += one;
+    }
+    return out + "]}\n";
+  }
+
+  std::string applications_json() const {
+    std::string out = "{\"version\":" + std::to_string(current->version()) + ",\"applications\":[";
+    const auto& apps = current->snapshot().config().applications();
+    for (int i = 0; i < apps.size(); ++i) {
+      const auto& a = apps[i];
+      if (i) out += ',';
+      out += "{\"name\":";
+      json_string(out, a.name());
+      out += ",\"description\":";
+      json_string(out, a.description());
+      out += ",\"apis\":";
+      json_strings(out, a.apis());
+      out += ",\"identifiers\":{\"api_keys\":" + std::to_string(a.api_keys_size()) + ",\"ip_ranges\":";
+      json_strings(out, a.ip_ranges());
+      out += ",\"hostnames\":";
+      json_strings(out, a.hostnames());
+      out += ",\"jwt_subjects\":";
+      json_strings(out, a.jwt_subjects());
+      out += ",\"basic_users\":[";
+      for (int k = 0; k < a.basic_size(); ++k) {
+        if (k) out += ',';
+        json_string(out, a.basic(k).username());
+      }
+      out += "]}}";
+    }
+    return out + "]}\n";
+  }
+};
+
+PolicyService::PolicyService(asio::io_context& ioc, config::v1::PolicyServiceConfig config,
+                             std::shared_ptr<prometheus::Registry> metrics)
+    : impl_(std::make_unique<Impl>(ioc, std::move(config), std::move(metrics))) {}
+PolicyService::~PolicyService() = default;
+void PolicyService::start() { impl_->start(); }
+asio::awaitable<void> PolicyService::drain() { return impl_->drain(); }
+int PolicyService::port() const { return impl_->port; }
+std::string PolicyService::apis_json() const { return impl_->apis_json(); }
+std::string PolicyService::applications_json() const { return impl_->applications_json(); }
+
+}  // namespace postern::policy_service
