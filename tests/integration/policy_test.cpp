@@ -1,0 +1,406 @@
+// Policies with the real binaries: policy service -> connector -> broker ->
+// edge, the demo as the native service, curl as the client.
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <csignal>
+#include <functional>
+#include <thread>
+
+#include "support/http.hpp"
+#include "support/system.hpp"
+
+namespace postern::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return pred();
+}
+
+constexpr const char* kAlphaKey = "alpha-key-0123456789";
+constexpr const char* kBetaKey = "beta-key-9876543210";
+
+// Every status code policy can give, each on an API of its own.
+const char* kPolicies = R"(threat_protection:
+  max_url_length: {max: 300}
+apis:
+  - {name: open, version: "1.0", routing: "apigateway://demo/"}
+  - name: keyed
+    version: "1.0"
+    routing: apigateway://demo/
+    policies:
+      identify: {identifiers: [API_KEY]}
+  - name: basic
+    version: "1.0"
+    routing: apigateway://demo/
+    policies:
+      identify: {identifiers: [BASIC]}
+  - name: limited
+    version: "1.0"
+    routing: apigateway://demo/
+    policies:
+      throttling:
+        rate: [{key: API, requests: 2, per: 60s}]
+  - name: concurrent
+    version: "1.0"
+    routing: apigateway://demo/
+    policies:
+      throttling:
+        concurrency: [{key: API, max: 1, retry_after: 2s}]
+  - name: guarded
+    version: "1.0"
+    routing: apigateway://demo/
+    policies:
+      threat_protection:
+        max_url_length: {max: 100}
+        max_header_count: {max: 12}
+        max_header_bytes: {max: 2000}
+        max_body_bytes: {max: 1000}
+        max_json_depth: {max: 3}
+  - name: reported
+    version: "1.0"
+    routing: apigateway://demo/
+    policies:
+      threat_protection:
+        max_url_length: {max: 10, mode: REPORT}
+  - name: denied
+    version: "1.0"
+    routing: apigateway://demo/
+    policies:
+      threat_protection:
+        ip_deny: {cidrs: [127.0.0.0/8]}
+  - name: mediated
+    version: "1.0"
+    routing: apigateway://demo/
+    policies:
+      transform:
+        request_headers: {add: {X-Added: yes-added}, remove: [X-Drop], rename: {X-Old: X-New}}
+        request_query: {add: {extra: "1"}, remove: [secret]}
+        response_headers: {add: {X-Gateway-Mediated: "true"}}
+applications:
+  - name: alpha
+    api_keys: [{key_file: keys/alpha}]
+    basic: [{username: alice, password_sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8}]
+    apis: [keyed, basic]
+  - name: beta
+    api_keys: [{key_file: keys/beta}]
+    apis: [open]
+)";
+
+class Policies : public ::testing::Test {
+ protected:
+  void start(const std::string& policy_yaml, const std::string& edge_extra = "") {
+    std::filesystem::create_directories(sys.dir().file("keys"));
+    write_file(sys.dir().file("keys/alpha"), std::string(kAlphaKey) + "\n");
+    write_file(sys.dir().file("keys/beta"), kBetaKey);
+    sys.start_demo();
+    sys.start_policy(policy_yaml);
+    sys.start_broker();
+    sys.start_connector();
+    sys.start_edge(edge_extra);
+  }
+  std::string url(const std::string& api, const std::string& rest = "/headers") {
+    return sys.edge_url("/gateway/" + api + "/1.0" + rest);
+  }
+  System sys;
+};
+
+TEST_F(Policies, EachStatusOnTheRequestThatShouldGetItAndOnlyOnIt) {
+  start(kPolicies);
+
+  // Identify & Authorize.
+  auto none = curl({url("keyed")});
+  EXPECT_EQ(none.status, 401) << none.body;
+  EXPECT_NE(none.header("www-authenticate").find("APIKey"), std::string::npos) << none.headers;
+  EXPECT_EQ(none.header("content-type"), "application/problem+json");
+  auto wrong = curl({"-H", "x-Gateway-APIKey: not-a-key", url("keyed")});
+  EXPECT_EQ(wrong.status, 401);
+  EXPECT_EQ(wrong.body.find("not-a-key"), std::string::npos) << wrong.body;
+  auto other_app = curl({"-H", std::string("x-Gateway-APIKey: ") + kBetaKey, url("keyed")});
+  EXPECT_EQ(other_app.status, 403) << other_app.body;
+  EXPECT_NE(other_app.body.find("application 'beta' may not use API 'keyed'"), std::string::npos) << other_app.body;
+  auto good = curl({"-H", std::string("X-Gateway-APIKey: ") + kAlphaKey, url("keyed")});
+  EXPECT_EQ(good.status, 200) << good.body;
+  EXPECT_EQ(good.body.find(kAlphaKey), std::string::npos) << "the native service saw the key: " << good.body;
+  EXPECT_EQ(curl({url("open")}).status, 200);
+
+  // HTTP Basic.
+  EXPECT_EQ(curl({url("basic")}).status, 401);
+  EXPECT_NE(curl({url("basic")}).header("www-authenticate").find("Basic"), std::string::npos);
+  EXPECT_EQ(curl({"-u", "alice:wrong", url("basic")}).status, 401);
+  EXPECT_EQ(curl({"-u", "alice:password", url("basic")}).status, 200);
+
+  // Request rate: two per minute, the third is refused with the headers
+  // that say when to come back.
+  EXPECT_EQ(curl({url("limited")}).status, 200);
+  EXPECT_EQ(curl({url("limited")}).status, 200);
+  auto limited = curl({url("limited")});
+  EXPECT_EQ(limited.status, 429) << limited.body;
+  EXPECT_GE(std::stoi(limited.header("retry-after").empty() ? "0" : limited.header("retry-after")), 1);
+  EXPECT_EQ(limited.header("ratelimit-limit"), "2");
+  EXPECT_EQ(limited.header("ratelimit-remaining"), "0");
+  EXPECT_FALSE(limited.header("ratelimit-reset").empty());
+  EXPECT_EQ(curl({url("open")}).status, 200) << "another API is not limited";
+
+  // Concurrency: one at a time; the second while the first runs gets 503.
+  CurlResult slow;
+  std::jthread t([&] { slow = curl({url("concurrent", "/slow?ms=1500")}, 20s); });
+  // The slow request holds the slot for 1.5 s; 400 ms is ample to be in.
+  std::this_thread::sleep_for(400ms);
+  auto busy = curl({url("concurrent")});
+  EXPECT_EQ(busy.status, 503) << busy.body;
+  EXPECT_EQ(busy.header("retry-after"), "2");
+  t.join();
+  EXPECT_EQ(slow.status, 200);
+  EXPECT_EQ(curl({url("concurrent")}).status, 200) << "the slot is free again";
+
+  // Threat protection.
+  EXPECT_EQ(curl({url("guarded", "/headers?" + std::string(120, 'a'))}).status, 414);
+  EXPECT_EQ(curl({url("open", "/headers?" + std::string(320, 'a'))}).status, 414) << "global limit";
+  EXPECT_EQ(curl({url("open", "/headers?" + std::string(120, 'a'))}).status, 200);
+  std::vector<std::string> many{url("guarded")};
+  for (int i = 0; i < 15; ++i) many.insert(many.begin(), {"-H", "X-Extra-" + std::to_string(i) + ": v"});
+  EXPECT_EQ(curl(many).status, 431);
+  EXPECT_EQ(curl({"-H", "X-Big: " + std::string(2500, 'b'), url("guarded")}).status, 431);
+  EXPECT_EQ(curl({"--data-binary", std::string(1500, 'x'), url("guarded", "/echo")}).status, 413);
+  EXPECT_EQ(curl({"-H", "Transfer-Encoding: chunked", "--data-binary", std::string(1500, 'x'), url("guarded", "/echo")})
+                .status,
+            413);
+  EXPECT_EQ(curl({"--data-binary", std::string(500, 'x'), url("guarded", "/echo")}).status, 200);
+  EXPECT_EQ(curl({"-H", "Content-Type: application/json", "--data-binary", R"({"a":{"b":{"c":{"d":1}}}})",
+                  url("guarded", "/echo")})
+                .status,
+            400);
+  auto shallow = curl({"-H", "Content-Type: application/json", "--data-binary", R"({"a":{"b":[1,2]}})",
+                       url("guarded", "/echo")});
+  EXPECT_EQ(shallow.status, 200);
+  EXPECT_EQ(shallow.body, R"({"a":{"b":[1,2]}})") << "a prefetched body is forwarded whole";
+  EXPECT_EQ(curl({url("denied")}).status, 403);
+  // Report-only: passes, and is counted.
+  EXPECT_EQ(curl({url("reported", "/headers?" + std::string(50, 'r'))}).status, 200);
+
+  // Every decision is counted.
+  const auto m = scrape(sys.edge_admin_port);
+  auto decisions = [&](const std::map<std::string, std::string>& labels) {
+    return metric_value(m, "postern_edge_policy_decisions_total", labels);
+  };
+  EXPECT_GE(decisions({{"api", "keyed"}, {"outcome", "rejected"}, {"reason", "missing_credential"}}), 1);
+  EXPECT_GE(decisions({{"api", "keyed"}, {"outcome", "rejected"}, {"reason", "invalid_credential"}}), 1);
+  EXPECT_GE(decisions({{"api", "keyed"}, {"outcome", "rejected"}, {"reason", "not_authorized"}}), 1);
+  EXPECT_GE(decisions({{"api", "keyed"}, {"policy", "identify"}, {"outcome", "allowed"}}), 1);
+  EXPECT_EQ(decisions({{"api", "limited"}, {"outcome", "rejected"}, {"reason", "rate_limited"}}), 1);
+  EXPECT_EQ(decisions({{"api", "concurrent"}, {"outcome", "rejected"}, {"reason", "concurrency_limit"}}), 1);
+  EXPECT_GE(decisions({{"api", "guarded"}, {"outcome", "rejected"}, {"reason", "json_too_deep"}}), 1);
+  EXPECT_GE(decisions({{"api", "guarded"}, {"outcome", "rejected"}, {"reason", "body_too_large"}}), 2);
+  EXPECT_EQ(decisions({{"api", "reported"}, {"outcome", "reported"}, {"reason", "url_too_long"}}), 1);
+  EXPECT_EQ(decisions({{"api", "denied"}, {"outcome", "rejected"}, {"reason", "ip_denied"}}), 1);
+  EXPECT_GE(decisions({{"api", "open"}, {"policy", "threat_protection"}, {"outcome", "allowed"}}), 3);
+  // The key is in no log line of any service.
+  for (auto* p : {sys.edge.get(), sys.broker.get(), sys.connectors[0].get(), sys.demo.get(), sys.policy.get()}) {
+    EXPECT_EQ(p->count_log(kAlphaKey), 0) << p->log_path();
+  }
+}
+
+TEST_F(Policies, KeyInTheQueryNeverReachesTheNativeService) {
+  start(kPolicies);
+  auto r = curl({url("keyed", "/headers?a=1&x-Gateway-APIKey=" + std::string(kAlphaKey) + "&b=2")});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body.find(kAlphaKey), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("\"target\":\"/headers?a=1&b=2\""), std::string::npos) << r.body;
+  EXPECT_EQ(sys.edge->count_log(kAlphaKey), 0);
+}
+
+TEST_F(Policies, HeaderAndQueryTransformation) {
+  start(kPolicies);
+  auto r = curl({"-H", "X-Drop: d", "-H", "X-Old: o", url("mediated", "/headers?secret=s&keep=k")});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(r.body.find(R"(["X-Added","yes-added"])"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find(R"(["X-New","o"])"), std::string::npos) << r.body;
+  EXPECT_EQ(r.body.find("X-Drop"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find(R"("target":"/headers?keep=k&extra=1")"), std::string::npos) << r.body;
+  EXPECT_EQ(r.header("x-gateway-mediated"), "true");
+}
+
+TEST_F(Policies, FileEditReachesTheEdgeWithinTwoSecondsAndABadEditIsRejected) {
+  start(kPolicies);
+  ASSERT_EQ(curl({url("open")}).status, 200);
+
+  // Lock the open API: the edit must change what the edge does, no restart.
+  std::string locked = kPolicies;
+  locked.replace(locked.find(R"(  - {name: open, version: "1.0", routing: "apigateway://demo/"})"),
+                 std::string(R"(  - {name: open, version: "1.0", routing: "apigateway://demo/"})").size(),
+                 "  - {name: open, version: \"1.0\", routing: \"apigateway://demo/\", policies: {identify: "
+                 "{identifiers: [API_KEY]}}}");
+  const auto t0 = std::chrono::steady_clock::now();
+  sys.write_policy(locked);
+  ASSERT_TRUE(wait_until([&] { return curl({url("open")}).status == 401; }, 5s));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_LT(took, 2s) << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms";
+  EXPECT_EQ(curl({"-H", std::string("x-Gateway-APIKey: ") + kBetaKey, url("open")}).status, 200);
+
+  // An invalid edit: rejected with file, line and field; the last good
+  // version keeps serving everywhere.
+  std::string broken = locked;
+  broken += "  - {name: bad, ip_ranges: [10.0.0.0/33], apis: [open]}\n";
+  sys.write_policy(broken);
+  const auto line = sys.policy->wait_for_log("policy file rejected", 10s);
+  EXPECT_NE(line.find("policy.yaml:"), std::string::npos) << line;
+  EXPECT_NE(line.find("applications[2].ip_ranges[0]"), std::string::npos) << line;
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(curl({url("open")}).status, 401);
+  EXPECT_EQ(curl({"-H", std::string("x-Gateway-APIKey: ") + kBetaKey, url("open")}).status, 200);
+  EXPECT_GE(metric_value(scrape(sys.policy_admin_port), "postern_policy_reloads_total", {{"result", "rejected"}}), 1);
+
+  // A restarted edge gets the current snapshot from the broker before it
+  // reports ready.
+  sys.edge.reset();
+  sys.start_edge();
+  EXPECT_EQ(curl({url("open")}).status, 401);
+}
+
+TEST_F(Policies, Scenario2PoliciesEnforcedInTheGreenZone) {
+  start(R"(apis:
+  - name: inside
+    version: "1.0"
+    routing: apigateway://demo/
+    enforcement: GREEN
+    policies:
+      identify: {identifiers: [API_KEY]}
+      transform:
+        request_headers: {add: {X-Checked-By: connector}}
+      log_invocation: {}
+applications:
+  - name: alpha
+    api_keys: [{key_file: keys/alpha}]
+    apis: [inside]
+)",
+        "invocation_log_file: \"" + sys.dir().file("edge-invocations.log") + "\"\n");
+  auto none = curl({url("inside")});
+  EXPECT_EQ(none.status, 401) << none.body;
+  EXPECT_NE(none.header("www-authenticate").find("APIKey"), std::string::npos);
+  auto good = curl({url("inside", "/headers?x-Gateway-APIKey=" + std::string(kAlphaKey))});
+  EXPECT_EQ(good.status, 200) << good.body;
+  EXPECT_EQ(good.body.find(kAlphaKey), std::string::npos) << good.body;
+  EXPECT_NE(good.body.find(R"(["X-Checked-By","connector"])"), std::string::npos) << good.body;
+  // The connector decided, not the edge.
+  const auto cm = scrape(static_cast<std::uint16_t>(sys.connectors[0]->wait_for_port("admin")));
+  EXPECT_EQ(metric_value(cm, "postern_connector_policy_decisions_total",
+                         {{"api", "inside"}, {"outcome", "rejected"}, {"reason", "missing_credential"}}),
+            1);
+  EXPECT_EQ(metric_value(scrape(sys.edge_admin_port), "postern_edge_policy_decisions_total",
+                         {{"api", "inside"}, {"policy", "identify"}}),
+            0);
+  sys.connectors[0]->wait_for_log("\"msg\":\"invocation\".*\"enforced_by\":\"connector\"");
+  EXPECT_EQ(sys.connectors[0]->count_log(kAlphaKey), 0);
+}
+
+TEST_F(Policies, LogInvocationStoresCompressedPayloadsThatDecode) {
+  const std::string log_file = sys.dir().file("invocations.log");
+  start(R"(apis:
+  - name: logged
+    version: "1.0"
+    routing: apigateway://demo/
+    policies:
+      identify: {identifiers: [API_KEY]}
+      log_invocation: {store_request_payload: true, store_response_payload: true, compress_payload: true}
+applications:
+  - name: alpha
+    api_keys: [{key_file: keys/alpha}]
+    apis: [logged]
+)",
+        "invocation_log_file: \"" + log_file + "\"\n");
+  const std::string payload = "{\"order\":42,\"items\":[\"a\",\"b\"],\"note\":\"" + std::string(3000, 'z') + "\"}";
+  auto r = curl({"-H", std::string("x-Gateway-APIKey: ") + kAlphaKey, "--data-binary", payload,
+                 url("logged", "/echo?x=1")});
+  ASSERT_EQ(r.status, 200);
+  ASSERT_EQ(r.body, payload);
+  ASSERT_TRUE(wait_until([&] { return read_file(log_file).find("\"invocation\"") != std::string::npos; }, 5s));
+  const std::string rec = read_file(log_file);
+  EXPECT_EQ(rec.find(kAlphaKey), std::string::npos) << rec;
+  EXPECT_NE(rec.find("\"application\":\"alpha\""), std::string::npos) << rec;
+  EXPECT_NE(rec.find("\"status\":200"), std::string::npos) << rec;
+  EXPECT_NE(rec.find("\"path\":\"/gateway/logged/1.0/echo\""), std::string::npos) << rec;
+  EXPECT_NE(rec.find("\"native_ms\":"), std::string::npos) << rec;
+  EXPECT_NE(rec.find("\"tunnel_ms\":"), std::string::npos) << rec;
+  // Both payloads decode (base64, gunzip) to the bytes that crossed.
+  write_file(sys.dir().file("record.json"), rec);
+  for (const char* which : {"request_payload", "response_payload"}) {
+    auto decoded = run_command(
+        {"python3", "-c",
+         "import base64,gzip,json,sys\n"
+         "r=json.loads(open(sys.argv[1]).readline())[sys.argv[2]]\n"
+         "assert r['encoding']=='gzip+base64', r['encoding']\n"
+         "sys.stdout.write(gzip.decompress(base64.b64decode(r['data'])).decode())\n",
+         sys.dir().file("record.json"), which});
+    EXPECT_EQ(decoded.exit_code, 0) << decoded.err;
+    EXPECT_EQ(decoded.out, payload) << which;
+  }
+  // The record went to stdout too.
+  EXPECT_EQ(sys.edge->count_log("\"msg\":\"invocation\""), 1);
+}
+
+TEST_F(Policies, AdminListsApisAndApplicationsWithoutKeyMaterial) {
+  start(kPolicies);
+  const std::string admin = "http://127.0.0.1:" + std::to_string(sys.policy_admin_port);
+  auto apis = curl({admin + "/apis"});
+  EXPECT_EQ(apis.status, 200);
+  EXPECT_EQ(apis.header("content-type"), "application/json");
+  EXPECT_NE(apis.body.find("\"name\":\"keyed\""), std::string::npos) << apis.body;
+  EXPECT_NE(apis.body.find("\"resolved_base_path\":\"/gateway/keyed/1.0\""), std::string::npos) << apis.body;
+  auto apps = curl({admin + "/applications"});
+  EXPECT_EQ(apps.status, 200);
+  EXPECT_NE(apps.body.find("\"name\":\"alpha\""), std::string::npos) << apps.body;
+  EXPECT_NE(apps.body.find("\"api_keys\":1"), std::string::npos) << apps.body;
+  EXPECT_NE(apps.body.find("\"basic_users\":[\"alice\"]"), std::string::npos) << apps.body;
+  for (const auto& body : {apis.body, apps.body}) {
+    EXPECT_EQ(body.find(kAlphaKey), std::string::npos);
+    EXPECT_EQ(body.find("5e884898"), std::string::npos) << "a password hash is listed";
+    EXPECT_EQ(body.find("sha256"), std::string::npos) << "key hashes are listed";
+  }
+}
+
+TEST(PolicyValidate, CatchesCommonMistakesWithFileLineAndField) {
+  TempDir dir("postern-validate");
+  write_file(dir.file("good.yaml"), kPolicies);
+  std::filesystem::create_directories(dir.file("keys"));
+  write_file(dir.file("keys/alpha"), kAlphaKey);
+  write_file(dir.file("keys/beta"), kBetaKey);
+  auto ok = run_command({binary_path("postern-policy"), "validate", dir.file("good.yaml")});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("ok (9 APIs, 2 applications)"), std::string::npos) << ok.out;
+
+  struct Case {
+    const char* yaml;
+    const char* expect;
+  } cases[] = {
+      {"apis:\n  - {name: a, routing: \"apigateway://x/\", colour: blue}\n",
+       ":2:43: apis[0].colour: unknown field 'colour'"},
+      {"apis:\n  - name: a\n    routing: apigateway://x/\n    policies:\n      threat_protection:\n"
+       "        ip_deny: {cidrs: [10.1.0.0/33]}\n",
+       ":6:27: apis[0].policies.threat_protection.ip_deny.cidrs[0]: '10.1.0.0/33'"},
+      {"apis:\n  - {name: a, base_path: /x, routing: \"apigateway://x/\"}\n"
+       "  - {name: b, base_path: /x/, routing: \"apigateway://y/\"}\n",
+       ":3:15: apis[1].base_path: '/x' is already used by API 'a'"},
+      {"apis:\n  - {name: a, routing: \"RegPortAlias/rest\"}\n",
+       ":2:15: apis[0].routing: 'RegPortAlias/rest' has no scheme"},
+  };
+  for (const auto& c : cases) {
+    write_file(dir.file("bad.yaml"), c.yaml);
+    auto r = run_command({binary_path("postern-policy"), "validate", dir.file("bad.yaml")});
+    EXPECT_EQ(r.exit_code, 1) << c.yaml;
+    EXPECT_NE(r.err.find(dir.file("bad.yaml") + c.expect), std::string::npos) << "expected: " << c.expect << "\n"
+                                                                                 << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace postern::testing
