@@ -404,3 +404,70 @@ TEST(PolicyValidate, CatchesCommonMistakesWithFileLineAndField) {
 
 }  // namespace
 }  // namespace postern::testing
+
+namespace postern::testing {
+namespace {
+
+// An identity provider in a few lines: an RSA key from openssl, its JWKS, and
+// RS256 tokens signed with `openssl dgst`.
+const char* kMintTokens = R"(import base64, json, subprocess, sys, time
+d = sys.argv[1]
+def b64(b): return base64.urlsafe_b64encode(b).rstrip(b'=').decode()
+subprocess.run(['openssl', 'genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', d + '/idp.pem'],
+               check=True, capture_output=True)
+mod = subprocess.run(['openssl', 'rsa', '-in', d + '/idp.pem', '-noout', '-modulus'], check=True,
+                     capture_output=True, text=True).stdout.strip().split('=')[1]
+json.dump({'keys': [{'kty': 'RSA', 'kid': 'k1', 'alg': 'RS256', 'use': 'sig', 'n': b64(bytes.fromhex(mod)), 'e': 'AQAB'}]},
+          open(d + '/jwks.json', 'w'))
+def token(claims):
+    head = b64(json.dumps({'alg': 'RS256', 'kid': 'k1', 'typ': 'JWT'}).encode())
+    body = b64(json.dumps(claims).encode())
+    sig = subprocess.run(['openssl', 'dgst', '-sha256', '-sign', d + '/idp.pem'], input=(head + '.' + body).encode(),
+                         check=True, capture_output=True).stdout
+    return head + '.' + body + '.' + b64(sig)
+now = int(time.time())
+base = {'sub': 'svc-a', 'iss': 'https://idp.test', 'aud': 'postern', 'exp': now + 300}
+for name, claims in [('valid', base), ('expired', dict(base, exp=now - 600)), ('wrong_aud', dict(base, aud='other')),
+                     ('stranger', dict(base, sub='svc-unknown'))]:
+    open(d + '/' + name + '.jwt', 'w').write(token(claims))
+)";
+
+TEST(PoliciesJwt, BearerTokensFromAJwksFile) {
+  System sys;
+  auto mint = run_command({"python3", "-c", kMintTokens, sys.dir().path()});
+  ASSERT_EQ(mint.exit_code, 0) << mint.err;
+  sys.start_demo();
+  sys.start_policy(R"(apis:
+  - name: jwt
+    version: "1.0"
+    routing: apigateway://demo/
+    policies:
+      identify:
+        identifiers: [JWT]
+        jwt: {jwks_file: jwks.json, issuer: "https://idp.test", audiences: [postern]}
+applications:
+  - {name: service-a, jwt_subjects: [svc-a], apis: [jwt]}
+)");
+  sys.start_broker();
+  sys.start_connector();
+  sys.start_edge();
+  const std::string u = sys.edge_url("/gateway/jwt/1.0/headers");
+  auto bearer = [&](const char* name) {
+    return curl({"-H", "Authorization: Bearer " + read_file(sys.dir().file(std::string(name) + ".jwt")), u});
+  };
+  EXPECT_EQ(bearer("valid").status, 200);
+  auto none = curl({u});
+  EXPECT_EQ(none.status, 401);
+  EXPECT_NE(none.header("www-authenticate").find("Bearer realm=\"postern\""), std::string::npos) << none.headers;
+  auto expired = bearer("expired");
+  EXPECT_EQ(expired.status, 401);
+  EXPECT_NE(expired.header("www-authenticate").find("error=\"invalid_token\""), std::string::npos) << expired.headers;
+  EXPECT_NE(expired.header("www-authenticate").find("expired"), std::string::npos) << expired.headers;
+  EXPECT_EQ(bearer("wrong_aud").status, 401);
+  EXPECT_EQ(bearer("stranger").status, 401);
+  // The JWKS reached the edge inside the snapshot: the edge has no file.
+  EXPECT_EQ(read_file(sys.dir().file("edge.yaml")).find("jwks"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace postern::testing
