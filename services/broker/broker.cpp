@@ -15,6 +15,7 @@
 #include "common/error.hpp"
 #include "common/event.hpp"
 #include "common/grpc/bridge.hpp"
+#include "common/grpc/channel.hpp"
 #include "common/grpc/snapshot_fanout.hpp"
 #include "common/policy/catalog.hpp"
 #include "common/net/tls.hpp"
@@ -116,10 +117,6 @@ std::vector<std::string> peer_identities(const grpc::ServerContext& ctx) {
     }
   }
   return out;
-}
-
-grpc::Status status_for(tv1::ErrorCode code, const std::string& msg) {
-  return grpc::Status(static_cast<grpc::StatusCode>(grpc_status(code)), msg);
 }
 
 template <class Stream>
@@ -265,26 +262,15 @@ struct Broker::Impl {
   // the current one keeps serving.
   void accept_snapshot(const policy::v1::Snapshot& snap, const std::string& connector) {
     const auto& cur = config_fanout.current();
-    if (cur && snap.version() <= cur->version()) {
-      metrics.config_updates.Add({{"result", "stale"}}).Increment();
-      return;
-    }
-    std::vector<policy::Issue> issues;
-    auto cat = policy::Catalog::compile(snap, issues);
-    if (!cat) {
-      metrics.config_updates.Add({{"result", "invalid"}}).Increment();
-      POSTERN_LOG(error, "policy snapshot refused")
-          .kv("connector", connector)
-          .kv("version", snap.version())
-          .kv("error", issues.empty() ? std::string() : issues.front().path + ": " + issues.front().message);
-      return;
-    }
-    metrics.config_updates.Add({{"result", "applied"}}).Increment();
-    metrics.config_version.Set(static_cast<double>(snap.version()));
-    POSTERN_LOG(info, "policy snapshot applied")
-        .kv("connector", connector)
-        .kv("version", snap.version())
-        .kv("digest", snap.digest().substr(0, 16));
+    policy::SnapshotOutcome outcome;
+    auto cat = policy::compile_newer(cur ? cur->version() : 0, snap, "connector " + connector, &outcome);
+    metrics.config_updates
+        .Add({{"result", outcome == policy::SnapshotOutcome::applied ? "applied"
+                         : outcome == policy::SnapshotOutcome::stale ? "stale"
+                                                                     : "invalid"}})
+        .Increment();
+    if (!cat) return;
+    metrics.config_version.Set(static_cast<double>(cat->version()));
     config_fanout.publish(std::shared_ptr<const policy::v1::Snapshot>(cat, &cat->snapshot()));
   }
 
@@ -294,11 +280,7 @@ struct Broker::Impl {
     grpc::ServerBuilder b;
     b.AddListeningPort(listen, creds, &port);
     b.RegisterService(&service);
-    b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
-    b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
-    b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
-    b.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
-    b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    grpc_bridge::apply_server_args(b);
     b.SetMaxReceiveMessageSize(4 * 1024 * 1024);
     auto q = b.AddCompletionQueue();
     cq = q.get();

@@ -16,6 +16,7 @@
 #include "common/config/yaml_proto.hpp"
 #include "common/event.hpp"
 #include "common/grpc/bridge.hpp"
+#include "common/grpc/channel.hpp"
 #include "common/grpc/snapshot_watcher.hpp"
 #include "common/net/http_client.hpp"
 #include "common/net/http_headers.hpp"
@@ -288,24 +289,8 @@ struct Connector::Impl {
 
   void start_policy_watch() {
     const auto& pc = cfg.policy();
-    std::shared_ptr<grpc::ChannelCredentials> pcreds = grpc::InsecureChannelCredentials();
-    grpc::ChannelArguments args;
-    if (pc.has_tls()) {
-      grpc::SslCredentialsOptions o;
-      if (!pc.tls().ca_file().empty()) o.pem_root_certs = net::read_pem_file(pc.tls().ca_file(), "policy.tls.ca_file");
-      if (!pc.tls().cert_file().empty()) {
-        o.pem_cert_chain = net::read_pem_file(pc.tls().cert_file(), "policy.tls.cert_file");
-        o.pem_private_key = net::read_pem_file(pc.tls().key_file(), "policy.tls.key_file");
-      }
-      pcreds = grpc::SslCredentials(o);
-      if (!pc.tls().server_name().empty()) args.SetSslTargetNameOverride(pc.tls().server_name());
-    }
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
-    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-    args.SetMaxReceiveMessageSize(4 * 1024 * 1024);
+    grpc::ChannelArguments args = gb::client_channel_args();
+    auto pcreds = gb::client_credentials(pc.has_tls() ? &pc.tls() : nullptr, "policy", args);
     policy_stub = pv1::Policy::NewStub(grpc::CreateCustomChannel(pc.address(), pcreds, args));
     policy_watch = std::make_unique<grpc_bridge::SnapshotWatcher>(ex, "policy", pc.address(), cfg.id());
     asio::co_spawn(ex,
@@ -319,19 +304,10 @@ struct Connector::Impl {
   }
 
   void apply_snapshot(pv1::Snapshot&& s) {
-    if (catalog && s.version() <= catalog->version()) return;
-    const auto version = s.version();
-    std::vector<policy::Issue> issues;
-    auto cat = policy::Catalog::compile(std::move(s), issues);
-    if (!cat) {
-      POSTERN_LOG(error, "policy snapshot refused; keeping the current one")
-          .kv("version", version)
-          .kv("error", issues.empty() ? std::string() : issues.front().path + ": " + issues.front().message);
-      return;
-    }
+    auto cat = policy::compile_newer(catalog ? catalog->version() : 0, std::move(s), "policy");
+    if (!cat) return;
     catalog = std::move(cat);
-    metrics.config_version.Set(static_cast<double>(version));
-    POSTERN_LOG(info, "policy snapshot applied").kv("version", version).kv("apis", catalog->snapshot().config().apis_size());
+    metrics.config_version.Set(static_cast<double>(catalog->version()));
     // Outward: each attached broker gets it on its Attach stream.
     for (auto& [_, l] : links) l->wake->set();
   }
@@ -394,17 +370,10 @@ struct Connector::Impl {
     auto link = std::make_unique<Link>();
     link->name = name;
     link->target = target;
-    grpc::ChannelArguments args;
+    grpc::ChannelArguments args = gb::client_channel_args();
     args.SetSslTargetNameOverride(cfg.tls().server_name().empty() ? host : cfg.tls().server_name());
+    // One subchannel per link: two links to one address must not share it.
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
-    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-    args.SetMaxReceiveMessageSize(4 * 1024 * 1024);
     link->channel = grpc::CreateCustomChannel(target, creds, args);
     link->stub = tv1::Registration::NewStub(link->channel);
     link->wake = std::make_unique<Event>(ex);

@@ -213,21 +213,10 @@ struct EdgeServer::Impl {
       config_received = true;
       POSTERN_LOG(info, "config received from broker").kv("version", s.version());
     }
-    if (s.version() == 0 || (catalog && s.version() <= catalog->version())) return;
-    const auto version = s.version();
-    std::vector<policy::Issue> issues;
-    auto cat = policy::Catalog::compile(std::move(s), issues);
-    if (!cat) {
-      POSTERN_LOG(error, "policy snapshot refused; keeping the current one")
-          .kv("version", version)
-          .kv("error", issues.empty() ? std::string() : issues.front().path + ": " + issues.front().message);
-      return;
-    }
+    auto cat = policy::compile_newer(catalog ? catalog->version() : 0, std::move(s), "broker");
+    if (!cat) return;
     catalog = std::move(cat);
-    config_version.Set(static_cast<double>(version));
-    POSTERN_LOG(info, "policy snapshot applied")
-        .kv("version", version)
-        .kv("apis", catalog->snapshot().config().apis_size());
+    config_version.Set(static_cast<double>(catalog->version()));
   }
 
   const net::Origin& direct_origin(const Route& r) {

@@ -4,8 +4,8 @@
 
 #include "common/event.hpp"
 #include "common/grpc/bridge.hpp"
+#include "common/grpc/channel.hpp"
 #include "common/grpc/snapshot_watcher.hpp"
-#include "common/net/tls.hpp"
 #include "postern/tunnel/v1/tunnel.grpc.pb.h"
 
 namespace postern::edge {
@@ -28,26 +28,8 @@ RelayClient::RelayClient(asio::any_io_executor ex, const config::v1::RelayClient
   impl_->ex = ex;
   impl_->address = cfg.address();
   if (cfg.address().empty()) throw std::runtime_error("broker.address is required");
-  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
-  grpc::ChannelArguments args;
-  if (cfg.has_tls()) {
-    grpc::SslCredentialsOptions o;
-    if (!cfg.tls().ca_file().empty()) o.pem_root_certs = net::read_pem_file(cfg.tls().ca_file(), "broker.tls.ca_file");
-    if (!cfg.tls().cert_file().empty()) {
-      o.pem_cert_chain = net::read_pem_file(cfg.tls().cert_file(), "broker.tls.cert_file");
-      o.pem_private_key = net::read_pem_file(cfg.tls().key_file(), "broker.tls.key_file");
-    }
-    creds = grpc::SslCredentials(o);
-    if (!cfg.tls().server_name().empty()) args.SetSslTargetNameOverride(cfg.tls().server_name());
-  }
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  args.SetMaxReceiveMessageSize(4 * 1024 * 1024);
+  grpc::ChannelArguments args = gb::client_channel_args();
+  auto creds = gb::client_credentials(cfg.has_tls() ? &cfg.tls() : nullptr, "broker", args);
   impl_->channel = grpc::CreateCustomChannel(cfg.address(), creds, args);
   impl_->stub = tv1::Relay::NewStub(impl_->channel);
   impl_->pump = std::make_unique<gb::Pump>(std::make_unique<grpc::CompletionQueue>(), "cq-relay");

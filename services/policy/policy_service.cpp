@@ -14,6 +14,7 @@
 #include "common/config/yaml_proto.hpp"
 #include "common/event.hpp"
 #include "common/grpc/bridge.hpp"
+#include "common/grpc/channel.hpp"
 #include "common/grpc/snapshot_fanout.hpp"
 #include "common/net/tls.hpp"
 #include "common/observability/log.hpp"
@@ -155,11 +156,7 @@ struct PolicyService::Impl {
     grpc::ServerBuilder b;
     b.AddListeningPort(l.listen(), creds, &port);
     b.RegisterService(&service);
-    b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
-    b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
-    b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
-    b.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
-    b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    grpc_bridge::apply_server_args(b);
     auto q = b.AddCompletionQueue();
     cq = q.get();
     server = b.BuildAndStart();

@@ -17,15 +17,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return pred();
-}
-
 double attached(std::uint16_t admin_port) {
   return metric_value(scrape(admin_port), "postern_broker_connectors_attached", {{"alias", "demo"}});
 }

@@ -134,4 +134,8 @@ CommandResult run_command(const std::vector<std::string>& argv,
                           const std::vector<std::string>& env_extra = {},
                           const std::vector<std::string>& env_remove = {});
 
+/// Polls `pred` every 20 ms until it holds or `timeout` passes; returns its
+/// last value. For conditions with no log line or port to wait on.
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
+
 }  // namespace postern::testing

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "common/config/yaml_proto.hpp"
+#include "common/observability/log.hpp"
 #include "common/policy/codec.hpp"
 #include "common/policy/jwt.hpp"
 
@@ -349,6 +350,34 @@ const pv1::Application* Catalog::by_basic(std::string_view user, std::string_vie
 
 bool Catalog::allows(const pv1::Application& app, std::string_view api) {
   return std::find(app.apis().begin(), app.apis().end(), api) != app.apis().end();
+}
+
+std::shared_ptr<const Catalog> compile_newer(std::uint64_t current_version, pv1::Snapshot snapshot,
+                                             std::string_view from, SnapshotOutcome* outcome) {
+  SnapshotOutcome dummy;
+  SnapshotOutcome& out = outcome ? *outcome : dummy;
+  const auto version = snapshot.version();
+  if (version == 0 || version <= current_version) {
+    out = SnapshotOutcome::stale;
+    return nullptr;
+  }
+  std::vector<Issue> issues;
+  auto cat = Catalog::compile(std::move(snapshot), issues);
+  if (!cat) {
+    out = SnapshotOutcome::invalid;
+    POSTERN_LOG(error, "policy snapshot refused; keeping the current one")
+        .kv("from", from)
+        .kv("version", version)
+        .kv("error", issues.empty() ? std::string() : issues.front().path + ": " + issues.front().message);
+    return nullptr;
+  }
+  out = SnapshotOutcome::applied;
+  POSTERN_LOG(info, "policy snapshot applied")
+      .kv("from", from)
+      .kv("version", version)
+      .kv("digest", cat->snapshot().digest().substr(0, 16))
+      .kv("apis", cat->snapshot().config().apis_size());
+  return cat;
 }
 
 namespace {

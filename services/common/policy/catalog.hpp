@@ -100,6 +100,17 @@ class Catalog {
   std::vector<std::pair<IpRanges, const pv1::Application*>> ip_apps_;
 };
 
+/// What a hop did with a snapshot it received.
+enum class SnapshotOutcome { applied, stale, invalid };
+
+/// A hop's handling of a snapshot received (connector, broker, edge): a
+/// version not newer than `current_version` (or 0, "none yet") is stale; one
+/// that does not compile is refused and logged with its first problem
+/// ("policy snapshot refused"); otherwise the compiled catalog is returned
+/// and logged ("policy snapshot applied"). `from` names the sender in logs.
+std::shared_ptr<const Catalog> compile_newer(std::uint64_t current_version, pv1::Snapshot snapshot,
+                                             std::string_view from, SnapshotOutcome* outcome = nullptr);
+
 /// Policy service only: replaces each ApiKey.key_file with the SHA-256 of
 /// the file's content (trailing newline stripped) and fills JwtRule.jwks
 /// from jwks_file, paths relative to `base_dir`. Problems go to `issues`.

@@ -424,14 +424,16 @@ Limiter::~Limiter() = default;
 Limiter::Hold::Hold(Hold&& o) noexcept : limiter_(o.limiter_), keys_(std::move(o.keys_)) { o.limiter_ = nullptr; }
 Limiter::Hold& Limiter::Hold::operator=(Hold&& o) noexcept {
   if (this != &o) {
-    this->~Hold();
+    reset();
     limiter_ = o.limiter_;
     keys_ = std::move(o.keys_);
     o.limiter_ = nullptr;
+    o.keys_.clear();
   }
   return *this;
 }
-Limiter::Hold::~Hold() {
+Limiter::Hold::~Hold() { reset(); }
+void Limiter::Hold::reset() {
   if (limiter_) {
     for (const auto& k : keys_) limiter_->release(k);
   }

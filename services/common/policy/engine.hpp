@@ -75,6 +75,8 @@ class Limiter {
     Hold(Hold&&) noexcept;
     Hold& operator=(Hold&&) noexcept;
     ~Hold();
+    /// Releases the slots now.
+    void reset();
 
    private:
     friend class Limiter;

@@ -1,9 +1,6 @@
 #include "common/policy/jwt.hpp"
 
 #include <gtest/gtest.h>
-#include <openssl/bn.h>
-#include <openssl/core_names.h>
-#include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <unistd.h>
 
@@ -16,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include "support/jwt_keys.hpp"
+
 namespace postern::policy {
 namespace {
 
@@ -25,106 +24,14 @@ using std::chrono::system_clock;
 constexpr long long kNow = 1'700'000'000;
 const system_clock::time_point kNowTp{seconds(kNow)};
 
-struct PkeyFree {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
-
-std::string b64url(std::string_view in) {
-  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  std::size_t i = 0;
-  for (; i + 3 <= in.size(); i += 3) {
-    const unsigned v = (static_cast<unsigned char>(in[i]) << 16) | (static_cast<unsigned char>(in[i + 1]) << 8) |
-                       static_cast<unsigned char>(in[i + 2]);
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += kAlphabet[(v >> 6) & 63];
-    out += kAlphabet[v & 63];
-  }
-  if (in.size() - i == 1) {
-    const unsigned v = static_cast<unsigned char>(in[i]) << 16;
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-  } else if (in.size() - i == 2) {
-    const unsigned v = (static_cast<unsigned char>(in[i]) << 16) | (static_cast<unsigned char>(in[i + 1]) << 8);
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += kAlphabet[(v >> 6) & 63];
-  }
-  return out;
-}
-
-std::string bn_param(EVP_PKEY* pkey, const char* name) {
-  BIGNUM* bn = nullptr;
-  if (EVP_PKEY_get_bn_param(pkey, name, &bn) != 1) throw std::runtime_error("get_bn_param failed");
-  std::string out(static_cast<std::size_t>(BN_num_bytes(bn)), '\0');
-  BN_bn2bin(bn, reinterpret_cast<unsigned char*>(out.data()));
-  BN_free(bn);
-  return out;
-}
-
-std::string rsa_jwk(EVP_PKEY* pkey, const std::string& kid = "", const std::string& extra = "") {
-  std::string jwk = R"({"kty":"RSA","n":")" + b64url(bn_param(pkey, OSSL_PKEY_PARAM_RSA_N)) + R"(","e":")" +
-                    b64url(bn_param(pkey, OSSL_PKEY_PARAM_RSA_E)) + "\"";
-  if (!kid.empty()) jwk += R"(,"kid":")" + kid + "\"";
-  return jwk + extra + "}";
-}
-
-// Returns {x, y} of the uncompressed public point.
-std::pair<std::string, std::string> ec_point(EVP_PKEY* pkey) {
-  unsigned char buf[65];
-  std::size_t len = 0;
-  if (EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_PUB_KEY, buf, sizeof buf, &len) != 1 || len != 65 ||
-      buf[0] != 0x04) {
-    throw std::runtime_error("EC public key export failed");
-  }
-  return {std::string(reinterpret_cast<char*>(buf + 1), 32), std::string(reinterpret_cast<char*>(buf + 33), 32)};
-}
-
-std::string ec_jwk(EVP_PKEY* pkey, const std::string& kid = "", const std::string& extra = "") {
-  const auto [x, y] = ec_point(pkey);
-  std::string jwk = R"({"kty":"EC","crv":"P-256","x":")" + b64url(x) + R"(","y":")" + b64url(y) + "\"";
-  if (!kid.empty()) jwk += R"(,"kid":")" + kid + "\"";
-  return jwk + extra + "}";
-}
-
-std::string jwks(const std::vector<std::string>& keys) {
-  std::string out = R"({"keys":[)";
-  for (std::size_t i = 0; i < keys.size(); ++i) out += (i ? "," : "") + keys[i];
-  return out + "]}";
-}
-
-// SHA-256 signature as JWS wants it: PKCS#1 v1.5 bytes for RSA, raw r||s for EC.
-std::string sign(EVP_PKEY* pkey, std::string_view input) {
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
-  std::size_t len = 0;
-  if (EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, pkey) != 1 ||
-      EVP_DigestSign(ctx.get(), nullptr, &len, reinterpret_cast<const unsigned char*>(input.data()), input.size()) !=
-          1) {
-    throw std::runtime_error("sign init failed");
-  }
-  std::string sig(len, '\0');
-  if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()), &len,
-                     reinterpret_cast<const unsigned char*>(input.data()), input.size()) != 1) {
-    throw std::runtime_error("sign failed");
-  }
-  sig.resize(len);
-  if (EVP_PKEY_is_a(pkey, "EC") == 0) return sig;
-  const auto* p = reinterpret_cast<const unsigned char*>(sig.data());
-  ECDSA_SIG* ecdsa = d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(sig.size()));
-  if (ecdsa == nullptr) throw std::runtime_error("bad DER signature");
-  std::string raw(64, '\0');
-  BN_bn2binpad(ECDSA_SIG_get0_r(ecdsa), reinterpret_cast<unsigned char*>(raw.data()), 32);
-  BN_bn2binpad(ECDSA_SIG_get0_s(ecdsa), reinterpret_cast<unsigned char*>(raw.data()) + 32, 32);
-  ECDSA_SIG_free(ecdsa);
-  return raw;
-}
-
-std::string token(EVP_PKEY* pkey, const std::string& header, const std::string& payload) {
-  const std::string input = b64url(header) + "." + b64url(payload);
-  return input + "." + b64url(sign(pkey, input));
-}
+using postern::testing::b64url;
+using postern::testing::ec_jwk;
+using postern::testing::jwks;
+using postern::testing::make_ec_key;
+using postern::testing::make_rsa_key;
+using postern::testing::PkeyPtr;
+using postern::testing::rsa_jwk;
+using postern::testing::signed_jwt;
 
 std::string claims(const std::string& extra = "") {
   return R"({"sub":"alice","exp":)" + std::to_string(kNow + 300) + extra + "}";
@@ -133,10 +40,9 @@ std::string claims(const std::string& extra = "") {
 class JwtTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    rsa_a_.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<std::size_t>(2048)));
-    rsa_b_.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<std::size_t>(2048)));
-    ec_.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
-    ASSERT_TRUE(rsa_a_ && rsa_b_ && ec_);
+    rsa_a_ = make_rsa_key();
+    rsa_b_ = make_rsa_key();
+    ec_ = make_ec_key();
     keys_ = Jwks::parse(jwks({rsa_jwk(rsa_a_.get(), "rsa-a"), rsa_jwk(rsa_b_.get(), "rsa-b"), ec_jwk(ec_.get(), "ec")}));
   }
   static void TearDownTestSuite() {
@@ -176,39 +82,39 @@ const std::string kRsA = R"({"alg":"RS256","kid":"rsa-a"})";
 const std::string kEs = R"({"alg":"ES256","kid":"ec"})";
 
 TEST_F(JwtTest, ValidRs256ReturnsSubject) {
-  const auto r = verify(token(rsa_a_.get(), kRsA, claims()));
+  const auto r = verify(signed_jwt(rsa_a_.get(), kRsA, claims()));
   EXPECT_TRUE(r.ok) << r.error;
   EXPECT_EQ(r.subject, "alice");
   EXPECT_TRUE(r.error.empty());
 }
 
 TEST_F(JwtTest, ValidEs256ReturnsSubject) {
-  const auto r = verify(token(ec_.get(), kEs, claims()));
+  const auto r = verify(signed_jwt(ec_.get(), kEs, claims()));
   EXPECT_TRUE(r.ok) << r.error;
   EXPECT_EQ(r.subject, "alice");
 }
 
 TEST_F(JwtTest, ValidWithoutKidTriesEveryKeyOfTheKind) {
-  EXPECT_TRUE(verify(token(rsa_b_.get(), R"({"alg":"RS256"})", claims())).ok);
-  EXPECT_TRUE(verify(token(ec_.get(), R"({"alg":"ES256","typ":"JWT"})", claims())).ok);
+  EXPECT_TRUE(verify(signed_jwt(rsa_b_.get(), R"({"alg":"RS256"})", claims())).ok);
+  EXPECT_TRUE(verify(signed_jwt(ec_.get(), R"({"alg":"ES256","typ":"JWT"})", claims())).ok);
 }
 
 TEST_F(JwtTest, KidSelectsOnlyThatKey) {
-  EXPECT_TRUE(verify(token(rsa_b_.get(), R"({"alg":"RS256","kid":"rsa-b"})", claims())).ok);
+  EXPECT_TRUE(verify(signed_jwt(rsa_b_.get(), R"({"alg":"RS256","kid":"rsa-b"})", claims())).ok);
   // Signed by b but naming a: a alone is tried, so the signature fails.
-  const auto r = verify(token(rsa_b_.get(), kRsA, claims()));
+  const auto r = verify(signed_jwt(rsa_b_.get(), kRsA, claims()));
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.error, "bad signature");
 }
 
 TEST_F(JwtTest, UnknownKid) {
-  const auto r = verify(token(rsa_a_.get(), R"({"alg":"RS256","kid":"nope"})", claims()));
+  const auto r = verify(signed_jwt(rsa_a_.get(), R"({"alg":"RS256","kid":"nope"})", claims()));
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.error, "unknown key id");
 }
 
 TEST_F(JwtTest, KidOfOtherKindIsNoKeyForAlg) {
-  const auto r = verify(token(rsa_a_.get(), R"({"alg":"RS256","kid":"ec"})", claims()));
+  const auto r = verify(signed_jwt(rsa_a_.get(), R"({"alg":"RS256","kid":"ec"})", claims()));
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.error, "no key for alg RS256");
 }
@@ -216,29 +122,29 @@ TEST_F(JwtTest, KidOfOtherKindIsNoKeyForAlg) {
 TEST_F(JwtTest, CustomIdentifyingClaim) {
   JwtExpectations expect;
   expect.claim = "email";
-  const auto r = verify(token(rsa_a_.get(), kRsA, claims(R"(,"email":"a@example.com")")), expect);
+  const auto r = verify(signed_jwt(rsa_a_.get(), kRsA, claims(R"(,"email":"a@example.com")")), expect);
   EXPECT_TRUE(r.ok) << r.error;
   EXPECT_EQ(r.subject, "a@example.com");
 }
 
 TEST_F(JwtTest, MissingOrEmptySubject) {
-  auto r = verify(token(rsa_a_.get(), kRsA, R"({"exp":)" + std::to_string(kNow + 60) + "}"));
+  auto r = verify(signed_jwt(rsa_a_.get(), kRsA, R"({"exp":)" + std::to_string(kNow + 60) + "}"));
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.error, "missing or empty 'sub' claim");
-  r = verify(token(rsa_a_.get(), kRsA, R"({"sub":"","exp":)" + std::to_string(kNow + 60) + "}"));
+  r = verify(signed_jwt(rsa_a_.get(), kRsA, R"({"sub":"","exp":)" + std::to_string(kNow + 60) + "}"));
   EXPECT_EQ(r.error, "missing or empty 'sub' claim");
-  r = verify(token(rsa_a_.get(), kRsA, R"({"sub":42,"exp":)" + std::to_string(kNow + 60) + "}"));
+  r = verify(signed_jwt(rsa_a_.get(), kRsA, R"({"sub":42,"exp":)" + std::to_string(kNow + 60) + "}"));
   EXPECT_EQ(r.error, "missing or empty 'sub' claim");
 }
 
 TEST_F(JwtTest, Expired) {
-  const auto r = verify(token(rsa_a_.get(), kRsA, R"({"sub":"alice","exp":)" + std::to_string(kNow - 31) + "}"));
+  const auto r = verify(signed_jwt(rsa_a_.get(), kRsA, R"({"sub":"alice","exp":)" + std::to_string(kNow - 31) + "}"));
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.error, "token expired");
 }
 
 TEST_F(JwtTest, ExpiredWithinLeewayIsAccepted) {
-  const auto tok = token(rsa_a_.get(), kRsA, R"({"sub":"alice","exp":)" + std::to_string(kNow - 30) + "}");
+  const auto tok = signed_jwt(rsa_a_.get(), kRsA, R"({"sub":"alice","exp":)" + std::to_string(kNow - 30) + "}");
   EXPECT_TRUE(verify(tok).ok);
   JwtExpectations strict;
   strict.leeway = seconds(0);
@@ -246,39 +152,39 @@ TEST_F(JwtTest, ExpiredWithinLeewayIsAccepted) {
 }
 
 TEST_F(JwtTest, MissingOrNonNumericExp) {
-  auto r = verify(token(rsa_a_.get(), kRsA, R"({"sub":"alice"})"));
+  auto r = verify(signed_jwt(rsa_a_.get(), kRsA, R"({"sub":"alice"})"));
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.error, "missing exp claim");
-  r = verify(token(rsa_a_.get(), kRsA, R"({"sub":"alice","exp":"9999999999"})"));
+  r = verify(signed_jwt(rsa_a_.get(), kRsA, R"({"sub":"alice","exp":"9999999999"})"));
   EXPECT_EQ(r.error, "exp claim is not a number");
 }
 
 TEST_F(JwtTest, NotYetValid) {
-  auto r = verify(token(rsa_a_.get(), kRsA, claims(R"(,"nbf":)" + std::to_string(kNow + 31))));
+  auto r = verify(signed_jwt(rsa_a_.get(), kRsA, claims(R"(,"nbf":)" + std::to_string(kNow + 31))));
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.error, "token not yet valid");
-  r = verify(token(rsa_a_.get(), kRsA, claims(R"(,"nbf":)" + std::to_string(kNow + 30))));
+  r = verify(signed_jwt(rsa_a_.get(), kRsA, claims(R"(,"nbf":)" + std::to_string(kNow + 30))));
   EXPECT_TRUE(r.ok) << r.error;
-  r = verify(token(rsa_a_.get(), kRsA, claims(R"(,"nbf":"soon")")));
+  r = verify(signed_jwt(rsa_a_.get(), kRsA, claims(R"(,"nbf":"soon")")));
   EXPECT_EQ(r.error, "nbf claim is not a number");
 }
 
 TEST_F(JwtTest, Issuer) {
   JwtExpectations expect;
   expect.issuer = "https://idp.example";
-  EXPECT_TRUE(verify(token(rsa_a_.get(), kRsA, claims(R"(,"iss":"https://idp.example")")), expect).ok);
-  auto r = verify(token(rsa_a_.get(), kRsA, claims(R"(,"iss":"https://evil.example")")), expect);
+  EXPECT_TRUE(verify(signed_jwt(rsa_a_.get(), kRsA, claims(R"(,"iss":"https://idp.example")")), expect).ok);
+  auto r = verify(signed_jwt(rsa_a_.get(), kRsA, claims(R"(,"iss":"https://evil.example")")), expect);
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.error, "wrong issuer");
-  r = verify(token(rsa_a_.get(), kRsA, claims()), expect);
+  r = verify(signed_jwt(rsa_a_.get(), kRsA, claims()), expect);
   EXPECT_EQ(r.error, "wrong issuer");
 }
 
 TEST_F(JwtTest, AudienceAsString) {
   JwtExpectations expect;
   expect.audiences = {"api", "gateway"};
-  EXPECT_TRUE(verify(token(rsa_a_.get(), kRsA, claims(R"(,"aud":"gateway")")), expect).ok);
-  const auto r = verify(token(rsa_a_.get(), kRsA, claims(R"(,"aud":"other")")), expect);
+  EXPECT_TRUE(verify(signed_jwt(rsa_a_.get(), kRsA, claims(R"(,"aud":"gateway")")), expect).ok);
+  const auto r = verify(signed_jwt(rsa_a_.get(), kRsA, claims(R"(,"aud":"other")")), expect);
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.error, "wrong audience");
 }
@@ -286,20 +192,20 @@ TEST_F(JwtTest, AudienceAsString) {
 TEST_F(JwtTest, AudienceAsArray) {
   JwtExpectations expect;
   expect.audiences = {"gateway"};
-  EXPECT_TRUE(verify(token(ec_.get(), kEs, claims(R"(,"aud":["x","gateway"])")), expect).ok);
-  auto r = verify(token(ec_.get(), kEs, claims(R"(,"aud":["x","y"])")), expect);
+  EXPECT_TRUE(verify(signed_jwt(ec_.get(), kEs, claims(R"(,"aud":["x","gateway"])")), expect).ok);
+  auto r = verify(signed_jwt(ec_.get(), kEs, claims(R"(,"aud":["x","y"])")), expect);
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.error, "wrong audience");
-  r = verify(token(ec_.get(), kEs, claims()), expect);
+  r = verify(signed_jwt(ec_.get(), kEs, claims()), expect);
   EXPECT_EQ(r.error, "wrong audience");
 }
 
 TEST_F(JwtTest, AudienceIgnoredWhenNotExpected) {
-  EXPECT_TRUE(verify(token(rsa_a_.get(), kRsA, claims(R"(,"aud":"anything")"))).ok);
+  EXPECT_TRUE(verify(signed_jwt(rsa_a_.get(), kRsA, claims(R"(,"aud":"anything")"))).ok);
 }
 
 TEST_F(JwtTest, TamperedPayloadFailsSignature) {
-  const auto good = token(rsa_a_.get(), kRsA, claims());
+  const auto good = signed_jwt(rsa_a_.get(), kRsA, claims());
   const auto dot1 = good.find('.');
   const auto dot2 = good.find('.', dot1 + 1);
   const auto forged = good.substr(0, dot1 + 1) + b64url(R"({"sub":"admin","exp":)" + std::to_string(kNow + 300) + "}") +
@@ -308,7 +214,7 @@ TEST_F(JwtTest, TamperedPayloadFailsSignature) {
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.error, "bad signature");
 
-  const auto good_ec = token(ec_.get(), kEs, claims());
+  const auto good_ec = signed_jwt(ec_.get(), kEs, claims());
   const auto e1 = good_ec.find('.');
   const auto e2 = good_ec.find('.', e1 + 1);
   r = verify(good_ec.substr(0, e1 + 1) + b64url(R"({"sub":"admin","exp":)" + std::to_string(kNow + 300) + "}") +
@@ -343,12 +249,12 @@ TEST_F(JwtTest, StrangeAlgIsNotEchoed) {
 }
 
 TEST_F(JwtTest, CritHeaderRejected) {
-  const auto r = verify(token(rsa_a_.get(), R"({"alg":"RS256","kid":"rsa-a","crit":["exp"]})", claims()));
+  const auto r = verify(signed_jwt(rsa_a_.get(), R"({"alg":"RS256","kid":"rsa-a","crit":["exp"]})", claims()));
   EXPECT_EQ(r.error, "unsupported crit header");
 }
 
 TEST_F(JwtTest, Es256SignatureOfWrongLength) {
-  const auto good = token(ec_.get(), kEs, claims());
+  const auto good = signed_jwt(ec_.get(), kEs, claims());
   const auto dot2 = good.rfind('.');
   const auto input = good.substr(0, dot2);
   auto r = verify(input + "." + b64url(std::string(63, 'A')));
@@ -371,14 +277,14 @@ TEST_F(JwtTest, Es256SignatureOfWrongLength) {
 }
 
 TEST_F(JwtTest, ZeroEs256SignatureRejected) {
-  const auto good = token(ec_.get(), kEs, claims());
+  const auto good = signed_jwt(ec_.get(), kEs, claims());
   const auto r = verify(good.substr(0, good.rfind('.')) + "." + b64url(std::string(64, '\0')));
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.error, "bad signature");
 }
 
 TEST_F(JwtTest, MalformedTokens) {
-  const auto good = token(rsa_a_.get(), kRsA, claims());
+  const auto good = signed_jwt(rsa_a_.get(), kRsA, claims());
   const auto dot2 = good.rfind('.');
   EXPECT_EQ(verify(good.substr(0, dot2)).error, "malformed token: expected three dot-separated parts");
   EXPECT_EQ(verify(good + ".x").error, "malformed token: expected three dot-separated parts");
@@ -404,12 +310,12 @@ TEST_F(JwtTest, MalformedTokens) {
 }
 
 TEST_F(JwtTest, PayloadNotJsonAfterGoodSignature) {
-  const auto r = verify(token(rsa_a_.get(), kRsA, "not json"));
+  const auto r = verify(signed_jwt(rsa_a_.get(), kRsA, "not json"));
   EXPECT_EQ(r.error, "malformed token: payload is not a JSON object");
 }
 
 TEST_F(JwtTest, OversizedTokenRejected) {
-  const auto r = verify(token(rsa_a_.get(), kRsA, claims(R"(,"pad":")" + std::string(13000, 'p') + "\"")));
+  const auto r = verify(signed_jwt(rsa_a_.get(), kRsA, claims(R"(,"pad":")" + std::string(13000, 'p') + "\"")));
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.error, "token too large");
 }
@@ -418,10 +324,10 @@ TEST_F(JwtTest, ErrorsNeverContainTokenText) {
   // Values an attacker controls, placed where a careless message would quote them.
   const std::string marker = "SECRETMARKER";
   const std::vector<std::string> tokens = {
-      token(rsa_a_.get(), R"({"alg":"RS256","kid":")" + marker + "\"}", claims()),
-      token(rsa_a_.get(), kRsA, R"({"sub":")" + marker + R"(","exp":1})"),
-      token(rsa_a_.get(), kRsA, claims(R"(,"iss":")" + marker + "\"")),
-      token(rsa_a_.get(), kRsA, "{\"" + marker + "\""),
+      signed_jwt(rsa_a_.get(), R"({"alg":"RS256","kid":")" + marker + "\"}", claims()),
+      signed_jwt(rsa_a_.get(), kRsA, R"({"sub":")" + marker + R"(","exp":1})"),
+      signed_jwt(rsa_a_.get(), kRsA, claims(R"(,"iss":")" + marker + "\"")),
+      signed_jwt(rsa_a_.get(), kRsA, "{\"" + marker + "\""),
       b64url(R"({"alg":")" + marker + "\"}") + "." + b64url(claims()) + ".",
       b64url("{" + marker) + "." + b64url(claims()) + ".",
       marker + "." + marker + "." + marker,
@@ -436,8 +342,8 @@ TEST_F(JwtTest, ErrorsNeverContainTokenText) {
 }
 
 TEST_F(JwtTest, ConcurrentVerification) {
-  const auto rs = token(rsa_a_.get(), kRsA, claims());
-  const auto es = token(ec_.get(), kEs, claims());
+  const auto rs = signed_jwt(rsa_a_.get(), kRsA, claims());
+  const auto es = signed_jwt(ec_.get(), kEs, claims());
   std::atomic<int> ok{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
@@ -465,10 +371,10 @@ TEST_F(JwtJwksTest, ParsesKeysAndSkipsOthers) {
       ec_jwk(ec_.get(), "ec", R"(,"alg":"ES256","use":"sig")"),
   }));
   EXPECT_EQ(keys->size(), 2u);
-  EXPECT_TRUE(verify(token(rsa_a_.get(), R"({"alg":"RS256","kid":"sig"})", claims()), {}, keys.get()).ok);
-  EXPECT_EQ(verify(token(rsa_b_.get(), R"({"alg":"RS256","kid":"enc"})", claims()), {}, keys.get()).error,
+  EXPECT_TRUE(verify(signed_jwt(rsa_a_.get(), R"({"alg":"RS256","kid":"sig"})", claims()), {}, keys.get()).ok);
+  EXPECT_EQ(verify(signed_jwt(rsa_b_.get(), R"({"alg":"RS256","kid":"enc"})", claims()), {}, keys.get()).error,
             "unknown key id");
-  EXPECT_TRUE(verify(token(ec_.get(), R"({"alg":"ES256"})", claims()), {}, keys.get()).ok);
+  EXPECT_TRUE(verify(signed_jwt(ec_.get(), R"({"alg":"ES256"})", claims()), {}, keys.get()).ok);
 }
 
 TEST_F(JwtJwksTest, AcceptsPaddedBase64InKeys) {
@@ -516,8 +422,7 @@ TEST_F(JwtJwksTest, RejectsBrokenKeyMaterial) {
   EXPECT_NE(invalid_argument_message([&] { Jwks::parse(off_curve); }).find("EC"), std::string::npos);
   const std::string short_x = R"({"keys":[{"kty":"EC","crv":"P-256","x":"AAAA","y":"AAAA"}]})";
   EXPECT_NE(invalid_argument_message([&] { Jwks::parse(short_x); }).find("32 bytes"), std::string::npos);
-  PkeyPtr small(EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<std::size_t>(1024)));
-  ASSERT_TRUE(small);
+  const PkeyPtr small = make_rsa_key(1024);
   EXPECT_NE(invalid_argument_message([&] { Jwks::parse(jwks({rsa_jwk(small.get())})); }).find("below 2048"),
             std::string::npos);
 }

@@ -1,0 +1,46 @@
+#include "common/grpc/channel.hpp"
+
+#include <grpcpp/grpcpp.h>
+
+#include <string>
+
+#include "common/net/tls.hpp"
+
+namespace postern::grpc_bridge {
+
+grpc::ChannelArguments client_channel_args() {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  args.SetMaxReceiveMessageSize(4 * 1024 * 1024);
+  return args;
+}
+
+std::shared_ptr<grpc::ChannelCredentials> client_credentials(const config::v1::ClientTls* tls, std::string_view field,
+                                                             grpc::ChannelArguments& args) {
+  if (!tls) return grpc::InsecureChannelCredentials();
+  const std::string f(field);
+  grpc::SslCredentialsOptions o;
+  if (!tls->ca_file().empty()) o.pem_root_certs = net::read_pem_file(tls->ca_file(), (f + ".tls.ca_file").c_str());
+  if (!tls->cert_file().empty()) {
+    o.pem_cert_chain = net::read_pem_file(tls->cert_file(), (f + ".tls.cert_file").c_str());
+    o.pem_private_key = net::read_pem_file(tls->key_file(), (f + ".tls.key_file").c_str());
+  }
+  if (!tls->server_name().empty()) args.SetSslTargetNameOverride(tls->server_name());
+  return grpc::SslCredentials(o);
+}
+
+void apply_server_args(grpc::ServerBuilder& b) {
+  b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  b.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+}
+
+}  // namespace postern::grpc_bridge

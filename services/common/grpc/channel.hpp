@@ -1,0 +1,32 @@
+#pragma once
+// Client channels the way every Postern hop dials another: keepalive pings
+// so a dead peer is noticed in seconds, quick reconnects, bounded messages,
+// and TLS from a ClientTls config block. Include only in .cpp files.
+
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/server_builder.h>
+#include <grpcpp/support/channel_arguments.h>
+
+#include <memory>
+#include <string_view>
+
+#include "postern/config/v1/config.pb.h"
+
+namespace postern::grpc_bridge {
+
+/// Keepalive every 10 s (5 s timeout, also without calls), reconnect backoff
+/// 100 ms .. 1 s, receive limit 4 MiB.
+grpc::ChannelArguments client_channel_args();
+
+/// TLS credentials from `tls` (CA; client certificate and key when set), or
+/// insecure ones when `tls` is null. Sets the name override in `args` when
+/// tls.server_name is set. Throws std::runtime_error naming `field`.tls.* for
+/// unreadable PEM files.
+std::shared_ptr<grpc::ChannelCredentials> client_credentials(const config::v1::ClientTls* tls, std::string_view field,
+                                                             grpc::ChannelArguments& args);
+
+/// The server side of the same keepalive: pings every 10 s, and clients may
+/// ping every 5 s, even without calls, without being sent away.
+void apply_server_args(grpc::ServerBuilder& builder);
+
+}  // namespace postern::grpc_bridge
