@@ -47,7 +47,12 @@ Process& System::start_policy(const std::string& policy_yaml) {
   y += "id: policy-test\n";
   y += "log: {level: debug}\n";
   y += "admin: {listen: \"127.0.0.1:0\"}\n";
-  y += "listen: {listen: \"127.0.0.1:0\"}\n";
+  y += "listen: {listen: \"127.0.0.1:0\"";
+  if (policy_tls) {
+    y += ", tls: {cert_file: \"" + certs_->broker_crt + "\", key_file: \"" + certs_->broker_key +
+         "\", client_ca_file: \"" + certs_->ca + "\"}";
+  }
+  y += "}\n";
   y += "policy_file: \"" + policy_file() + "\"\n";
   y += "reload_interval: 200ms\n";
   write_file(cfg, y);
@@ -96,7 +101,13 @@ Process& System::start_connector(ConnectorOptions o, bool wait_attached) {
   y += "  cert_file: \"" + (o.cert.empty() ? certs_->connector_crt : o.cert) + "\"\n";
   y += "  key_file: \"" + (o.key.empty() ? certs_->connector_key : o.key) + "\"\n";
   y += "pool_size: 4\n";
-  if (policy_port) y += "policy: {address: \"127.0.0.1:" + std::to_string(policy_port) + "\"}\n";
+  if (policy_port) {
+    y += "policy:\n  address: \"127.0.0.1:" + std::to_string(policy_port) + "\"\n";
+    if (policy_tls) {
+      y += "  tls: {ca_file: \"" + certs_->ca + "\", cert_file: \"" + certs_->connector_crt + "\", key_file: \"" +
+           certs_->connector_key + "\", server_name: localhost}\n";
+    }
+  }
   y += "drain_timeout: 10s\n";
   y += "aliases:\n";
   if (o.aliases.empty()) {

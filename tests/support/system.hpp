@@ -61,6 +61,9 @@ class System {
   std::uint16_t demo_port = 0, registration_port = 0, relay_port = 0, broker_admin_port = 0, edge_port = 0,
                 edge_admin_port = 0;
   bool demo_tls = false;
+  /// Set before start_policy: the policy port speaks TLS and demands the
+  /// connector's client certificate.
+  bool policy_tls = false;
   /// start_edge waits until the edge reports ready.
   bool edge_wait_ready = true;
   /// Set before start_broker/start_edge: TLS between edge and broker relay port.
