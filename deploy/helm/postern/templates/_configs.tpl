@@ -1,0 +1,95 @@
+{{/*
+The service configs. Each is a YAML file mapped one to one onto a message of
+proto/postern/config/v1/config.proto; the keys below are its field names.
+Built as dicts and rendered with toYaml, so quoting is always right.
+*/}}
+
+{{/* EdgeConfig */}}
+{{- define "postern.edge.config" -}}
+{{- $e := .Values.edge -}}
+{{- $listeners := list (dict "listen" (printf "0.0.0.0:%s" (include "postern.port.edgeHttp" .))) -}}
+{{- if $e.tls.enabled -}}
+{{- $listeners = append $listeners (dict
+      "listen" (printf "0.0.0.0:%s" (include "postern.port.edgeHttps" .))
+      "tls" (dict "cert_file" "/etc/postern/tls/tls.crt" "key_file" "/etc/postern/tls/tls.key")) -}}
+{{- end -}}
+{{- $relay := printf "%s:%s" (include "postern.serviceFqdn" (dict "root" . "name" "broker-relay")) (include "postern.port.brokerRelay" .) -}}
+{{- $c := dict
+      "id" (include "postern.name" (dict "root" . "name" "edge"))
+      "admin" (dict "listen" (printf "0.0.0.0:%s" (include "postern.port.edgeAdmin" .)))
+      "log" (dict "level" .Values.logLevel)
+      "listeners" $listeners
+      "broker" (dict "address" $relay)
+      "upstream_timeout" $e.upstreamTimeout
+      "idle_timeout" $e.idleTimeout
+      "header_timeout" $e.headerTimeout
+      "drain_timeout" (include "postern.seconds" $e.drainSeconds)
+      "max_header_bytes" (int $e.maxHeaderBytes) -}}
+{{- with $e.publicUrl }}{{ $_ := set $c "public_url" . }}{{ end -}}
+{{- with $e.defaultAlias }}{{ $_ := set $c "default_alias" . }}{{ end -}}
+{{- with $e.apis }}{{ $_ := set $c "apis" . }}{{ end -}}
+# EdgeConfig (proto/postern/config/v1/config.proto), rendered by the chart.
+{{ toYaml $c }}
+{{- end }}
+
+{{/* BrokerConfig */}}
+{{- define "postern.broker.config" -}}
+{{- $b := .Values.broker -}}
+{{- $c := dict
+      "id" (include "postern.name" (dict "root" . "name" "broker"))
+      "admin" (dict "listen" (printf "0.0.0.0:%s" (include "postern.port.brokerAdmin" .)))
+      "log" (dict "level" .Values.logLevel)
+      "registration" (dict
+          "listen" (printf "0.0.0.0:%s" (include "postern.port.brokerRegistration" .))
+          "tls" (dict
+              "cert_file" "/etc/postern/tls/tls.crt"
+              "key_file" "/etc/postern/tls/tls.key"
+              "client_ca_file" "/etc/postern/tls/ca.crt"))
+      "relay" (dict "listen" (printf "0.0.0.0:%s" (include "postern.port.brokerRelay" .)))
+      "identities" $b.identities
+      "heartbeat_interval" $b.heartbeatInterval
+      "heartbeat_timeout" $b.heartbeatTimeout
+      "park_wait" $b.parkWait
+      "drain_timeout" (include "postern.seconds" $b.drainSeconds) -}}
+# BrokerConfig (proto/postern/config/v1/config.proto), rendered by the chart.
+{{ toYaml $c }}
+{{- end }}
+
+{{/* ConnectorConfig */}}
+{{- define "postern.connector.config" -}}
+{{- $n := .Values.connector -}}
+{{- $tls := dict
+      "ca_file" "/etc/postern/tls/ca.crt"
+      "cert_file" "/etc/postern/tls/tls.crt"
+      "key_file" "/etc/postern/tls/tls.key" -}}
+{{- with $n.tls.serverName }}{{ $_ := set $tls "server_name" . }}{{ end -}}
+{{- $policy := printf "%s:%s" (include "postern.serviceFqdn" (dict "root" . "name" "policy")) (include "postern.port.policyGrpc" .) -}}
+{{- $c := dict
+      "id" (include "postern.name" (dict "root" . "name" "connector"))
+      "admin" (dict "listen" (printf "0.0.0.0:%s" (include "postern.port.connectorAdmin" .)))
+      "log" (dict "level" .Values.logLevel)
+      "brokers" $n.brokers
+      "tls" $tls
+      "aliases" ($n.aliases | default dict)
+      "policy" (dict "address" $policy)
+      "pool_size" (int $n.poolSize)
+      "max_concurrency" (int $n.maxConcurrency)
+      "reconnect_max" $n.reconnectMax
+      "resolve_interval" $n.resolveInterval
+      "drain_timeout" (include "postern.seconds" $n.drainSeconds) -}}
+# ConnectorConfig (proto/postern/config/v1/config.proto), rendered by the chart.
+{{ toYaml $c }}
+{{- end }}
+
+{{/* PolicyServiceConfig */}}
+{{- define "postern.policy.config" -}}
+{{- $c := dict
+      "id" (include "postern.name" (dict "root" . "name" "policy"))
+      "admin" (dict "listen" (printf "0.0.0.0:%s" (include "postern.port.policyAdmin" .)))
+      "log" (dict "level" .Values.logLevel)
+      "listen" (dict "listen" (printf "0.0.0.0:%s" (include "postern.port.policyGrpc" .)))
+      "policy_file" "/etc/postern/policy/policy.yaml"
+      "reload_interval" .Values.policy.reloadInterval -}}
+# PolicyServiceConfig (proto/postern/config/v1/config.proto), rendered by the chart.
+{{ toYaml $c }}
+{{- end }}

@@ -1,0 +1,179 @@
+{{/*
+Postern chart helpers. Names are <release>-<component>; every object carries
+app.kubernetes.io/name|instance|component|part-of.
+*/}}
+
+{{/* Ports: fixed, so Services, probes, NetworkPolicies and configs agree. */}}
+{{- define "postern.port.edgeHttp" -}}8080{{- end }}
+{{- define "postern.port.edgeHttps" -}}8443{{- end }}
+{{- define "postern.port.edgeAdmin" -}}9100{{- end }}
+{{- define "postern.port.brokerRegistration" -}}7443{{- end }}
+{{- define "postern.port.brokerRelay" -}}7080{{- end }}
+{{- define "postern.port.brokerAdmin" -}}9101{{- end }}
+{{- define "postern.port.connectorAdmin" -}}9102{{- end }}
+{{- define "postern.port.policyGrpc" -}}7090{{- end }}
+{{- define "postern.port.policyAdmin" -}}9103{{- end }}
+
+{{/* Admin port of a component. ctx: component name. */}}
+{{- define "postern.adminPort" -}}
+{{- $ports := dict "edge" 9100 "broker" 9101 "connector" 9102 "policy" 9103 -}}
+{{- get $ports . -}}
+{{- end }}
+
+{{/* Zone guard, for installs that skip schema validation. */}}
+{{- define "postern.zone" -}}
+{{- $zone := .Values.zone | default "" -}}
+{{- if not (has $zone (list "dmz" "green")) -}}
+{{- fail (printf "zone must be \"dmz\" or \"green\" (got %q): helm install ... --set zone=dmz" $zone) -}}
+{{- end -}}
+{{- $zone -}}
+{{- end }}
+
+{{- define "postern.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* <release>-<suffix>. ctx: dict root, name. */}}
+{{- define "postern.name" -}}
+{{- printf "%s-%s" .root.Release.Name .name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels. ctx: dict root, component. */}}
+{{- define "postern.selectorLabels" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* All labels. ctx: dict root, component. */}}
+{{- define "postern.labels" -}}
+{{ include "postern.selectorLabels" . }}
+app.kubernetes.io/part-of: postern
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ include "postern.chart" .root }}
+postern.dev/zone: {{ .root.Values.zone }}
+{{- end }}
+
+{{- define "postern.image" -}}
+{{- printf "%s:%s" .Values.image.repository (toString .Values.image.tag) }}
+{{- end }}
+
+{{/* In-cluster DNS name of a Service of this release. ctx: dict root, name. */}}
+{{- define "postern.serviceFqdn" -}}
+{{- printf "%s.%s.svc.%s" (include "postern.name" .) .root.Release.Namespace .root.Values.clusterDomain }}
+{{- end }}
+
+{{/* Pod security context. */}}
+{{- define "postern.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+runAsGroup: {{ .Values.securityContext.runAsGroup }}
+fsGroup: {{ .Values.securityContext.fsGroup }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Container security context. */}}
+{{- define "postern.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+runAsGroup: {{ .Values.securityContext.runAsGroup }}
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Pod annotations. ctx: dict root, component, values (component values), checksum (string or ""). */}}
+{{- define "postern.podAnnotations" -}}
+{{- $a := dict -}}
+{{- if .root.Values.metrics.annotations -}}
+{{- $_ := set $a "prometheus.io/scrape" "true" -}}
+{{- $_ := set $a "prometheus.io/port" (include "postern.adminPort" .component) -}}
+{{- $_ := set $a "prometheus.io/path" "/metrics" -}}
+{{- end -}}
+{{- if .checksum -}}
+{{- $_ := set $a "checksum/config" .checksum -}}
+{{- end -}}
+{{- $a = merge (deepCopy (.values.podAnnotations | default dict)) $a -}}
+{{- if $a }}
+{{- toYaml $a }}
+{{- end }}
+{{- end }}
+
+{{/* Probes on the admin port (named "admin"). */}}
+{{- define "postern.probes" -}}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: admin
+  periodSeconds: 5
+  timeoutSeconds: 2
+  failureThreshold: 2
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: admin
+  initialDelaySeconds: 5
+  periodSeconds: 10
+  timeoutSeconds: 2
+  failureThreshold: 3
+{{- end }}
+
+{{/* preStop hook. ctx: root. */}}
+{{- define "postern.preStop" -}}
+lifecycle:
+  preStop:
+    {{- if eq .Values.shutdown.preStopAction "exec" }}
+    exec:
+      command: ["sleep", "{{ .Values.shutdown.preStopSeconds }}"]
+    {{- else }}
+    sleep:
+      seconds: {{ .Values.shutdown.preStopSeconds }}
+    {{- end }}
+{{- end }}
+
+{{/* terminationGracePeriodSeconds = preStop + drain + margin. ctx: dict root, drainSeconds, preStop (bool). */}}
+{{- define "postern.gracePeriod" -}}
+{{- $pre := ternary (int .root.Values.shutdown.preStopSeconds) 0 .preStop -}}
+{{- add $pre (int .drainSeconds) (int .root.Values.shutdown.marginSeconds) -}}
+{{- end }}
+
+{{/* Scheduling block shared by every pod. ctx: component values. */}}
+{{- define "postern.scheduling" -}}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* A NetworkPolicy "from" list with one peer built from a {namespaceSelector, podSelector} pair; empty if both are empty. */}}
+{{- define "postern.peer" -}}
+{{- $peer := dict -}}
+{{- with .namespaceSelector }}{{ $_ := set $peer "namespaceSelector" . }}{{ end -}}
+{{- with .podSelector }}{{ $_ := set $peer "podSelector" . }}{{ end -}}
+{{- if $peer -}}
+{{- toYaml (list $peer) -}}
+{{- end -}}
+{{- end }}
+
+{{/* Duration as the configs want it: "20s". */}}
+{{- define "postern.seconds" -}}
+{{- printf "%ds" (int .) -}}
+{{- end }}
