@@ -135,6 +135,19 @@ UniqueFd connect_loopback(std::uint16_t port, std::chrono::milliseconds timeout)
   return fd;
 }
 
+std::uint16_t free_port() {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (fd.get() < 0 || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    throw std::runtime_error("free_port: cannot bind 127.0.0.1:0");
+  }
+  return ntohs(a.sin_port);
+}
+
 bool can_connect(std::uint16_t port, std::chrono::milliseconds timeout) {
   return static_cast<bool>(connect_loopback(port, timeout));
 }
