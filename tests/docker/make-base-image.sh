@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Makes the Debian base images the Dockerfile starts from when the machine
+# cannot pull them (no route to Docker Hub): debootstrap --variant=minbase of
+# bookworm from the machine's own Debian mirror, imported as
+# debian:bookworm-slim and tagged debian:bookworm as well, so the same
+# Dockerfile builds unchanged offline. Does nothing if both images exist or
+# can be pulled.
+set -euo pipefail
+need=()
+for image in debian:bookworm-slim debian:bookworm; do
+  if docker image inspect "$image" >/dev/null 2>&1; then continue; fi
+  if timeout 60 docker pull -q "$image" >/dev/null 2>&1; then continue; fi
+  need+=("$image")
+done
+[ ${#need[@]} -eq 0 ] && exit 0
+
+mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+root="$(mktemp -d)"
+trap 'rm -rf "$root"' EXIT
+echo "make-base-image: debootstrap bookworm (minbase) from $mirror for ${need[*]}"
+debootstrap --variant=minbase bookworm "$root" "$mirror" >/dev/null
+# As slim as the official image: no docs, no apt lists, no caches.
+rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/usr/share/doc/* "$root"/usr/share/man/* \
+       "$root"/usr/share/info/*
+printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb http://deb.debian.org/debian-security bookworm-security main\n' \
+  "$mirror" "$mirror" > "$root/etc/apt/sources.list"
+tar -C "$root" -c . | docker import --change 'CMD ["bash"]' - debian:bookworm-slim >/dev/null
+docker tag debian:bookworm-slim debian:bookworm
+docker image ls debian
