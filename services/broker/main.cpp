@@ -13,7 +13,7 @@ int main(int argc, char** argv) {
   using namespace postern;
   auto cl = parse_command_line(argc, argv, "broker");
   config::v1::BrokerConfig cfg;
-  load_config_or_exit(cl.config_path, cfg);
+  load_config_or_exit(cl, cfg);
   init_logging("broker", cfg.log().level(), cl.log_level);
 
   boost::asio::io_context ioc(1);

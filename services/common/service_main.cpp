@@ -16,7 +16,8 @@ namespace postern {
 CommandLine parse_command_line(int argc, char** argv, std::string_view service) {
   CommandLine cl;
   auto usage = [&](int code) {
-    std::fprintf(code == 0 ? stdout : stderr, "usage: postern-%.*s --config FILE [--log-level debug|info|warn|error]\n",
+    std::fprintf(code == 0 ? stdout : stderr,
+                 "usage: postern-%.*s --config FILE [--log-level debug|info|warn|error] [--check-config]\n",
                  static_cast<int>(service.size()), service.data());
     std::exit(code);
   };
@@ -36,6 +37,8 @@ CommandLine parse_command_line(int argc, char** argv, std::string_view service) 
       cl.config_path = std::string(a.substr(9));
     } else if (a == "--log-level") {
       cl.log_level = value();
+    } else if (a == "--check-config") {
+      cl.check_only = true;
     } else if (a == "--help" || a == "-h") {
       usage(0);
     } else {
@@ -51,13 +54,18 @@ CommandLine parse_command_line(int argc, char** argv, std::string_view service) 
   return cl;
 }
 
-void load_config_or_exit(const std::string& path, google::protobuf::Message& config) {
+void load_config_or_exit(const CommandLine& cl, google::protobuf::Message& config) {
+  const std::string& path = cl.config_path;
   try {
     config::load_yaml_file(path, config);
   } catch (const config::ConfigError& e) {
     std::cerr << "invalid config:\n";
     for (const auto& line : e.errors()) std::cerr << "  " << line << '\n';
     std::exit(2);
+  }
+  if (cl.check_only) {
+    std::cout << path << ": ok\n";
+    std::exit(0);
   }
 }
 

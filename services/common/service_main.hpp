@@ -18,15 +18,17 @@ namespace postern {
 struct CommandLine {
   std::string config_path;
   std::string log_level;  // overrides the config's level when set
+  bool check_only = false;  // --check-config: load the config, report, exit
 };
 
-/// Parses `--config FILE [--log-level LEVEL]`; prints usage and exits 2 on
-/// anything else (exit 0 for --help).
+/// Parses `--config FILE [--log-level LEVEL] [--check-config]`; prints usage
+/// and exits 2 on anything else (exit 0 for --help).
 CommandLine parse_command_line(int argc, char** argv, std::string_view service);
 
 /// Loads the YAML config; on failure prints every error to stderr, one per
-/// line with file, line and field, and exits 2.
-void load_config_or_exit(const std::string& path, google::protobuf::Message& config);
+/// line with file, line and field, and exits 2. With --check-config it then
+/// prints "FILE: ok" and exits 0 (for deployment pipelines and chart tests).
+void load_config_or_exit(const CommandLine& cl, google::protobuf::Message& config);
 
 /// Configures the logger; exits 2 on an unknown level.
 void init_logging(std::string_view service, const std::string& config_level, const std::string& override_level);

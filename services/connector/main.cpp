@@ -14,7 +14,7 @@ int main(int argc, char** argv) {
   using namespace postern;
   auto cl = parse_command_line(argc, argv, "connector");
   config::v1::ConnectorConfig cfg;
-  load_config_or_exit(cl.config_path, cfg);
+  load_config_or_exit(cl, cfg);
   init_logging("connector", cfg.log().level(), cl.log_level);
 
   boost::asio::io_context ioc(1);

@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::strcmp(argv[1], "validate") == 0) return validate(argc, argv);
   auto cl = parse_command_line(argc, argv, "policy");
   config::v1::PolicyServiceConfig cfg;
-  load_config_or_exit(cl.config_path, cfg);
+  load_config_or_exit(cl, cfg);
   init_logging("policy", cfg.log().level(), cl.log_level);
 
   boost::asio::io_context ioc(1);

@@ -8,6 +8,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 helm="$here/.bin/helm"
 chart="$root/deploy/helm/postern"
+bin="${POSTERN_BIN_DIR:-$root/build/bin}"
 if [ ! -x "$helm" ] || [ ! -d "$here/node_modules/kubernetes-models" ]; then
   echo "helm test tools missing: run deploy/local/install-deps.sh" >&2
   exit 1
@@ -23,6 +24,26 @@ for zone in dmz green; do
     "$helm" lint "$chart" "${args[@]}" --quiet
     "$helm" template "postern-$zone" "$chart" -n "$zone" "${args[@]}" > "$out/$zone-$values.yaml"
     node "$here/validate.mjs" "$out/$zone-$values.yaml"
+    # Every config the chart renders loads in the service that reads it
+    # (field names and types against config.proto / policy.proto).
+    node "$here/configs.mjs" "$out/$zone-$values.yaml" "$out/cfg-$zone-$values"
+    for f in "$out/cfg-$zone-$values"/*; do
+      name="$(basename "$f")"
+      case "$name" in
+        edge-*|broker-*|connector-*) "$bin/postern-${name%%-*}" --config "$f" --check-config > /dev/null ;;
+        policy-policy.yaml)
+          # Key files are Secrets mounted in the cluster; any other problem fails.
+          if ! "$bin/postern-policy" validate "$f" > /dev/null 2> "$out/policy.err"; then
+            if grep -v "key_file: cannot read '/etc/postern/keys/" "$out/policy.err" | grep -q ":[0-9]*:[0-9]*: "; then
+              cat "$out/policy.err" >&2
+              exit 1
+            fi
+          fi ;;
+        policy-*) "$bin/postern-policy" --config "$f" --check-config > /dev/null ;;
+        *) echo "unexpected config $name" >&2; exit 1 ;;
+      esac
+      echo "config ok: $name"
+    done
   done
 done
 

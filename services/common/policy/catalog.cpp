@@ -239,7 +239,10 @@ std::shared_ptr<const Catalog> Catalog::compile(pv1::Snapshot snapshot, std::vec
       const auto& key = app.api_keys(k);
       const std::string kp = where + ".api_keys[" + std::to_string(k) + "]";
       if (key.has_key_file()) {
-        issues.push_back({kp + ".key_file", "was not resolved to a hash"});
+        // resolve_files() has already said why when it could not read it.
+        const bool said = std::any_of(issues.begin(), issues.end(),
+                                      [&](const Issue& i) { return i.path == kp + ".key_file"; });
+        if (!said) issues.push_back({kp + ".key_file", "was not resolved to a hash"});
       } else if (!is_sha256_hex(key.sha256())) {
         issues.push_back({kp + ".sha256", "expected 64 hex digits (the SHA-256 of the key, e.g. from "
                                           "`printf %s KEY | sha256sum`), never the key itself"});
