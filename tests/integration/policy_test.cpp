@@ -273,6 +273,35 @@ TEST_F(Policies, FileEditReachesTheEdgeWithinTwoSecondsAndABadEditIsRejected) {
   EXPECT_EQ(curl({url("open")}).status, 401);
 }
 
+// A ConfigMap mounted as a directory is updated by swapping a symlink
+// (`..data` -> a new timestamped directory); the file name the service reads
+// never changes. That swap alone must reload the policy.
+TEST_F(Policies, ConfigMapSymlinkSwapIsAHotReload) {
+  namespace fs = std::filesystem;
+  const fs::path cm = sys.dir().file("configmap");
+  fs::create_directories(cm / "..2026_11_23_v1");
+  write_file((cm / "..2026_11_23_v1" / "policy.yaml").string(), kPolicies);
+  fs::create_symlink("..2026_11_23_v1", cm / "..data");
+  fs::create_symlink("..data/policy.yaml", cm / "policy.yaml");
+  fs::create_directories(sys.dir().file("configmap/keys"));
+  write_file((cm / "keys" / "alpha").string(), kAlphaKey);
+  write_file((cm / "keys" / "beta").string(), kBetaKey);
+  sys.policy_path_override = (cm / "policy.yaml").string();
+  start(kPolicies);
+  ASSERT_EQ(curl({url("open")}).status, 200);
+
+  std::string locked = kPolicies;
+  const std::string open_api = R"(  - {name: open, version: "1.0", routing: "apigateway://demo/"})";
+  locked.replace(locked.find(open_api), open_api.size(),
+                 "  - {name: open, version: \"1.0\", routing: \"apigateway://demo/\", policies: {identify: "
+                 "{identifiers: [API_KEY]}}}");
+  fs::create_directories(cm / "..2026_11_23_v2");
+  write_file((cm / "..2026_11_23_v2" / "policy.yaml").string(), locked);
+  fs::create_symlink("..2026_11_23_v2", cm / "..data_tmp");
+  fs::rename(cm / "..data_tmp", cm / "..data");  // atomic, as kubelet does it
+  EXPECT_TRUE(wait_until([&] { return curl({url("open")}).status == 401; }, 2s));
+}
+
 TEST_F(Policies, Scenario2PoliciesEnforcedInTheGreenZone) {
   start(R"(apis:
   - name: inside

@@ -53,7 +53,7 @@ Process& System::start_policy(const std::string& policy_yaml) {
          "\", client_ca_file: \"" + certs_->ca + "\"}";
   }
   y += "}\n";
-  y += "policy_file: \"" + policy_file() + "\"\n";
+  y += "policy_file: \"" + (policy_path_override.empty() ? policy_file() : policy_path_override) + "\"\n";
   y += "reload_interval: 200ms\n";
   write_file(cfg, y);
   policy = Process::start({binary_path("postern-policy"), "--config", cfg}, dir_.file("policy.log"));

@@ -42,6 +42,9 @@ class System {
   /// Replaces the policy file atomically (rename), as a ConfigMap update does.
   void write_policy(const std::string& policy_yaml);
   std::string policy_file() { return dir_.file("policy.yaml"); }
+  /// Set before start_policy: the service reads this path instead of
+  /// policy_file() (e.g. a ConfigMap-style symlink tree the test manages).
+  std::string policy_path_override;
   /// Starts (or, after stop, restarts on the same ports) the broker.
   Process& start_broker(const std::string& extra_yaml = "");
   /// Starts a connector and waits until it is attached (unless wait=false).
