@@ -631,16 +631,13 @@ struct Connector::Impl {
     }
     const bool enforce = api && api->green;
     const pv1::Policies* pol = enforce ? &api->def->policies() : nullptr;
-    const bool log_it = pol && pol->has_log_invocation();
-    const std::size_t capture = log_it ? (pol->log_invocation().max_payload_bytes() ? pol->log_invocation().max_payload_bytes() : 65536) : 0;
+    const auto capture = policy::capture_limits(pol);
     policy::Decisions decisions;
     policy::Identity identity;
     policy::Limiter::Hold hold;
-    static const policy::ThreatRules kNoThreatRules;  // threat protection is the edge's
-    policy::PolicedBody policed_body(body, kNoThreatRules, false,
-                                     log_it && pol->log_invocation().store_request_payload() ? capture : 0);
-    policy::PolicedSink policed_sink(sink, pol ? &pol->transform() : nullptr,
-                                     log_it && pol->log_invocation().store_response_payload() ? capture : 0);
+    // Threat protection is the edge's.
+    policy::PolicedBody policed_body(body, policy::kNoThreatRules, false, capture.request);
+    policy::PolicedSink policed_sink(sink, pol ? &pol->transform() : nullptr, capture.response);
 
     std::optional<ExchangeError> failure;
     try {
@@ -703,27 +700,18 @@ struct Connector::Impl {
     metrics.duration.Add({{"alias", alias}}, kLatencyBuckets)
         .Observe(std::chrono::duration<double>(Clock::now() - started).count());
     if (enforce) decisions_metrics.count(api->name, decisions);
-    if (log_it) {
-      const unsigned status = failure ? static_cast<unsigned>(http_status(failure->code())) : sink.status();
-      if (policy::should_log(pol->log_invocation(), status, failure.has_value())) {
-        policy::InvocationRecord r;
-        r.request_id = head.request_id();
-        r.api = api->name;
-        r.application = identity.application;
-        r.client_ip = head.client_ip();
-        r.method = head.method();
-        r.path = head.target().substr(0, head.target().find('?'));
-        r.enforced_by = "connector";
-        r.status = status;
-        if (failure) r.error = std::string(error_slug(failure->code()));
-        r.request_bytes = policed_body.bytes();
-        r.response_bytes = policed_sink.bytes();
-        r.total_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
-        if (policed_sink.native_us()) r.native_ms = static_cast<double>(policed_sink.native_us()) / 1000.0;
-        r.decisions = std::move(decisions);
-        r.request_payload = policed_body.payload();
-        r.response_payload = policed_sink.payload();
-        invocations->write(r, pol->log_invocation().compress_payload());
+    if (pol && pol->has_log_invocation()) {
+      if (auto r = policy::exchange_record(pol->log_invocation(), policed_body, policed_sink, failure)) {
+        r->request_id = head.request_id();
+        r->api = api->name;
+        r->application = identity.application;
+        r->client_ip = head.client_ip();
+        r->method = head.method();
+        r->path = head.target().substr(0, head.target().find('?'));
+        r->enforced_by = "connector";
+        r->total_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+        r->decisions = std::move(decisions);
+        invocations->write(*r, pol->log_invocation().compress_payload());
       }
     }
   }

@@ -522,6 +522,8 @@ struct EdgeServer::Impl {
     auto route = router->route(cat.get(), req.target());
     const policy::CompiledApi* papi = route ? route->policy_api : nullptr;
     const std::string api_name = route ? route->api : std::string();
+    // The API's threat rules, or the global ones when no API matches.
+    const policy::ThreatRules& threats = papi ? papi->threats : cat ? cat->threats() : policy::kNoThreatRules;
     policy::Decisions decisions;
     policy::Identity identity;
     auto finish = [&](unsigned status, const std::string& api, std::uint64_t bytes_out_count) {
@@ -541,11 +543,8 @@ struct EdgeServer::Impl {
       (void)bytes_out_count;
     };
 
-    // Threat protection first, for every request: the API's rules, or the
-    // global ones when no API matches.
+    // Threat protection first, for every request.
     {
-      static const policy::ThreatRules kNone;
-      const policy::ThreatRules& rules = papi ? papi->threats : cat ? cat->threats() : kNone;
       policy::RequestShape shape;
       shape.url_length = req.target().size();
       for (const auto& f : req) {
@@ -554,7 +553,7 @@ struct EdgeServer::Impl {
       }
       if (!parser.chunked()) shape.content_length = parser.content_length() ? *parser.content_length() : 0;
       shape.client_ip = client_ip;
-      const auto verdict = policy::check_threats(rules, shape, decisions);
+      const auto verdict = policy::check_threats(threats, shape, decisions);
       if (!verdict.allowed()) {
         const bool ka = keep_alive && !body_expected;
         co_await write_rejection(stream, version, verdict, request_id, ka);
@@ -663,18 +662,13 @@ struct EdgeServer::Impl {
       if (ec) co_return false;
     }
 
-    const bool log_it = pol && pol->has_log_invocation();
-    const std::size_t capture =
-        log_it ? (pol->log_invocation().max_payload_bytes() ? pol->log_invocation().max_payload_bytes() : 65536) : 0;
-    static const policy::ThreatRules kNoRules;
+    const auto capture = policy::capture_limits(pol);
     ClientBody<Stream> client_body(stream, buffer, parser, idle_timeout, metrics);
-    policy::PolicedBody body(client_body, papi ? papi->threats : cat ? cat->threats() : kNoRules,
-                             policy::is_json_content_type(req[http::field::content_type]),
-                             log_it && pol->log_invocation().store_request_payload() ? capture : 0);
+    policy::PolicedBody body(client_body, threats, policy::is_json_content_type(req[http::field::content_type]),
+                             capture.request);
     ClientSink<Stream> client_sink(stream, version, keep_alive, req.method() == http::verb::head, request_id,
                                    idle_timeout, metrics);
-    policy::PolicedSink sink(client_sink, pol ? &pol->transform() : nullptr,
-                             log_it && pol->log_invocation().store_response_payload() ? capture : 0);
+    policy::PolicedSink sink(client_sink, pol ? &pol->transform() : nullptr, capture.response);
     std::optional<ExchangeError> failure;
     const auto upstream_started = Clock::now();
     try {
@@ -699,30 +693,21 @@ struct EdgeServer::Impl {
     if (failure && failure->code() == tv1::ERROR_CODE_PAYLOAD_TOO_LARGE) {
       decisions.push_back({"threat_protection", "rejected", "body_too_large"});
     }
-    if (log_it) {
-      const unsigned status = failure ? static_cast<unsigned>(http_status(failure->code())) : sink.status();
-      if (policy::should_log(pol->log_invocation(), status, failure.has_value())) {
-        policy::InvocationRecord r;
-        r.request_id = request_id;
-        r.api = api_name;
-        r.application = identity.application;
-        r.client_ip = client_ip;
-        r.method = std::string(req.method_string());
-        r.path = std::string(req.target().substr(0, req.target().find('?')));
-        r.enforced_by = "edge";
-        r.status = status;
-        if (failure) r.error = std::string(error_slug(failure->code()));
-        r.request_bytes = body.bytes();
-        r.response_bytes = sink.bytes();
-        r.total_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+    if (pol && pol->has_log_invocation()) {
+      if (auto r = policy::exchange_record(pol->log_invocation(), body, sink, failure)) {
+        r->request_id = request_id;
+        r->api = api_name;
+        r->application = identity.application;
+        r->client_ip = client_ip;
+        r->method = std::string(req.method_string());
+        r->path = std::string(req.target().substr(0, req.target().find('?')));
+        r->enforced_by = "edge";
+        r->total_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
         if (sink.started()) {
-          r.upstream_ms = std::chrono::duration<double, std::milli>(sink.head_at() - upstream_started).count();
+          r->upstream_ms = std::chrono::duration<double, std::milli>(sink.head_at() - upstream_started).count();
         }
-        if (sink.native_us()) r.native_ms = static_cast<double>(sink.native_us()) / 1000.0;
-        r.decisions = decisions;
-        r.request_payload = body.payload();
-        r.response_payload = sink.payload();
-        invocations->write(r, pol->log_invocation().compress_payload());
+        r->decisions = decisions;
+        invocations->write(*r, pol->log_invocation().compress_payload());
       }
     }
     if (failure) {

@@ -124,15 +124,14 @@ struct PolicyService::Impl {
 
   std::string source() const { return (cfg.id().empty() ? "policy" : cfg.id()) + ":" + cfg.policy_file(); }
 
-  std::uint64_t next_version() {
-    last_version = std::max(now_ms(), last_version + 1);
-    return last_version;
-  }
+  // The version a load gets: its time, kept increasing if the clock went
+  // back. It becomes the last version only if the load is published.
+  std::uint64_t candidate_version() const { return std::max(now_ms(), last_version + 1); }
 
   void start() {
     if (cfg.policy_file().empty()) throw std::runtime_error("policy_file is required");
     last_stamp = stamp(cfg.policy_file());
-    auto loaded = load_policy_file(cfg.policy_file(), next_version(), source());
+    auto loaded = load_policy_file(cfg.policy_file(), candidate_version(), source());
     if (!loaded.catalog) {
       std::string all = "policy file is invalid:";
       for (const auto& e : loaded.errors) all += "\n  " + e;
@@ -180,6 +179,7 @@ struct PolicyService::Impl {
 
   void publish(std::shared_ptr<const policy::Catalog> cat) {
     current = std::move(cat);
+    last_version = current->version();
     const auto& s = current->snapshot();
     metrics.version.Set(static_cast<double>(s.version()));
     metrics.apis.Set(s.config().apis_size());
@@ -203,7 +203,7 @@ struct PolicyService::Impl {
       const FileStamp now = stamp(cfg.policy_file());
       if (now == last_stamp) continue;
       last_stamp = now;
-      auto loaded = load_policy_file(cfg.policy_file(), 0, source());
+      auto loaded = load_policy_file(cfg.policy_file(), candidate_version(), source());
       if (!loaded.catalog) {
         metrics.reloads.Add({{"result", "rejected"}}).Increment();
         std::string all;
@@ -218,14 +218,8 @@ struct PolicyService::Impl {
         metrics.reloads.Add({{"result", "unchanged"}}).Increment();
         continue;
       }
-      // Recompile with the real version: the catalog is immutable.
-      pv1::Snapshot snap = loaded.catalog->snapshot();
-      snap.set_version(next_version());
-      std::vector<policy::Issue> issues;
-      auto cat = policy::Catalog::compile(std::move(snap), issues);
-      if (!cat) continue;  // cannot happen: the same content compiled a moment ago
       metrics.reloads.Add({{"result", "accepted"}}).Increment();
-      publish(std::move(cat));
+      publish(std::move(loaded.catalog));
     }
   }
 

@@ -35,6 +35,9 @@ struct ThreatRules {
   LimitRule url_length, header_count, header_bytes, body_bytes, json_depth;
   IpRule deny, allow;
 };
+/// No rule at all: before any snapshot, and at the connector (threat
+/// protection is the edge's).
+inline const ThreatRules kNoThreatRules{};
 
 struct CompiledApi {
   const pv1::Api* def = nullptr;  ///< points into the catalog's snapshot

@@ -19,15 +19,6 @@ namespace {
 
 constexpr std::string_view kDefaultKeyName = "x-Gateway-APIKey";
 
-Verdict reject(unsigned status, std::string policy, std::string reason, std::string detail) {
-  Verdict v;
-  v.status = status;
-  v.policy = std::move(policy);
-  v.reason = std::move(reason);
-  v.detail = std::move(detail);
-  return v;
-}
-
 // Applies one limit: enforce -> a verdict, report-only -> a decision only.
 bool over(const LimitRule& rule, std::uint64_t value, const char* reason, Decisions& d) {
   if (rule.max == 0 || value <= rule.max) return false;
@@ -222,45 +213,43 @@ std::string strip_port(std::string_view host) {
 // ---------------------------------------------------------------- threats
 
 Verdict check_threats(const ThreatRules& rules, const RequestShape& shape, Decisions& decisions) {
-  const std::size_t before = decisions.size();
   auto done = [&](Verdict v) {
     decisions.push_back({"threat_protection", v.allowed() ? "allowed" : "rejected", v.allowed() ? "ok" : v.reason});
     return v;
   };
   if (rules.deny.on && rules.deny.ranges.contains(shape.client_ip)) {
     if (!rules.deny.report_only) {
-      return done(reject(403, "threat_protection", "ip_denied", "client address " + shape.client_ip + " is denied"));
+      return done(Verdict::refuse(403, "threat_protection", "ip_denied", "client address " + shape.client_ip + " is denied"));
     }
     decisions.push_back({"threat_protection", "reported", "ip_denied"});
   }
   if (rules.allow.on && !rules.allow.ranges.contains(shape.client_ip)) {
     if (!rules.allow.report_only) {
-      return done(reject(403, "threat_protection", "ip_not_allowed",
+      return done(Verdict::refuse(403, "threat_protection", "ip_not_allowed",
                          "client address " + shape.client_ip + " is not in the allow list"));
     }
     decisions.push_back({"threat_protection", "reported", "ip_not_allowed"});
   }
   if (over(rules.url_length, shape.url_length, "url_too_long", decisions)) {
-    return done(reject(414, "threat_protection", "url_too_long",
+    return done(Verdict::refuse(414, "threat_protection", "url_too_long",
                        "request target is " + std::to_string(shape.url_length) + " bytes; the limit is " +
                            std::to_string(rules.url_length.max)));
   }
   if (over(rules.header_count, shape.header_count, "too_many_headers", decisions)) {
-    return done(reject(431, "threat_protection", "too_many_headers",
+    return done(Verdict::refuse(431, "threat_protection", "too_many_headers",
                        "request has " + std::to_string(shape.header_count) + " header fields; the limit is " +
                            std::to_string(rules.header_count.max)));
   }
   if (over(rules.header_bytes, shape.header_bytes, "headers_too_large", decisions)) {
-    return done(reject(431, "threat_protection", "headers_too_large",
+    return done(Verdict::refuse(431, "threat_protection", "headers_too_large",
                        "request header fields are " + std::to_string(shape.header_bytes) +
                            " bytes; the limit is " + std::to_string(rules.header_bytes.max)));
   }
   if (shape.content_length && over(rules.body_bytes, *shape.content_length, "body_too_large", decisions)) {
-    return done(reject(413, "threat_protection", "body_too_large",
+    return done(Verdict::refuse(413, "threat_protection", "body_too_large",
                        "request body is " + std::to_string(*shape.content_length) + " bytes; the limit is " +
                            std::to_string(rules.body_bytes.max)));
   }
-  (void)before;
   return done(Verdict{});
 }
 
@@ -379,7 +368,7 @@ Verdict identify(const Catalog& catalog, const CompiledApi& api, tv1::RequestHea
     }
   }
   auto unauthorized = [&](std::string reason, std::string detail) {
-    Verdict v = reject(401, "identify", std::move(reason), std::move(detail));
+    Verdict v = Verdict::refuse(401, "identify", std::move(reason), std::move(detail));
     v.headers = challenges(id, jwt_error);
     decisions.push_back({"identify", "rejected", v.reason});
     return v;
@@ -401,7 +390,7 @@ Verdict identify(const Catalog& catalog, const CompiledApi& api, tv1::RequestHea
   identity.application = app->name();
   if (!Catalog::allows(*app, api.name)) {
     decisions.push_back({"identify", "rejected", "not_authorized"});
-    return reject(403, "identify", "not_authorized",
+    return Verdict::refuse(403, "identify", "not_authorized",
                   "application '" + app->name() + "' may not use API '" + api.name + "'");
   }
   decisions.push_back({"identify", "allowed", "ok"});
@@ -509,7 +498,7 @@ Verdict Limiter::admit(const CompiledApi& api, const Identity& identity, std::st
     b->last = now;
     const auto res = b->bucket.take(now);
     if (!res.allowed) {
-      Verdict v = reject(429, "throttling", "rate_limited",
+      Verdict v = Verdict::refuse(429, "throttling", "rate_limited",
                          "more than " + std::to_string(r.requests()) + " requests per " +
                              std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(per).count()) +
                              " ms for this " + key_label(r.key()));
@@ -530,7 +519,7 @@ Verdict Limiter::admit(const CompiledApi& api, const Identity& identity, std::st
     if (n >= c.max()) {
       if (n == 0) in_use_.erase(key);
       const auto retry = std::chrono::duration_cast<std::chrono::seconds>(config::duration_or(c.retry_after(), 1000ms));
-      Verdict v = reject(503, "throttling", "concurrency_limit",
+      Verdict v = Verdict::refuse(503, "throttling", "concurrency_limit",
                          "more than " + std::to_string(c.max()) + " requests in progress for this " +
                              key_label(c.key()));
       v.headers.emplace_back("Retry-After", std::to_string(std::max<long long>(1, retry.count())));

@@ -36,6 +36,11 @@ struct Verdict {
   std::string detail;  ///< for the client and the log; never holds a credential
   std::vector<std::pair<std::string, std::string>> headers;
   bool allowed() const { return status == 0; }
+
+  /// A refusal with no extra headers.
+  static Verdict refuse(unsigned status, std::string policy, std::string reason, std::string detail) {
+    return {status, std::move(policy), std::move(reason), std::move(detail), {}};
+  }
 };
 
 /// What threat protection needs to know about a request head.

@@ -76,6 +76,28 @@ bool should_log(const pv1::LogInvocation& li, unsigned status, bool failed) {
   }
 }
 
+CaptureLimits capture_limits(const pv1::Policies* pol) {
+  if (!pol || !pol->has_log_invocation()) return {};
+  const auto& li = pol->log_invocation();
+  const std::size_t cap = li.max_payload_bytes() ? li.max_payload_bytes() : 65536;
+  return {li.store_request_payload() ? cap : 0, li.store_response_payload() ? cap : 0};
+}
+
+std::optional<InvocationRecord> exchange_record(const pv1::LogInvocation& li, const PolicedBody& body,
+                                                const PolicedSink& sink, const std::optional<ExchangeError>& failure) {
+  const unsigned status = failure ? static_cast<unsigned>(http_status(failure->code())) : sink.status();
+  if (!should_log(li, status, failure.has_value())) return std::nullopt;
+  InvocationRecord r;
+  r.status = status;
+  if (failure) r.error = std::string(error_slug(failure->code()));
+  r.request_bytes = body.bytes();
+  r.response_bytes = sink.bytes();
+  if (sink.native_us()) r.native_ms = static_cast<double>(sink.native_us()) / 1000.0;
+  r.request_payload = body.payload();
+  r.response_payload = sink.payload();
+  return r;
+}
+
 std::string invocation_fields(const InvocationRecord& r, bool compress) {
   std::string out;
   member(out, "request_id", r.request_id);
@@ -160,12 +182,11 @@ asio::awaitable<Verdict> PolicedBody::prefetch(Decisions& decisions) {
     const bool more = co_await inner_.next(chunk);
     if (!more) break;
     if (prefetched_.size() + chunk.size() > cap) {
-      Verdict v;
-      v.status = 413;
-      v.policy = "threat_protection";
-      v.reason = "body_too_large";
-      v.detail = "a JSON body checked for depth may be at most " + std::to_string(cap) + " bytes";
-      decisions.push_back({"threat_protection", "rejected", v.reason});
+      decisions.push_back({"threat_protection", "rejected", "body_too_large"});
+      // A named value, not a temporary: GCC 12 mishandles temporaries in
+      // coroutine return expressions as it does in co_await ones.
+      Verdict v = Verdict::refuse(413, "threat_protection", "body_too_large",
+                                  "a JSON body checked for depth may be at most " + std::to_string(cap) + " bytes");
       co_return v;
     }
     prefetched_.append(chunk);
@@ -176,12 +197,9 @@ asio::awaitable<Verdict> PolicedBody::prefetch(Decisions& decisions) {
     if (rules_.json_depth.report_only) {
       decisions.push_back({"threat_protection", "reported", "json_too_deep"});
     } else {
-      Verdict v;
-      v.status = 400;
-      v.policy = "threat_protection";
-      v.reason = "json_too_deep";
-      v.detail = "JSON body nests deeper than " + std::to_string(rules_.json_depth.max) + " levels";
-      decisions.push_back({"threat_protection", "rejected", v.reason});
+      decisions.push_back({"threat_protection", "rejected", "json_too_deep"});
+      Verdict v = Verdict::refuse(400, "threat_protection", "json_too_deep",
+                                  "JSON body nests deeper than " + std::to_string(rules_.json_depth.max) + " levels");
       co_return v;
     }
   }

@@ -39,6 +39,13 @@ struct InvocationRecord {
 /// Whether the API's frequency setting wants a record for this outcome.
 bool should_log(const pv1::LogInvocation& li, unsigned status, bool failed);
 
+/// Bytes of each payload Log Invocation keeps for an API's policies (0: not
+/// stored; both 0 when `pol` is null or has no log_invocation).
+struct CaptureLimits {
+  std::size_t request = 0, response = 0;
+};
+CaptureLimits capture_limits(const pv1::Policies* pol);
+
 /// The record's JSON members (no braces). Payloads are gzip+base64 when
 /// `compress`, else text if valid UTF-8, else base64.
 std::string invocation_fields(const InvocationRecord& r, bool compress);
@@ -123,6 +130,14 @@ class PolicedSink final : public ResponseSink {
   std::optional<std::chrono::steady_clock::time_point> native_start_;
   std::string application_;
 };
+
+/// The record for one exchange as far as every enforcement point fills it
+/// alike: status and error from the outcome; bytes and stored payloads from
+/// the policed body and sink; native time from the response head. Nothing
+/// when the API's frequency setting does not want this outcome. The caller
+/// adds who, what and when.
+std::optional<InvocationRecord> exchange_record(const pv1::LogInvocation& li, const PolicedBody& body,
+                                                const PolicedSink& sink, const std::optional<ExchangeError>& failure);
 
 /// True if a Content-Type names JSON (application/json, application/*+json).
 bool is_json_content_type(std::string_view content_type);
