@@ -610,6 +610,7 @@ struct Broker::Impl {
               break;
             }
             if (f.has_body()) metrics.bytes_up.Increment(static_cast<double>(f.body().data().size()));
+            if (f.has_ws_message()) metrics.bytes_up.Increment(static_cast<double>(f.ws_message().data().size()));
             const bool last = f.has_end() || f.has_error();
             const bool sent = co_await gb::write(out.stream, f);
             if (!sent) break;
@@ -631,6 +632,7 @@ struct Broker::Impl {
         break;
       }
       if (f.has_body()) metrics.bytes_down.Increment(static_cast<double>(f.body().data().size()));
+      if (f.has_ws_message()) metrics.bytes_down.Increment(static_cast<double>(f.ws_message().data().size()));
       const bool last = f.has_end() || f.has_error();
       if (f.has_error()) result = std::string(error_slug(f.error().code()));
       const bool sent = co_await gb::write(in.stream, f);

@@ -4,6 +4,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <memory>
 
@@ -124,6 +125,43 @@ class Deadline {
   }
 
   std::shared_ptr<State> state_;
+};
+
+}  // namespace postern
+
+namespace postern {
+
+/// A mutex for coroutines on one executor: lock() waits its turn (FIFO),
+/// unlock() hands the lock to the next waiter. Used where two coroutines
+/// may write to one stream that allows a single outstanding write.
+class AsyncMutex {
+ public:
+  explicit AsyncMutex(asio::any_io_executor ex) : ex_(std::move(ex)) {}
+
+  asio::awaitable<void> lock() {
+    if (!locked_) {
+      locked_ = true;
+      co_return;
+    }
+    asio::steady_timer t(ex_, asio::steady_timer::time_point::max());
+    waiters_.push_back(&t);
+    // unlock() cancels this timer and passes the lock on: still locked_.
+    co_await t.async_wait(use_nothrow);
+  }
+  void unlock() {
+    if (waiters_.empty()) {
+      locked_ = false;
+      return;
+    }
+    auto* next = waiters_.front();
+    waiters_.pop_front();
+    next->cancel();
+  }
+
+ private:
+  asio::any_io_executor ex_;
+  bool locked_ = false;
+  std::deque<asio::steady_timer*> waiters_;
 };
 
 }  // namespace postern

@@ -17,6 +17,7 @@
 #include "common/event.hpp"
 #include "common/grpc/bridge.hpp"
 #include "common/grpc/channel.hpp"
+#include "common/grpc/frame_port.hpp"
 #include "common/grpc/snapshot_watcher.hpp"
 #include "common/net/http_client.hpp"
 #include "common/net/http_headers.hpp"
@@ -24,6 +25,7 @@
 #include "common/policy/decision_metrics.hpp"
 #include "common/policy/engine.hpp"
 #include "common/policy/invocation.hpp"
+#include "common/policy/ws_policies.hpp"
 #include "common/net/tls.hpp"
 #include "common/observability/log.hpp"
 #include "postern/policy/v1/policy.grpc.pb.h"
@@ -52,6 +54,8 @@ struct Metrics {
   prometheus::Counter& bytes_in;
   prometheus::Counter& bytes_out;
   prometheus::Gauge& config_version;
+  prometheus::Gauge& ws_sessions;
+  prometheus::Family<prometheus::Counter>& ws_messages;
 
   explicit Metrics(prometheus::Registry& r)
       : brokers_attached(prometheus::BuildGauge()
@@ -101,7 +105,16 @@ struct Metrics {
                            .Name("postern_connector_config_version")
                            .Help("Version of the policy snapshot in force (0: none)")
                            .Register(r)
-                           .Add({})) {}
+                           .Add({})),
+        ws_sessions(prometheus::BuildGauge()
+                        .Name("postern_connector_websocket_sessions")
+                        .Help("WebSocket sessions open to native services right now")
+                        .Register(r)
+                        .Add({})),
+        ws_messages(prometheus::BuildCounter()
+                        .Name("postern_connector_websocket_messages_total")
+                        .Help("WebSocket messages relayed, by alias and direction")
+                        .Register(r)) {}
 };
 
 const prometheus::Histogram::BucketBoundaries kLatencyBuckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -237,6 +250,11 @@ struct Connector::Impl {
   policy::Limiter limiter;
   policy::DecisionMetrics decisions_metrics;
   std::unique_ptr<policy::InvocationLog> invocations;
+  std::unique_ptr<policy::TransformClient> transforms;  // made on first use
+  // Open WebSocket sessions, so a drain can close them with 1001.
+  std::map<std::uint64_t, net::WsRelay*> ws_sessions;
+  std::uint64_t next_ws = 1;
+  std::size_t max_ws_message_bytes = 16u << 20;
 
   Clock::duration reconnect_max;
   Clock::duration drain_timeout;
@@ -252,6 +270,7 @@ struct Connector::Impl {
     resolve_interval = config::duration_or(cfg.resolve_interval(), 30s);
     pool_size = cfg.pool_size() ? cfg.pool_size() : 8;
     max_concurrency = cfg.max_concurrency() ? cfg.max_concurrency() : 256;
+    if (cfg.max_ws_message_bytes()) max_ws_message_bytes = cfg.max_ws_message_bytes();
     idle = std::make_unique<Event>(ex);
     idle->set();
   }
@@ -640,6 +659,7 @@ struct Connector::Impl {
     policy::PolicedSink policed_sink(sink, pol ? &pol->transform() : nullptr, capture.response);
 
     std::optional<ExchangeError> failure;
+    bool websocket_ran = false;  // a session ran: its stream is already closed
     try {
       if (enforce) {
         std::string host;
@@ -647,6 +667,13 @@ struct Connector::Impl {
           if (net::iequals(h.name(), "x-forwarded-host")) host = h.value();
         }
         auto verdict = policy::identify(*cat, *api, head, host, std::chrono::system_clock::now(), identity, decisions);
+        if (verdict.allowed() && head.websocket()) {
+          std::string origin;
+          for (const auto& h : head.headers()) {
+            if (net::iequals(h.name(), "origin")) origin = h.value();
+          }
+          verdict = policy::check_origin(*api, origin, decisions);
+        }
         if (verdict.allowed()) verdict = limiter.admit(*api, identity, head.client_ip(), Clock::now(), hold, decisions);
         if (!verdict.allowed()) {
           std::string problem;
@@ -668,7 +695,13 @@ struct Connector::Impl {
         std::chrono::milliseconds head_timeout = it->second.read_timeout;
         if (head.timeout_ms() > 0) head_timeout = std::min(head_timeout, std::chrono::milliseconds(head.timeout_ms()));
         policed_sink.stamp_native(Clock::now(), identity.application);
-        co_await http.exchange(it->second, head, policed_body, policed_sink, head_timeout);
+        if (head.websocket()) {
+          const pv1::Policies* wpol = api ? &api->def->policies() : nullptr;
+          websocket_ran = co_await serve_websocket(ctx, stream, head, it->second, head_timeout, enforce ? wpol : nullptr,
+                                                   identity, decisions, sink);
+        } else {
+          co_await http.exchange(it->second, head, policed_body, policed_sink, head_timeout);
+        }
       }
     } catch (const ExchangeError& e) {
       failure = e;
@@ -688,8 +721,8 @@ struct Connector::Impl {
         co_await gb::write(stream, f);
       }
     }
-    co_await gb::op([&](void* tag) { stream.WritesDone(tag); });
-    {
+    if (!websocket_ran) {
+      co_await gb::op([&](void* tag) { stream.WritesDone(tag); });
       Deadline d(ex, 5s, [&ctx] { ctx.TryCancel(); });
       co_await body.drain();
     }
@@ -700,7 +733,7 @@ struct Connector::Impl {
     metrics.duration.Add({{"alias", alias}}, kLatencyBuckets)
         .Observe(std::chrono::duration<double>(Clock::now() - started).count());
     if (enforce) decisions_metrics.count(api->name, decisions);
-    if (pol && pol->has_log_invocation()) {
+    if (pol && pol->has_log_invocation() && !websocket_ran) {
       if (auto r = policy::exchange_record(pol->log_invocation(), policed_body, policed_sink, failure)) {
         r->request_id = head.request_id();
         r->api = api->name;
@@ -716,11 +749,64 @@ struct Connector::Impl {
     }
   }
 
+  // ------------------------------------------------------------ websocket
+
+  // Opens the WebSocket to the native service; on its 101 answers 101 up
+  // the tunnel and relays the session; on a refusal passes the refusal on.
+  // Returns true when a session ran (the tunnel side is closed then).
+  asio::awaitable<bool> serve_websocket(grpc::ClientContext& ctx, FrameStream& stream, const tv1::RequestHead& head,
+                                        const net::Origin& origin, std::chrono::milliseconds head_timeout,
+                                        const pv1::Policies* pol, const policy::Identity& identity,
+                                        const policy::Decisions& decisions, PullSink& sink) {
+    net::WsStreamOptions o;
+    o.max_message_bytes = max_ws_message_bytes;
+    o.ping_interval = policy::WsSessionPolicies::ping_interval(pol);
+    o.handshake_timeout = head_timeout;
+    auto up = co_await http.websocket(origin, head, o);
+    if (!up.port) {
+      co_await sink.head(up.head);
+      if (!up.body.empty()) co_await sink.body(up.body);
+      const Trailers none;
+      co_await sink.end(none);
+      co_return false;
+    }
+    std::string subprotocol;
+    for (const auto& h : up.head.headers()) {
+      if (net::iequals(h.name(), "sec-websocket-protocol")) subprotocol = h.value();
+    }
+    co_await sink.head(up.head);
+    gb::FramePort tunnel(ex, stream, ctx, max_ws_message_bytes);
+    policy::WsSessionInfo info{head.request_id(), head.api(), identity.application, head.client_ip(),
+                               head.target().substr(0, head.target().find('?')), subprotocol, "connector"};
+    if (pol && !transforms && pol->message_transformation().has_service()) {
+      transforms = std::make_unique<policy::TransformClient>(ex);
+    }
+    policy::WsSessionPolicies hooks(pol, std::move(info), *invocations, transforms.get());
+    net::WsRelay session(ex, tunnel, *up.port, &hooks, policy::WsSessionPolicies::relay_options(pol));
+    hooks.opened();
+    metrics.ws_sessions.Increment();
+    const auto id = next_ws++;
+    ws_sessions[id] = &session;
+    if (draining) session.stop(1001, "connector draining");
+    co_await session.run();
+    ws_sessions.erase(id);
+    metrics.ws_sessions.Decrement();
+    const auto& st = session.stats();
+    metrics.ws_messages.Add({{"alias", head.alias()}, {"direction", "client_to_server"}})
+        .Increment(static_cast<double>(st.messages[0]));
+    metrics.ws_messages.Add({{"alias", head.alias()}, {"direction", "server_to_client"}})
+        .Increment(static_cast<double>(st.messages[1]));
+    co_await tunnel.drain(2s);
+    hooks.closed(st, decisions);
+    co_return true;
+  }
+
   // ------------------------------------------------------------ drain
 
   asio::awaitable<void> drain() {
     draining = true;
     if (policy_watch) policy_watch->stop();
+    for (auto& [_, s] : ws_sessions) s->stop(1001, "connector draining");
     POSTERN_LOG(info, "connector draining").kv("in_flight", static_cast<std::uint64_t>(in_flight));
     for (auto& [_, l] : links) {
       if (l->attached) {

@@ -9,6 +9,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -21,6 +22,8 @@
 #include "common/asio.hpp"
 #include "common/net/trailers.hpp"
 #include "common/observability/log.hpp"
+#include "demo/chat.hpp"
+#include "demo/demo_page.hpp"
 #include "demo/sha256.hpp"
 #include "demo/target.hpp"
 
@@ -151,7 +154,7 @@ class Session {
       const bool keep_alive = co_await serve_one();
       if (!keep_alive) break;
     }
-    co_await close_stream(stream_);
+    if (!upgraded_) co_await close_stream(stream_);
   }
 
  private:
@@ -192,7 +195,20 @@ class Session {
   asio::awaitable<bool> route(const Target& target) {
     const std::string& path = target.path();
     POSTERN_LOG(debug, "request").kv("method", sv(req().method_string())).kv("target", sv(req().target()));
+    if (beast::websocket::is_upgrade(req())) {
+      if (path.starts_with("/refuse/")) {
+        const auto code = parse_uint(std::string_view(path).substr(8));
+        const unsigned status = code && *code >= 200 && *code <= 599 ? static_cast<unsigned>(*code) : 403;
+        std::string body = "refused by the demo: status " + std::to_string(status) + "\n";
+        co_await send_text(status, std::move(body));
+        co_return false;
+      }
+      upgraded_ = true;
+      co_await run_chat(stream_, req());
+      co_return false;
+    }
     if (path == "/") co_return co_await send_text(200, std::string(kHello));
+    if (path == "/demo.html") co_return co_await send_text(200, std::string(kDemoPage), "text/html; charset=utf-8");
     if (path == "/headers") co_return co_await handle_headers();
     if (path == "/echo") co_return co_await handle_echo();
     if (path == "/sink") co_return co_await handle_sink();
@@ -538,6 +554,7 @@ class Session {
   }
 
   Stream stream_;
+  bool upgraded_ = false;  // a WebSocket session took stream_ over
   beast::flat_buffer buffer_;
   std::unique_ptr<char[]> body_;  // one kChunkSize piece of request body at a time
   std::optional<Parser> parser_;

@@ -1,6 +1,7 @@
 // postern-demo: wiring only — flags, TLS context, signals, threads.
 //
 //   postern-demo [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE]
+//                [--transform-listen HOST:PORT]
 //                [--threads N] [--log-level debug|info|warn|error]
 
 #include <openssl/ssl.h>
@@ -23,6 +24,7 @@
 #include "common/observability/log.hpp"
 #include "demo/demo_server.hpp"
 #include "demo/target.hpp"
+#include "demo/transform_service.hpp"
 
 namespace {
 
@@ -32,8 +34,11 @@ using tcp = asio::ip::tcp;
 
 constexpr std::string_view kUsage =
     "usage: postern-demo [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE]\n"
+    "                    [--transform-listen HOST:PORT]\n"
     "                    [--threads N] [--log-level debug|info|warn|error]\n"
     "  --listen     address to serve on (default 127.0.0.1:8081; port 0 picks a free port)\n"
+    "               HTTP endpoints, the WebSocket echo broadcaster on any path, /demo.html\n"
+    "  --transform-listen  also serve the demo message transform service (gRPC) there\n"
     "  --tls-cert   PEM certificate chain; with --tls-key, serve HTTPS\n"
     "  --tls-key    PEM private key\n"
     "  --threads    I/O threads (default 1)\n"
@@ -44,6 +49,7 @@ struct Flags {
   std::string port = "8081";
   std::string tls_cert;
   std::string tls_key;
+  std::string transform_listen;
   unsigned threads = 1;
   postern::log::Level level = postern::log::Level::info;
 };
@@ -99,6 +105,10 @@ Flags parse_flags(int argc, char** argv) {
       flags.tls_cert = value;
     } else if (arg == "--tls-key") {
       flags.tls_key = value;
+    } else if (arg == "--transform-listen") {
+      std::string h, p;
+      if (!split_host_port(value, h, p)) usage_error("--transform-listen wants HOST:PORT, got " + value);
+      flags.transform_listen = value;
     } else if (arg == "--threads") {
       const auto n = postern::demo::parse_uint(value);
       if (!n || *n < 1 || *n > 256) usage_error("--threads wants 1-256, got " + value);
@@ -166,6 +176,16 @@ int main(int argc, char** argv) {
         .kv("port", static_cast<unsigned>(bound.port()))
         .kv("tls", tls != nullptr)
         .kv("threads", flags.threads);
+
+    std::unique_ptr<postern::demo::TransformServer> transform;
+    if (!flags.transform_listen.empty()) {
+      transform = std::make_unique<postern::demo::TransformServer>(flags.transform_listen);
+      const auto colon = flags.transform_listen.rfind(':');
+      POSTERN_LOG(info, "listening")
+          .kv("listener", "transform")
+          .kv("address", flags.transform_listen.substr(0, colon))
+          .kv("port", transform->port());
+    }
 
     asio::signal_set signals(ioc, SIGINT, SIGTERM);
     signals.async_wait([&](const boost::system::error_code& ec, int signal) {

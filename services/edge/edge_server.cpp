@@ -16,6 +16,7 @@
 
 #include "common/config/yaml_proto.hpp"
 #include "common/event.hpp"
+#include "common/net/beast_ws_port.hpp"
 #include "common/net/http_client.hpp"
 #include "common/net/http_headers.hpp"
 #include "common/net/listen.hpp"
@@ -25,6 +26,7 @@
 #include "common/policy/decision_metrics.hpp"
 #include "common/policy/engine.hpp"
 #include "common/policy/invocation.hpp"
+#include "common/policy/ws_policies.hpp"
 #include "edge/relay_client.hpp"
 #include "edge/router.hpp"
 
@@ -32,8 +34,10 @@ namespace postern::edge {
 
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace websocket = beast::websocket;
 namespace ssl = asio::ssl;
 namespace tv1 = tunnel::v1;
+namespace pv1 = policy::v1;
 using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
@@ -50,6 +54,9 @@ struct Metrics {
   prometheus::Counter& bytes_out;
   prometheus::Gauge& connections;
   prometheus::Gauge& in_flight;
+  prometheus::Gauge& ws_sessions;
+  prometheus::Family<prometheus::Counter>& ws_sessions_total;
+  prometheus::Family<prometheus::Counter>& ws_messages;
 
   explicit Metrics(prometheus::Registry& r)
       : requests(prometheus::BuildCounter()
@@ -79,7 +86,20 @@ struct Metrics {
                       .Name("postern_edge_requests_in_flight")
                       .Help("Requests being served right now")
                       .Register(r)
-                      .Add({})) {}
+                      .Add({})),
+        ws_sessions(prometheus::BuildGauge()
+                        .Name("postern_edge_websocket_sessions")
+                        .Help("WebSocket sessions open right now")
+                        .Register(r)
+                        .Add({})),
+        ws_sessions_total(prometheus::BuildCounter()
+                              .Name("postern_edge_websocket_sessions_total")
+                              .Help("WebSocket sessions ended, by API and the close code the client got")
+                              .Register(r)),
+        ws_messages(prometheus::BuildCounter()
+                        .Name("postern_edge_websocket_messages_total")
+                        .Help("WebSocket messages relayed, by API and direction")
+                        .Register(r)) {}
 };
 
 std::string new_request_id() {
@@ -137,6 +157,11 @@ struct EdgeServer::Impl {
   // Closers for connections waiting between requests, so a drain can end them.
   std::map<std::uint64_t, std::function<void()>> idle_connections;
   std::uint64_t next_conn = 1;
+  // Open WebSocket sessions, so a drain can close them with 1001.
+  std::map<std::uint64_t, net::WsRelay*> ws_sessions;
+  std::uint64_t next_ws = 1;
+  std::size_t max_ws_message_bytes = 16u << 20;
+  std::unique_ptr<policy::TransformClient> transforms;  // made on first use
 
   Impl(asio::io_context& io, config::v1::EdgeConfig c, std::shared_ptr<prometheus::Registry> p)
       : ioc(io), ex(io.get_executor()), cfg(std::move(c)), prom(std::move(p)), metrics(*prom), http(ex),
@@ -151,6 +176,7 @@ struct EdgeServer::Impl {
     header_timeout = config::duration_or(cfg.header_timeout(), 10s);
     drain_timeout = config::duration_or(cfg.drain_timeout(), 20s);
     if (cfg.max_header_bytes()) max_header_bytes = cfg.max_header_bytes();
+    if (cfg.max_ws_message_bytes()) max_ws_message_bytes = cfg.max_ws_message_bytes();
     idle_event = std::make_unique<Event>(ex);
     idle_event->set();
   }
@@ -462,6 +488,8 @@ struct EdgeServer::Impl {
     const std::string client_ip = peer.address().to_string();
     beast::flat_buffer buffer;
     const std::uint64_t conn_id = next_conn++;
+    // Set once a WebSocket session took the stream over (it is moved from).
+    bool upgraded = false;
     for (bool first = true;; first = false) {
       if (draining) break;
       http::request_parser<http::buffer_body> parser;
@@ -495,7 +523,7 @@ struct EdgeServer::Impl {
       metrics.in_flight.Increment();
       bool keep = false;
       try {
-        keep = co_await handle(stream, buffer, parser, client_ip, tls);
+        keep = co_await handle(stream, buffer, parser, client_ip, tls, upgraded);
       } catch (const std::exception& e) {
         POSTERN_LOG(error, "request failed").kv("error", e.what());
       }
@@ -503,13 +531,13 @@ struct EdgeServer::Impl {
       if (--in_flight == 0) idle_event->set();
       if (!keep) break;
     }
-    co_await close(stream);
+    if (!upgraded) co_await close(stream);
   }
 
   template <class Stream>
   asio::awaitable<bool> handle(Stream& stream, beast::flat_buffer& buffer,
                                http::request_parser<http::buffer_body>& parser, const std::string& client_ip,
-                               bool tls) {
+                               bool tls, bool& upgraded) {
     const auto started = Clock::now();
     auto& req = parser.get();
     const unsigned version = req.version();
@@ -586,6 +614,26 @@ struct EdgeServer::Impl {
       finish(404, "", 0);
       co_return ka;
     }
+    const bool upgrade = websocket::is_upgrade(req);
+    // A WebSocket API takes upgrades only; a REST API (or a DMZ-local one
+    // from the edge's own list) none. An API from the default alias is the
+    // green zone's to judge.
+    const bool ws_api = papi ? papi->websocket : false;
+    const bool knows_type = papi || route->kind == Route::Kind::direct;
+    if (knows_type && upgrade != ws_api) {
+      const int status = ws_api ? 426 : 400;
+      std::string body = "{\"type\":\"https://postern.dev/problems/" + std::string(ws_api ? "upgrade-required" : "not-websocket") +
+                         "\",\"title\":\"" + (ws_api ? "Upgrade Required" : "Bad Request") + "\",\"status\":" +
+                         std::to_string(status) + ",\"detail\":\"";
+      const std::string detail = ws_api ? "API '" + api_name + "' is a WebSocket API: connect with a WebSocket client"
+                                        : "API '" + api_name + "' is a REST API; it takes no WebSocket upgrade";
+      log::json_escape(body, detail);
+      body += "\",\"request_id\":\"" + request_id + "\"}\n";
+      const bool ka = keep_alive && !body_expected && !upgrade;
+      co_await write_problem(stream, version, status, "http_request_error", body, request_id, ka, detail);
+      finish(static_cast<unsigned>(status), api_name, 0);
+      co_return ka;
+    }
 
     tv1::RequestHead head;
     head.set_request_id(request_id);
@@ -602,6 +650,11 @@ struct EdgeServer::Impl {
       const auto name = f.name_string();
       if (net::is_hop_by_hop(name) || net::listed_in_connection(connection, name)) continue;
       if (net::iequals(name, "host") || net::iequals(name, "expect") || net::iequals(name, "x-request-id")) continue;
+      // The far side's WebSocket client makes its own handshake fields.
+      if (upgrade && name.size() > 14 && net::iequals(name.substr(0, 14), "sec-websocket-") &&
+          !net::iequals(name, "sec-websocket-protocol")) {
+        continue;
+      }
       if (net::iequals(name, "x-forwarded-for")) {
         xff = std::string(f.value());
         continue;
@@ -645,6 +698,7 @@ struct EdgeServer::Impl {
     policy::Limiter::Hold hold;
     if (enforce) {
       auto verdict = policy::identify(*cat, *papi, head, host, std::chrono::system_clock::now(), identity, decisions);
+      if (verdict.allowed() && upgrade) verdict = policy::check_origin(*papi, req[http::field::origin], decisions);
       if (verdict.allowed()) verdict = limiter.admit(*papi, identity, client_ip, Clock::now(), hold, decisions);
       if (!verdict.allowed()) {
         const bool ka = keep_alive && !body_expected;
@@ -653,6 +707,13 @@ struct EdgeServer::Impl {
         co_return ka;
       }
       policy::transform_request(pol->transform(), head);
+    }
+
+    if (upgrade) {
+      const unsigned status = co_await websocket_exchange(stream, req, head, *route, pol, threats, identity, decisions,
+                                                          request_id, client_ip, head_timeout, upgraded);
+      finish(status, api_name, 0);
+      co_return false;
     }
 
     // 100-continue is the edge's to answer: the body is read as it streams.
@@ -739,6 +800,147 @@ struct EdgeServer::Impl {
     co_return client_sink.keep_alive && parser.is_done() && !draining;
   }
 
+  // ------------------------------------------------------------ WebSocket
+
+  policy::TransformClient* transforms_for(const pv1::Policies* pol) {
+    if (!pol || !pol->message_transformation().has_service()) return nullptr;
+    if (!transforms) transforms = std::make_unique<policy::TransformClient>(ex);
+    return transforms.get();
+  }
+
+  // An upgrade: the far side (the native service through the tunnel, or a
+  // DMZ-local one) answers first; the client gets its 101 only after a 101
+  // from there, else the refusal as the native service gave it. Returns the
+  // status the client got.
+  template <class Stream>
+  asio::awaitable<unsigned> websocket_exchange(Stream& stream, http::request<http::buffer_body>& req,
+                                               tv1::RequestHead& head, const Route& route, const pv1::Policies* pol,
+                                               const policy::ThreatRules& threats, const policy::Identity& identity,
+                                               const policy::Decisions& decisions, const std::string& request_id,
+                                               const std::string& client_ip, std::chrono::milliseconds head_timeout,
+                                               bool& upgraded) {
+    head.set_websocket(true);
+    head.set_content_length(0);
+    const unsigned version = req.version();
+    net::WsStreamOptions client_opts;
+    client_opts.max_message_bytes = threats.ws_message_bytes.max > 0 && !threats.ws_message_bytes.report_only
+                                        ? threats.ws_message_bytes.max
+                                        : max_ws_message_bytes;
+    client_opts.ping_interval = policy::WsSessionPolicies::ping_interval(pol);
+    std::unique_ptr<WsTunnel> tunnel;
+    net::HttpClient::WsUpgrade direct;
+    tv1::ResponseHead answer;
+    std::string refusal;
+    net::WsPort* server = nullptr;
+    std::optional<ExchangeError> failure;
+    try {
+      if (route.kind == Route::Kind::reverse_invoke) {
+        tunnel = co_await relay->open_websocket(head, head_timeout, max_ws_message_bytes);
+        answer = tunnel->head();
+        refusal = tunnel->body();
+        if (answer.status() == 101) server = &tunnel->port();
+      } else {
+        net::WsStreamOptions o;
+        o.max_message_bytes = max_ws_message_bytes;
+        o.ping_interval = client_opts.ping_interval;
+        o.handshake_timeout = head_timeout;
+        direct = co_await http.websocket(direct_origin(route), head, o);
+        answer = direct.head;
+        refusal = direct.body;
+        server = direct.port.get();
+      }
+    } catch (const ExchangeError& e) {
+      failure = e;
+    }
+    if (failure) {
+      POSTERN_LOG(warn, "websocket upgrade failed")
+          .kv("request_id", request_id)
+          .kv("api", route.api)
+          .kv("code", std::string(error_slug(failure->code())))
+          .kv("error", failure->what());
+      const std::string_view alias =
+          route.kind == Route::Kind::reverse_invoke ? std::string_view(route.alias) : std::string_view();
+      co_await write_error(stream, version, *failure, request_id, false, alias);
+      co_return static_cast<unsigned>(http_status(failure->code()));
+    }
+    if (answer.status() != 101 || !server) {
+      http::response<http::string_body> res;
+      res.version(version);
+      res.result(answer.status());
+      if (!answer.reason().empty()) res.reason(answer.reason());
+      bool has_id = false;
+      for (const auto& h : answer.headers()) {
+        if (net::is_hop_by_hop(h.name()) || net::iequals(h.name(), "content-length")) continue;
+        if (net::iequals(h.name(), "x-request-id")) has_id = true;
+        res.insert(h.name(), h.value());
+      }
+      if (!has_id) res.set("X-Request-Id", request_id);
+      res.keep_alive(false);
+      res.body() = std::move(refusal);
+      res.prepare_payload();
+      beast::get_lowest_layer(stream).expires_after(10s);
+      auto [ec, n] = co_await http::async_write(stream, res, use_nothrow);
+      (void)ec;
+      co_return answer.status();
+    }
+
+    std::string subprotocol;
+    for (const auto& h : answer.headers()) {
+      if (net::iequals(h.name(), "sec-websocket-protocol")) subprotocol = h.value();
+    }
+    websocket::stream<Stream> ws(std::move(stream));
+    upgraded = true;
+    net::configure_ws(ws, client_opts);
+    ws.set_option(websocket::stream_base::decorator([subprotocol, request_id](websocket::response_type& res) {
+      if (!subprotocol.empty()) res.set(http::field::sec_websocket_protocol, subprotocol);
+      res.set("X-Request-Id", request_id);
+      res.set(http::field::server, "postern-edge");
+    }));
+    auto [aec] = co_await ws.async_accept(req, use_nothrow);
+    if (aec) {
+      POSTERN_LOG(info, "websocket client handshake failed").kv("request_id", request_id).kv("error", aec.message());
+      const auto bye = net::WsMessage::close(1001, "client handshake failed");
+      co_await server->write(bye);
+      if (tunnel) co_await tunnel->close();
+      co_return 400;
+    }
+    net::BeastWsPort<Stream> client(std::move(ws));
+    policy::WsSessionInfo info{request_id, route.api, identity.application, client_ip,
+                               std::string(req.target().substr(0, req.target().find('?'))), subprotocol, "edge"};
+    policy::WsSessionPolicies hooks(pol, std::move(info), *invocations, transforms_for(pol));
+    net::WsRelay session(ex, client, *server, &hooks, policy::WsSessionPolicies::relay_options(pol));
+    hooks.opened();
+    POSTERN_LOG(info, "websocket open").kv("request_id", request_id).kv("api", route.api).kv("subprotocol", subprotocol);
+    metrics.ws_sessions.Increment();
+    const auto id = next_ws++;
+    ws_sessions[id] = &session;
+    if (draining) session.stop(1001, "server draining");
+    co_await session.run();
+    ws_sessions.erase(id);
+    metrics.ws_sessions.Decrement();
+    const auto& st = session.stats();
+    metrics.ws_messages.Add({{"api", route.api}, {"direction", "client_to_server"}})
+        .Increment(static_cast<double>(st.messages[0]));
+    metrics.ws_messages.Add({{"api", route.api}, {"direction", "server_to_client"}})
+        .Increment(static_cast<double>(st.messages[1]));
+    // What the client was sent: the far side's close passed on, or ours.
+    const std::uint16_t client_got = st.closed_by == "gateway" ? st.gateway_close_code
+                                     : st.closed_by == "server" ? net::forwardable_close_code(st.server_close_code)
+                                                                : st.client_close_code;
+    metrics.ws_sessions_total.Add({{"api", route.api}, {"close_code", std::to_string(client_got)}}).Increment();
+    if (tunnel) co_await tunnel->close();
+    hooks.closed(st, decisions);
+    POSTERN_LOG(info, "websocket closed")
+        .kv("request_id", request_id)
+        .kv("api", route.api)
+        .kv("closed_by", st.closed_by)
+        .kv("client_close", static_cast<unsigned>(st.client_close_code))
+        .kv("server_close", static_cast<unsigned>(st.server_close_code))
+        .kv("messages_in", st.messages[0])
+        .kv("messages_out", st.messages[1]);
+    co_return 101;
+  }
+
   // A response a policy decided on: head and problem+json body.
   template <class Stream>
   asio::awaitable<void> write_rejection(Stream& stream, unsigned version, const policy::Verdict& verdict,
@@ -770,6 +972,7 @@ struct EdgeServer::Impl {
     auto closers = std::move(idle_connections);
     idle_connections.clear();
     for (auto& [_, close] : closers) close();
+    for (auto& [_, s] : ws_sessions) s->stop(1001, "server draining");
     co_await idle_event->wait_for(drain_timeout);
     POSTERN_LOG(info, "edge drained").kv("in_flight", static_cast<std::uint64_t>(in_flight));
   }

@@ -2,9 +2,12 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <optional>
+
 #include "common/event.hpp"
 #include "common/grpc/bridge.hpp"
 #include "common/grpc/channel.hpp"
+#include "common/grpc/frame_port.hpp"
 #include "common/grpc/snapshot_watcher.hpp"
 #include "postern/tunnel/v1/tunnel.grpc.pb.h"
 
@@ -122,6 +125,110 @@ asio::awaitable<void> RelayClient::invoke(const tv1::RequestHead& head, BodySour
                                                             st.error_message() + ")");
   }
   throw ExchangeError(tv1::ERROR_CODE_CONNECTOR_LOST, "the response was cut off mid-body");
+}
+
+struct WsTunnel::Impl {
+  asio::any_io_executor ex;
+  grpc::ClientContext ctx;
+  std::unique_ptr<FrameStream> stream;
+  tv1::ResponseHead head;
+  std::string body;
+  std::unique_ptr<gb::FramePort> port;
+  bool finished = false;
+};
+
+WsTunnel::WsTunnel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+WsTunnel::~WsTunnel() {
+  // close() was not awaited (an exception on the way): cancel so that gRPC
+  // lets go of the call; the tags complete into a queue that outlives us.
+  if (!impl_->finished) impl_->ctx.TryCancel();
+}
+const tv1::ResponseHead& WsTunnel::head() const { return impl_->head; }
+const std::string& WsTunnel::body() const { return impl_->body; }
+net::WsPort& WsTunnel::port() { return *impl_->port; }
+
+asio::awaitable<void> WsTunnel::close() {
+  auto& im = *impl_;
+  if (im.finished) co_return;
+  co_await im.port->drain(std::chrono::seconds(2));
+  grpc::Status st;
+  co_await gb::op([&](void* tag) { im.stream->Finish(&st, tag); });
+  im.finished = true;
+}
+
+asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::open_websocket(const tv1::RequestHead& head,
+                                                                       std::chrono::milliseconds head_timeout,
+                                                                       std::size_t max_message_bytes) {
+  auto& im = *impl_;
+  auto t = std::make_unique<WsTunnel::Impl>();
+  t->ex = im.ex;
+  t->stream = im.stub->PrepareAsyncInvoke(&t->ctx, im.pump->cq());
+  t->port = std::make_unique<gb::FramePort>(im.ex, *t->stream, t->ctx, max_message_bytes);
+  auto tunnel = std::make_unique<WsTunnel>(std::move(t));
+  auto& w = *tunnel->impl_;
+  bool got_head = false, timed_out = false, anything = false;
+  std::optional<ExchangeError> failure;
+  {
+    Deadline head_deadline(im.ex, head_timeout, [&] {
+      if (!got_head) {
+        timed_out = true;
+        w.ctx.TryCancel();
+      }
+    });
+    bool ok = co_await gb::op([&](void* tag) { w.stream->StartCall(tag); });
+    if (ok) {
+      tv1::Frame f;
+      *f.mutable_request_head() = head;
+      ok = co_await gb::write(*w.stream, f);
+    }
+    tv1::Frame f;
+    bool ended = false;
+    while (ok) {
+      f.Clear();
+      ok = co_await gb::read(*w.stream, f);
+      if (!ok) break;
+      anything = true;
+      if (f.has_response_head()) {
+        got_head = true;
+        head_deadline.disarm();
+        w.head = std::move(*f.mutable_response_head());
+        if (w.head.status() == 101) co_return tunnel;
+      } else if (f.has_body()) {
+        if (w.body.size() < (1u << 20)) w.body.append(f.body().data());
+      } else if (f.has_end()) {
+        ended = true;
+        break;
+      } else if (f.has_error()) {
+        failure.emplace(f.error().code(), f.error().message());
+        break;
+      }
+    }
+    if (got_head && ended) {
+      // A refusal: our side of the stream ends too, then the call.
+      f.Clear();
+      f.mutable_end();
+      const bool sent = co_await gb::write(*w.stream, f);
+      if (sent) co_await gb::op([&](void* tag) { w.stream->WritesDone(tag); });
+      co_await tunnel->close();
+      co_return tunnel;
+    }
+  }
+  w.ctx.TryCancel();
+  grpc::Status st;
+  co_await gb::op([&](void* tag) { w.stream->Finish(&st, tag); });
+  w.finished = true;
+  if (failure) throw *failure;
+  if (timed_out) {
+    throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_TIMEOUT,
+                        "no answer to the WebSocket upgrade within " + std::to_string(head_timeout.count()) + " ms");
+  }
+  if (!anything && st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_UNREACHABLE,
+                        "cannot reach the broker at " + im.address + ": " + st.error_message());
+  }
+  throw ExchangeError(tv1::ERROR_CODE_CONNECTOR_LOST, "the upgrade ended without an answer (" +
+                                                          std::to_string(static_cast<int>(st.error_code())) + " " +
+                                                          st.error_message() + ")");
 }
 
 asio::awaitable<void> RelayClient::watch_config(std::string client_id, std::function<std::uint64_t()> known,

@@ -7,10 +7,31 @@
 #include <memory>
 
 #include "common/exchange.hpp"
+#include "common/net/ws_relay.hpp"
 #include "postern/config/v1/config.pb.h"
 #include "postern/policy/v1/policy.pb.h"
 
 namespace postern::edge {
+
+/// A WebSocket session's stream to the broker, once the far side answered
+/// the upgrade.
+class WsTunnel {
+ public:
+  struct Impl;
+  explicit WsTunnel(std::unique_ptr<Impl> impl);
+  ~WsTunnel();
+  /// The native service's answer: 101, or its refusal (with body()).
+  const tunnel::v1::ResponseHead& head() const;
+  const std::string& body() const;
+  /// The session's messages (valid after a 101).
+  net::WsPort& port();
+  /// Ends the stream: reads what is left (bounded), then Finish.
+  asio::awaitable<void> close();
+
+ private:
+  friend class RelayClient;
+  std::unique_ptr<Impl> impl_;
+};
 
 class RelayClient {
  public:
@@ -24,6 +45,13 @@ class RelayClient {
   /// arrives within `head_timeout`.
   asio::awaitable<void> invoke(const tunnel::v1::RequestHead& head, BodySource& body, ResponseSink& sink,
                                std::chrono::milliseconds head_timeout);
+
+  /// Opens a WebSocket session through the broker: sends the upgrade head
+  /// and waits (at most `head_timeout`) for the far side's answer. Throws
+  /// ExchangeError like invoke().
+  asio::awaitable<std::unique_ptr<WsTunnel>> open_websocket(const tunnel::v1::RequestHead& head,
+                                                            std::chrono::milliseconds head_timeout,
+                                                            std::size_t max_message_bytes);
 
   /// Follows the broker's WatchConfig stream (reconnecting) until
   /// stop_watch(). `known()` is the version held; `on_snapshot` gets each

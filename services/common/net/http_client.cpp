@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/net/beast_ws_port.hpp"
 #include "common/net/http_headers.hpp"
 #include "common/net/tls.hpp"
 #include "common/net/trailers.hpp"
@@ -27,13 +28,13 @@ using tunnel::v1::ERROR_CODE_UPSTREAM_UNREACHABLE;
 Origin Origin::parse(std::string_view url, const std::string& ca_file) {
   Origin o;
   std::string_view rest;
-  if (url.starts_with("http://")) {
-    rest = url.substr(7);
-  } else if (url.starts_with("https://")) {
+  if (url.starts_with("http://") || url.starts_with("ws://")) {
+    rest = url.substr(url.find("://") + 3);
+  } else if (url.starts_with("https://") || url.starts_with("wss://")) {
     o.tls = true;
-    rest = url.substr(8);
+    rest = url.substr(url.find("://") + 3);
   } else {
-    throw std::invalid_argument("URL '" + std::string(url) + "' must start with http:// or https://");
+    throw std::invalid_argument("URL '" + std::string(url) + "' must start with http://, https://, ws:// or wss://");
   }
   auto slash = rest.find('/');
   std::string_view authority = rest.substr(0, slash);
@@ -342,6 +343,88 @@ asio::awaitable<void> HttpClient::exchange(const Origin& origin, const tunnel::v
     if (keep) pool_->give_back(origin, std::move(conn));
     co_return;
   }
+}
+
+namespace {
+
+namespace websocket = beast::websocket;
+
+// Fields Beast writes itself for the handshake, or that belong to one hop.
+bool not_for_native_upgrade(std::string_view name) {
+  return is_hop_by_hop(name) || iequals(name, "host") || iequals(name, "sec-websocket-key") ||
+         iequals(name, "sec-websocket-version") || iequals(name, "sec-websocket-extensions") ||
+         iequals(name, "sec-websocket-accept") || iequals(name, "content-length");
+}
+
+template <class Next>
+asio::awaitable<HttpClient::WsUpgrade> ws_handshake(websocket::stream<Next>& ws, const Origin& o,
+                                                    const tunnel::v1::RequestHead& head,
+                                                    const WsStreamOptions& options) {
+  configure_ws(ws, options);
+  std::vector<std::pair<std::string, std::string>> fields;
+  for (const auto& h : head.headers()) {
+    if (!not_for_native_upgrade(h.name())) fields.emplace_back(h.name(), h.value());
+  }
+  ws.set_option(websocket::stream_base::decorator([fields](websocket::request_type& req) {
+    for (const auto& [name, value] : fields) {
+      if (iequals(name, "user-agent")) {
+        req.set(http::field::user_agent, value);
+      } else {
+        req.insert(name, value);
+      }
+    }
+  }));
+  // An empty target (or just a query) leaves the origin's path as it is.
+  std::string target = o.base_path;
+  if (!head.target().empty() && head.target().front() != '/' && head.target().front() != '?') target += '/';
+  target += head.target();
+  if (target.empty() || target.front() != '/') target.insert(0, "/");
+  const std::string host = (o.port == "80" && !o.tls) || (o.port == "443" && o.tls) ? o.host : o.host + ":" + o.port;
+  websocket::response_type res;
+  auto [ec] = co_await ws.async_handshake(res, host, target, use_nothrow);
+  HttpClient::WsUpgrade up;
+  up.head.set_status(res.result_int());
+  up.head.set_reason(std::string(res.reason()));
+  for (const auto& f : res) {
+    if (is_hop_by_hop(f.name_string()) || iequals(f.name_string(), "sec-websocket-accept") ||
+        iequals(f.name_string(), "content-length")) {
+      continue;
+    }
+    auto* h = up.head.add_headers();
+    h->set_name(std::string(f.name_string()));
+    h->set_value(std::string(f.value()));
+  }
+  if (!ec) {
+    up.head.set_content_length(0);
+    up.port = std::make_unique<BeastWsPort<Next>>(std::move(ws));
+    co_return up;
+  }
+  if (res.result_int() >= 200 && res.result_int() != 101) {
+    up.body = std::move(res.body());
+    up.head.set_content_length(static_cast<std::int64_t>(up.body.size()));
+    co_return up;
+  }
+  if (ec == beast::error::timeout) {
+    throw ExchangeError(ERROR_CODE_UPSTREAM_TIMEOUT, "native service did not answer the WebSocket upgrade within " +
+                                                         std::to_string(options.handshake_timeout.count()) + " ms");
+  }
+  throw ExchangeError(ERROR_CODE_UPSTREAM_PROTOCOL,
+                      "WebSocket handshake with native service " + o.host + ":" + o.port + " failed: " + describe(ec));
+}
+
+}  // namespace
+
+asio::awaitable<HttpClient::WsUpgrade> HttpClient::websocket(const Origin& origin, const tunnel::v1::RequestHead& head,
+                                                             const WsStreamOptions& options) {
+  auto conn = co_await pool_->connect(origin);
+  if (conn->plain) {
+    websocket::stream<beast::tcp_stream> ws(std::move(*conn->plain));
+    auto up = co_await ws_handshake(ws, origin, head, options);
+    co_return up;
+  }
+  websocket::stream<beast::ssl_stream<beast::tcp_stream>> ws(std::move(*conn->secure));
+  auto up = co_await ws_handshake(ws, origin, head, options);
+  co_return up;
 }
 
 }  // namespace postern::net

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common/exchange.hpp"
+#include "common/net/ws_relay.hpp"
 
 namespace boost::asio::ssl {
 class context;
@@ -27,7 +28,8 @@ struct Origin {
   std::chrono::milliseconds read_timeout{60000};
   std::size_t max_idle = 32;
 
-  /// Parses http(s)://host[:port][/path]. Throws std::invalid_argument naming
+  /// Parses http(s)://host[:port][/path] (ws:// and wss:// count as http://
+  /// and https://). Throws std::invalid_argument naming
   /// what is wrong. TLS origins verify against `ca_file` (system CAs if empty).
   static Origin parse(std::string_view url, const std::string& ca_file = {});
   /// "http://host:port", the pool key.
@@ -48,6 +50,19 @@ class HttpClient {
   /// Throws ExchangeError (UPSTREAM_*), or whatever body/sink throw.
   asio::awaitable<void> exchange(const Origin& origin, const tunnel::v1::RequestHead& head, BodySource& body,
                                  ResponseSink& sink, std::chrono::milliseconds head_timeout = {});
+
+  /// Opens a WebSocket to `origin` for the upgrade in `head` (its headers,
+  /// Origin and Sec-WebSocket-Protocol among them, go along). On a 101 the
+  /// result holds the port and the native service's response head; on a
+  /// refusal, its status, headers and body and no port. Throws ExchangeError
+  /// (UPSTREAM_*) when the service cannot be reached.
+  struct WsUpgrade {
+    tunnel::v1::ResponseHead head;
+    std::string body;
+    std::unique_ptr<WsPort> port;
+  };
+  asio::awaitable<WsUpgrade> websocket(const Origin& origin, const tunnel::v1::RequestHead& head,
+                                       const WsStreamOptions& options);
 
   /// Idle connections currently pooled, over all origins.
   std::size_t idle_connections() const;

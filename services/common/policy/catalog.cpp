@@ -1,4 +1,5 @@
 #include "common/policy/catalog.hpp"
+#include "common/policy/ws_policies.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -59,6 +60,7 @@ void merge_threats(ThreatRules& out, const pv1::ThreatProtection& tp, const std:
   merge_limit(out.header_bytes, tp, &T::has_max_header_bytes, &T::max_header_bytes);
   merge_limit(out.body_bytes, tp, &T::has_max_body_bytes, &T::max_body_bytes);
   merge_limit(out.json_depth, tp, &T::has_max_json_depth, &T::max_json_depth);
+  merge_limit(out.ws_message_bytes, tp, &T::has_max_ws_message_bytes, &T::max_ws_message_bytes);
   if (tp.has_ip_deny()) merge_ips(out.deny, tp.ip_deny(), path + ".ip_deny", issues);
   if (tp.has_ip_allow()) merge_ips(out.allow, tp.ip_allow(), path + ".ip_allow", issues);
 }
@@ -149,8 +151,12 @@ std::shared_ptr<const Catalog> Catalog::compile(pv1::Snapshot snapshot, std::vec
       c.prefix = slash == std::string::npos ? "" : strip_trailing_slashes(rest.substr(slash));
       if (c.prefix == "/") c.prefix.clear();
       if (c.alias.empty()) issues.push_back({where + ".routing", "'" + r + "' names no alias"});
-    } else if (r.starts_with("http://") || r.starts_with("https://")) {
+    } else if (r.starts_with("http://") || r.starts_with("https://") || r.starts_with("ws://") ||
+               r.starts_with("wss://")) {
       c.reverse_invoke = false;
+      if (r.starts_with("ws") && api.type() != pv1::API_TYPE_WEBSOCKET) {
+        issues.push_back({where + ".routing", "'" + r + "': ws(s):// routing needs type: websocket"});
+      }
       c.url = r;
       if (r.find("://") + 3 >= r.size() || r[r.find("://") + 3] == '/') {
         issues.push_back({where + ".routing", "'" + r + "' names no host"});
@@ -162,10 +168,39 @@ std::shared_ptr<const Catalog> Catalog::compile(pv1::Snapshot snapshot, std::vec
                                                 "' has no scheme; write apigateway://" + r +
                                                 " (reverse invoke) or http(s)://... (DMZ-local)"});
     } else {
-      issues.push_back({where + ".routing", "'" + r + "': scheme must be apigateway, http or https"});
+      issues.push_back({where + ".routing", "'" + r + "': scheme must be apigateway, http, https, ws or wss"});
     }
 
     c.green = api.enforcement() == pv1::ENFORCEMENT_GREEN;
+    c.websocket = api.type() == pv1::API_TYPE_WEBSOCKET;
+    {
+      const auto scheme_end = r.find("://");
+      const auto path_start = scheme_end == std::string::npos ? std::string::npos : r.find('/', scheme_end + 3);
+      c.trailing_slash = path_start != std::string::npos && r.size() > path_start + 1 && r.back() == '/';
+    }
+    {
+      const auto& mt = api.policies().message_transformation();
+      const std::string mp = where + ".policies.message_transformation";
+      for (const auto* edits : {&mt.client_to_server(), &mt.server_to_client()}) {
+        const std::string ep = mp + (edits == &mt.client_to_server() ? ".client_to_server" : ".server_to_client");
+        for (int k = 0; k < edits->size(); ++k) {
+          for (const auto& [field, value] : edits->Get(k).json_set()) {
+            if (!valid_json(value)) {
+              issues.push_back({ep + "[" + std::to_string(k) + "].json_set[" + field + "]",
+                                "'" + value + "' is not a JSON value (write strings quoted: '\"text\"')"});
+            }
+          }
+        }
+      }
+      if (mt.has_service() && mt.service().address().empty()) {
+        issues.push_back({mp + ".service.address", "required: host:port of the transform service"});
+      }
+      const bool ws_only = api.policies().has_websocket() || mt.client_to_server_size() > 0 ||
+                           mt.server_to_client_size() > 0 || mt.has_service();
+      if (ws_only && !c.websocket) {
+        issues.push_back({where + ".type", "websocket and message_transformation policies need type: websocket"});
+      }
+    }
     if (c.green && !c.reverse_invoke && !r.empty()) {
       issues.push_back({where + ".enforcement", "green enforcement needs apigateway:// routing (a DMZ-local API "
                                                 "never reaches the green zone)"});
@@ -299,6 +334,13 @@ std::optional<RouteMatch> Catalog::route(std::string_view target) const {
     RouteMatch m;
     m.api = &e;
     m.target = e.prefix;
+    if (e.websocket && (rest.empty() || rest == "/")) {
+      // The context with or without a trailing slash: the native path as
+      // the routing endpoint writes it ("" leaves a direct URL's path as is).
+      if (e.trailing_slash) m.target += '/';
+      m.target += query;
+      return m;
+    }
     m.target += rest;
     if (m.target.empty()) m.target = "/";
     m.target += query;

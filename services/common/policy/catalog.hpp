@@ -32,7 +32,7 @@ struct IpRule {
   bool report_only = false;
 };
 struct ThreatRules {
-  LimitRule url_length, header_count, header_bytes, body_bytes, json_depth;
+  LimitRule url_length, header_count, header_bytes, body_bytes, json_depth, ws_message_bytes;
   IpRule deny, allow;
 };
 /// No rule at all: before any snapshot, and at the connector (threat
@@ -46,8 +46,13 @@ struct CompiledApi {
   bool reverse_invoke = true;
   std::string alias;   ///< reverse invoke: the registration alias
   std::string prefix;  ///< reverse invoke: path prefix on the native side ("" or "/x")
-  std::string url;     ///< direct: the upstream URL
+  std::string url;     ///< direct: the upstream URL (http(s)://, or ws(s):// for a websocket API)
   bool green = false;  ///< policies enforced by the connector
+  bool websocket = false;  ///< type: websocket
+  /// The routing endpoint's path ends with '/': a websocket API's context
+  /// reaches the native path as written, with or without the client's
+  /// trailing slash.
+  bool trailing_slash = false;
   std::uint32_t timeout_ms = 0;
   ThreatRules threats;
   std::shared_ptr<const Jwks> jwks;  ///< when identify lists JWT

@@ -40,19 +40,6 @@ std::string number(double v) {
   return buf;
 }
 
-std::string payload_json(const Payload& p, bool compress) {
-  std::string out = "{\"bytes\":" + std::to_string(p.total) + ",\"truncated\":" + (p.truncated ? "true" : "false");
-  if (compress) {
-    out += ",\"encoding\":\"gzip+base64\",\"data\":\"" + base64_encode(gzip_compress(p.data)) + "\"}";
-  } else if (is_utf8(p.data)) {
-    out += ",\"encoding\":\"text\",\"data\":\"";
-    log::json_escape(out, p.data);
-    out += "\"}";
-  } else {
-    out += ",\"encoding\":\"base64\",\"data\":\"" + base64_encode(p.data) + "\"}";
-  }
-  return out;
-}
 
 void capture(Payload& p, std::size_t limit, std::string_view chunk) {
   p.total += chunk.size();
@@ -66,6 +53,20 @@ void capture(Payload& p, std::size_t limit, std::string_view chunk) {
 }
 
 }  // namespace
+
+std::string payload_json(const Payload& p, bool compress) {
+  std::string out = "{\"bytes\":" + std::to_string(p.total) + ",\"truncated\":" + (p.truncated ? "true" : "false");
+  if (compress) {
+    out += ",\"encoding\":\"gzip+base64\",\"data\":\"" + base64_encode(gzip_compress(p.data)) + "\"}";
+  } else if (is_utf8(p.data)) {
+    out += ",\"encoding\":\"text\",\"data\":\"";
+    log::json_escape(out, p.data);
+    out += "\"}";
+  } else {
+    out += ",\"encoding\":\"base64\",\"data\":\"" + base64_encode(p.data) + "\"}";
+  }
+  return out;
+}
 
 bool should_log(const pv1::LogInvocation& li, unsigned status, bool failed) {
   const bool failure = failed || status >= 400 || status == 0;
@@ -146,8 +147,10 @@ InvocationLog::~InvocationLog() {
   if (file_) std::fclose(file_);
 }
 
-void InvocationLog::write(const InvocationRecord& r, bool compress) {
-  const std::string line = log::write_record(log::Level::info, "invocation", invocation_fields(r, compress));
+void InvocationLog::write(const InvocationRecord& r, bool compress) { write_fields(invocation_fields(r, compress)); }
+
+void InvocationLog::write_fields(const std::string& fields) {
+  const std::string line = log::write_record(log::Level::info, "invocation", fields);
   if (file_ && !line.empty()) {
     std::fwrite(line.data(), 1, line.size(), file_);
     std::fflush(file_);

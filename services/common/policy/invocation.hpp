@@ -36,6 +36,10 @@ struct InvocationRecord {
   std::optional<Payload> request_payload, response_payload;
 };
 
+/// {"bytes","truncated","encoding","data"}: gzip+base64 when `compress`,
+/// else text if valid UTF-8, else base64.
+std::string payload_json(const Payload& p, bool compress);
+
 /// Whether the API's frequency setting wants a record for this outcome.
 bool should_log(const pv1::LogInvocation& li, unsigned status, bool failed);
 
@@ -58,6 +62,8 @@ class InvocationLog {
   explicit InvocationLog(const std::string& path);
   ~InvocationLog();
   void write(const InvocationRecord& r, bool compress);
+  /// A record from its JSON members (no braces), e.g. a WebSocket event.
+  void write_fields(const std::string& fields);
 
  private:
   std::FILE* file_ = nullptr;

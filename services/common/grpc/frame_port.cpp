@@ -1,0 +1,107 @@
+#include "common/grpc/frame_port.hpp"
+
+#include <grpcpp/grpcpp.h>
+
+#include "postern/tunnel/v1/tunnel.grpc.pb.h"
+
+#include "common/event.hpp"
+#include "common/exchange.hpp"
+#include "common/grpc/bridge.hpp"
+
+namespace postern::grpc_bridge {
+
+namespace tv1 = tunnel::v1;
+
+FramePort::FramePort(asio::any_io_executor ex, Stream& stream, grpc::ClientContext& ctx, std::size_t max_message_bytes)
+    : ex_(std::move(ex)), stream_(stream), ctx_(ctx), max_(max_message_bytes) {}
+
+asio::awaitable<void> FramePort::read(net::WsMessage& m) {
+  for (;;) {
+    in_.Clear();
+    bool ok = false;
+    if (!ended_) ok = co_await grpc_bridge::read(stream_, in_);
+    if (!ok) {
+      ended_ = true;
+      m = net::WsMessage::close(1006, "the tunnel stream ended");
+      co_return;
+    }
+    switch (in_.kind_case()) {
+      case tv1::Frame::kWsMessage: {
+        auto& piece = *in_.mutable_ws_message();
+        if (joining_.size() + piece.data().size() > max_) {
+          joining_.clear();
+          joining_.shrink_to_fit();
+          m = net::WsMessage::close(1009, "message too big");
+          co_return;
+        }
+        if (joining_.empty() && piece.last()) {
+          joining_ = std::move(*piece.mutable_data());
+        } else {
+          joining_.append(piece.data());
+        }
+        if (!piece.last()) continue;
+        m.kind = piece.binary() ? net::WsMessage::Kind::binary : net::WsMessage::Kind::text;
+        m.data = std::move(joining_);
+        joining_.clear();
+        co_return;
+      }
+      case tv1::Frame::kWsClose:
+        m = net::WsMessage::close(static_cast<std::uint16_t>(in_.ws_close().code()), in_.ws_close().reason());
+        co_return;
+      case tv1::Frame::kError:
+        m = net::WsMessage::close(1006, in_.error().message());
+        co_return;
+      case tv1::Frame::kEnd:
+        ended_ = true;
+        m = net::WsMessage::close(1006, "the tunnel ended without a close");
+        co_return;
+      default:
+        continue;  // nothing else belongs in a session; ignored
+    }
+  }
+}
+
+asio::awaitable<bool> FramePort::write(const net::WsMessage& m) {
+  if (m.is_close()) {
+    if (close_sent_) co_return true;
+    close_sent_ = true;
+    out_.Clear();
+    out_.mutable_ws_close()->set_code(m.code);
+    out_.mutable_ws_close()->set_reason(m.data);
+    bool ok = co_await grpc_bridge::write(stream_, out_);
+    if (ok) {
+      out_.Clear();
+      out_.mutable_end();
+      ok = co_await grpc_bridge::write(stream_, out_);
+    }
+    if (ok) ok = co_await grpc_bridge::op([&](void* tag) { stream_.WritesDone(tag); });
+    co_return ok;
+  }
+  if (close_sent_) co_return false;
+  std::size_t off = 0;
+  do {
+    const std::size_t n = std::min(kChunkBytes, m.data.size() - off);
+    out_.Clear();
+    auto* piece = out_.mutable_ws_message();
+    piece->mutable_data()->assign(m.data.data() + off, n);
+    piece->set_binary(m.binary());
+    off += n;
+    piece->set_last(off >= m.data.size());
+    const bool ok = co_await grpc_bridge::write(stream_, out_);
+    if (!ok) co_return false;
+  } while (off < m.data.size());
+  co_return true;
+}
+
+void FramePort::abort() { ctx_.TryCancel(); }
+
+asio::awaitable<void> FramePort::drain(std::chrono::milliseconds limit) {
+  Deadline d(ex_, limit, [this] { ctx_.TryCancel(); });
+  while (!ended_) {
+    in_.Clear();
+    const bool ok = co_await grpc_bridge::read(stream_, in_);
+    if (!ok) ended_ = true;
+  }
+}
+
+}  // namespace postern::grpc_bridge

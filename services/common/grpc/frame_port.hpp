@@ -1,0 +1,43 @@
+#pragma once
+// A WebSocket session's tunnel side: the WsPort over a Relay.Invoke (edge)
+// or Registration.Pull (connector) stream after the 101. Messages cross as
+// ws_message pieces of at most 64 KiB, joined again here; a close crosses
+// as ws_close followed by end.
+
+#include <grpcpp/client_context.h>
+#include <grpcpp/support/async_stream.h>
+
+#include "common/net/ws_relay.hpp"
+#include "postern/tunnel/v1/tunnel.pb.h"
+
+namespace postern::grpc_bridge {
+
+class FramePort final : public net::WsPort {
+ public:
+  using Stream = grpc::ClientAsyncReaderWriter<tunnel::v1::Frame, tunnel::v1::Frame>;
+  /// `max_message_bytes`: a longer message from the far side ends the
+  /// session with 1009.
+  FramePort(asio::any_io_executor ex, Stream& stream, grpc::ClientContext& ctx, std::size_t max_message_bytes);
+
+  asio::awaitable<void> read(net::WsMessage& m) override;
+  asio::awaitable<bool> write(const net::WsMessage& m) override;
+  void abort() override;
+
+  /// After the relay: reads what the far side still sends (at most `limit`
+  /// long, then cancels), so that Finish can complete.
+  asio::awaitable<void> drain(std::chrono::milliseconds limit);
+  /// True once the stream has ended (read failed or end seen).
+  bool ended() const { return ended_; }
+
+ private:
+  asio::any_io_executor ex_;
+  Stream& stream_;
+  grpc::ClientContext& ctx_;
+  std::size_t max_;
+  tunnel::v1::Frame in_, out_;
+  std::string joining_;
+  bool close_sent_ = false;
+  bool ended_ = false;
+};
+
+}  // namespace postern::grpc_bridge

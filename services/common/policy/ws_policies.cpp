@@ -1,0 +1,285 @@
+#include "common/policy/ws_policies.hpp"
+
+#include <grpcpp/grpcpp.h>
+
+// Boost.JSON, header-only: its implementation is compiled in this file alone.
+#include <boost/json/src.hpp>
+
+#include "common/config/yaml_proto.hpp"
+#include "common/grpc/bridge.hpp"
+#include "common/grpc/channel.hpp"
+#include "common/net/http_headers.hpp"
+#include "common/observability/log.hpp"
+#include "common/policy/invocation.hpp"
+#include "postern/transform/v1/transform.grpc.pb.h"
+
+namespace postern::policy {
+
+namespace json = boost::json;
+namespace xv1 = transform::v1;
+using namespace std::chrono_literals;
+
+Verdict check_origin(const CompiledApi& api, std::string_view origin, Decisions& decisions) {
+  const auto& allowed = api.def->policies().websocket().allowed_origins();
+  if (allowed.empty()) return {};
+  for (const auto& a : allowed) {
+    if (net::iequals(a, origin)) {
+      decisions.push_back({"origin", "allowed", "ok"});
+      return {};
+    }
+  }
+  decisions.push_back({"origin", "rejected", origin.empty() ? "missing_origin" : "origin_not_allowed"});
+  std::string detail = origin.empty() ? "the upgrade carries no Origin header and API '" + api.name +
+                                            "' admits only listed origins"
+                                      : "origin '" + std::string(origin) + "' is not allowed for API '" + api.name + "'";
+  return Verdict::refuse(403, "origin", origin.empty() ? "missing_origin" : "origin_not_allowed", std::move(detail));
+}
+
+bool valid_json(std::string_view text) {
+  boost::system::error_code ec;
+  (void)json::parse(text, ec);
+  return !ec;
+}
+
+void apply_edit(const pv1::MessageEdit& edit, net::WsMessage& m) {
+  if (!m.binary() && (edit.json_set_size() > 0 || edit.json_remove_size() > 0)) {
+    boost::system::error_code ec;
+    json::value v = json::parse(m.data, ec);
+    if (!ec && v.is_object()) {
+      auto& obj = v.as_object();
+      for (const auto& k : edit.json_remove()) obj.erase(k);
+      // Sorted, so the result does not depend on map order.
+      std::map<std::string, std::string> sets(edit.json_set().begin(), edit.json_set().end());
+      for (const auto& [k, text] : sets) {
+        boost::system::error_code vec;
+        json::value nv = json::parse(text, vec);
+        obj[k] = vec ? json::value(json::string(text)) : std::move(nv);
+      }
+      m.data = json::serialize(v);
+    }
+  }
+  if (!edit.prepend().empty()) m.data.insert(0, edit.prepend());
+  m.data += edit.append();
+}
+
+// ---------------------------------------------------------------- transform service
+
+struct TransformClient::Impl {
+  asio::any_io_executor ex;
+  std::unique_ptr<grpc_bridge::Pump> pump;
+  std::map<std::string, std::unique_ptr<xv1::MessageTransform::Stub>> stubs;
+
+  xv1::MessageTransform::Stub& stub(const std::string& address) {
+    auto& s = stubs[address];
+    if (!s) {
+      grpc::ChannelArguments args = grpc_bridge::client_channel_args();
+      args.SetMaxReceiveMessageSize(64 << 20);
+      s = xv1::MessageTransform::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+    }
+    return *s;
+  }
+};
+
+TransformClient::TransformClient(asio::any_io_executor ex) : impl_(std::make_unique<Impl>()) {
+  impl_->ex = ex;
+  impl_->pump = std::make_unique<grpc_bridge::Pump>(std::make_unique<grpc::CompletionQueue>(), "cq-transform");
+}
+TransformClient::~TransformClient() = default;
+
+asio::awaitable<TransformClient::Result> TransformClient::transform(const pv1::TransformService& svc,
+                                                                    std::string_view api, std::string_view request_id,
+                                                                    std::string_view application,
+                                                                    net::WsDirection dir, net::WsMessage& m) {
+  auto& im = *impl_;
+  xv1::TransformRequest req;
+  req.set_api(std::string(api));
+  req.set_request_id(std::string(request_id));
+  req.set_application(std::string(application));
+  req.set_direction(dir == net::WsDirection::client_to_server ? xv1::DIRECTION_CLIENT_TO_SERVER
+                                                               : xv1::DIRECTION_SERVER_TO_CLIENT);
+  req.set_binary(m.binary());
+  req.set_data(m.data);
+  const auto timeout = config::duration_or(svc.timeout(), 1000ms);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+  auto rpc = im.stub(svc.address()).PrepareAsyncTransform(&ctx, req, im.pump->cq());
+  rpc->StartCall();
+  xv1::TransformResponse resp;
+  grpc::Status st;
+  co_await grpc_bridge::op([&](void* tag) { rpc->Finish(&resp, &st, tag); });
+  Result r;
+  if (!st.ok()) {
+    r.error = st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED
+                  ? "no answer within " + std::to_string(timeout.count()) + " ms"
+                  : std::to_string(static_cast<int>(st.error_code())) + " " + st.error_message();
+    co_return r;
+  }
+  r.ok = true;
+  r.drop = resp.drop();
+  m.kind = resp.binary() ? net::WsMessage::Kind::binary : net::WsMessage::Kind::text;
+  m.data = std::move(*resp.mutable_data());
+  co_return r;
+}
+
+// ---------------------------------------------------------------- session
+
+namespace {
+
+void member(std::string& out, std::string_view key, std::string_view value) {
+  if (!out.empty()) out += ',';
+  out += '"';
+  out.append(key);
+  out += "\":\"";
+  log::json_escape(out, value);
+  out += '"';
+}
+
+void member_raw(std::string& out, std::string_view key, std::string_view raw) {
+  if (!out.empty()) out += ',';
+  out += '"';
+  out.append(key);
+  out += "\":";
+  out.append(raw);
+}
+
+std::string session_fields(const WsSessionInfo& info, std::string_view event) {
+  std::string out;
+  member(out, "event", event);
+  member(out, "request_id", info.request_id);
+  member(out, "api", info.api);
+  member(out, "application", info.application);
+  member(out, "client_ip", info.client_ip);
+  member(out, "path", info.path);
+  member(out, "enforced_by", info.enforced_by);
+  return out;
+}
+
+const char* direction_name(net::WsDirection d) {
+  return d == net::WsDirection::client_to_server ? "client_to_server" : "server_to_client";
+}
+
+}  // namespace
+
+WsSessionPolicies::WsSessionPolicies(const pv1::Policies* pol, WsSessionInfo info, InvocationLog& log,
+                                     TransformClient* transforms)
+    : pol_(pol), info_(std::move(info)), log_(log), transforms_(transforms),
+      started_(std::chrono::steady_clock::now()) {}
+
+net::WsRelayOptions WsSessionPolicies::relay_options(const pv1::Policies* pol) {
+  net::WsRelayOptions o;
+  if (pol) {
+    o.idle_timeout = config::duration_or(pol->websocket().idle_timeout(), std::chrono::milliseconds(10min));
+    o.max_lifetime = config::duration_or(pol->websocket().max_lifetime(), std::chrono::milliseconds(0));
+  }
+  return o;
+}
+
+std::chrono::milliseconds WsSessionPolicies::ping_interval(const pv1::Policies* pol) {
+  if (!pol) return 30s;
+  return config::duration_or(pol->websocket().ping_interval(), std::chrono::milliseconds(30s));
+}
+
+asio::awaitable<bool> WsSessionPolicies::on_message(net::WsDirection dir, net::WsMessage& m) {
+  if (!pol_) co_return true;
+  const int i = static_cast<int>(dir);
+  const bool c2s = dir == net::WsDirection::client_to_server;
+  // Log Invocation keeps the message as its sender sent it.
+  if (pol_->has_log_invocation()) {
+    const auto& li = pol_->log_invocation();
+    if ((c2s ? li.store_client_messages() : li.store_server_messages()) && should_log(li, 101, false)) {
+      const std::size_t cap = li.max_payload_bytes() ? li.max_payload_bytes() : 65536;
+      Payload p;
+      p.total = m.data.size();
+      p.data = m.data.substr(0, cap);
+      p.truncated = m.data.size() > cap;
+      std::string f = session_fields(info_, "websocket_message");
+      member(f, "direction", direction_name(dir));
+      member(f, "type", m.binary() ? "binary" : "text");
+      member_raw(f, "payload", payload_json(p, li.compress_payload()));
+      log_.write_fields(f);
+    }
+  }
+  const auto& mt = pol_->message_transformation();
+  const auto& edits = c2s ? mt.client_to_server() : mt.server_to_client();
+  for (const auto& e : edits) apply_edit(e, m);
+  if (!edits.empty()) transformed_[i]++;
+  if (mt.has_service() && !mt.service().address().empty() && transforms_) {
+    const auto& svc = mt.service();
+    const bool both = !svc.client_to_server() && !svc.server_to_client();
+    if (both || (c2s ? svc.client_to_server() : svc.server_to_client())) {
+      net::WsMessage original = m;
+      const auto r = co_await transforms_->transform(svc, info_.api, info_.request_id, info_.application, dir, m);
+      if (!r.ok) {
+        transform_failures_++;
+        POSTERN_LOG(warn, "message transformation failed")
+            .kv("request_id", info_.request_id)
+            .kv("api", info_.api)
+            .kv("service", svc.address())
+            .kv("direction", direction_name(dir))
+            .kv("fail_open", svc.fail_open())
+            .kv("error", r.error);
+        if (!svc.fail_open()) throw net::WsStop{1011, "message transformation failed"};
+        m = std::move(original);
+      } else if (r.drop) {
+        dropped_[i]++;
+        co_return false;
+      } else {
+        transformed_[i]++;
+      }
+    }
+  }
+  co_return true;
+}
+
+void WsSessionPolicies::opened() {
+  if (!pol_ || !pol_->has_log_invocation() || !should_log(pol_->log_invocation(), 101, false)) return;
+  std::string f = session_fields(info_, "websocket_open");
+  member_raw(f, "status", "101");
+  if (!info_.subprotocol.empty()) member(f, "subprotocol", info_.subprotocol);
+  log_.write_fields(f);
+}
+
+void WsSessionPolicies::closed(const net::WsRelayStats& s, const Decisions& decisions) {
+  if (!pol_ || !pol_->has_log_invocation()) return;
+  const bool failed = s.gateway_close_code == 1011 || s.client_close_code == 1006 || s.server_close_code == 1006 ||
+                      s.server_close_code == 1011;
+  if (!should_log(pol_->log_invocation(), 101, failed)) return;
+  std::string f = session_fields(info_, "websocket_close");
+  member_raw(f, "status", "101");
+  member(f, "closed_by", s.closed_by);
+  auto side = [](std::uint16_t code, const std::string& reason) {
+    std::string o;
+    member_raw(o, "code", std::to_string(code));
+    member(o, "reason", reason);
+    return "{" + o + "}";
+  };
+  member_raw(f, "client_close", side(s.client_close_code, s.client_close_reason));
+  member_raw(f, "server_close", side(s.server_close_code, s.server_close_reason));
+  if (s.closed_by == "gateway") member_raw(f, "gateway_close", side(s.gateway_close_code, s.gateway_close_reason));
+  for (int i = 0; i < 2; ++i) {
+    std::string d;
+    member_raw(d, "messages", std::to_string(s.messages[i]));
+    member_raw(d, "bytes", std::to_string(s.bytes[i]));
+    member_raw(d, "transformed", std::to_string(transformed_[i]));
+    member_raw(d, "dropped", std::to_string(dropped_[i]));
+    member_raw(f, i == 0 ? "client_to_server" : "server_to_client", "{" + d + "}");
+  }
+  member_raw(f, "transform_failures", std::to_string(transform_failures_));
+  char ms[32];
+  std::snprintf(ms, sizeof ms, "%.3f",
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count());
+  member_raw(f, "duration_ms", ms);
+  std::string dec = "[";
+  for (const auto& d : decisions) {
+    if (dec.size() > 1) dec += ',';
+    std::string one;
+    member(one, "policy", d.policy);
+    member(one, "outcome", d.outcome);
+    member(one, "reason", d.reason);
+    dec += '{' + one + '}';
+  }
+  member_raw(f, "decisions", dec + "]");
+  log_.write_fields(f);
+}
+
+}  // namespace postern::policy

@@ -1,0 +1,94 @@
+#pragma once
+// The policies of a WebSocket API: at the upgrade (Origin allow-list; the
+// identify and throttling policies are the REST ones), and per message
+// (built-in edits, the user's transform service, Log Invocation records for
+// the session and its messages). Run where the API's policies run: the edge
+// (DMZ enforcement) or the connector (green).
+//
+// Single-threaded: call from the service's executor.
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/net/ws_relay.hpp"
+#include "common/policy/catalog.hpp"
+#include "common/policy/engine.hpp"
+
+namespace postern::grpc_bridge {
+class Pump;
+}
+
+namespace postern::policy {
+
+class InvocationLog;
+
+/// Origin allow-list (policies.websocket.allowed_origins): 403 for an
+/// Origin outside it, or none at all when a list is set.
+Verdict check_origin(const CompiledApi& api, std::string_view origin, Decisions& decisions);
+
+/// True if `text` is one JSON value.
+bool valid_json(std::string_view text);
+
+/// A built-in edit applied to one message (prepend/append for any message;
+/// JSON set/remove for text messages holding a JSON object).
+void apply_edit(const pv1::MessageEdit& edit, net::WsMessage& m);
+
+/// Calls users' transform services (postern.transform.v1) over gRPC: one
+/// channel per address, kept for the life of the process.
+class TransformClient {
+ public:
+  explicit TransformClient(asio::any_io_executor ex);
+  ~TransformClient();
+  struct Result {
+    bool ok = false;      ///< false: timeout or error (`error` says which)
+    bool drop = false;
+    std::string error;
+  };
+  /// Replaces `m` with the service's answer.
+  asio::awaitable<Result> transform(const pv1::TransformService& svc, std::string_view api,
+                                    std::string_view request_id, std::string_view application, net::WsDirection dir,
+                                    net::WsMessage& m);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Who and what a session is, for its records.
+struct WsSessionInfo {
+  std::string request_id, api, application, client_ip, path, subprotocol;
+  std::string enforced_by;  ///< "edge" or "connector"
+};
+
+/// The per-message policies of one session, plugged into the relay.
+class WsSessionPolicies final : public net::WsHooks {
+ public:
+  /// `pol` null: nothing but counting. `transforms` may be null when no
+  /// service is configured.
+  WsSessionPolicies(const pv1::Policies* pol, WsSessionInfo info, InvocationLog& log, TransformClient* transforms);
+
+  asio::awaitable<bool> on_message(net::WsDirection dir, net::WsMessage& m) override;
+
+  /// Log Invocation's open record (at the 101).
+  void opened();
+  /// The close record: counts, bytes, close codes, who closed, duration.
+  void closed(const net::WsRelayStats& stats, const Decisions& decisions);
+
+  /// Relay options from policies.websocket (idle timeout default 10 min).
+  static net::WsRelayOptions relay_options(const pv1::Policies* pol);
+  /// Keep-alive ping interval from policies.websocket (default 30 s).
+  static std::chrono::milliseconds ping_interval(const pv1::Policies* pol);
+
+ private:
+  const pv1::Policies* pol_;
+  WsSessionInfo info_;
+  InvocationLog& log_;
+  TransformClient* transforms_;
+  std::chrono::steady_clock::time_point started_;
+  std::uint64_t transformed_[2] = {0, 0}, dropped_[2] = {0, 0}, transform_failures_ = 0;
+};
+
+}  // namespace postern::policy
