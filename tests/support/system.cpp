@@ -115,7 +115,7 @@ Process& System::start_connector(ConnectorOptions o, bool wait_attached) {
   }
   for (const auto& [alias, url] : o.aliases) {
     y += "  " + alias + ":\n    url: \"" + url + "\"\n";
-    if (url.starts_with("https://")) y += "    ca_file: \"" + certs_->ca + "\"\n";
+    if (url.starts_with("https://") || url.starts_with("wss://")) y += "    ca_file: \"" + certs_->ca + "\"\n";
     if (alias == "slow") y += "    read_timeout: 1s\n";
   }
   y += o.extra_yaml;
@@ -133,7 +133,12 @@ Process& System::start_edge(const std::string& extra_yaml, const std::string& ap
   y += "id: edge-test\n";
   y += "log: {level: debug}\n";
   y += "admin: {listen: \"127.0.0.1:0\"}\n";
-  y += "listeners:\n  - {listen: \"127.0.0.1:0\"}\n";
+  if (edge_tls) {
+    y += "listeners:\n  - {listen: \"127.0.0.1:0\", tls: {cert_file: \"" + certs_->edge_crt + "\", key_file: \"" +
+         certs_->edge_key + "\"}}\n";
+  } else {
+    y += "listeners:\n  - {listen: \"127.0.0.1:0\"}\n";
+  }
   y += "public_url: \"https://api.example.test\"\n";
   y += "broker:\n  address: \"127.0.0.1:" + std::to_string(relay_port) + "\"\n";
   if (relay_tls) y += "  tls: {ca_file: \"" + certs_->ca + "\", server_name: localhost}\n";

@@ -69,6 +69,8 @@ class System {
   bool policy_tls = false;
   /// start_edge waits until the edge reports ready.
   bool edge_wait_ready = true;
+  /// Set before start_edge: the external listener is TLS (the dev edge certificate).
+  bool edge_tls = false;
   /// Set before start_broker/start_edge: TLS between edge and broker relay port.
   bool relay_tls = false;
 

@@ -7,6 +7,7 @@ Each command prints one JSON object on stdout, for the C++ tests to assert on.
       Connects, runs the actions in order, prints what happened:
         send=TEXT         a text message
         binary=N          N random bytes as a binary message (its sha256 is reported)
+        hex=HEX           these bytes as a binary message
         recv=N            receive N messages (text, or binary as length + sha256);
                           "Server time" ticks are skipped
         close=CODE[:WHY]  start the closing handshake
@@ -73,7 +74,10 @@ def refusal(e):
 
 def describe(m):
     if isinstance(m, bytes):
-        return {"type": "binary", "len": len(m), "sha256": hashlib.sha256(m).hexdigest()}
+        d = {"type": "binary", "len": len(m), "sha256": hashlib.sha256(m).hexdigest()}
+        if len(m) <= 64:
+            d["hex"] = m.hex()
+        return d
     return {"type": "text", "data": m}
 
 
@@ -94,6 +98,10 @@ async def script(args):
                 out["sent"].append({"type": "text", "data": value})
             elif name == "binary":
                 data = os.urandom(int(value))
+                await ws.send(data)
+                out["sent"].append(describe(data))
+            elif name == "hex":
+                data = bytes.fromhex(value)
                 await ws.send(data)
                 out["sent"].append(describe(data))
             elif name == "recv":
@@ -187,6 +195,7 @@ def main():
         if name == "hold":
             s.add_argument("--count", type=int, required=True)
             s.add_argument("--seconds", type=float, default=0.5)
+    # Options go before the URL when actions follow it.
     args = p.parse_args()
     fn = {"script": script, "broadcast": broadcast, "hold": hold}[args.cmd]
     try:

@@ -264,7 +264,7 @@ listner: 0.0.0.0:8080
 )")),
               ElementsAre("edge.yaml:2:1: listner: unknown field 'listner' (known: id, admin, log, listeners, "
                           "public_url, broker, apis, default_alias, upstream_timeout, idle_timeout, header_timeout, "
-                          "drain_timeout, max_header_bytes, invocation_log_file)"));
+                          "drain_timeout, max_header_bytes, invocation_log_file, max_ws_message_bytes)"));
 }
 
 TEST(YamlProto, UnknownNestedFieldHasPathAndKeyPosition) {

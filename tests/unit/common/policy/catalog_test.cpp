@@ -240,7 +240,7 @@ TEST(Catalog, RoutingMissing) {
 
 TEST(Catalog, RoutingWithUnknownScheme) {
   const auto issues = compile_bad(R"(apis: [{name: a, routing: "ftp://files/x"}])");
-  EXPECT_TRUE(has_issue(issues, "apis[0].routing", "scheme must be apigateway, http or https"));
+  EXPECT_TRUE(has_issue(issues, "apis[0].routing", "scheme must be apigateway, http, https, ws or wss"));
 }
 
 TEST(Catalog, ApigatewayRoutingWithoutAlias) {
