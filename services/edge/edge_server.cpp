@@ -432,8 +432,10 @@ struct EdgeServer::Impl {
   // co_await full-expression twice, so callers pass named values.
   asio::awaitable<bool> write_problem(Stream& stream, unsigned version, int status, std::string_view type_error,
                                       std::string& body, std::string_view request_id, bool keep_alive,
-                                      std::string_view detail) {
+                                      std::string_view detail, std::string_view upgrade = {}) {
     http::response<http::string_body> res;
+    // 426 names the protocol to switch to (RFC 9110 15.5.22).
+    if (!upgrade.empty()) res.set(http::field::upgrade, upgrade);
     res.version(version);
     res.result(status);
     res.set(http::field::content_type, "application/problem+json");
@@ -630,7 +632,8 @@ struct EdgeServer::Impl {
       log::json_escape(body, detail);
       body += "\",\"request_id\":\"" + request_id + "\"}\n";
       const bool ka = keep_alive && !body_expected && !upgrade;
-      co_await write_problem(stream, version, status, "http_request_error", body, request_id, ka, detail);
+      const std::string_view offer = ws_api ? "websocket" : "";
+      co_await write_problem(stream, version, status, "http_request_error", body, request_id, ka, detail, offer);
       finish(static_cast<unsigned>(status), api_name, 0);
       co_return ka;
     }

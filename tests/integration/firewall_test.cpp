@@ -13,6 +13,7 @@
 
 #include "support/http.hpp"
 #include "support/system.hpp"
+#include "support/ws.hpp"
 
 namespace postern::testing {
 namespace {
@@ -103,6 +104,7 @@ TEST(Firewall, GreenZoneAdmitsNoInboundConnectionYetRequestsCross) {
   file("policy.yaml",
        "apis:\n"
        "  - {name: demo, version: \"1.0\", routing: \"apigateway://demo/\"}\n"
+       "  - {name: chat, version: \"1.0\", type: websocket, routing: \"apigateway://demo/api/demo/\"}\n"
        "  - name: keyed\n    version: \"1.0\"\n    routing: apigateway://demo/\n    enforcement: GREEN\n"
        "    policies: {identify: {identifiers: [API_KEY]}}\n"
        "applications:\n  - {name: app, api_keys: [{key_file: keys/app}], apis: [keyed]}\n");
@@ -164,6 +166,14 @@ TEST(Firewall, GreenZoneAdmitsNoInboundConnectionYetRequestsCross) {
   EXPECT_EQ(in_dmz_curl("/gateway/demo/1.0/"), "200");
   EXPECT_EQ(in_dmz_curl("/gateway/keyed/1.0/headers"), "401") << "green-zone policy applied";
   EXPECT_EQ(in_dmz_curl("/gateway/keyed/1.0/headers?x-Gateway-APIKey=zone-key-123"), "200");
+  // A WebSocket session crosses too: the upgrade, messages both ways, and
+  // the native service's close code.
+  const auto ws = run_command(z.in_dmz({system_python(), source_path("tests/support/wsclient.py"), "script",
+                                        "ws://127.0.0.1:" + std::to_string(edge_port) + "/gateway/chat/1.0/fw?user=fw",
+                                        "send=through the firewall", "recv=1", "send=/close 4010 done", "wait_close=5"}),
+                              30s);
+  EXPECT_NE(ws.out.find("\"data\": \"Message Received from fw: through the firewall\""), std::string::npos) << ws.out << ws.err;
+  EXPECT_NE(ws.out.find("\"close_code\": 4010"), std::string::npos) << ws.out;
   // Still closed while traffic flows; and nothing in the green zone listens
   // for the DMZ except what the firewall drops.
   EXPECT_FALSE(dmz_can_connect(z, kGreenIp, demo_port));

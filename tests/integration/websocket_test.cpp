@@ -39,6 +39,7 @@ const char* kPolicies = R"(apis:
       - {name: echo, origin: server, type: text, sample: "Message Received from a: Hello"}
       - {name: blob, origin: client, type: binary, description: "sent back as is"}
   - {name: refusing, version: "1.0", type: websocket, routing: "apigateway://demo/refuse/403"}
+  - {name: dmz-chat, version: "1.0", type: websocket, routing: "ws://127.0.0.1:@DEMO@/api/dmz/"}
   - {name: rest, version: "1.0", routing: "apigateway://demo/"}
   - name: keyed
     version: "1.0"
@@ -163,6 +164,7 @@ class WebSockets : public ::testing::Test {
       transform_addr = "127.0.0.1:" + std::to_string(transform->wait_for_port("transform"));
     }
     yaml = std::regex_replace(yaml, std::regex("@TRANSFORM@"), transform_addr);
+    yaml = std::regex_replace(yaml, std::regex("@DEMO@"), std::to_string(sys.demo_port));
     sys.start_policy(yaml);
     sys.start_broker();
     sys.start_connector();
@@ -235,7 +237,40 @@ TEST_F(WebSockets, UpgradeAnsweredOnlyAfterTheNativeServiceAndItsChoicesRelayed)
   EXPECT_EQ(num(rest, "status"), 400) << json::serialize(rest);
   const auto plain = curl({ws("chat").replace(0, 2, "http")});
   EXPECT_EQ(plain.status, 426) << plain.body;
+  EXPECT_EQ(plain.header("upgrade"), "websocket");
   EXPECT_NE(plain.body.find("WebSocket API"), std::string::npos) << plain.body;
+
+  // A DMZ-local ws:// API: the edge opens the native WebSocket itself.
+  const auto local = ws_client({"script", ws("dmz-chat", "/room?user=d"), "send=local", "recv=1", "send=/close 4005 x",
+                                "wait_close=5"});
+  EXPECT_EQ(text_at(local, 0), "Message Received from d: local") << json::serialize(local);
+  EXPECT_EQ(num(local, "close_code"), 4005);
+  EXPECT_NE(sys.demo->log().find("\"path\":\"/api/dmz/room\""), std::string::npos) << sys.demo->log_tail();
+
+  // The message metadata of the API definition is kept and listed.
+  const auto apis = curl({"http://127.0.0.1:" + std::to_string(sys.policy_admin_port) + "/apis"});
+  EXPECT_NE(apis.body.find(R"("messages":[{"name":"hello","origin":"ORIGIN_CLIENT","type":"TYPE_TEXT","sample":"Hello","description":"a chat line"})"),
+            std::string::npos)
+      << apis.body;
+  EXPECT_NE(apis.body.find(R"({"name":"blob","origin":"ORIGIN_CLIENT","type":"TYPE_BINARY","description":"sent back as is"})"),
+            std::string::npos)
+      << apis.body;
+}
+
+TEST_F(WebSockets, EdgeDrainClosesSessionsWith1001) {
+  start();
+  auto client = std::async(std::launch::async, [&] {
+    return ws_client({"script", ws("chat", "/drain"), "send=x", "recv=1", "wait_close=10"});
+  });
+  ASSERT_TRUE(wait_until([&] { return sys.demo->count_log("\"path\":\"/api/demo/drain\"") > 0; }, 10s));
+  std::this_thread::sleep_for(300ms);
+  sys.edge->signal(SIGTERM);
+  const auto r = client.get();
+  EXPECT_EQ(num(r, "close_code"), 1001) << json::serialize(r);
+  EXPECT_EQ(str(r, "close_reason"), "server draining");
+  EXPECT_EQ(sys.edge->wait(10s), std::optional<int>(0));
+  // The native service saw the session end too.
+  sys.demo->wait_for_log("\"msg\":\"websocket closed\",\"path\":\"/api/demo/drain\"", 5s);
 }
 
 TEST_F(WebSockets, PoliciesAtTheUpgradeRefuseBeforeAny101) {
