@@ -228,8 +228,11 @@ TEST_F(WebSockets, UpgradeAnsweredOnlyAfterTheNativeServiceAndItsChoicesRelayed)
   // The API context with and without its trailing slash reaches the native
   // path /api/demo/ alike: both clients are in one room.
   const auto a = ws_client({"script", "ws://127.0.0.1:" + std::to_string(sys.edge_port) + "/gateway/chat/1.0",
-                            "send=no-slash", "recv=1"});
+                            "send=no-slash", "recv=1", "fragments=frag,men,ted", "recv=1", "ping"});
   EXPECT_EQ(text_at(a, 0), "Message Received from anonymous: no-slash") << json::serialize(a);
+  // A message sent in three frames arrives whole; the edge answers pings.
+  EXPECT_EQ(text_at(a, 1), "Message Received from anonymous: fragmented") << json::serialize(a);
+  EXPECT_EQ(num(a, "pongs"), 1) << json::serialize(a);
   EXPECT_NE(sys.demo->log().find("\"msg\":\"websocket open\",\"path\":\"/api/demo\""), std::string::npos)
       << sys.demo->log_tail();
   // Type mismatches are named.
@@ -460,20 +463,23 @@ TEST(WebSocketFaults, KillingOrDrainingTheConnectorClosesTheClientPromptly) {
   auto client = std::async(std::launch::async, [&] { return ws_client({"script", url, "send=x", "recv=1", "wait_close=10"}); });
   ASSERT_TRUE(wait_until([&] { return sys.demo->count_log("\"msg\":\"websocket open\"") >= 1; }, 10s));
   std::this_thread::sleep_for(300ms);
+  auto t0 = std::chrono::steady_clock::now();
   sys.connectors[0]->signal(SIGKILL);
   const auto killed = client.get();
   EXPECT_EQ(num(killed, "close_code"), 1011) << json::serialize(killed);
-  // recv=1 came back at once; closed_after_s counts from the open.
-  EXPECT_LT(num(killed, "closed_after_s"), 3) << json::serialize(killed);
+  // The client's process has ended too (interpreter exit included) well within 2 s.
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
 
   auto& second = sys.start_connector({.id = "connector-2"});
   auto client2 = std::async(std::launch::async, [&] { return ws_client({"script", url, "send=y", "recv=1", "wait_close=10"}); });
   ASSERT_TRUE(wait_until([&] { return sys.demo->count_log("\"msg\":\"websocket open\"") >= 2; }, 10s));
   std::this_thread::sleep_for(300ms);
+  t0 = std::chrono::steady_clock::now();
   second.signal(SIGTERM);
   const auto drained = client2.get();
   EXPECT_EQ(num(drained, "close_code"), 1001) << json::serialize(drained);
-  EXPECT_LT(num(drained, "closed_after_s"), 3) << json::serialize(drained);
+  EXPECT_EQ(str(drained, "close_reason"), "connector draining");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
   EXPECT_EQ(second.wait(10s), std::optional<int>(0));
 }
 

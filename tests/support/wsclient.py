@@ -8,6 +8,8 @@ Each command prints one JSON object on stdout, for the C++ tests to assert on.
         send=TEXT         a text message
         binary=N          N random bytes as a binary message (its sha256 is reported)
         hex=HEX           these bytes as a binary message
+        fragments=A,B,C   one text message sent as three frames
+        ping              a ping; waits for its pong (reported as "pongs")
         recv=N            receive N messages (text, or binary as length + sha256);
                           "Server time" ticks are skipped
         close=CODE[:WHY]  start the closing handshake
@@ -104,6 +106,14 @@ async def script(args):
                 data = bytes.fromhex(value)
                 await ws.send(data)
                 out["sent"].append(describe(data))
+            elif name == "fragments":
+                parts = value.split(",")
+                await ws.send(iter(parts))
+                out["sent"].append({"type": "text", "data": "".join(parts), "frames": len(parts)})
+            elif name == "ping":
+                waiter = await ws.ping()
+                await asyncio.wait_for(waiter, 5)
+                out["pongs"] = out.get("pongs", 0) + 1
             elif name == "recv":
                 want = int(value)
                 while want > 0:
