@@ -60,4 +60,8 @@ echo "  curl -i http://127.0.0.1:$EDGE_PORT/gateway/secured/1.0/headers         
 echo "  curl -i -H 'x-Gateway-APIKey: $key' http://127.0.0.1:$EDGE_PORT/gateway/secured/1.0/headers"
 echo "  curl -i 'http://127.0.0.1:$EDGE_PORT/gateway/inside/1.0/headers?x-Gateway-APIKey=$key'  # checked in the green zone"
 echo
+echo "WebSocket (the echo broadcaster): open http://127.0.0.1:$EDGE_PORT/gateway/demo/1.0/demo.html, or"
+echo "  /usr/bin/python3 -m websockets 'ws://127.0.0.1:$EDGE_PORT/gateway/chat/1.0/broadcast?user=me'"
+echo "  /usr/bin/python3 -m websockets 'ws://127.0.0.1:$EDGE_PORT/gateway/chat-secured/1.0/?user=me&x-Gateway-APIKey=$key'"
+echo
 wait
