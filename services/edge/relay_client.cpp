@@ -17,6 +17,28 @@ namespace tv1 = tunnel::v1;
 namespace gb = grpc_bridge;
 using FrameStream = grpc::ClientAsyncReaderWriter<tv1::Frame, tv1::Frame>;
 
+namespace {
+
+// An exchange that ended before the far side answered: a timeout, a broker
+// that cannot be reached, or a stream that ended under us.
+[[noreturn]] void throw_no_answer(bool timed_out, bool anything_received, const grpc::Status& st,
+                                  std::chrono::milliseconds head_timeout, const std::string& broker,
+                                  const std::string& what) {
+  if (timed_out) {
+    throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_TIMEOUT,
+                        what + " within " + std::to_string(head_timeout.count()) + " ms");
+  }
+  if (!anything_received && st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_UNREACHABLE,
+                        "cannot reach the broker at " + broker + ": " + st.error_message());
+  }
+  throw ExchangeError(tv1::ERROR_CODE_CONNECTOR_LOST, "the exchange ended with " + what + " (" +
+                                                          std::to_string(static_cast<int>(st.error_code())) + " " +
+                                                          st.error_message() + ")");
+}
+
+}  // namespace
+
 struct RelayClient::Impl {
   asio::any_io_executor ex;
   std::string address;
@@ -112,17 +134,7 @@ asio::awaitable<void> RelayClient::invoke(const tv1::RequestHead& head, BodySour
   if (failure) std::rethrow_exception(failure);
   if (ended) co_return;
   if (!sink.started() || !got_head) {
-    if (timed_out) {
-      throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_TIMEOUT,
-                          "no response within " + std::to_string(head_timeout.count()) + " ms");
-    }
-    if (!anything_received && st.error_code() == grpc::StatusCode::UNAVAILABLE) {
-      throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_UNREACHABLE,
-                          "cannot reach the broker at " + im.address + ": " + st.error_message());
-    }
-    throw ExchangeError(tv1::ERROR_CODE_CONNECTOR_LOST, "the exchange ended without a response (" +
-                                                            std::to_string(static_cast<int>(st.error_code())) + " " +
-                                                            st.error_message() + ")");
+    throw_no_answer(timed_out, anything_received, st, head_timeout, im.address, "no response");
   }
   throw ExchangeError(tv1::ERROR_CODE_CONNECTOR_LOST, "the response was cut off mid-body");
 }
@@ -218,17 +230,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::open_websocket(const tv1
   co_await gb::op([&](void* tag) { w.stream->Finish(&st, tag); });
   w.finished = true;
   if (failure) throw *failure;
-  if (timed_out) {
-    throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_TIMEOUT,
-                        "no answer to the WebSocket upgrade within " + std::to_string(head_timeout.count()) + " ms");
-  }
-  if (!anything && st.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_UNREACHABLE,
-                        "cannot reach the broker at " + im.address + ": " + st.error_message());
-  }
-  throw ExchangeError(tv1::ERROR_CODE_CONNECTOR_LOST, "the upgrade ended without an answer (" +
-                                                          std::to_string(static_cast<int>(st.error_code())) + " " +
-                                                          st.error_message() + ")");
+  throw_no_answer(timed_out, anything, st, head_timeout, im.address, "no answer to the WebSocket upgrade");
 }
 
 asio::awaitable<void> RelayClient::watch_config(std::string client_id, std::function<std::uint64_t()> known,

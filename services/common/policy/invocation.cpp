@@ -17,23 +17,6 @@ namespace {
 
 constexpr std::size_t kDefaultJsonBuffer = 1u << 20;
 
-void member(std::string& out, std::string_view key, std::string_view value) {
-  if (!out.empty()) out += ',';
-  out += '"';
-  out.append(key);
-  out += "\":\"";
-  log::json_escape(out, value);
-  out += '"';
-}
-
-void member_raw(std::string& out, std::string_view key, std::string_view json) {
-  if (!out.empty()) out += ',';
-  out += '"';
-  out.append(key);
-  out += "\":";
-  out.append(json);
-}
-
 std::string number(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.3f", v);
@@ -53,6 +36,36 @@ void capture(Payload& p, std::size_t limit, std::string_view chunk) {
 }
 
 }  // namespace
+
+void json_member(std::string& out, std::string_view key, std::string_view value) {
+  if (!out.empty()) out += ',';
+  out += '"';
+  out.append(key);
+  out += "\":\"";
+  log::json_escape(out, value);
+  out += '"';
+}
+
+void json_member_raw(std::string& out, std::string_view key, std::string_view json) {
+  if (!out.empty()) out += ',';
+  out += '"';
+  out.append(key);
+  out += "\":";
+  out.append(json);
+}
+
+std::string decisions_json(const Decisions& decisions) {
+  std::string dec = "[";
+  for (const auto& d : decisions) {
+    if (dec.size() > 1) dec += ',';
+    std::string one;
+    json_member(one, "policy", d.policy);
+    json_member(one, "outcome", d.outcome);
+    json_member(one, "reason", d.reason);
+    dec += '{' + one + '}';
+  }
+  return dec + ']';
+}
 
 std::string payload_json(const Payload& p, bool compress) {
   std::string out = "{\"bytes\":" + std::to_string(p.total) + ",\"truncated\":" + (p.truncated ? "true" : "false");
@@ -101,17 +114,17 @@ std::optional<InvocationRecord> exchange_record(const pv1::LogInvocation& li, co
 
 std::string invocation_fields(const InvocationRecord& r, bool compress) {
   std::string out;
-  member(out, "request_id", r.request_id);
-  member(out, "api", r.api);
-  member(out, "application", r.application);
-  member(out, "client_ip", r.client_ip);
-  member(out, "method", r.method);
-  member(out, "path", r.path);
-  member(out, "enforced_by", r.enforced_by);
-  member_raw(out, "status", std::to_string(r.status));
-  if (!r.error.empty()) member(out, "error", r.error);
-  member_raw(out, "request_bytes", std::to_string(r.request_bytes));
-  member_raw(out, "response_bytes", std::to_string(r.response_bytes));
+  json_member(out, "request_id", r.request_id);
+  json_member(out, "api", r.api);
+  json_member(out, "application", r.application);
+  json_member(out, "client_ip", r.client_ip);
+  json_member(out, "method", r.method);
+  json_member(out, "path", r.path);
+  json_member(out, "enforced_by", r.enforced_by);
+  json_member_raw(out, "status", std::to_string(r.status));
+  if (!r.error.empty()) json_member(out, "error", r.error);
+  json_member_raw(out, "request_bytes", std::to_string(r.request_bytes));
+  json_member_raw(out, "response_bytes", std::to_string(r.response_bytes));
   std::string lat = "{\"total_ms\":" + number(r.total_ms);
   if (r.upstream_ms >= 0) lat += ",\"upstream_ms\":" + number(r.upstream_ms);
   if (r.native_ms >= 0) lat += ",\"native_ms\":" + number(r.native_ms);
@@ -120,20 +133,10 @@ std::string invocation_fields(const InvocationRecord& r, bool compress) {
   }
   lat += ",\"gateway_ms\":" + number(std::max(0.0, r.total_ms - std::max(0.0, r.upstream_ms)));
   lat += '}';
-  member_raw(out, "latency", lat);
-  std::string dec = "[";
-  for (const auto& d : r.decisions) {
-    if (dec.size() > 1) dec += ',';
-    std::string one;
-    member(one, "policy", d.policy);
-    member(one, "outcome", d.outcome);
-    member(one, "reason", d.reason);
-    dec += '{' + one + '}';
-  }
-  dec += ']';
-  member_raw(out, "decisions", dec);
-  if (r.request_payload) member_raw(out, "request_payload", payload_json(*r.request_payload, compress));
-  if (r.response_payload) member_raw(out, "response_payload", payload_json(*r.response_payload, compress));
+  json_member_raw(out, "latency", lat);
+  json_member_raw(out, "decisions", decisions_json(r.decisions));
+  if (r.request_payload) json_member_raw(out, "request_payload", payload_json(*r.request_payload, compress));
+  if (r.response_payload) json_member_raw(out, "response_payload", payload_json(*r.response_payload, compress));
   return out;
 }
 

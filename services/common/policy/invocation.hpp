@@ -36,6 +36,13 @@ struct InvocationRecord {
   std::optional<Payload> request_payload, response_payload;
 };
 
+/// JSON record building: `"key":"value"` (escaped) and `"key":<json>`,
+/// each appended with a comma when `out` is not empty.
+void json_member(std::string& out, std::string_view key, std::string_view value);
+void json_member_raw(std::string& out, std::string_view key, std::string_view json);
+/// [{"policy","outcome","reason"}, ...]
+std::string decisions_json(const Decisions& decisions);
+
 /// {"bytes","truncated","encoding","data"}: gzip+base64 when `compress`,
 /// else text if valid UTF-8, else base64.
 std::string payload_json(const Payload& p, bool compress);

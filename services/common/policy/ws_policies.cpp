@@ -125,32 +125,15 @@ asio::awaitable<TransformClient::Result> TransformClient::transform(const pv1::T
 
 namespace {
 
-void member(std::string& out, std::string_view key, std::string_view value) {
-  if (!out.empty()) out += ',';
-  out += '"';
-  out.append(key);
-  out += "\":\"";
-  log::json_escape(out, value);
-  out += '"';
-}
-
-void member_raw(std::string& out, std::string_view key, std::string_view raw) {
-  if (!out.empty()) out += ',';
-  out += '"';
-  out.append(key);
-  out += "\":";
-  out.append(raw);
-}
-
 std::string session_fields(const WsSessionInfo& info, std::string_view event) {
   std::string out;
-  member(out, "event", event);
-  member(out, "request_id", info.request_id);
-  member(out, "api", info.api);
-  member(out, "application", info.application);
-  member(out, "client_ip", info.client_ip);
-  member(out, "path", info.path);
-  member(out, "enforced_by", info.enforced_by);
+  json_member(out, "event", event);
+  json_member(out, "request_id", info.request_id);
+  json_member(out, "api", info.api);
+  json_member(out, "application", info.application);
+  json_member(out, "client_ip", info.client_ip);
+  json_member(out, "path", info.path);
+  json_member(out, "enforced_by", info.enforced_by);
   return out;
 }
 
@@ -193,9 +176,9 @@ asio::awaitable<bool> WsSessionPolicies::on_message(net::WsDirection dir, net::W
       p.data = m.data.substr(0, cap);
       p.truncated = m.data.size() > cap;
       std::string f = session_fields(info_, "websocket_message");
-      member(f, "direction", direction_name(dir));
-      member(f, "type", m.binary() ? "binary" : "text");
-      member_raw(f, "payload", payload_json(p, li.compress_payload()));
+      json_member(f, "direction", direction_name(dir));
+      json_member(f, "type", m.binary() ? "binary" : "text");
+      json_member_raw(f, "payload", payload_json(p, li.compress_payload()));
       log_.write_fields(f);
     }
   }
@@ -234,8 +217,8 @@ asio::awaitable<bool> WsSessionPolicies::on_message(net::WsDirection dir, net::W
 void WsSessionPolicies::opened() {
   if (!pol_ || !pol_->has_log_invocation() || !should_log(pol_->log_invocation(), 101, false)) return;
   std::string f = session_fields(info_, "websocket_open");
-  member_raw(f, "status", "101");
-  if (!info_.subprotocol.empty()) member(f, "subprotocol", info_.subprotocol);
+  json_member_raw(f, "status", "101");
+  if (!info_.subprotocol.empty()) json_member(f, "subprotocol", info_.subprotocol);
   log_.write_fields(f);
 }
 
@@ -245,40 +228,31 @@ void WsSessionPolicies::closed(const net::WsRelayStats& s, const Decisions& deci
                       s.server_close_code == 1011;
   if (!should_log(pol_->log_invocation(), 101, failed)) return;
   std::string f = session_fields(info_, "websocket_close");
-  member_raw(f, "status", "101");
-  member(f, "closed_by", s.closed_by);
+  json_member_raw(f, "status", "101");
+  json_member(f, "closed_by", s.closed_by);
   auto side = [](std::uint16_t code, const std::string& reason) {
     std::string o;
-    member_raw(o, "code", std::to_string(code));
-    member(o, "reason", reason);
+    json_member_raw(o, "code", std::to_string(code));
+    json_member(o, "reason", reason);
     return "{" + o + "}";
   };
-  member_raw(f, "client_close", side(s.client_close_code, s.client_close_reason));
-  member_raw(f, "server_close", side(s.server_close_code, s.server_close_reason));
-  if (s.closed_by == "gateway") member_raw(f, "gateway_close", side(s.gateway_close_code, s.gateway_close_reason));
+  json_member_raw(f, "client_close", side(s.client_close_code, s.client_close_reason));
+  json_member_raw(f, "server_close", side(s.server_close_code, s.server_close_reason));
+  if (s.closed_by == "gateway") json_member_raw(f, "gateway_close", side(s.gateway_close_code, s.gateway_close_reason));
   for (int i = 0; i < 2; ++i) {
     std::string d;
-    member_raw(d, "messages", std::to_string(s.messages[i]));
-    member_raw(d, "bytes", std::to_string(s.bytes[i]));
-    member_raw(d, "transformed", std::to_string(transformed_[i]));
-    member_raw(d, "dropped", std::to_string(dropped_[i]));
-    member_raw(f, i == 0 ? "client_to_server" : "server_to_client", "{" + d + "}");
+    json_member_raw(d, "messages", std::to_string(s.messages[i]));
+    json_member_raw(d, "bytes", std::to_string(s.bytes[i]));
+    json_member_raw(d, "transformed", std::to_string(transformed_[i]));
+    json_member_raw(d, "dropped", std::to_string(dropped_[i]));
+    json_member_raw(f, i == 0 ? "client_to_server" : "server_to_client", "{" + d + "}");
   }
-  member_raw(f, "transform_failures", std::to_string(transform_failures_));
+  json_member_raw(f, "transform_failures", std::to_string(transform_failures_));
   char ms[32];
   std::snprintf(ms, sizeof ms, "%.3f",
                 std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count());
-  member_raw(f, "duration_ms", ms);
-  std::string dec = "[";
-  for (const auto& d : decisions) {
-    if (dec.size() > 1) dec += ',';
-    std::string one;
-    member(one, "policy", d.policy);
-    member(one, "outcome", d.outcome);
-    member(one, "reason", d.reason);
-    dec += '{' + one + '}';
-  }
-  member_raw(f, "decisions", dec + "]");
+  json_member_raw(f, "duration_ms", ms);
+  json_member_raw(f, "decisions", decisions_json(decisions));
   log_.write_fields(f);
 }
 
