@@ -3,6 +3,8 @@
 // native service, Python websockets and headless Chromium as the clients.
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 #include <boost/json.hpp>
 
@@ -14,6 +16,7 @@
 #include <thread>
 
 #include "support/http.hpp"
+#include "support/sockets.hpp"
 #include "support/system.hpp"
 #include "support/ws.hpp"
 
@@ -121,6 +124,12 @@ const char* kPolicies = R"(apis:
     routing: apigateway://demo/ws/idle
     policies:
       websocket: {idle_timeout: 1s}
+  - name: pinged
+    version: "1.0"
+    type: websocket
+    routing: apigateway://demo/ws/pinged
+    policies:
+      websocket: {ping_interval: 300ms}
   - name: short-lived
     version: "1.0"
     type: websocket
@@ -258,6 +267,40 @@ TEST_F(WebSockets, UpgradeAnsweredOnlyAfterTheNativeServiceAndItsChoicesRelayed)
   EXPECT_NE(apis.body.find(R"({"name":"blob","origin":"ORIGIN_CLIENT","type":"TYPE_BINARY","description":"sent back as is"})"),
             std::string::npos)
       << apis.body;
+}
+
+// A raw client that never answers: the edge pings it every ping_interval
+// and drops it when a second interval passes without a pong.
+TEST_F(WebSockets, KeepAlivePingsAndASilentClientIsDropped) {
+  start();
+  auto fd = connect_loopback(sys.edge_port, 2s);
+  ASSERT_TRUE(fd);
+  const std::string req =
+      "GET /gateway/pinged/1.0/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  ASSERT_EQ(::send(fd.get(), req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+  timeval tv{3, 0};
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string got;
+  const auto t0 = std::chrono::steady_clock::now();
+  bool closed = false;
+  while (std::chrono::steady_clock::now() - t0 < 5s) {
+    char buf[4096];
+    const auto n = ::recv(fd.get(), buf, sizeof buf, 0);
+    if (n <= 0) {
+      closed = n == 0 || errno == ECONNRESET;
+      break;
+    }
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  const auto elapsed = std::chrono::steady_clock::now() - t0;
+  ASSERT_NE(got.find("HTTP/1.1 101"), std::string::npos) << got;
+  const auto body = got.substr(got.find("\r\n\r\n") + 4);
+  // A ping frame from the server: FIN + opcode 9, unmasked.
+  EXPECT_NE(body.find("\x89"), std::string::npos) << hex_of(body);
+  EXPECT_TRUE(closed) << "the silent client was not dropped";
+  EXPECT_LT(elapsed, 3s);
+  EXPECT_GT(elapsed, 400ms);
 }
 
 TEST_F(WebSockets, EdgeDrainClosesSessionsWith1001) {
