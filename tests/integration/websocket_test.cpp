@@ -9,6 +9,7 @@
 #include <boost/json.hpp>
 
 #include <chrono>
+#include <ctime>
 #include <csignal>
 #include <filesystem>
 #include <future>
@@ -16,6 +17,7 @@
 #include <thread>
 
 #include "support/http.hpp"
+#include "support/jwt_keys.hpp"
 #include "support/sockets.hpp"
 #include "support/system.hpp"
 #include "support/ws.hpp"
@@ -487,6 +489,54 @@ TEST_F(WebSockets, BrowserLoadsDemoPageThroughTheEdgeAndChats) {
   std::string out = page->log();
   auto v = json::parse(out.substr(0, out.find('\n'))).as_object();
   EXPECT_TRUE(v.at("ok").as_bool()) << out;
+}
+
+// Identification by JWT bearer token and by client IP at the upgrade.
+TEST(WebSocketIdentify, JwtAndIpAtTheUpgrade) {
+  System sys;
+  auto key = make_rsa_key();
+  write_file(sys.dir().file("jwks.json"), jwks({rsa_jwk(key.get(), "k1")}));
+  const long now = static_cast<long>(std::time(nullptr));
+  auto token = [&](const std::string& sub, long exp) {
+    return signed_jwt(key.get(), R"({"alg":"RS256","kid":"k1","typ":"JWT"})",
+                      R"({"sub":")" + sub + R"(","iss":"https://idp.test","exp":)" + std::to_string(exp) + "}");
+  };
+  sys.start_demo();
+  sys.start_policy(R"(apis:
+  - name: ws-jwt
+    version: "1.0"
+    type: websocket
+    routing: apigateway://demo/ws/jwt
+    policies:
+      identify:
+        identifiers: [JWT]
+        jwt: {jwks_file: jwks.json, issuer: "https://idp.test"}
+  - name: ws-ip
+    version: "1.0"
+    type: websocket
+    routing: apigateway://demo/ws/ip
+    policies:
+      identify: {identifiers: [IP]}
+applications:
+  - {name: service-a, jwt_subjects: [svc-a], apis: [ws-jwt]}
+  - {name: loopback, ip_ranges: [127.0.0.0/8], apis: [ws-ip]}
+)");
+  sys.start_broker();
+  sys.start_connector();
+  sys.start_edge();
+  const std::string base = "ws://127.0.0.1:" + std::to_string(sys.edge_port) + "/gateway/";
+  const auto valid = ws_client({"script", "--header", "Authorization: Bearer " + token("svc-a", now + 300),
+                                base + "ws-jwt/1.0/", "send=jwt", "recv=1"});
+  EXPECT_EQ(num(valid, "status"), 101) << json::serialize(valid);
+  EXPECT_EQ(first_text(valid), "Message Received from anonymous: jwt");
+  const auto expired = ws_client({"script", "--header", "Authorization: Bearer " + token("svc-a", now - 600),
+                                  base + "ws-jwt/1.0/"});
+  EXPECT_EQ(num(expired, "status"), 401) << json::serialize(expired);
+  const auto stranger = ws_client({"script", "--header", "Authorization: Bearer " + token("svc-x", now + 300),
+                                   base + "ws-jwt/1.0/"});
+  EXPECT_EQ(num(stranger, "status"), 401) << json::serialize(stranger);
+  EXPECT_EQ(num(ws_client({"script", base + "ws-jwt/1.0/"}), "status"), 401);
+  EXPECT_EQ(num(ws_client({"script", base + "ws-ip/1.0/"}), "status"), 101);
 }
 
 // The connector dies or drains under a live session: the client is closed
