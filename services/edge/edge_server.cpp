@@ -622,6 +622,15 @@ struct EdgeServer::Impl {
     // green zone's to judge.
     const bool ws_api = papi ? papi->websocket : false;
     const bool knows_type = papi || route->kind == Route::Kind::direct;
+    if (upgrade && body_expected) {
+      std::string body =
+          "{\"type\":\"https://postern.dev/problems/bad-request\",\"title\":\"Bad Request\",\"status\":400,"
+          "\"detail\":\"a WebSocket upgrade request carries no body\",\"request_id\":\"" + request_id + "\"}\n";
+      co_await write_problem(stream, version, 400, "http_request_error", body, request_id, false,
+                             "upgrade with a body");
+      finish(400, api_name, 0);
+      co_return false;
+    }
     if (knows_type && upgrade != ws_api) {
       const int status = ws_api ? 426 : 400;
       std::string body = "{\"type\":\"https://postern.dev/problems/" + std::string(ws_api ? "upgrade-required" : "not-websocket") +

@@ -300,6 +300,15 @@ TEST_F(WebSockets, KeepAlivePingsAndASilentClientIsDropped) {
   const auto body = got.substr(got.find("\r\n\r\n") + 4);
   // A ping frame from the server: FIN + opcode 9, unmasked.
   EXPECT_NE(body.find("\x89"), std::string::npos) << hex_of(body);
+
+  // An upgrade with a body is malformed: 400, the connection closes.
+  const auto raw = raw_exchange(sys.edge_port,
+                                "GET /gateway/chat/1.0/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                                "Content-Length: 3\r\n\r\nabc");
+  const auto res = parse_response(raw);
+  EXPECT_EQ(res.status, 400) << raw;
+  EXPECT_NE(res.body.find("carries no body"), std::string::npos) << raw;
   EXPECT_TRUE(closed) << "the silent client was not dropped";
   EXPECT_LT(elapsed, 3s);
   EXPECT_GT(elapsed, 400ms);
