@@ -9,7 +9,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   prometheus-cpp-dev libssl-dev libyaml-cpp-dev zlib1g-dev
   libgtest-dev libgmock-dev
-  curl openssl python3 python3-websockets chromium iproute2 procps nftables prometheus
+  curl openssl python3 python3-websockets iproute2 procps nftables prometheus
 )
 
 missing=()

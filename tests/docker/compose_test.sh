@@ -6,10 +6,14 @@
 # proof that the DMZ containers cannot open a connection to the green zone,
 # and `docker-compose down` leaving nothing behind.
 set -euo pipefail
-# Opt-in: it builds the image from scratch (no ccache in the build stage,
-# ~15 min on 2 cores), too long for every CI run. ctest reads 77 as "skipped".
-if [ "${POSTERN_DOCKER_TESTS:-0}" != 1 ]; then
-  echo "skipped: set POSTERN_DOCKER_TESTS=1 (needs root, docker.io, docker-compose, debootstrap)"
+# Builds the image from scratch (about 10 min on 2 cores): set
+# POSTERN_DOCKER_TESTS=0 to skip it. ctest reads 77 as "skipped".
+if [ "${POSTERN_DOCKER_TESTS:-1}" = 0 ]; then
+  echo "skipped: POSTERN_DOCKER_TESTS=0"
+  exit 77
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "skipped: the Compose test starts a Docker engine and needs root"
   exit 77
 fi
 here="$(cd "$(dirname "$0")" && pwd)"
