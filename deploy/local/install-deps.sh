@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what building and testing Postern needs, from Debian bookworm
-# packages only. Idempotent; skips apt when everything is already there.
+# Installs what building and running Postern needs, from Debian bookworm
+# packages only, plus any package named on the command line (tests/run.sh
+# adds the test-only ones). Idempotent; skips apt when everything is there.
 set -euo pipefail
 
 packages=(
@@ -10,6 +11,7 @@ packages=(
   prometheus-cpp-dev libssl-dev libyaml-cpp-dev zlib1g-dev
   libgtest-dev libgmock-dev
   curl openssl python3 python3-websockets iproute2 procps nftables prometheus
+  "$@"
 )
 
 missing=()
