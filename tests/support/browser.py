@@ -2,6 +2,7 @@
 """Loads a page in headless Chromium and waits for text to appear in it.
 
   browser.py URL --expect TEXT [--expect TEXT ...] [--selector CSS] [--timeout S] [--chromium PATH]
+             [--screenshot FILE.png]
 
 Drives Chromium over the DevTools protocol (its WebSocket, with Debian's
 python3-websockets), so the page runs in real time with real sockets. Prints
@@ -76,6 +77,11 @@ async def run(args):
                 if not missing:
                     break
                 await asyncio.sleep(0.2)
+            if args.screenshot:
+                import base64
+                shot = await call("Page.captureScreenshot", format="png")
+                with open(args.screenshot, "wb") as f:
+                    f.write(base64.b64decode(shot["data"]))
             return {"ok": not missing, "text": text, "missing": missing}
     finally:
         try:
@@ -93,6 +99,7 @@ def main():
     p.add_argument("--selector", default="body")
     p.add_argument("--timeout", type=float, default=15)
     p.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    p.add_argument("--screenshot", help="write a PNG of the page once the texts are there")
     args = p.parse_args()
     try:
         result = asyncio.run(run(args))
