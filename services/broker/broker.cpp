@@ -585,7 +585,8 @@ struct Broker::Impl {
     ++exchanges_in_flight;
     idle->reset();
     metrics.in_flight.Increment();
-    const std::string result = co_await splice(*call, *pull, pick.session->connector_id);
+    const bool websocket = head.request_head().websocket();
+    const std::string result = co_await splice(*call, *pull, pick.session->connector_id, websocket);
     metrics.in_flight.Decrement();
     registry.finished(pick.session);
     if (--exchanges_in_flight == 0) idle->set();
@@ -594,8 +595,80 @@ struct Broker::Impl {
     metrics.duration.Observe(std::chrono::duration<double>(Clock::now() - started).count());
   }
 
+  // A WebSocket session spliced through this broker: a drain closes both of
+  // its sides with 1001 rather than cutting them when the broker stops.
+  // Shared by the splice and a drain's close; `ended` (set by the splice
+  // under both locks) means the streams are no longer to be touched.
+  struct WsSplice {
+    WsSplice(asio::any_io_executor ex, FrameStream& e, FrameStream& c)
+        : to_edge(ex), to_connector(ex), edge(e), connector(c) {}
+    AsyncMutex to_edge, to_connector;  // one writer per stream at a time
+    FrameStream& edge;
+    FrameStream& connector;
+    bool edge_closed = false, connector_closed = false;  // our close + end went out
+    bool ended = false;
+  };
+  std::map<std::uint64_t, std::shared_ptr<WsSplice>> ws_splices;
+  std::uint64_t next_splice = 1;
+
+  // Sends ws_close + end on one side of a session, once.
+  asio::awaitable<void> close_side(WsSplice& ws, bool to_edge, std::uint32_t code, const std::string& reason) {
+    auto& lock = to_edge ? ws.to_edge : ws.to_connector;
+    bool& closed = to_edge ? ws.edge_closed : ws.connector_closed;
+    FrameStream& stream = to_edge ? ws.edge : ws.connector;
+    co_await lock.lock();
+    if (!ws.ended && !closed) {
+      closed = true;
+      tv1::Frame f;
+      f.mutable_ws_close()->set_code(code);
+      f.mutable_ws_close()->set_reason(reason);
+      const bool ok = co_await gb::write(stream, f);
+      if (ok) {
+        f.Clear();
+        f.mutable_end();
+        co_await gb::write(stream, f);
+      }
+    }
+    lock.unlock();
+  }
+
+  // Closes both sides of a session with 1001, if it is still there.
+  asio::awaitable<void> close_session(std::uint64_t id) {
+    auto it = ws_splices.find(id);
+    if (it == ws_splices.end()) co_return;
+    std::shared_ptr<WsSplice> ws = it->second;
+    const std::string reason = "broker draining";
+    co_await close_side(*ws, true, 1001, reason);
+    co_await close_side(*ws, false, 1001, reason);
+  }
+
+  // Writes one frame of a session under its side's lock; dropped once the
+  // broker has closed that side itself.
+  asio::awaitable<bool> forward(FrameStream& stream, const tv1::Frame& f, WsSplice* ws, bool to_edge) {
+    if (!ws) {
+      const bool sent = co_await gb::write(stream, f);
+      co_return sent;
+    }
+    auto& lock = to_edge ? ws->to_edge : ws->to_connector;
+    co_await lock.lock();
+    bool sent = true;
+    if (!(to_edge ? ws->edge_closed : ws->connector_closed)) sent = co_await gb::write(stream, f);
+    lock.unlock();
+    co_return sent;
+  }
+
   // Moves frames both ways until the response ends. Returns a result label.
-  asio::awaitable<std::string> splice(InvokeCall& in, PullCall& out, const std::string& connector) {
+  asio::awaitable<std::string> splice(InvokeCall& in, PullCall& out, const std::string& connector,
+                                      bool websocket = false) {
+    std::shared_ptr<WsSplice> ws_state;
+    WsSplice* ws = nullptr;
+    std::uint64_t ws_id = 0;
+    if (websocket) {
+      ws_state = std::make_shared<WsSplice>(ex, in.stream, out.stream);
+      ws = ws_state.get();
+      ws_id = next_splice++;
+      ws_splices[ws_id] = ws_state;
+    }
     Event up_done(ex);
     // Request direction runs beside the response direction.
     asio::co_spawn(
@@ -606,13 +679,13 @@ struct Broker::Impl {
             const bool got = co_await gb::read(in.stream, f);
             if (!got) {
               const auto gone = error_frame(tv1::ERROR_CODE_CLIENT_GONE, "edge went away");
-              co_await gb::write(out.stream, gone);
+              co_await forward(out.stream, gone, ws, false);
               break;
             }
             if (f.has_body()) metrics.bytes_up.Increment(static_cast<double>(f.body().data().size()));
             if (f.has_ws_message()) metrics.bytes_up.Increment(static_cast<double>(f.ws_message().data().size()));
             const bool last = f.has_end() || f.has_error();
-            const bool sent = co_await gb::write(out.stream, f);
+            const bool sent = co_await forward(out.stream, f, ws, false);
             if (!sent) break;
             if (last) break;
           }
@@ -628,14 +701,14 @@ struct Broker::Impl {
         POSTERN_LOG(warn, "connector lost mid-exchange").kv("connector", connector);
         const auto lost =
             error_frame(tv1::ERROR_CODE_CONNECTOR_LOST, "connector '" + connector + "' went away mid-exchange");
-        co_await gb::write(in.stream, lost);
+        co_await forward(in.stream, lost, ws, true);
         break;
       }
       if (f.has_body()) metrics.bytes_down.Increment(static_cast<double>(f.body().data().size()));
       if (f.has_ws_message()) metrics.bytes_down.Increment(static_cast<double>(f.ws_message().data().size()));
       const bool last = f.has_end() || f.has_error();
       if (f.has_error()) result = std::string(error_slug(f.error().code()));
-      const bool sent = co_await gb::write(in.stream, f);
+      const bool sent = co_await forward(in.stream, f, ws, true);
       if (!sent) {
         result = "edge_gone";
         out.ctx.TryCancel();
@@ -646,6 +719,15 @@ struct Broker::Impl {
     // The response is complete (or dead); a request direction still running
     // has nothing left to deliver.
     if (!up_done.is_set()) out.ctx.TryCancel();
+    if (ws) {
+      // A drain's close may still be writing: wait for it, then no more.
+      ws_splices.erase(ws_id);
+      co_await ws->to_edge.lock();
+      co_await ws->to_connector.lock();
+      ws->ended = true;
+      ws->to_connector.unlock();
+      ws->to_edge.unlock();
+    }
     co_await finish(in.stream, grpc::Status::OK);
     co_await up_done.wait();
     co_return result;
@@ -657,6 +739,9 @@ struct Broker::Impl {
     draining = true;
     config_fanout.close();
     POSTERN_LOG(info, "broker draining").kv("in_flight", static_cast<std::uint64_t>(exchanges_in_flight));
+    // WebSocket sessions would outlast any drain: both sides get 1001 now,
+    // and the sessions end with their closing handshakes.
+    for (const auto& entry : ws_splices) asio::co_spawn(ex, close_session(entry.first), asio::detached);
     co_await idle->wait_for(drain_timeout);
     for (auto& s : registry.all()) registry.drain(s);
     // Server::Shutdown blocks until calls end; run it off the io thread

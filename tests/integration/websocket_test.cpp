@@ -550,7 +550,7 @@ applications:
 
 // The connector dies or drains under a live session: the client is closed
 // promptly (1011 or 1001), never left hanging.
-TEST(WebSocketFaults, KillingOrDrainingTheConnectorClosesTheClientPromptly) {
+TEST(WebSocketFaults, KillingOrDrainingTheConnectorOrDrainingTheBrokerClosesTheClientPromptly) {
   System sys;
   std::filesystem::create_directories(sys.dir().file("keys"));
   write_file(sys.dir().file("keys/alpha"), kKey);
@@ -583,6 +583,21 @@ TEST(WebSocketFaults, KillingOrDrainingTheConnectorClosesTheClientPromptly) {
   EXPECT_EQ(str(drained, "close_reason"), "connector draining");
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
   EXPECT_EQ(second.wait(10s), std::optional<int>(0));
+
+  // A draining broker closes the sessions through it with 1001 at once
+  // (both sides), rather than cutting them when it stops.
+  sys.start_connector({.id = "connector-3"});
+  auto client3 = std::async(std::launch::async, [&] { return ws_client({"script", url, "send=z", "recv=1", "wait_close=10"}); });
+  ASSERT_TRUE(wait_until([&] { return sys.demo->count_log("\"msg\":\"websocket open\"") >= 3; }, 10s));
+  std::this_thread::sleep_for(300ms);
+  t0 = std::chrono::steady_clock::now();
+  sys.broker->signal(SIGTERM);
+  const auto broker_drained = client3.get();
+  EXPECT_EQ(num(broker_drained, "close_code"), 1001) << json::serialize(broker_drained);
+  EXPECT_EQ(str(broker_drained, "close_reason"), "broker draining");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  sys.demo->wait_for_log("\"msg\":\"websocket closed\",\"path\":\"/api/demo/kill\".*\"code\":1001", 5s);
+  EXPECT_EQ(sys.broker->wait(15s), std::optional<int>(0));
 }
 
 // wss on the external port, and to a wss native service.
