@@ -250,10 +250,8 @@ struct Connector::Impl {
   policy::Limiter limiter;
   policy::DecisionMetrics decisions_metrics;
   std::unique_ptr<policy::InvocationLog> invocations;
-  std::unique_ptr<policy::TransformClient> transforms;  // made on first use
-  // Open WebSocket sessions, so a drain can close them with 1001.
-  std::map<std::uint64_t, net::WsRelay*> ws_sessions;
-  std::uint64_t next_ws = 1;
+  policy::TransformClient transforms{ex};
+  net::WsSessions ws_sessions;
   std::size_t max_ws_message_bytes = 16u << 20;
 
   Clock::duration reconnect_max;
@@ -778,18 +776,11 @@ struct Connector::Impl {
     gb::FramePort tunnel(ex, stream, ctx, max_ws_message_bytes);
     policy::WsSessionInfo info{head.request_id(), head.api(), identity.application, head.client_ip(),
                                head.target().substr(0, head.target().find('?')), subprotocol, "connector"};
-    if (pol && !transforms && pol->message_transformation().has_service()) {
-      transforms = std::make_unique<policy::TransformClient>(ex);
-    }
-    policy::WsSessionPolicies hooks(pol, std::move(info), *invocations, transforms.get());
+    policy::WsSessionPolicies hooks(pol, std::move(info), *invocations, &transforms);
     net::WsRelay session(ex, tunnel, *up.port, &hooks, policy::WsSessionPolicies::relay_options(pol));
     hooks.opened();
     metrics.ws_sessions.Increment();
-    const auto id = next_ws++;
-    ws_sessions[id] = &session;
-    if (draining) session.stop(1001, "connector draining");
-    co_await session.run();
-    ws_sessions.erase(id);
+    co_await ws_sessions.run(session);
     metrics.ws_sessions.Decrement();
     const auto& st = session.stats();
     metrics.ws_messages.Add({{"alias", head.alias()}, {"direction", "client_to_server"}})
@@ -806,7 +797,7 @@ struct Connector::Impl {
   asio::awaitable<void> drain() {
     draining = true;
     if (policy_watch) policy_watch->stop();
-    for (auto& [_, s] : ws_sessions) s->stop(1001, "connector draining");
+    ws_sessions.stop_all(1001, "connector draining");
     POSTERN_LOG(info, "connector draining").kv("in_flight", static_cast<std::uint64_t>(in_flight));
     for (auto& [_, l] : links) {
       if (l->attached) {

@@ -158,10 +158,9 @@ struct EdgeServer::Impl {
   std::map<std::uint64_t, std::function<void()>> idle_connections;
   std::uint64_t next_conn = 1;
   // Open WebSocket sessions, so a drain can close them with 1001.
-  std::map<std::uint64_t, net::WsRelay*> ws_sessions;
-  std::uint64_t next_ws = 1;
+  net::WsSessions ws_sessions;
   std::size_t max_ws_message_bytes = 16u << 20;
-  std::unique_ptr<policy::TransformClient> transforms;  // made on first use
+  policy::TransformClient transforms{ex};
 
   Impl(asio::io_context& io, config::v1::EdgeConfig c, std::shared_ptr<prometheus::Registry> p)
       : ioc(io), ex(io.get_executor()), cfg(std::move(c)), prom(std::move(p)), metrics(*prom), http(ex),
@@ -662,11 +661,6 @@ struct EdgeServer::Impl {
       const auto name = f.name_string();
       if (net::is_hop_by_hop(name) || net::listed_in_connection(connection, name)) continue;
       if (net::iequals(name, "host") || net::iequals(name, "expect") || net::iequals(name, "x-request-id")) continue;
-      // The far side's WebSocket client makes its own handshake fields.
-      if (upgrade && name.size() > 14 && net::iequals(name.substr(0, 14), "sec-websocket-") &&
-          !net::iequals(name, "sec-websocket-protocol")) {
-        continue;
-      }
       if (net::iequals(name, "x-forwarded-for")) {
         xff = std::string(f.value());
         continue;
@@ -814,12 +808,6 @@ struct EdgeServer::Impl {
 
   // ------------------------------------------------------------ WebSocket
 
-  policy::TransformClient* transforms_for(const pv1::Policies* pol) {
-    if (!pol || !pol->message_transformation().has_service()) return nullptr;
-    if (!transforms) transforms = std::make_unique<policy::TransformClient>(ex);
-    return transforms.get();
-  }
-
   // An upgrade: the far side (the native service through the tunnel, or a
   // DMZ-local one) answers first; the client gets its 101 only after a 101
   // from there, else the refusal as the native service gave it. Returns the
@@ -919,16 +907,12 @@ struct EdgeServer::Impl {
     net::BeastWsPort<Stream> client(std::move(ws));
     policy::WsSessionInfo info{request_id, route.api, identity.application, client_ip,
                                std::string(req.target().substr(0, req.target().find('?'))), subprotocol, "edge"};
-    policy::WsSessionPolicies hooks(pol, std::move(info), *invocations, transforms_for(pol));
+    policy::WsSessionPolicies hooks(pol, std::move(info), *invocations, &transforms);
     net::WsRelay session(ex, client, *server, &hooks, policy::WsSessionPolicies::relay_options(pol));
     hooks.opened();
     POSTERN_LOG(info, "websocket open").kv("request_id", request_id).kv("api", route.api).kv("subprotocol", subprotocol);
     metrics.ws_sessions.Increment();
-    const auto id = next_ws++;
-    ws_sessions[id] = &session;
-    if (draining) session.stop(1001, "server draining");
-    co_await session.run();
-    ws_sessions.erase(id);
+    co_await ws_sessions.run(session);
     metrics.ws_sessions.Decrement();
     const auto& st = session.stats();
     metrics.ws_messages.Add({{"api", route.api}, {"direction", "client_to_server"}})
@@ -984,7 +968,7 @@ struct EdgeServer::Impl {
     auto closers = std::move(idle_connections);
     idle_connections.clear();
     for (auto& [_, close] : closers) close();
-    for (auto& [_, s] : ws_sessions) s->stop(1001, "server draining");
+    ws_sessions.stop_all(1001, "server draining");
     co_await idle_event->wait_for(drain_timeout);
     POSTERN_LOG(info, "edge drained").kv("in_flight", static_cast<std::uint64_t>(in_flight));
   }

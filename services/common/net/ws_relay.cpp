@@ -169,4 +169,17 @@ asio::awaitable<void> WsRelay::run() {
 
 void WsRelay::stop(std::uint16_t code, std::string reason) { state_->stop(code, std::move(reason), state_); }
 
+asio::awaitable<void> WsSessions::run(WsRelay& relay) {
+  const auto id = next_++;
+  open_[id] = &relay;
+  if (stopping_) relay.stop(stopping_->first, stopping_->second);
+  co_await relay.run();
+  open_.erase(id);
+}
+
+void WsSessions::stop_all(std::uint16_t code, std::string reason) {
+  stopping_.emplace(code, std::move(reason));
+  for (auto& [_, relay] : open_) relay->stop(code, stopping_->second);
+}
+
 }  // namespace postern::net

@@ -15,8 +15,11 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 
 #include "common/asio.hpp"
 
@@ -132,6 +135,22 @@ class WsRelay {
   struct State;
   std::shared_ptr<State> state_;
   WsRelayStats& stats_;
+};
+
+/// The open sessions of one service, so that a drain can close them all.
+/// Single-threaded, on the service's executor.
+class WsSessions {
+ public:
+  /// Runs `relay` to its end. A session that starts after stop_all() is
+  /// closed at once with the same code.
+  asio::awaitable<void> run(WsRelay& relay);
+  /// Closes every open session (and every later one) with `code`.
+  void stop_all(std::uint16_t code, std::string reason);
+
+ private:
+  std::map<std::uint64_t, WsRelay*> open_;
+  std::uint64_t next_ = 1;
+  std::optional<std::pair<std::uint16_t, std::string>> stopping_;
 };
 
 }  // namespace postern::net

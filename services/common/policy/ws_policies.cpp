@@ -80,10 +80,7 @@ struct TransformClient::Impl {
   }
 };
 
-TransformClient::TransformClient(asio::any_io_executor ex) : impl_(std::make_unique<Impl>()) {
-  impl_->ex = ex;
-  impl_->pump = std::make_unique<grpc_bridge::Pump>(std::make_unique<grpc::CompletionQueue>(), "cq-transform");
-}
+TransformClient::TransformClient(asio::any_io_executor ex) : impl_(std::make_unique<Impl>()) { impl_->ex = ex; }
 TransformClient::~TransformClient() = default;
 
 asio::awaitable<TransformClient::Result> TransformClient::transform(const pv1::TransformService& svc,
@@ -91,6 +88,8 @@ asio::awaitable<TransformClient::Result> TransformClient::transform(const pv1::T
                                                                     std::string_view application,
                                                                     net::WsDirection dir, net::WsMessage& m) {
   auto& im = *impl_;
+  // Its thread starts with the first API that names a service.
+  if (!im.pump) im.pump = std::make_unique<grpc_bridge::Pump>(std::make_unique<grpc::CompletionQueue>(), "cq-transform");
   xv1::TransformRequest req;
   req.set_api(std::string(api));
   req.set_request_id(std::string(request_id));
@@ -190,7 +189,6 @@ asio::awaitable<bool> WsSessionPolicies::on_message(net::WsDirection dir, net::W
     const auto& svc = mt.service();
     const bool both = !svc.client_to_server() && !svc.server_to_client();
     if (both || (c2s ? svc.client_to_server() : svc.server_to_client())) {
-      net::WsMessage original = m;
       const auto r = co_await transforms_->transform(svc, info_.api, info_.request_id, info_.application, dir, m);
       if (!r.ok) {
         transform_failures_++;
@@ -202,7 +200,6 @@ asio::awaitable<bool> WsSessionPolicies::on_message(net::WsDirection dir, net::W
             .kv("fail_open", svc.fail_open())
             .kv("error", r.error);
         if (!svc.fail_open()) throw net::WsStop{1011, "message transformation failed"};
-        m = std::move(original);
       } else if (r.drop) {
         dropped_[i]++;
         co_return false;

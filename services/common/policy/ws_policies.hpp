@@ -47,7 +47,8 @@ class TransformClient {
     bool drop = false;
     std::string error;
   };
-  /// Replaces `m` with the service's answer.
+  /// Replaces `m` with the service's answer; leaves it as it was when the
+  /// call fails. The gRPC queue's thread starts with the first call.
   asio::awaitable<Result> transform(const pv1::TransformService& svc, std::string_view api,
                                     std::string_view request_id, std::string_view application, net::WsDirection dir,
                                     net::WsMessage& m);
@@ -66,8 +67,8 @@ struct WsSessionInfo {
 /// The per-message policies of one session, plugged into the relay.
 class WsSessionPolicies final : public net::WsHooks {
  public:
-  /// `pol` null: nothing but counting. `transforms` may be null when no
-  /// service is configured.
+  /// `pol` null: nothing but counting. `transforms` is used only when the
+  /// policies name a service.
   WsSessionPolicies(const pv1::Policies* pol, WsSessionInfo info, InvocationLog& log, TransformClient* transforms);
 
   asio::awaitable<bool> on_message(net::WsDirection dir, net::WsMessage& m) override;

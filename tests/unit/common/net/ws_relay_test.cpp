@@ -179,6 +179,30 @@ TEST(WsRelay, APeerThatNeverAnswersTheCloseIsCutAfterTheCloseTimeout) {
   EXPECT_EQ(r.server.out.back().code, 1000);
 }
 
+TEST(WsSessions, StopAllClosesOpenSessionsAndThoseThatStartLater) {
+  asio::io_context io;
+  WsSessions sessions;
+  FakePort c1(io.get_executor()), s1(io.get_executor()), c2(io.get_executor()), s2(io.get_executor());
+  WsRelay first(io.get_executor(), c1, s1, nullptr, {});
+  WsRelay second(io.get_executor(), c2, s2, nullptr, {});
+  int done = 0;
+  asio::co_spawn(io, sessions.run(first), [&](std::exception_ptr) {
+    if (++done == 2) io.stop();
+  });
+  io.run_for(20ms);
+  sessions.stop_all(1001, "draining");
+  asio::co_spawn(io, sessions.run(second), [&](std::exception_ptr) {
+    if (++done == 2) io.stop();
+  });
+  io.run_for(2s);
+  ASSERT_EQ(done, 2);
+  for (auto* p : {&c1, &s1, &c2, &s2}) {
+    ASSERT_FALSE(p->out.empty());
+    EXPECT_EQ(p->out.back().code, 1001);
+    EXPECT_EQ(p->out.back().data, "draining");
+  }
+}
+
 TEST(WsRelay, CloseReasonIsCutToTheFrameLimitOnACharacterBoundary) {
   std::string s(120, 'a');
   s += "\xc3\xa9\xc3\xa9";  // two two-byte characters: 124 bytes
