@@ -666,11 +666,7 @@ struct Connector::Impl {
         }
         auto verdict = policy::identify(*cat, *api, head, host, std::chrono::system_clock::now(), identity, decisions);
         if (verdict.allowed() && head.websocket()) {
-          std::string origin;
-          for (const auto& h : head.headers()) {
-            if (net::iequals(h.name(), "origin")) origin = h.value();
-          }
-          verdict = policy::check_origin(*api, origin, decisions);
+          verdict = policy::check_origin(*api, policy::header_value(head.headers(), "origin"), decisions);
         }
         if (verdict.allowed()) verdict = limiter.admit(*api, identity, head.client_ip(), Clock::now(), hold, decisions);
         if (!verdict.allowed()) {
@@ -768,10 +764,7 @@ struct Connector::Impl {
       co_await sink.end(none);
       co_return false;
     }
-    std::string subprotocol;
-    for (const auto& h : up.head.headers()) {
-      if (net::iequals(h.name(), "sec-websocket-protocol")) subprotocol = h.value();
-    }
+    const std::string subprotocol(policy::header_value(up.head.headers(), "sec-websocket-protocol"));
     co_await sink.head(up.head);
     gb::FramePort tunnel(ex, stream, ctx, max_ws_message_bytes);
     policy::WsSessionInfo info{head.request_id(), head.api(), identity.application, head.client_ip(),

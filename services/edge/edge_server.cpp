@@ -884,10 +884,7 @@ struct EdgeServer::Impl {
       co_return answer.status();
     }
 
-    std::string subprotocol;
-    for (const auto& h : answer.headers()) {
-      if (net::iequals(h.name(), "sec-websocket-protocol")) subprotocol = h.value();
-    }
+    const std::string subprotocol(policy::header_value(answer.headers(), "sec-websocket-protocol"));
     websocket::stream<Stream> ws(std::move(stream));
     upgraded = true;
     net::configure_ws(ws, client_opts);

@@ -108,13 +108,6 @@ std::string join_target(std::string_view path, const std::vector<QueryParam>& pa
   return out;
 }
 
-const tv1::Header* find_header(const tv1::RequestHead& head, std::string_view name) {
-  for (const auto& h : head.headers()) {
-    if (net::iequals(h.name(), name)) return &h;
-  }
-  return nullptr;
-}
-
 template <class Headers>
 void remove_headers(Headers& headers, std::string_view name) {
   for (int i = headers.size() - 1; i >= 0; --i) {
@@ -266,7 +259,7 @@ Verdict identify(const Catalog& catalog, const CompiledApi& api, tv1::RequestHea
 
   // The key never travels further, whatever happens next.
   std::string header_key, query_key;
-  if (const auto* h = find_header(head, key_header)) header_key = h->value();
+  if (const auto* h = find_header(head.headers(), key_header)) header_key = h->value();
   remove_headers(*head.mutable_headers(), key_header);
   {
     std::string value;
@@ -300,7 +293,7 @@ Verdict identify(const Catalog& catalog, const CompiledApi& api, tv1::RequestHea
         break;
       case pv1::IDENTIFIER_TYPE_JWT:
       case pv1::IDENTIFIER_TYPE_BASIC: {
-        const auto* auth = find_header(head, "authorization");
+        const auto* auth = find_header(head.headers(), "authorization");
         if (!auth) break;
         const std::string_view v = auth->value();
         const bool bearer = v.size() > 7 && net::iequals(v.substr(0, 7), "bearer ");
@@ -624,6 +617,18 @@ std::string redact_target(std::string_view target, std::string_view key_param) {
     if (percent_decode(p.raw_name) == key_param) p.raw_value = "REDACTED";
   }
   return join_target(target.substr(0, qm), params);
+}
+
+const tv1::Header* find_header(const google::protobuf::RepeatedPtrField<tv1::Header>& headers, std::string_view name) {
+  for (const auto& h : headers) {
+    if (net::iequals(h.name(), name)) return &h;
+  }
+  return nullptr;
+}
+
+std::string_view header_value(const google::protobuf::RepeatedPtrField<tv1::Header>& headers, std::string_view name) {
+  const auto* h = find_header(headers, name);
+  return h ? std::string_view(h->value()) : std::string_view();
 }
 
 }  // namespace postern::policy

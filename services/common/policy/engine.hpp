@@ -119,6 +119,14 @@ tunnel::v1::ResponseHead rejection(const Verdict& v, std::string_view request_id
 /// removed value (percent-decoded, the first one) goes to `value`.
 std::string remove_query_param(std::string_view target, std::string_view name, std::string* value = nullptr);
 
+/// The first field `name` (case-insensitive) of a request or response
+/// head's headers, or nullptr.
+const tunnel::v1::Header* find_header(const google::protobuf::RepeatedPtrField<tunnel::v1::Header>& headers,
+                                      std::string_view name);
+/// Its value, or "" when there is none.
+std::string_view header_value(const google::protobuf::RepeatedPtrField<tunnel::v1::Header>& headers,
+                              std::string_view name);
+
 /// The target with credentials (the API key query parameter) blanked, for logs.
 std::string redact_target(std::string_view target, std::string_view key_param);
 
