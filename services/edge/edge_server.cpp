@@ -864,24 +864,19 @@ struct EdgeServer::Impl {
       co_return static_cast<unsigned>(http_status(failure->code()));
     }
     if (answer.status() != 101 || !server) {
-      http::response<http::string_body> res;
-      res.version(version);
-      res.result(answer.status());
-      if (!answer.reason().empty()) res.reason(answer.reason());
-      bool has_id = false;
-      for (const auto& h : answer.headers()) {
-        if (net::is_hop_by_hop(h.name()) || net::iequals(h.name(), "content-length")) continue;
-        if (net::iequals(h.name(), "x-request-id")) has_id = true;
-        res.insert(h.name(), h.value());
+      // The native service's refusal, written as any response is.
+      const unsigned status = answer.status();
+      answer.set_content_length(static_cast<std::int64_t>(refusal.size()));
+      ClientSink<Stream> sink(stream, version, false, false, request_id, idle_timeout, metrics);
+      try {
+        co_await sink.head(answer);
+        co_await sink.body(refusal);
+        const Trailers none;
+        co_await sink.end(none);
+      } catch (const ExchangeError&) {
+        // The client went away: nothing more is owed.
       }
-      if (!has_id) res.set("X-Request-Id", request_id);
-      res.keep_alive(false);
-      res.body() = std::move(refusal);
-      res.prepare_payload();
-      beast::get_lowest_layer(stream).expires_after(10s);
-      auto [ec, n] = co_await http::async_write(stream, res, use_nothrow);
-      (void)ec;
-      co_return answer.status();
+      co_return status;
     }
 
     const std::string subprotocol(policy::header_value(answer.headers(), "sec-websocket-protocol"));

@@ -231,6 +231,13 @@ TEST_F(WebSockets, UpgradeAnsweredOnlyAfterTheNativeServiceAndItsChoicesRelayed)
   // The native service refuses: the client gets its status, not a 101.
   const auto refused = ws_client({"script", ws("refusing")});
   EXPECT_EQ(num(refused, "status"), 403) << json::serialize(refused);
+  // ...with its body, as any response.
+  const auto raw = parse_response(raw_exchange(
+      sys.edge_port, "GET /gateway/refusing/1.0/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"));
+  EXPECT_EQ(raw.status, 403) << raw.head;
+  EXPECT_EQ(raw.body, "refused by the demo: status 403\n") << raw.head;
+  EXPECT_FALSE(raw.header("x-request-id").empty()) << raw.head;
   // Subprotocols go to the native service, and its choice comes back (the
   // demo prefers chat.v2, whatever the client's order).
   const auto chosen = ws_client({"script", ws("chat", "/sub"), "--subprotocol", "chat.v1", "--subprotocol", "chat.v2"});
