@@ -131,6 +131,33 @@ tv1::Frame error_frame(tv1::ErrorCode code, std::string message) {
   return f;
 }
 
+// The name of a frame's kind as the proto spells it ("response_head").
+std::string frame_kind(const tv1::Frame& f) {
+  const auto* field = tv1::Frame::descriptor()->FindFieldByNumber(static_cast<int>(f.kind_case()));
+  return field ? field->name() : std::string("empty");
+}
+
+// What is wrong with `f` as the next response-direction frame from a
+// connector; empty when it is in order. `phase`: 0 before the response
+// head, 1 in an HTTP response, 2 in a WebSocket session (after a 101).
+std::string out_of_order(const tv1::Frame& f, int& phase, bool websocket) {
+  if (f.has_error()) return {};
+  switch (phase) {
+    case 0:
+      if (!f.has_response_head()) return "a " + frame_kind(f) + " frame before the response head";
+      phase = websocket && f.response_head().status() == 101 ? 2 : 1;
+      return {};
+    case 1:
+      if (f.has_response_head()) return "a second response head";
+      if (f.has_body() || f.has_end()) return {};
+      return "a " + frame_kind(f) + " frame in an HTTP response";
+    default:
+      if (f.has_response_head()) return "a second response head";
+      if (f.has_ws_message() || f.has_ws_close() || f.has_end()) return {};
+      return "a " + frame_kind(f) + " frame in a WebSocket session";
+  }
+}
+
 std::string join(const std::vector<std::string>& v) {
   std::string out;
   for (const auto& s : v) {
@@ -430,12 +457,18 @@ struct Broker::Impl {
   // ------------------------------------------------------------ Pull
 
   struct PullCall final : PullSlot {
-    explicit PullCall(asio::any_io_executor ex) : assigned(ex), done(ex) {}
+    explicit PullCall(asio::any_io_executor ex) : assigned(ex), done(ex), first_read(ex) {}
     grpc::ServerContext ctx;
     FrameStream stream{&ctx};
     Event assigned;
     Event done;
     bool cancelled = false;
+    // The read kept outstanding while the stream is parked; the splice
+    // takes its result as the exchange's first response frame.
+    Event first_read;
+    bool first_ok = false;
+    tv1::Frame first;
+    std::string violation;  // set when the connector sent a frame before any request
     void cancel() override {
       cancelled = true;
       assigned.set();
@@ -461,6 +494,11 @@ struct Broker::Impl {
       ok = co_await gb::read(call->stream, first);
     }
     if (!ok || !first.has_park()) {
+      if (ok) {
+        POSTERN_LOG(warn, "pull refused")
+            .kv("reason", "expected Park first, got " + frame_kind(first))
+            .kv("identity", join(peer_identities(call->ctx)));
+      }
       {
         const grpc::Status st(grpc::StatusCode::INVALID_ARGUMENT, "expected Park first");
         co_await finish(call->stream, st);
@@ -469,22 +507,53 @@ struct Broker::Impl {
     }
     auto session = registry.find(first.park().session_id());
     if (!session || !registry.park(session, call.get())) {
+      POSTERN_LOG(warn, "pull refused")
+          .kv("reason", "no attached session '" + first.park().session_id() + "'")
+          .kv("identity", join(peer_identities(call->ctx)));
       const grpc::Status st(grpc::StatusCode::FAILED_PRECONDITION,
                             "no attached session '" + first.park().session_id() + "'");
       co_await finish(call->stream, st);
       co_return;
     }
+    // A parked stream carries nothing until it is handed a request: a frame
+    // sent before that would be taken for the answer to whichever request
+    // comes next, so it ends the stream; a read that fails means the
+    // connector let go of the stream, which is dropped at once.
+    asio::co_spawn(
+        ex,
+        [this, c = call.get(), session]() -> asio::awaitable<void> {
+          c->first_ok = co_await gb::read(c->stream, c->first);
+          c->first_read.set();
+          if (c->assigned.is_set()) co_return;  // the splice's (or the cancel's) from here
+          registry.unpark(session, c);
+          if (c->first_ok) {
+            c->violation = "a " + frame_kind(c->first) + " frame before any request";
+            POSTERN_LOG(error, "connector protocol violation")
+                .kv("connector", session->connector_id)
+                .kv("session", session->id)
+                .kv("error", c->violation);
+          }
+          c->cancel();
+        },
+        asio::detached);
     co_await call->assigned.wait();
     if (call->cancelled) {
       {
-        const grpc::Status st(grpc::StatusCode::UNAVAILABLE, "session draining or gone");
+        const grpc::Status st = call->violation.empty()
+                                    ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "session draining or gone")
+                                    : grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, call->violation);
         co_await finish(call->stream, st);
       }
-      co_return;
+    } else {
+      // An Invoke owns the stream now; it sets `done` when it is through.
+      co_await call->done.wait();
+      co_await finish(call->stream, grpc::Status::OK);
     }
-    // An Invoke owns the stream now; it sets `done` when it is through.
-    co_await call->done.wait();
-    co_await finish(call->stream, grpc::Status::OK);
+    // The call may go only once its read is back.
+    if (!call->first_read.is_set()) {
+      call->ctx.TryCancel();
+      co_await call->first_read.wait();
+    }
   }
 
   // ------------------------------------------------------------ Invoke
@@ -586,7 +655,8 @@ struct Broker::Impl {
     idle->reset();
     metrics.in_flight.Increment();
     const bool websocket = head.request_head().websocket();
-    const std::string result = co_await splice(*call, *pull, pick.session->connector_id, websocket);
+    const std::string result =
+        co_await splice(*call, *pull, pick.session->connector_id, head.request_head().request_id(), websocket);
     metrics.in_flight.Decrement();
     registry.finished(pick.session);
     if (--exchanges_in_flight == 0) idle->set();
@@ -659,7 +729,7 @@ struct Broker::Impl {
 
   // Moves frames both ways until the response ends. Returns a result label.
   asio::awaitable<std::string> splice(InvokeCall& in, PullCall& out, const std::string& connector,
-                                      bool websocket = false) {
+                                      const std::string& request_id, bool websocket) {
     std::shared_ptr<WsSplice> ws_state;
     WsSplice* ws = nullptr;
     std::uint64_t ws_id = 0;
@@ -693,15 +763,39 @@ struct Broker::Impl {
         [&](std::exception_ptr) { up_done.set(); });
 
     std::string result = "ok";
-    for (;;) {
+    int phase = 0;
+    for (bool first = true;; first = false) {
       tv1::Frame f;
-      const bool got = co_await gb::read(out.stream, f);
+      bool got = false;
+      if (first) {
+        // The read the parked stream had outstanding.
+        co_await out.first_read.wait();
+        got = out.first_ok;
+        f = std::move(out.first);
+      } else {
+        got = co_await gb::read(out.stream, f);
+      }
       if (!got) {
         result = "connector_lost";
         POSTERN_LOG(warn, "connector lost mid-exchange").kv("connector", connector);
         const auto lost =
             error_frame(tv1::ERROR_CODE_CONNECTOR_LOST, "connector '" + connector + "' went away mid-exchange");
         co_await forward(in.stream, lost, ws, true);
+        break;
+      }
+      // Frames out of order end the exchange: relayed, they would turn
+      // into a response the edge cannot make sense of.
+      const std::string wrong = out_of_order(f, phase, websocket);
+      if (!wrong.empty()) {
+        result = "protocol_error";
+        POSTERN_LOG(error, "connector protocol violation")
+            .kv("connector", connector)
+            .kv("request_id", request_id)
+            .kv("error", wrong);
+        const auto bad = error_frame(tv1::ERROR_CODE_UPSTREAM_PROTOCOL,
+                                     "connector '" + connector + "' broke the tunnel protocol: " + wrong);
+        co_await forward(in.stream, bad, ws, true);
+        out.ctx.TryCancel();
         break;
       }
       if (f.has_body()) metrics.bytes_down.Increment(static_cast<double>(f.body().data().size()));

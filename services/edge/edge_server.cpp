@@ -44,6 +44,10 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// How long a connection that arrives before the broker's first snapshot
+// waits for it; then it is served as it is (503: no configuration yet).
+constexpr auto kFirstConfigWait = 2s;
+
 const prometheus::Histogram::BucketBoundaries kLatencyBuckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                               0.25,  0.5,    1,     2.5,  5,     10,   30, 60};
 
@@ -138,6 +142,7 @@ struct EdgeServer::Impl {
   // the version it started with.
   std::shared_ptr<const policy::Catalog> catalog;
   bool config_received = false;
+  std::unique_ptr<Event> first_config;  // set with config_received
   policy::Limiter limiter;
   policy::DecisionMetrics decision_metrics;
   std::unique_ptr<policy::InvocationLog> invocations;
@@ -178,6 +183,7 @@ struct EdgeServer::Impl {
     if (cfg.max_ws_message_bytes()) max_ws_message_bytes = cfg.max_ws_message_bytes();
     idle_event = std::make_unique<Event>(ex);
     idle_event->set();
+    first_config = std::make_unique<Event>(ex);
   }
 
   void start() {
@@ -236,6 +242,7 @@ struct EdgeServer::Impl {
   void apply_snapshot(policy::v1::Snapshot&& s) {
     if (!config_received) {
       config_received = true;
+      first_config->set();
       POSTERN_LOG(info, "config received from broker").kv("version", s.version());
     }
     auto cat = policy::compile_newer(catalog ? catalog->version() : 0, std::move(s), "broker");
@@ -491,6 +498,10 @@ struct EdgeServer::Impl {
     const std::uint64_t conn_id = next_conn++;
     // Set once a WebSocket session took the stream over (it is moved from).
     bool upgraded = false;
+    // A restarted edge listens at once but serves nothing before the
+    // broker's first snapshot, normally a moment away: a client that comes
+    // meanwhile waits for it (bounded) instead of getting a 503 for no API.
+    if (!config_received) co_await first_config->wait_for(kFirstConfigWait);
     for (bool first = true;; first = false) {
       if (draining) break;
       http::request_parser<http::buffer_body> parser;

@@ -111,6 +111,14 @@ asio::awaitable<void> RelayClient::invoke(const tv1::RequestHead& head, BodySour
       const bool got = co_await gb::read(*stream, f);
       if (!got) break;
       anything_received = true;
+      // The sink writes a body only after a head, and one head: frames out
+      // of that order (the broker checks them too) end the exchange.
+      if (f.has_error()) throw ExchangeError(f.error().code(), f.error().message());
+      if (f.has_response_head() == got_head) {
+        throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_PROTOCOL,
+                            got_head ? "the broker sent a second response head"
+                                     : "the broker sent a response frame before the response head");
+      }
       if (f.has_response_head()) {
         got_head = true;
         head_deadline.disarm();
@@ -121,8 +129,6 @@ asio::awaitable<void> RelayClient::invoke(const tv1::RequestHead& head, BodySour
         co_await sink.end(f.end().trailers());
         ended = true;
         break;
-      } else if (f.has_error()) {
-        throw ExchangeError(f.error().code(), f.error().message());
       }
     }
   } catch (...) {

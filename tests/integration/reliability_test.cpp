@@ -1,0 +1,900 @@
+// Reliability under faults, with the real binaries on 127.0.0.1: a broker
+// restarted under load, rolling restarts of every service, slowloris
+// clients, and bad input on every port (HTTP, WebSocket frames, garbage on
+// the broker's gRPC ports, a connector that breaks the tunnel protocol).
+// (A connector killed under load: ReverseInvoke.TwoConnectorsShareLoadAndSurviveAKill.)
+
+#include <gtest/gtest.h>
+#include <grpcpp/grpcpp.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <csignal>
+#include <filesystem>
+#include <future>
+#include <random>
+#include <thread>
+
+#include "postern/tunnel/v1/tunnel.grpc.pb.h"
+#include "support/files.hpp"
+#include "support/http.hpp"
+#include "support/load.hpp"
+#include "support/sockets.hpp"
+#include "support/system.hpp"
+
+namespace postern::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+namespace tv1 = tunnel::v1;
+
+// The default APIs, plus: "broken" (served by the fake connector below),
+// "guarded" (a 1000-byte body limit) and a WebSocket API.
+const char* kPolicy = R"(apis:
+  - {name: demo, version: "1.0", routing: "apigateway://demo/"}
+  - {name: broken, version: "1.0", routing: "apigateway://broken/"}
+  - name: guarded
+    version: "1.0"
+    routing: apigateway://demo/
+    policies:
+      threat_protection:
+        max_body_bytes: {max: 1000}
+  - {name: chat, version: "1.0", type: websocket, routing: "apigateway://demo/api/demo/"}
+)";
+
+long long ms_since(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
+}
+
+/// Open file descriptors of a process (entries of /proc/PID/fd).
+int fd_count(pid_t pid) {
+  std::error_code ec;
+  int n = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++n;
+  }
+  return ec ? -1 : n;
+}
+
+/// Waits until `pid` holds no more descriptors than `baseline` (sockets
+/// being closed take a moment); returns the last count.
+int settled_fd_count(pid_t pid, int baseline, std::chrono::milliseconds timeout = 5s) {
+  int n = fd_count(pid);
+  wait_until(
+      [&] {
+        n = fd_count(pid);
+        return n <= baseline;
+      },
+      timeout);
+  return n;
+}
+
+// ------------------------------------------------------------------ 2
+
+// kill -9 of the only broker under load, and a graceful restart: the
+// connectors re-attach and requests succeed again within 2 s of the new
+// broker process starting.
+TEST(Reliability, BrokerRestartUnderLoadResumesWithinTwoSeconds) {
+  System sys;
+  sys.start_demo();
+  sys.start_policy(kPolicy);
+  sys.start_broker();
+  sys.start_connector({.id = "c1"});
+  sys.start_connector({.id = "c2"});
+  sys.start_edge();
+
+  for (const int sig : {SIGKILL, SIGTERM}) {
+    Load load;
+    load.start({sys.edge_port}, "/gateway/demo/1.0/slow?ms=10", 4, 5s);
+    ASSERT_TRUE(wait_until([&] { return load.ok() >= 20; }, 10s)) << load.describe_failures();
+    sys.broker->signal(sig);
+    const auto code = sys.broker->wait(15s);
+    ASSERT_TRUE(code.has_value()) << "the broker did not exit on signal " << sig;
+    if (sig == SIGTERM) {
+      EXPECT_EQ(*code, 0) << sys.broker->log_tail();
+    }
+    const auto restarted = Clock::now();
+    sys.start_broker();
+    // The first success among requests started after the restart.
+    ASSERT_TRUE(wait_until(
+        [&] {
+          for (const auto& r : load.records()) {
+            if (r.start >= restarted && r.status == 200) return true;
+          }
+          return false;
+        },
+        10s))
+        << load.describe_failures();
+    Clock::time_point first_ok = Clock::time_point::max();
+    for (const auto& r : load.records()) {
+      if (r.start >= restarted && r.status == 200) first_ok = std::min(first_ok, r.end);
+    }
+    const auto resumed_ms = ms_between(restarted, first_ok);
+    std::this_thread::sleep_for(500ms);
+    load.stop();
+    std::printf("[ info ] broker %s: traffic resumed %lld ms after the new broker started (%d ok, %d failed)\n",
+                sig == SIGKILL ? "kill -9" : "SIGTERM", resumed_ms, load.ok(), load.failed());
+    EXPECT_LE(resumed_ms, 2000) << load.describe_failures();
+    // While the broker was away the edge answered at once (503/502), never
+    // a hang or a reset.
+    for (const auto& f : load.failures()) {
+      EXPECT_TRUE(f.status == 502 || f.status == 503) << load.describe_failures();
+      EXPECT_LT(f.latency(), 2s) << load.describe_failures();
+    }
+    // Both connectors are back on the new broker.
+    EXPECT_TRUE(wait_until(
+        [&] {
+          return metric_value(scrape(sys.broker_admin_port), "postern_broker_connectors_attached",
+                              {{"alias", "demo"}}) == 2.0;
+        },
+        5s));
+  }
+}
+
+// ------------------------------------------------------------------ 3
+
+// Services started by hand (the System fixture runs one of each): configs
+// with fixed ports so that a restarted replica comes back where it was.
+struct Fleet {
+  System& sys;
+  struct Broker {
+    std::string name;
+    std::uint16_t registration = 0, relay = 0, admin = 0;
+    std::unique_ptr<Process> p;
+  };
+  struct Edge {
+    std::string name;
+    std::size_t broker = 0;  // index into brokers
+    std::uint16_t port = 0, admin = 0;
+    std::unique_ptr<Process> p;
+  };
+  struct Connector {
+    std::string name;
+    std::unique_ptr<Process> p;
+  };
+  std::vector<Broker> brokers;
+  std::vector<Edge> edges;
+  std::vector<Connector> connectors;
+
+  void start_broker(Broker& b) {
+    const auto& c = sys.certs();
+    std::string y = "id: " + b.name + "\nlog: {level: debug}\n";
+    y += "admin: {listen: \"127.0.0.1:" + std::to_string(b.admin) + "\"}\n";
+    y += "registration:\n  listen: \"127.0.0.1:" + std::to_string(b.registration) + "\"\n";
+    y += "  tls: {cert_file: \"" + c.broker_crt + "\", key_file: \"" + c.broker_key + "\", client_ca_file: \"" + c.ca +
+         "\"}\n";
+    y += "relay:\n  listen: \"127.0.0.1:" + std::to_string(b.relay) + "\"\n";
+    y += "identities:\n  - {identity: \"spiffe://postern.dev/connector/green\", aliases: [demo, broken]}\n";
+    y += "heartbeat_interval: 1s\nheartbeat_timeout: 3s\npark_wait: 2s\ndrain_timeout: 5s\n";
+    write_file(sys.dir().file(b.name + ".yaml"), y);
+    b.p = Process::start({binary_path("postern-broker"), "--config", sys.dir().file(b.name + ".yaml")},
+                         sys.dir().file(b.name + ".log"));
+    b.registration = b.p->wait_for_port("registration");
+    b.relay = b.p->wait_for_port("relay");
+    b.admin = b.p->wait_for_port("admin");
+  }
+
+  void start_connector(Connector& k) {
+    const auto& c = sys.certs();
+    std::string y = "id: " + k.name + "\nlog: {level: debug}\nbrokers: [";
+    for (std::size_t i = 0; i < brokers.size(); ++i) {
+      y += (i ? ", " : "") + std::string("\"localhost:") + std::to_string(brokers[i].registration) + "\"";
+    }
+    y += "]\ntls:\n  ca_file: \"" + c.ca + "\"\n  cert_file: \"" + c.connector_crt + "\"\n  key_file: \"" +
+         c.connector_key + "\"\n";
+    y += "pool_size: 4\npolicy:\n  address: \"127.0.0.1:" + std::to_string(sys.policy_port) + "\"\n";
+    y += "drain_timeout: 10s\naliases:\n  demo:\n    url: \"" + sys.demo_url("") + "\"\n";
+    write_file(sys.dir().file(k.name + ".yaml"), y);
+    k.p = Process::start({binary_path("postern-connector"), "--config", sys.dir().file(k.name + ".yaml")},
+                         sys.dir().file(k.name + ".log"));
+    // Attached to every broker.
+    const auto until = Clock::now() + 20s;
+    while (k.p->count_log("\"msg\":\"attached\"") < static_cast<int>(brokers.size()) && Clock::now() < until) {
+      std::this_thread::sleep_for(20ms);
+    }
+    ASSERT_EQ(k.p->count_log("\"msg\":\"attached\""), static_cast<int>(brokers.size())) << k.p->log_tail();
+  }
+
+  void start_edge(Edge& e) {
+    std::string y = "id: " + e.name + "\nlog: {level: debug}\n";
+    y += "admin: {listen: \"127.0.0.1:" + std::to_string(e.admin) + "\"}\n";
+    y += "listeners:\n  - {listen: \"127.0.0.1:" + std::to_string(e.port) + "\"}\n";
+    y += "public_url: \"https://api.example.test\"\n";
+    y += "broker:\n  address: \"127.0.0.1:" + std::to_string(brokers[e.broker].relay) + "\"\n";
+    y += "drain_timeout: 10s\n";
+    write_file(sys.dir().file(e.name + ".yaml"), y);
+    e.p = Process::start({binary_path("postern-edge"), "--config", sys.dir().file(e.name + ".yaml")},
+                         sys.dir().file(e.name + ".log"));
+    e.admin = e.p->wait_for_port("admin");
+    e.port = e.p->wait_for_port("external");
+    e.p->wait_for_log("\"msg\":\"policy snapshot applied\"");
+  }
+
+  // A broker is ready for traffic once every connector has parked its pool
+  // there again and its edge has the config.
+  bool broker_ready(const Broker& b) {
+    try {
+      const auto m = scrape(b.admin);
+      return metric_value(m, "postern_broker_connectors_attached", {{"alias", "demo"}}) ==
+                 static_cast<double>(connectors.size()) &&
+             metric_value(m, "postern_broker_parked_streams", {{"alias", "demo"}}) ==
+                 4.0 * static_cast<double>(connectors.size()) &&
+             metric_value(m, "postern_broker_config_version") > 0;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }
+};
+
+// SIGTERM, wait for exit code 0, start again, wait until ready: one replica
+// at a time, for the edges, the connectors and the brokers, under load
+// through a round-robin client in front of the two edges.
+TEST(Reliability, RollingRestartOfEveryService) {
+  System sys;
+  sys.start_demo();
+  sys.start_policy(kPolicy);
+  Fleet fleet{sys};
+  fleet.brokers.push_back({.name = "broker-a"});
+  fleet.brokers.push_back({.name = "broker-b"});
+  for (auto& b : fleet.brokers) fleet.start_broker(b);
+  fleet.connectors.push_back({.name = "c1"});
+  fleet.connectors.push_back({.name = "c2"});
+  for (auto& c : fleet.connectors) {
+    fleet.start_connector(c);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+  // Each edge has one broker address: edge-a relays through broker-a,
+  // edge-b through broker-b.
+  fleet.edges.push_back({.name = "edge-a", .broker = 0});
+  fleet.edges.push_back({.name = "edge-b", .broker = 1});
+  for (auto& e : fleet.edges) fleet.start_edge(e);
+  for (auto& b : fleet.brokers) ASSERT_TRUE(wait_until([&] { return fleet.broker_ready(b); }, 10s)) << b.name;
+
+  auto restart = [&](Process& p, const std::string& name) {
+    const auto t0 = Clock::now();
+    p.signal(SIGTERM);
+    const auto code = p.wait(20s);
+    EXPECT_EQ(code, std::optional<int>(0)) << name << " did not exit cleanly\n" << p.log_tail();
+    std::printf("[ info ] %s drained and exited in %lld ms\n", name.c_str(), ms_since(t0));
+  };
+  // Edges: the client moves to the other edge while one is down.
+  {
+    Load load;
+    load.start({fleet.edges[0].port, fleet.edges[1].port}, "/gateway/demo/1.0/slow?ms=10", 4, 10s);
+    ASSERT_TRUE(wait_until([&] { return load.ok() >= 20; }, 10s));
+    for (auto& e : fleet.edges) {
+      restart(*e.p, e.name);
+      fleet.start_edge(e);
+      const int before = load.ok();
+      ASSERT_TRUE(wait_until([&] { return load.ok() >= before + 20; }, 10s)) << load.describe_failures();
+    }
+    load.stop();
+    std::printf("[ info ] rolling restart of the edges: %d ok, %d failed\n", load.ok(), load.failed());
+    EXPECT_EQ(load.failed(), 0) << load.describe_failures();
+    // Both edges served requests after their restart.
+    for (auto& e : fleet.edges) {
+      EXPECT_GT(metric_value(scrape(e.admin), "postern_edge_requests_total", {{"api", "demo"}, {"code", "2xx"}}), 0)
+          << e.name;
+    }
+  }
+
+  // Connectors: the broker stops handing exchanges to a draining one.
+  {
+    Load load;
+    load.start({fleet.edges[0].port, fleet.edges[1].port}, "/gateway/demo/1.0/slow?ms=10", 4, 10s);
+    ASSERT_TRUE(wait_until([&] { return load.ok() >= 20; }, 10s));
+    for (auto& c : fleet.connectors) {
+      restart(*c.p, c.name);
+      fleet.start_connector(c);
+      if (::testing::Test::HasFatalFailure()) return;
+      for (auto& b : fleet.brokers) ASSERT_TRUE(wait_until([&] { return fleet.broker_ready(b); }, 10s)) << b.name;
+      const int before = load.ok();
+      ASSERT_TRUE(wait_until([&] { return load.ok() >= before + 20; }, 10s)) << load.describe_failures();
+    }
+    load.stop();
+    std::printf("[ info ] rolling restart of the connectors: %d ok, %d failed\n", load.ok(), load.failed());
+    EXPECT_EQ(load.failed(), 0) << load.describe_failures();
+  }
+
+  // Brokers: each edge has a single broker address, so while its broker
+  // drains and restarts, that edge answers 503 (draining) or 502 (cannot
+  // reach the broker) at once; the other edge keeps serving throughout.
+  {
+    Load load;
+    load.start({fleet.edges[0].port, fleet.edges[1].port}, "/gateway/demo/1.0/slow?ms=10", 4, 10s);
+    ASSERT_TRUE(wait_until([&] { return load.ok() >= 20; }, 10s));
+    for (std::size_t i = 0; i < fleet.brokers.size(); ++i) {
+      auto& b = fleet.brokers[i];
+      const auto down = Clock::now();
+      restart(*b.p, b.name);
+      fleet.start_broker(b);
+      ASSERT_TRUE(wait_until([&] { return fleet.broker_ready(b); }, 10s)) << b.name;
+      const auto ready = Clock::now();
+      std::printf("[ info ] %s back and ready %lld ms after its SIGTERM\n", b.name.c_str(), ms_between(down, ready));
+      const int before = load.ok();
+      ASSERT_TRUE(wait_until([&] { return load.ok() >= before + 20; }, 10s)) << load.describe_failures();
+      // Failures only through the edge of the broker being restarted, all
+      // prompt, none after it was ready again (plus the edge's reconnect).
+      int n503 = 0, n502 = 0;
+      long long last = 0;
+      for (const auto& f : load.failures()) {
+        if (f.start < down) continue;
+        EXPECT_EQ(f.port, fleet.edges[i].port) << load.describe_failures();
+        EXPECT_TRUE(f.status == 502 || f.status == 503) << load.describe_failures();
+        EXPECT_LT(f.latency(), 1s) << load.describe_failures();
+        EXPECT_LT(f.start, ready + 1500ms) << load.describe_failures();
+        n503 += f.status == 503;
+        n502 += f.status == 502;
+        last = std::max(last, ms_between(down, f.start));
+      }
+      std::printf("[ info ] %s: %d x 503 (draining), %d x 502 (unreachable) through %s, the last %lld ms after "
+                  "the SIGTERM\n",
+                  b.name.c_str(), n503, n502, fleet.edges[i].name.c_str(), last);
+    }
+    load.stop();
+    std::printf("[ info ] rolling restart of the brokers: %d ok, %d failed\n", load.ok(), load.failed());
+  }
+}
+
+// ------------------------------------------------------------------ 4
+
+// 500 clients trickle a request head one byte every 300 ms. Other clients
+// are served as usual meanwhile, and the edge's header timeout (2 s here)
+// closes every slow connection.
+TEST(Reliability, SlowlorisClientsAreTimedOutAndOthersStillServed) {
+  constexpr int kSlow = 500;
+  rlimit rl{};
+  ::getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_cur < 4096) {
+    rl.rlim_cur = std::min<rlim_t>(rl.rlim_max, 4096);
+    ::setrlimit(RLIMIT_NOFILE, &rl);  // children (the edge) inherit it
+  }
+  if (rl.rlim_cur < kSlow + 200) GTEST_SKIP() << "RLIMIT_NOFILE hard limit too low: " << rl.rlim_max;
+  System sys;
+  sys.start_demo();
+  sys.start_policy(kPolicy);
+  sys.start_broker();
+  sys.start_connector();
+  sys.start_edge("header_timeout: 2s\n");
+  ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+  const int edge_fds = fd_count(sys.edge->pid());
+
+  struct Slow {
+    UniqueFd fd;
+    Clock::time_point opened, closed{};
+    std::size_t sent = 0;
+    bool got_408 = false;
+  };
+  std::vector<Slow> slow(kSlow);
+  const std::string head = "GET /gateway/demo/1.0/ HTTP/1.1\r\nHost: slow\r\nX-Slow: " + std::string(200, 'a');
+  for (auto& s : slow) {
+    s.fd = connect_loopback(sys.edge_port, 2s);
+    ASSERT_TRUE(s.fd) << "connect " << (&s - slow.data());
+    s.opened = Clock::now();
+    ::fcntl(s.fd.get(), F_SETFL, ::fcntl(s.fd.get(), F_GETFL) | O_NONBLOCK);
+  }
+  const auto all_open = Clock::now();
+  std::printf("[ info ] %d slow connections open in %lld ms\n", kSlow, ms_between(slow.front().opened, all_open));
+
+  // The trickler: one byte to every open connection every 300 ms, and
+  // notes when the edge closes each.
+  std::atomic<bool> stop{false};
+  std::thread trickler([&] {
+    while (!stop) {
+      bool any_open = false;
+      for (auto& s : slow) {
+        if (s.closed != Clock::time_point{}) continue;
+        char buf[512];
+        const ssize_t n = ::recv(s.fd.get(), buf, sizeof buf, 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+          s.closed = Clock::now();
+          continue;
+        }
+        if (n > 0 && std::string_view(buf, static_cast<std::size_t>(n)).find(" 408 ") != std::string_view::npos) {
+          s.got_408 = true;
+        }
+        any_open = true;
+        if (s.sent < head.size()) {
+          const ssize_t w = ::send(s.fd.get(), head.data() + s.sent, 1, MSG_NOSIGNAL);
+          if (w == 1) ++s.sent;
+        }
+      }
+      if (!any_open) break;
+      std::this_thread::sleep_for(300ms);
+    }
+  });
+
+  // Meanwhile other clients are served promptly.
+  int served = 0;
+  long long slowest_ms = 0;
+  const auto t0 = Clock::now();
+  while (Clock::now() - t0 < 3s) {
+    const auto s0 = Clock::now();
+    const auto r = curl({sys.edge_url("/gateway/demo/1.0/")}, 5s);
+    const auto took = ms_since(s0);
+    EXPECT_EQ(r.status, 200) << r.stderr_text;
+    // Well under the 2 s header timeout: not queued behind the slow clients.
+    EXPECT_LT(took, 1500) << "a normal client waited " << took << " ms during the slowloris";
+    slowest_ms = std::max(slowest_ms, took);
+    ++served;
+  }
+  // Every slow connection is closed by the header timeout (2 s from its
+  // connect), with a margin for 500 of them.
+  const bool all_closed = wait_until(
+      [&] {
+        return std::all_of(slow.begin(), slow.end(), [](const Slow& s) { return s.closed != Clock::time_point{}; });
+      },
+      6s);
+  stop = true;
+  trickler.join();
+  EXPECT_TRUE(all_closed);
+  long long first_close = 1 << 30, last_close = 0;
+  int closed = 0, with_408 = 0;
+  for (const auto& s : slow) {
+    if (s.closed == Clock::time_point{}) continue;
+    ++closed;
+    with_408 += s.got_408;
+    const auto after = ms_between(s.opened, s.closed);
+    first_close = std::min(first_close, after);
+    last_close = std::max(last_close, after);
+    EXPECT_LE(after, 2000 + 1500) << "a slow connection outlived the header timeout";
+  }
+  EXPECT_EQ(closed, kSlow);
+  EXPECT_GE(first_close, 1500) << "slow connections were closed before the header timeout";
+  std::printf(
+      "[ info ] slowloris: %d normal requests served (slowest %lld ms); %d/%d slow connections closed %lld..%lld ms "
+      "after connect (%d with a 408)\n",
+      served, slowest_ms, closed, kSlow, first_close, last_close, with_408);
+  slow.clear();
+  // No descriptor leaked, and the edge still serves.
+  EXPECT_LE(settled_fd_count(sys.edge->pid(), edge_fds), edge_fds);
+  EXPECT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+  EXPECT_TRUE(sys.edge->running());
+}
+
+// ------------------------------------------------------------------ 5
+
+// Bad HTTP: each gets a clear status and a message, nothing leaks.
+TEST(Reliability, MalformedHttpGetsAClearStatusAndLeaksNothing) {
+  System sys;
+  sys.start_demo();
+  sys.start_policy(kPolicy);
+  sys.start_broker();
+  sys.start_connector();
+  sys.start_edge();
+  ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+  const int edge_fds = fd_count(sys.edge->pid());
+  const int connector_fds = fd_count(sys.connectors[0]->pid());
+
+  struct Case {
+    const char* what;
+    std::string request;
+    int status;
+    const char* message;  // in the problem body
+  };
+  const std::string body2k(2000, 'b');
+  const std::vector<Case> cases = {
+      {"bad request line", "GARBAGE\r\n\r\n", 400, "malformed HTTP request"},
+      {"bad method token", "G(T / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "malformed HTTP request"},
+      {"bad HTTP version", "GET / HTTP/9.x\r\nHost: x\r\n\r\n", 400, "malformed HTTP request"},
+      {"header without a colon", "GET /gateway/demo/1.0/ HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n", 400,
+       "malformed HTTP request"},
+      {"header with a space in its name", "GET /gateway/demo/1.0/ HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n", 400,
+       "malformed HTTP request"},
+      {"bad chunk size",
+       "POST /gateway/demo/1.0/sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\nxx\r\n0\r\n\r\n", 400,
+       "malformed request body"},
+      {"chunk longer than its size",
+       "POST /gateway/demo/1.0/sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nxxxx\r\n0\r\n\r\n",
+       400, "malformed request body"},
+      {"conflicting Content-Length",
+       "POST /gateway/demo/1.0/sink HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400,
+       "malformed HTTP request"},
+      {"bad Content-Length", "POST /gateway/demo/1.0/sink HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\nabcd", 400,
+       "malformed HTTP request"},
+      {"Content-Length with chunked",
+       "POST /gateway/demo/1.0/sink HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+       "3\r\nabc\r\n0\r\n\r\n",
+       400, "malformed HTTP request"},
+      {"oversized head",
+       "GET /gateway/demo/1.0/ HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(70000, 'a') + "\r\n\r\n", 431,
+       "request head exceeds 65536 bytes"},
+      {"oversized body (Content-Length)",
+       "POST /gateway/guarded/1.0/sink HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2000\r\n\r\n" + body2k, 413, "1000"},
+      {"oversized body (chunked)",
+       "POST /gateway/guarded/1.0/sink HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+       "7d0\r\n" + body2k +
+           "\r\n0\r\n\r\n",
+       413, "1000"},
+  };
+  for (int round = 0; round < 3; ++round) {
+    for (const auto& c : cases) {
+      const auto t0 = Clock::now();
+      const std::string raw = raw_exchange(sys.edge_port, c.request, 5s);
+      const auto res = parse_response(raw);
+      EXPECT_EQ(res.status, c.status) << c.what << "\n" << raw.substr(0, 600);
+      EXPECT_NE(res.body.find(c.message), std::string::npos) << c.what << "\n" << raw.substr(0, 600);
+      EXPECT_NE(res.header("content-type").find("problem+json"), std::string::npos) << c.what << "\n" << res.head;
+      EXPECT_LT(ms_since(t0), 2000) << c.what << ": the edge did not answer and close promptly";
+    }
+  }
+  EXPECT_EQ(curl({sys.edge_url("/gateway/guarded/1.0/echo"), "--data-binary", "small"}).body, "small");
+  EXPECT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+  EXPECT_TRUE(sys.edge->running() && sys.connectors[0]->running() && sys.broker->running());
+  EXPECT_LE(settled_fd_count(sys.edge->pid(), edge_fds), edge_fds);
+  EXPECT_LE(settled_fd_count(sys.connectors[0]->pid(), connector_fds), connector_fds);
+}
+
+// A WebSocket client frame as the client sends it (masked), or unmasked.
+std::string ws_frame(unsigned char first, std::string_view payload, bool masked = true) {
+  std::string f;
+  f += static_cast<char>(first);
+  const unsigned char mask_bit = masked ? 0x80 : 0;
+  if (payload.size() < 126) {
+    f += static_cast<char>(mask_bit | payload.size());
+  } else {
+    f += static_cast<char>(mask_bit | 126);
+    f += static_cast<char>(payload.size() >> 8);
+    f += static_cast<char>(payload.size() & 0xff);
+  }
+  const char key[4] = {0x11, 0x22, 0x33, 0x44};
+  if (masked) f.append(key, 4);
+  for (std::size_t i = 0; i < payload.size(); ++i) f += masked ? static_cast<char>(payload[i] ^ key[i % 4]) : payload[i];
+  return f;
+}
+
+// Upgrades through the edge, sends `frames` after the 101, and returns the
+// close code of the edge's close frame (0: none; -1: no 101).
+int ws_close_code_after(std::uint16_t port, const std::string& path, const std::string& frames,
+                        std::string& received) {
+  UniqueFd fd = connect_loopback(port, 2s);
+  if (!fd) return -1;
+  const std::string req = "GET " + path +
+                          " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  ::send(fd.get(), req.data(), req.size(), MSG_NOSIGNAL);
+  timeval tv{3, 0};
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  received.clear();
+  char buf[4096];
+  while (received.find("\r\n\r\n") == std::string::npos) {
+    const auto n = ::recv(fd.get(), buf, sizeof buf, 0);
+    if (n <= 0) return -1;
+    received.append(buf, static_cast<std::size_t>(n));
+  }
+  if (received.find("HTTP/1.1 101") != 0) return -1;
+  std::string rest = received.substr(received.find("\r\n\r\n") + 4);
+  ::send(fd.get(), frames.data(), frames.size(), MSG_NOSIGNAL);
+  const auto t0 = Clock::now();
+  while (Clock::now() - t0 < 5s) {
+    // Frames from the server: unmasked, short payloads here.
+    while (rest.size() >= 2) {
+      const auto op = static_cast<unsigned char>(rest[0]) & 0x0f;
+      const std::size_t len = static_cast<unsigned char>(rest[1]) & 0x7f;
+      if (len >= 126 || rest.size() < 2 + len) break;
+      if (op == 0x8) {
+        return len >= 2 ? (static_cast<unsigned char>(rest[2]) << 8) | static_cast<unsigned char>(rest[3]) : 1005;
+      }
+      rest.erase(0, 2 + len);
+    }
+    const auto n = ::recv(fd.get(), buf, sizeof buf, 0);
+    if (n <= 0) break;
+    rest.append(buf, static_cast<std::size_t>(n));
+  }
+  return 0;
+}
+
+// Invalid WebSocket frames after a good upgrade through the edge: the edge
+// fails the connection with 1002 or 1007, and the native service sees its
+// session closed.
+TEST(Reliability, InvalidWebSocketFramesCloseWith1002Or1007) {
+  System sys;
+  sys.start_demo();
+  sys.start_policy(kPolicy);
+  sys.start_broker();
+  sys.start_connector();
+  sys.start_edge();
+  const int edge_fds = fd_count(sys.edge->pid());
+  struct Case {
+    const char* name;
+    std::string frames;
+    int code;
+  };
+  const std::vector<Case> cases = {
+      {"unmasked", ws_frame(0x81, "hi", false), 1002},
+      {"reserved-opcode", ws_frame(0x83, "hi"), 1002},
+      {"reserved-bits", ws_frame(0xC1, "hi"), 1002},
+      {"bad-utf8", ws_frame(0x81, "\xc3\x28 bad"), 1007},
+      {"fragmented-control", ws_frame(0x09, "p"), 1002},
+      {"continuation-first", ws_frame(0x80, "x"), 1002},
+  };
+  for (const auto& c : cases) {
+    const std::string path = std::string("/gateway/chat/1.0/bad-") + c.name;
+    std::string got;
+    const int code = ws_close_code_after(sys.edge_port, path, ws_frame(0x81, "hello") + c.frames, got);
+    EXPECT_EQ(code, c.code) << c.name << "\n" << got.substr(0, 300);
+    // The native side's session ends too.
+    EXPECT_NO_THROW(sys.demo->wait_for_log(
+        std::string("\"msg\":\"websocket closed\",\"path\":\"/api/demo/bad-") + c.name + "\"", 5s))
+        << c.name;
+  }
+  EXPECT_TRUE(sys.edge->running() && sys.connectors[0]->running());
+  EXPECT_LE(settled_fd_count(sys.edge->pid(), edge_fds), edge_fds);
+  EXPECT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+}
+
+// Garbage on the broker's registration (mTLS gRPC) and relay (h2c gRPC)
+// ports: the connection is closed, and the broker serves on.
+TEST(Reliability, GarbageOnBrokerPortsIsClosedAndTheBrokerServesOn) {
+  System sys;
+  sys.start_demo();
+  sys.start_policy(kPolicy);
+  sys.start_broker();
+  sys.start_connector();
+  sys.start_edge();
+  ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+  const int broker_fds = fd_count(sys.broker->pid());
+
+  std::mt19937 rng(42);
+  std::string random(4096, '\0');
+  for (auto& c : random) c = static_cast<char>(rng());
+  random[0] = '\0';  // neither a TLS record type nor the HTTP/2 preface
+  // A TLS record holding a ClientHello whose fields run past its end.
+  std::string hello = "\x16\x03\x01\x00\x40\x01\x00\x00\x3c\x03\x03";
+  hello.append(32, '\x5a');
+  hello += "\xff";  // session id length past the message
+  hello.append(0x45 - hello.size() + 5, '\x00');
+  const std::vector<std::pair<const char*, std::string>> inputs = {
+      {"random bytes", random},
+      {"an HTTP/1.1 request", "GET / HTTP/1.1\r\nHost: broker\r\n\r\n"},
+      {"a malformed TLS ClientHello", hello},
+      {"an HTTP/2 preface then junk", std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") + random.substr(1, 512)},
+  };
+  for (const auto& [port_name, port] :
+       std::vector<std::pair<const char*, std::uint16_t>>{{"registration", sys.registration_port},
+                                                           {"relay", sys.relay_port}}) {
+    for (const auto& [what, bytes] : inputs) {
+      const auto t0 = Clock::now();
+      const auto ex = http_exchange(port, bytes, 10s);
+      EXPECT_TRUE(ex.connected) << port_name << ": " << what;
+      EXPECT_FALSE(ex.timed_out) << port_name << ": " << what << ": the broker kept the connection open";
+      EXPECT_LT(ms_since(t0), 5000) << port_name << ": " << what;
+      std::printf("[ info ] %s port, %s: closed after %lld ms (%zu bytes back%s)\n", port_name, what, ms_since(t0),
+                  ex.raw.size(), ex.reset ? ", reset" : "");
+    }
+  }
+  EXPECT_TRUE(sys.broker->running());
+  EXPECT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+  EXPECT_EQ(metric_value(scrape(sys.broker_admin_port), "postern_broker_connectors_attached", {{"alias", "demo"}}), 1.0);
+  EXPECT_LE(settled_fd_count(sys.broker->pid(), broker_fds), broker_fds);
+}
+
+// A connector written here with the generated tunnel stubs: it attaches
+// like the real one (Hello, heartbeats) and then breaks the protocol on
+// purpose on its Pull streams.
+class FakeConnector {
+ public:
+  using PullStream = grpc::ClientReaderWriter<tv1::Frame, tv1::Frame>;
+  struct Pull {
+    grpc::ClientContext ctx;
+    std::unique_ptr<PullStream> stream;
+  };
+
+  FakeConnector(const Certs& certs, std::uint16_t registration_port, const std::string& alias) {
+    grpc::SslCredentialsOptions o;
+    o.pem_root_certs = read_file(certs.ca);
+    o.pem_cert_chain = read_file(certs.connector_crt);
+    o.pem_private_key = read_file(certs.connector_key);
+    channel_ = grpc::CreateChannel("localhost:" + std::to_string(registration_port), grpc::SslCredentials(o));
+    stub_ = tv1::Registration::NewStub(channel_);
+    attach_ = stub_->Attach(&attach_ctx_);
+    tv1::ConnectorMessage hello;
+    hello.mutable_hello()->set_connector_id("fake-connector");
+    hello.mutable_hello()->add_aliases(alias);
+    hello.mutable_hello()->set_capacity(8);
+    if (!attach_->Write(hello)) throw std::runtime_error("fake connector: cannot send hello");
+    tv1::BrokerMessage welcome;
+    if (!attach_->Read(&welcome) || !welcome.has_welcome()) throw std::runtime_error("fake connector: no welcome");
+    session_ = welcome.welcome().session_id();
+    reader_ = std::thread([this] {
+      tv1::BrokerMessage m;
+      while (attach_->Read(&m)) {
+      }
+    });
+    heartbeat_ = std::thread([this] {
+      std::uint64_t seq = 0;
+      std::unique_lock l(mu_);
+      while (!stop_) {
+        tv1::ConnectorMessage hb;
+        hb.mutable_heartbeat()->set_seq(++seq);
+        if (!attach_->Write(hb)) break;
+        cv_.wait_for(l, 300ms);
+      }
+    });
+  }
+  ~FakeConnector() {
+    {
+      std::lock_guard l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    heartbeat_.join();
+    attach_ctx_.TryCancel();
+    reader_.join();
+    attach_->Finish();
+  }
+
+  const std::string& session() const { return session_; }
+
+  /// A Pull stream with `first` as its first frame (normally Park).
+  std::unique_ptr<Pull> open(const tv1::Frame& first) {
+    auto p = std::make_unique<Pull>();
+    p->ctx.set_deadline(std::chrono::system_clock::now() + 30s);
+    p->stream = stub_->Pull(&p->ctx);
+    p->stream->Write(first);
+    return p;
+  }
+  std::unique_ptr<Pull> park() {
+    tv1::Frame f;
+    f.mutable_park()->set_session_id(session_);
+    return open(f);
+  }
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<tv1::Registration::Stub> stub_;
+  grpc::ClientContext attach_ctx_;
+  std::unique_ptr<grpc::ClientReaderWriter<tv1::ConnectorMessage, tv1::BrokerMessage>> attach_;
+  std::string session_;
+  std::thread reader_, heartbeat_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+};
+
+tv1::Frame response_head(unsigned status, std::int64_t content_length) {
+  tv1::Frame f;
+  f.mutable_response_head()->set_status(status);
+  f.mutable_response_head()->set_content_length(content_length);
+  return f;
+}
+tv1::Frame body_frame(const std::string& data) {
+  tv1::Frame f;
+  f.mutable_body()->set_data(data);
+  return f;
+}
+tv1::Frame end_frame() {
+  tv1::Frame f;
+  f.mutable_end();
+  return f;
+}
+
+// A connector that sends tunnel frames out of order: the broker ends that
+// exchange with a logged error naming what was wrong, the client gets a 502
+// at once (or, once a response head was relayed, a cut response), and the
+// broker serves the real connector as before.
+TEST(Reliability, ConnectorBreakingTheTunnelProtocolIsRejected) {
+  System sys;
+  sys.start_demo();
+  sys.start_policy(kPolicy);
+  sys.start_broker();
+  sys.start_connector();
+  sys.start_edge();
+  ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+  const int broker_fds = fd_count(sys.broker->pid());
+  const int edge_fds = fd_count(sys.edge->pid());
+  std::optional<FakeConnector> fake;
+  ASSERT_NO_THROW(fake.emplace(sys.certs(), sys.registration_port, "broken"));
+  sys.broker->wait_for_log("\"msg\":\"connector attached\".*\"connector\":\"fake-connector\"");
+
+  // One exchange to alias "broken": the fake answers with `frames`.
+  struct Outcome {
+    CurlResult r;
+    long long ms = 0;
+  };
+  auto exchange = [&](const std::vector<tv1::Frame>& frames) {
+    auto pull = fake->park();
+    auto client = std::async(std::launch::async, [&] {
+      Outcome o;
+      const auto t0 = Clock::now();
+      o.r = curl({sys.edge_url("/gateway/broken/1.0/x")}, 20s);
+      o.ms = ms_since(t0);
+      return o;
+    });
+    tv1::Frame req;
+    EXPECT_TRUE(pull->stream->Read(&req) && req.has_request_head()) << "the request never reached the fake";
+    for (const auto& f : frames) pull->stream->Write(f);
+    auto o = client.get();
+    pull->ctx.TryCancel();
+    pull->stream->Finish();
+    return o;
+  };
+
+  const std::size_t log0 = sys.broker->log_size();
+  // A body before the response head: 502 at once.
+  auto a = exchange({body_frame("early"), end_frame()});
+  EXPECT_EQ(a.r.status, 502) << a.r.body;
+  EXPECT_LT(a.ms, 1000);
+  EXPECT_NE(a.r.body.find("body frame before the response head"), std::string::npos) << a.r.body;
+  sys.broker->wait_for_log("\"msg\":\"connector protocol violation\".*body frame before the response head", 5s, log0);
+  // An end before the response head: 502 at once.
+  auto b = exchange({end_frame()});
+  EXPECT_EQ(b.r.status, 502) << b.r.body;
+  EXPECT_LT(b.ms, 1000);
+  sys.broker->wait_for_log("\"msg\":\"connector protocol violation\".*end frame before the response head", 5s, log0);
+  // A second response head: the first one was relayed already, so the
+  // client sees the response cut off (curl fails), promptly.
+  auto c = exchange({response_head(200, -1), body_frame("one"), response_head(200, -1)});
+  EXPECT_NE(c.r.exit_code, 0) << "a response broken mid-way must be an error for the client";
+  EXPECT_LT(c.ms, 1000);
+  sys.broker->wait_for_log("\"msg\":\"connector protocol violation\".*a second response head", 5s, log0);
+  // A WebSocket frame in an HTTP exchange.
+  auto d = exchange({[] {
+    tv1::Frame f;
+    f.mutable_ws_message()->set_data("x");
+    return f;
+  }()});
+  EXPECT_EQ(d.r.status, 502) << d.r.body;
+  EXPECT_LT(d.ms, 1000);
+
+  // Frames on a parked stream that was never handed a request (a response
+  // for an exchange it never got, an end for nothing): the broker ends that
+  // stream, and the next request is not answered with the forged response.
+  {
+    const std::size_t at = sys.broker->log_size();
+    auto forged = fake->park();
+    forged->stream->Write(response_head(299, 6));
+    forged->stream->Write(body_frame("forged"));
+    forged->stream->Write(end_frame());
+    sys.broker->wait_for_log("\"msg\":\"connector protocol violation\".*response_head frame before any request", 5s,
+                             at);
+    tv1::Frame none;
+    EXPECT_FALSE(forged->stream->Read(&none)) << "the broker handed a request to the forged stream";
+    const auto st = forged->stream->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+    auto honest = exchange({response_head(200, 2), body_frame("ok"), end_frame()});
+    EXPECT_EQ(honest.r.status, 200) << honest.r.body;
+    EXPECT_EQ(honest.r.body, "ok");
+
+    auto ended = fake->park();
+    ended->stream->Write(end_frame());
+    sys.broker->wait_for_log("\"msg\":\"connector protocol violation\".*end frame before any request", 5s, at);
+  }
+  // A Pull stream for a session that does not exist, and one that does
+  // not start with Park: refused, with a log line naming why.
+  {
+    tv1::Frame park;
+    park.mutable_park()->set_session_id("no-such-session");
+    auto p = fake->open(park);
+    tv1::Frame none;
+    EXPECT_FALSE(p->stream->Read(&none));
+    EXPECT_EQ(p->stream->Finish().error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    sys.broker->wait_for_log("\"msg\":\"pull refused\".*no-such-session", 5s, log0);
+    auto q = fake->open(response_head(200, 0));
+    EXPECT_FALSE(q->stream->Read(&none));
+    EXPECT_EQ(q->stream->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    sys.broker->wait_for_log("\"msg\":\"pull refused\".*expected Park", 5s, log0);
+  }
+  std::printf("[ info ] protocol violations: 502 after %lld / %lld / %lld ms; cut response after %lld ms\n", a.ms, b.ms,
+              d.ms, c.ms);
+
+  // The broker and the edge are alive, serve the real connector, and hold
+  // no more descriptors than before.
+  fake.reset();
+  EXPECT_TRUE(sys.broker->running() && sys.edge->running());
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+  EXPECT_LE(settled_fd_count(sys.broker->pid(), broker_fds), broker_fds);
+  EXPECT_LE(settled_fd_count(sys.edge->pid(), edge_fds), edge_fds);
+  const auto m = scrape(sys.broker_admin_port);
+  EXPECT_GE(metric_value(m, "postern_broker_exchanges_total", {{"alias", "broken"}, {"result", "protocol_error"}}),
+            4.0)
+      << m;
+}
+
+}  // namespace
+}  // namespace postern::testing
