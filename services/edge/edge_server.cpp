@@ -193,7 +193,7 @@ struct EdgeServer::Impl {
       throw std::runtime_error(e.what());
     }
     invocations = std::make_unique<policy::InvocationLog>(cfg.invocation_log_file());
-    relay = std::make_unique<RelayClient>(ex, cfg.broker());
+    relay = std::make_unique<RelayClient>(ex, cfg.broker(), prom.get());
     asio::co_spawn(ex,
                    relay->watch_config(
                        cfg.id().empty() ? "edge" : cfg.id(),

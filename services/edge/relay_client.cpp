@@ -2,8 +2,16 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include <optional>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
 
+#include <algorithm>
+#include <boost/asio/ip/tcp.hpp>
+#include <optional>
+#include <set>
+
+#include "common/config/yaml_proto.hpp"
 #include "common/event.hpp"
 #include "common/grpc/bridge.hpp"
 #include "common/grpc/channel.hpp"
@@ -16,8 +24,17 @@ namespace postern::edge {
 namespace tv1 = tunnel::v1;
 namespace gb = grpc_bridge;
 using FrameStream = grpc::ClientAsyncReaderWriter<tv1::Frame, tv1::Frame>;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
 
 namespace {
+
+// How long a broker that said it is draining, or could not be reached, is
+// tried only after the others.
+constexpr auto kAvoidDraining = 2s;
+constexpr auto kAvoidUnreachable = 1s;
+// A failure asks for the names to be resolved again, at most this often.
+constexpr auto kMinResolveGap = 1s;
 
 // An exchange that ended before the far side answered: a timeout, a broker
 // that cannot be reached, or a stream that ended under us.
@@ -37,116 +54,412 @@ namespace {
                                                           st.error_message() + ")");
 }
 
+// RFC 9110 9.2.2: a request the broker may already have passed on can be
+// sent again only if sending it twice means the same as sending it once.
+bool idempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "TRACE" || method == "PUT" ||
+         method == "DELETE";
+}
+
+// A call that ended with nothing received because of the broker, not us
+// (this side cancels only on a timeout or its own failure, both handled
+// first): it could not be reached, or it ended the call unanswered, as a
+// gRPC server that shuts down does with calls it has not started.
+bool broker_went_away(const grpc::Status& st) {
+  return st.error_code() == grpc::StatusCode::UNAVAILABLE || st.error_code() == grpc::StatusCode::CANCELLED;
+}
+
+// Why an attempt may go to another broker (none: it may not).
+enum class Retry { none, draining, no_connector, unreachable };
+
+const char* retry_reason(Retry r) {
+  switch (r) {
+    case Retry::draining: return "draining";
+    case Retry::no_connector: return "no_connector";
+    case Retry::unreachable: return "unreachable";
+    case Retry::none: break;
+  }
+  return "none";
+}
+
+// A refusal the broker sends before it hands the exchange to a connector.
+Retry refusal(tv1::ErrorCode code) {
+  if (code == tv1::ERROR_CODE_DRAINING) return Retry::draining;
+  if (code == tv1::ERROR_CODE_NO_CONNECTOR) return Retry::no_connector;
+  return Retry::none;
+}
+
+// The request body, read once for every broker tried: notes whether any of
+// it was taken from the client (then no other broker may have the exchange),
+// and answers "ended" again to a later attempt of an empty body.
+class OnceBody final : public BodySource {
+ public:
+  explicit OnceBody(BodySource& inner) : inner_(inner) {}
+  asio::awaitable<bool> next(std::string_view& chunk) override {
+    if (ended_) co_return false;
+    const bool more = co_await inner_.next(chunk);
+    if (more) {
+      consumed_ = true;
+    } else {
+      ended_ = true;
+    }
+    co_return more;
+  }
+  const Trailers& trailers() const override { return inner_.trailers(); }
+  bool consumed() const { return consumed_; }
+
+ private:
+  BodySource& inner_;
+  bool consumed_ = false;
+  bool ended_ = false;
+};
+
 }  // namespace
+
+// One broker address: its channel and how it fared lately.
+struct BrokerLink {
+  std::string name;    // host:port as configured
+  std::string target;  // ipv4:a.b.c.d:port (what the channel dials)
+  std::string shown;   // for messages: the name, and the address if it differs
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<tv1::Relay::Stub> stub;
+  Clock::time_point avoid_until{};
+};
 
 struct RelayClient::Impl {
   asio::any_io_executor ex;
-  std::string address;
-  std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<tv1::Relay::Stub> stub;
+  config::v1::RelayClient cfg;
+  std::vector<std::string> names;  // address, then addresses
+  std::string names_text;          // for logs
+  std::shared_ptr<grpc::ChannelCredentials> creds;
   std::unique_ptr<gb::Pump> pump;
+  std::vector<std::shared_ptr<BrokerLink>> brokers;  // every resolved address, in resolution order
+  std::size_t cursor = 0;                            // round-robin position
+  Clock::duration resolve_interval{};
+  std::unique_ptr<Event> resolved;     // set once any address is known
+  std::unique_ptr<Event> resolve_now;  // a failure asks for a resolution
+  std::string resolve_error;           // why nothing is known yet
+  bool stopped = false;
+  bool watch_stopped = false;
   std::unique_ptr<gb::SnapshotWatcher> watcher;
+  std::shared_ptr<BrokerLink> watching;
+  prometheus::Family<prometheus::Counter>* retries = nullptr;
+  prometheus::Gauge* known = nullptr;
+
+  static std::string address_of(const asio::ip::tcp::endpoint& ep) {
+    const std::string a = ep.address().to_string(), port = std::to_string(ep.port());
+    return ep.address().is_v6() ? "[" + a + "]:" + port : a + ":" + port;
+  }
+
+  std::shared_ptr<BrokerLink> make_link(const std::string& name, const std::string& host,
+                                        const asio::ip::tcp::endpoint& ep, const std::string& target) {
+    auto l = std::make_shared<BrokerLink>();
+    l->name = name;
+    const std::string addr = address_of(ep);
+    l->target = target;
+    l->shown = addr == name ? name : name + " (" + addr + ")";
+    grpc::ChannelArguments args = gb::client_channel_args();
+    // The channel dials an address; the certificate names the host.
+    if (cfg.has_tls()) args.SetSslTargetNameOverride(cfg.tls().server_name().empty() ? host : cfg.tls().server_name());
+    l->channel = grpc::CreateCustomChannel(l->target, creds, args);
+    l->stub = tv1::Relay::NewStub(l->channel);
+    l->channel->GetState(true);  // connect now, not on the first request
+    return l;
+  }
+
+  // Every broker once, starting one further round the ring each call: the
+  // healthy first, then those that failed lately, then those whose channel
+  // is down (a last resort, not skipped: they may be back).
+  std::vector<std::shared_ptr<BrokerLink>> plan() {
+    std::vector<std::shared_ptr<BrokerLink>> out;
+    const std::size_t n = brokers.size();
+    if (n == 0) return out;
+    const std::size_t first = cursor++ % n;
+    const auto now = Clock::now();
+    std::vector<int> rank(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto& b = *brokers[i];
+      const auto st = b.channel->GetState(false);
+      rank[i] = st == GRPC_CHANNEL_TRANSIENT_FAILURE || st == GRPC_CHANNEL_SHUTDOWN ? 2 : now < b.avoid_until ? 1 : 0;
+    }
+    out.reserve(n);
+    for (int r = 0; r <= 2; ++r) {
+      for (std::size_t k = 0; k < n; ++k) {
+        const std::size_t i = (first + k) % n;
+        if (rank[i] == r) out.push_back(brokers[i]);
+      }
+    }
+    return out;
+  }
+
+  void avoid(BrokerLink& b, Clock::duration d) {
+    b.avoid_until = Clock::now() + d;
+    resolve_now->set();
+  }
+
+  [[noreturn]] void throw_unresolved() const {
+    throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_UNREACHABLE,
+                        "cannot reach the broker at " + names_text + ": " +
+                            (resolve_error.empty() ? std::string("no address resolved yet") : resolve_error));
+  }
+
+  void count_retry(const BrokerLink& from, const BrokerLink& to, Retry why, const std::string& request_id) {
+    if (retries) retries->Add({{"reason", retry_reason(why)}}).Increment();
+    POSTERN_LOG(info, "exchange sent to another broker")
+        .kv("request_id", request_id)
+        .kv("from", from.shown)
+        .kv("to", to.shown)
+        .kv("reason", retry_reason(why));
+  }
+
+  // ------------------------------------------------------------ resolution
+
+  asio::awaitable<void> resolve_once(asio::ip::tcp::resolver& resolver) {
+    std::vector<std::shared_ptr<BrokerLink>> next;
+    std::set<std::string> seen;
+    std::string error;
+    for (const auto& name : names) {
+      const auto colon = name.rfind(':');
+      std::string host = name.substr(0, colon), port = name.substr(colon + 1);
+      if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+      auto [ec, results] = co_await resolver.async_resolve(host, port, use_nothrow);
+      if (stopped) co_return;
+      if (ec) {
+        POSTERN_LOG(warn, "cannot resolve broker").kv("broker", name).kv("error", ec.message());
+        error = "cannot resolve " + name + ": " + ec.message();
+        // DNS failing is no news about the brokers: keep what this name had.
+        for (const auto& b : brokers) {
+          if (b->name == name && seen.insert(b->target).second) next.push_back(b);
+        }
+        continue;
+      }
+      for (const auto& r : results) {
+        auto l = make_or_keep(name, host, r.endpoint(), seen);
+        if (l) next.push_back(std::move(l));
+      }
+    }
+    resolve_error = error;
+    if (next.empty()) co_return;  // never forget every broker at once
+    for (const auto& b : brokers) {
+      if (!seen.contains(b->target)) POSTERN_LOG(info, "broker address gone").kv("broker", b->shown);
+    }
+    for (const auto& b : next) {
+      const bool had = std::any_of(brokers.begin(), brokers.end(), [&](const auto& o) { return o == b; });
+      if (!had) POSTERN_LOG(info, "broker address added").kv("broker", b->shown).kv("target", b->target);
+    }
+    brokers = std::move(next);
+    if (known) known->Set(static_cast<double>(brokers.size()));
+    resolved->set();
+  }
+
+  std::shared_ptr<BrokerLink> make_or_keep(const std::string& name, const std::string& host,
+                                           const asio::ip::tcp::endpoint& ep, std::set<std::string>& seen) {
+    const std::string target = (ep.address().is_v6() ? "ipv6:" : "ipv4:") + address_of(ep);
+    if (!seen.insert(target).second) return nullptr;
+    for (const auto& b : brokers) {
+      if (b->target == target) return b;  // the same channel, so its connection stays
+    }
+    return make_link(name, host, ep, target);
+  }
+
+  static asio::awaitable<void> resolve_loop(std::shared_ptr<Impl> self) {
+    auto& im = *self;
+    asio::ip::tcp::resolver resolver(im.ex);
+    while (!im.stopped) {
+      co_await im.resolve_once(resolver);
+      if (im.stopped) break;
+      const auto resolved_at = Clock::now();
+      im.resolve_now->reset();
+      const auto wait = im.brokers.empty() ? Clock::duration(kMinResolveGap) : im.resolve_interval;
+      co_await im.resolve_now->wait_for(wait);
+      if (im.stopped) break;
+      const auto since = Clock::now() - resolved_at;
+      if (since < kMinResolveGap) {
+        asio::steady_timer gap(im.ex, kMinResolveGap - since);
+        co_await gap.async_wait(use_nothrow);
+      }
+    }
+  }
+
+  // ------------------------------------------------------------ one attempt
+
+  // One exchange on one broker. Throws ExchangeError as invoke() does; sets
+  // `retry` when the broker refused it before passing it on, or was not
+  // reached, so that another broker may have it.
+  asio::awaitable<void> invoke_on(BrokerLink& b, const tv1::RequestHead& head, BodySource& body, ResponseSink& sink,
+                                  std::chrono::milliseconds budget, std::chrono::milliseconds head_timeout,
+                                  Retry& retry) {
+    grpc::ClientContext ctx;
+    std::unique_ptr<FrameStream> stream = b.stub->PrepareAsyncInvoke(&ctx, pump->cq());
+    bool got_head = false;
+    bool timed_out = false;
+    Deadline head_deadline(ex, budget, [&] {
+      if (!got_head) {
+        timed_out = true;
+        ctx.TryCancel();
+      }
+    });
+    std::exception_ptr failure;
+    bool anything_received = false;
+    bool head_sent = false;
+    bool ended = false;
+    try {
+      bool ok = co_await gb::op([&](void* tag) { stream->StartCall(tag); });
+      if (ok) {
+        tv1::Frame f;
+        *f.mutable_request_head() = head;
+        ok = co_await gb::write(*stream, f);
+        head_sent = ok;
+      }
+      // Upload the body; a failed write means the broker ended the stream
+      // (an early answer or an error): stop and read what it said.
+      if (ok) {
+        tv1::Frame f;
+        std::string_view chunk;
+        for (;;) {
+          const bool more = co_await body.next(chunk);
+          if (!more) break;
+          f.mutable_body()->mutable_data()->assign(chunk.data(), chunk.size());
+          const bool sent = co_await gb::write(*stream, f);
+          ok = sent;
+          if (!ok) break;
+        }
+        if (ok) {
+          *f.mutable_end()->mutable_trailers() = body.trailers();
+          ok = co_await gb::write(*stream, f);
+        }
+        if (ok) {
+          co_await gb::op([&](void* tag) { stream->WritesDone(tag); });
+        }
+      }
+      for (;;) {
+        tv1::Frame f;
+        const bool got = co_await gb::read(*stream, f);
+        if (!got) break;
+        const bool first = !anything_received;
+        anything_received = true;
+        // The sink writes a body only after a head, and one head: frames out
+        // of that order (the broker checks them too) end the exchange.
+        if (f.has_error()) {
+          if (first) retry = refusal(f.error().code());
+          throw ExchangeError(f.error().code(), f.error().message());
+        }
+        if (f.has_response_head() == got_head) {
+          throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_PROTOCOL,
+                              got_head ? "the broker sent a second response head"
+                                       : "the broker sent a response frame before the response head");
+        }
+        if (f.has_response_head()) {
+          got_head = true;
+          head_deadline.disarm();
+          co_await sink.head(*f.mutable_response_head());
+        } else if (f.has_body()) {
+          co_await sink.body(f.body().data());
+        } else if (f.has_end()) {
+          co_await sink.end(f.end().trailers());
+          ended = true;
+          break;
+        }
+      }
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    if (failure) ctx.TryCancel();
+    grpc::Status st;
+    co_await gb::op([&](void* tag) { stream->Finish(&st, tag); });
+    if (retry == Retry::draining) avoid(b, kAvoidDraining);
+    if (failure) std::rethrow_exception(failure);
+    if (ended) co_return;
+    if (!sink.started() || !got_head) {
+      if (!timed_out && !anything_received && broker_went_away(st)) {
+        avoid(b, kAvoidUnreachable);
+        if (!head_sent || idempotent(head.method())) retry = Retry::unreachable;
+      }
+      throw_no_answer(timed_out, anything_received, st, head_timeout, b.shown, "no response");
+    }
+    throw ExchangeError(tv1::ERROR_CODE_CONNECTOR_LOST, "the response was cut off mid-body");
+  }
+
+  asio::awaitable<std::unique_ptr<WsTunnel>> open_on(const std::shared_ptr<BrokerLink>& b,
+                                                     const tv1::RequestHead& head, std::chrono::milliseconds budget,
+                                                     std::chrono::milliseconds head_timeout,
+                                                     std::size_t max_message_bytes, Retry& retry);
 };
 
-RelayClient::RelayClient(asio::any_io_executor ex, const config::v1::RelayClient& cfg)
-    : impl_(std::make_unique<Impl>()) {
-  impl_->ex = ex;
-  impl_->address = cfg.address();
-  if (cfg.address().empty()) throw std::runtime_error("broker.address is required");
-  grpc::ChannelArguments args = gb::client_channel_args();
-  auto creds = gb::client_credentials(cfg.has_tls() ? &cfg.tls() : nullptr, "broker", args);
-  impl_->channel = grpc::CreateCustomChannel(cfg.address(), creds, args);
-  impl_->stub = tv1::Relay::NewStub(impl_->channel);
-  impl_->pump = std::make_unique<gb::Pump>(std::make_unique<grpc::CompletionQueue>(), "cq-relay");
+RelayClient::RelayClient(asio::any_io_executor ex, const config::v1::RelayClient& cfg, prometheus::Registry* metrics)
+    : impl_(std::make_shared<Impl>()) {
+  auto& im = *impl_;
+  im.ex = ex;
+  im.cfg = cfg;
+  if (!cfg.address().empty()) im.names.push_back(cfg.address());
+  for (const auto& a : cfg.addresses()) im.names.push_back(a);
+  if (im.names.empty()) throw std::runtime_error("broker.address is required (or broker.addresses)");
+  for (std::size_t i = 0; i < im.names.size(); ++i) {
+    const auto& n = im.names[i];
+    const auto colon = n.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == n.size()) {
+      const std::string field =
+          !cfg.address().empty() && i == 0
+              ? "broker.address"
+              : "broker.addresses[" + std::to_string(i - (cfg.address().empty() ? 0 : 1)) + "]";
+      throw std::runtime_error(field + ": expected host:port, got '" + n + "'");
+    }
+    if (!im.names_text.empty()) im.names_text += ", ";
+    im.names_text += n;
+  }
+  grpc::ChannelArguments unused;
+  im.creds = gb::client_credentials(cfg.has_tls() ? &cfg.tls() : nullptr, "broker", unused);
+  im.resolve_interval = config::duration_or(cfg.resolve_interval(), 30s);
+  im.resolved = std::make_unique<Event>(ex);
+  im.resolve_now = std::make_unique<Event>(ex);
+  im.pump = std::make_unique<gb::Pump>(std::make_unique<grpc::CompletionQueue>(), "cq-relay");
+  if (metrics) {
+    im.retries = &prometheus::BuildCounter()
+                      .Name("postern_edge_broker_retries_total")
+                      .Help("Exchanges sent on to another broker, by why the one tried could not take them")
+                      .Register(*metrics);
+    im.known = &prometheus::BuildGauge()
+                    .Name("postern_edge_brokers")
+                    .Help("Broker addresses known (every address the broker names resolve to)")
+                    .Register(*metrics)
+                    .Add({});
+  }
+  asio::co_spawn(ex, Impl::resolve_loop(impl_), asio::detached);
 }
 
-RelayClient::~RelayClient() = default;
+RelayClient::~RelayClient() {
+  impl_->stopped = true;
+  impl_->resolve_now->set();
+}
 
 asio::awaitable<void> RelayClient::invoke(const tv1::RequestHead& head, BodySource& body, ResponseSink& sink,
                                           std::chrono::milliseconds head_timeout) {
   auto& im = *impl_;
-  grpc::ClientContext ctx;
-  std::unique_ptr<FrameStream> stream = im.stub->PrepareAsyncInvoke(&ctx, im.pump->cq());
-  bool got_head = false;
-  bool timed_out = false;
-  Deadline head_deadline(im.ex, head_timeout, [&] {
-    if (!got_head) {
-      timed_out = true;
-      ctx.TryCancel();
+  const auto plan = im.plan();
+  if (plan.empty()) im.throw_unresolved();
+  OnceBody once(body);
+  const auto until = Clock::now() + head_timeout;
+  for (std::size_t i = 0;; ++i) {
+    Retry retry = Retry::none;
+    std::exception_ptr failure;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+    const auto budget = std::max(left, std::chrono::milliseconds(1));
+    try {
+      co_await im.invoke_on(*plan[i], head, once, sink, budget, head_timeout, retry);
+    } catch (...) {
+      failure = std::current_exception();
     }
-  });
-  std::exception_ptr failure;
-  bool anything_received = false;
-  bool ended = false;
-  try {
-    bool ok = co_await gb::op([&](void* tag) { stream->StartCall(tag); });
-    if (ok) {
-      tv1::Frame f;
-      *f.mutable_request_head() = head;
-      ok = co_await gb::write(*stream, f);
-    }
-    // Upload the body; a failed write means the broker ended the stream
-    // (an early answer or an error): stop and read what it said.
-    if (ok) {
-      tv1::Frame f;
-      std::string_view chunk;
-      for (;;) {
-        const bool more = co_await body.next(chunk);
-        if (!more) break;
-        f.mutable_body()->mutable_data()->assign(chunk.data(), chunk.size());
-        const bool sent = co_await gb::write(*stream, f);
-        ok = sent;
-        if (!ok) break;
-      }
-      if (ok) {
-        *f.mutable_end()->mutable_trailers() = body.trailers();
-        ok = co_await gb::write(*stream, f);
-      }
-      if (ok) {
-        co_await gb::op([&](void* tag) { stream->WritesDone(tag); });
-      }
-    }
-    for (;;) {
-      tv1::Frame f;
-      const bool got = co_await gb::read(*stream, f);
-      if (!got) break;
-      anything_received = true;
-      // The sink writes a body only after a head, and one head: frames out
-      // of that order (the broker checks them too) end the exchange.
-      if (f.has_error()) throw ExchangeError(f.error().code(), f.error().message());
-      if (f.has_response_head() == got_head) {
-        throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_PROTOCOL,
-                            got_head ? "the broker sent a second response head"
-                                     : "the broker sent a response frame before the response head");
-      }
-      if (f.has_response_head()) {
-        got_head = true;
-        head_deadline.disarm();
-        co_await sink.head(*f.mutable_response_head());
-      } else if (f.has_body()) {
-        co_await sink.body(f.body().data());
-      } else if (f.has_end()) {
-        co_await sink.end(f.end().trailers());
-        ended = true;
-        break;
-      }
-    }
-  } catch (...) {
-    failure = std::current_exception();
+    if (!failure) co_return;
+    const bool again = retry != Retry::none && i + 1 < plan.size() && !once.consumed() && !sink.started() &&
+                       Clock::now() < until;
+    if (!again) std::rethrow_exception(failure);
+    im.count_retry(*plan[i], *plan[i + 1], retry, head.request_id());
   }
-  if (failure) ctx.TryCancel();
-  grpc::Status st;
-  co_await gb::op([&](void* tag) { stream->Finish(&st, tag); });
-  if (failure) std::rethrow_exception(failure);
-  if (ended) co_return;
-  if (!sink.started() || !got_head) {
-    throw_no_answer(timed_out, anything_received, st, head_timeout, im.address, "no response");
-  }
-  throw ExchangeError(tv1::ERROR_CODE_CONNECTOR_LOST, "the response was cut off mid-body");
 }
 
 struct WsTunnel::Impl {
   asio::any_io_executor ex;
+  std::shared_ptr<void> broker;  // its channel outlives the call
   grpc::ClientContext ctx;
   std::unique_ptr<FrameStream> stream;
   tv1::ResponseHead head;
@@ -174,20 +487,22 @@ asio::awaitable<void> WsTunnel::close() {
   im.finished = true;
 }
 
-asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::open_websocket(const tv1::RequestHead& head,
-                                                                       std::chrono::milliseconds head_timeout,
-                                                                       std::size_t max_message_bytes) {
-  auto& im = *impl_;
+asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std::shared_ptr<BrokerLink>& b,
+                                                                      const tv1::RequestHead& head,
+                                                                      std::chrono::milliseconds budget,
+                                                                      std::chrono::milliseconds head_timeout,
+                                                                      std::size_t max_message_bytes, Retry& retry) {
   auto t = std::make_unique<WsTunnel::Impl>();
-  t->ex = im.ex;
-  t->stream = im.stub->PrepareAsyncInvoke(&t->ctx, im.pump->cq());
-  t->port = std::make_unique<gb::FramePort>(im.ex, *t->stream, t->ctx, max_message_bytes);
+  t->ex = ex;
+  t->broker = b;
+  t->stream = b->stub->PrepareAsyncInvoke(&t->ctx, pump->cq());
+  t->port = std::make_unique<gb::FramePort>(ex, *t->stream, t->ctx, max_message_bytes);
   auto tunnel = std::make_unique<WsTunnel>(std::move(t));
   auto& w = *tunnel->impl_;
-  bool got_head = false, timed_out = false, anything = false;
+  bool got_head = false, timed_out = false, anything = false, head_sent = false;
   std::optional<ExchangeError> failure;
   {
-    Deadline head_deadline(im.ex, head_timeout, [&] {
+    Deadline head_deadline(ex, budget, [&] {
       if (!got_head) {
         timed_out = true;
         w.ctx.TryCancel();
@@ -198,6 +513,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::open_websocket(const tv1
       tv1::Frame f;
       *f.mutable_request_head() = head;
       ok = co_await gb::write(*w.stream, f);
+      head_sent = ok;
     }
     tv1::Frame f;
     bool ended = false;
@@ -205,6 +521,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::open_websocket(const tv1
       f.Clear();
       ok = co_await gb::read(*w.stream, f);
       if (!ok) break;
+      const bool first = !anything;
       anything = true;
       if (f.has_response_head()) {
         got_head = true;
@@ -217,6 +534,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::open_websocket(const tv1
         ended = true;
         break;
       } else if (f.has_error()) {
+        if (first) retry = refusal(f.error().code());
         failure.emplace(f.error().code(), f.error().message());
         break;
       }
@@ -235,22 +553,64 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::open_websocket(const tv1
   grpc::Status st;
   co_await gb::op([&](void* tag) { w.stream->Finish(&st, tag); });
   w.finished = true;
+  if (retry == Retry::draining) avoid(*b, kAvoidDraining);
   if (failure) throw *failure;
-  throw_no_answer(timed_out, anything, st, head_timeout, im.address, "no answer to the WebSocket upgrade");
+  if (!timed_out && !anything && broker_went_away(st)) {
+    avoid(*b, kAvoidUnreachable);
+    if (!head_sent || idempotent(head.method())) retry = Retry::unreachable;
+  }
+  throw_no_answer(timed_out, anything, st, head_timeout, b->shown, "no answer to the WebSocket upgrade");
+}
+
+asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::open_websocket(const tv1::RequestHead& head,
+                                                                       std::chrono::milliseconds head_timeout,
+                                                                       std::size_t max_message_bytes) {
+  auto& im = *impl_;
+  const auto plan = im.plan();
+  if (plan.empty()) im.throw_unresolved();
+  const auto until = Clock::now() + head_timeout;
+  for (std::size_t i = 0;; ++i) {
+    Retry retry = Retry::none;
+    std::exception_ptr failure;
+    std::unique_ptr<WsTunnel> tunnel;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+    const auto budget = std::max(left, std::chrono::milliseconds(1));
+    try {
+      tunnel = co_await im.open_on(plan[i], head, budget, head_timeout, max_message_bytes, retry);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    if (!failure) co_return tunnel;
+    const bool again = retry != Retry::none && i + 1 < plan.size() && Clock::now() < until;
+    if (!again) std::rethrow_exception(failure);
+    im.count_retry(*plan[i], *plan[i + 1], retry, head.request_id());
+  }
 }
 
 asio::awaitable<void> RelayClient::watch_config(std::string client_id, std::function<std::uint64_t()> known,
                                                 std::function<void(policy::v1::Snapshot&&)> on_snapshot) {
   auto& im = *impl_;
-  im.watcher = std::make_unique<gb::SnapshotWatcher>(im.ex, "broker", im.address, std::move(client_id));
+  im.watcher = std::make_unique<gb::SnapshotWatcher>(im.ex, "broker", im.names_text, std::move(client_id));
+  while (!im.resolved->is_set() && !im.watch_stopped) {
+    co_await im.resolved->wait_for(1s);
+  }
+  if (im.watch_stopped) co_return;
+  // A stream that ended because its broker went away (draining, gone):
+  // the next one goes to another broker.
+  im.watcher->on_end = [&im](const grpc::Status& st) {
+    if (im.watching && st.error_code() == grpc::StatusCode::UNAVAILABLE) im.avoid(*im.watching, kAvoidDraining);
+  };
   co_await im.watcher->run(
       [&im](grpc::ClientContext* ctx, const policy::v1::WatchRequest& req) {
-        return im.stub->PrepareAsyncWatchConfig(ctx, req, im.pump->cq());
+        im.watching = im.plan().front();
+        im.watcher->set_address(im.watching->shown);
+        return im.watching->stub->PrepareAsyncWatchConfig(ctx, req, im.pump->cq());
       },
       std::move(known), std::move(on_snapshot));
 }
 
 void RelayClient::stop_watch() {
+  impl_->watch_stopped = true;
   if (impl_->watcher) impl_->watcher->stop();
 }
 

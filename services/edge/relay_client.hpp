@@ -1,6 +1,8 @@
 #pragma once
-// The edge's side of Relay.Invoke: one gRPC stream per exchange to the
-// broker, request frames up, response frames down.
+// The edge's side of Relay.Invoke: one gRPC stream per exchange to a
+// broker, request frames up, response frames down. Several brokers (every
+// address their names resolve to, one channel each) share the exchanges
+// round-robin; an exchange a broker could not take goes to the next one.
 
 #include <chrono>
 #include <functional>
@@ -10,6 +12,10 @@
 #include "common/net/ws_relay.hpp"
 #include "postern/config/v1/config.pb.h"
 #include "postern/policy/v1/policy.pb.h"
+
+namespace prometheus {
+class Registry;
+}
 
 namespace postern::edge {
 
@@ -35,34 +41,46 @@ class WsTunnel {
 
 class RelayClient {
  public:
-  /// Creates the channel (TLS if configured) and its completion-queue pump.
-  /// Throws std::runtime_error naming the field on bad TLS material.
-  RelayClient(asio::any_io_executor ex, const config::v1::RelayClient& cfg);
+  /// Validates cfg (throws std::runtime_error naming the field: no broker,
+  /// not host:port, bad TLS material), starts the completion-queue pump and
+  /// the resolution of every broker name (`address`, `addresses`), again
+  /// every resolve_interval. `metrics` (may be null) gets the failover
+  /// counters. Use on `ex` only.
+  RelayClient(asio::any_io_executor ex, const config::v1::RelayClient& cfg, prometheus::Registry* metrics = nullptr);
   ~RelayClient();
 
-  /// Runs one exchange through the broker. Throws ExchangeError with the
+  /// Runs one exchange through a broker. Throws ExchangeError with the
   /// code the far side reported, or UPSTREAM_TIMEOUT when no response head
-  /// arrives within `head_timeout`.
+  /// arrives within `head_timeout` (over every broker tried).
+  ///
+  /// Failover: when the broker answers that it is draining or has no
+  /// connector for the alias (it refused before handing the exchange on),
+  /// or cannot be reached before anything came back (for a request that
+  /// was already sent: only for an idempotent method), the exchange goes to
+  /// the next broker, each at most once; never once a body chunk has been
+  /// read from `body` or a response frame has reached `sink`. The last
+  /// broker's error is the one thrown.
   asio::awaitable<void> invoke(const tunnel::v1::RequestHead& head, BodySource& body, ResponseSink& sink,
                                std::chrono::milliseconds head_timeout);
 
-  /// Opens a WebSocket session through the broker: sends the upgrade head
+  /// Opens a WebSocket session through a broker: sends the upgrade head
   /// and waits (at most `head_timeout`) for the far side's answer. Throws
-  /// ExchangeError like invoke().
+  /// ExchangeError, and fails over, like invoke().
   asio::awaitable<std::unique_ptr<WsTunnel>> open_websocket(const tunnel::v1::RequestHead& head,
                                                             std::chrono::milliseconds head_timeout,
                                                             std::size_t max_message_bytes);
 
-  /// Follows the broker's WatchConfig stream (reconnecting) until
-  /// stop_watch(). `known()` is the version held; `on_snapshot` gets each
-  /// snapshot, including the broker's "version 0: none yet".
+  /// Follows one broker's WatchConfig stream until stop_watch(); when it
+  /// ends, reconnects to the next healthy broker. `known()` is the version
+  /// held; `on_snapshot` gets each snapshot, including a broker's "version
+  /// 0: none yet".
   asio::awaitable<void> watch_config(std::string client_id, std::function<std::uint64_t()> known,
                                      std::function<void(policy::v1::Snapshot&&)> on_snapshot);
   void stop_watch();
 
  private:
   struct Impl;
-  std::unique_ptr<Impl> impl_;
+  std::shared_ptr<Impl> impl_;  // shared with the resolver loop
 };
 
 }  // namespace postern::edge

@@ -15,6 +15,7 @@
 #include <csignal>
 #include <filesystem>
 #include <future>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -24,6 +25,9 @@
 #include "support/load.hpp"
 #include "support/sockets.hpp"
 #include "support/system.hpp"
+#include "support/ws.hpp"
+
+#include <boost/json.hpp>
 
 namespace postern::testing {
 namespace {
@@ -149,7 +153,7 @@ struct Fleet {
   };
   struct Edge {
     std::string name;
-    std::size_t broker = 0;  // index into brokers
+    std::vector<std::size_t> brokers;  // indices into brokers: the edge's broker.addresses
     std::uint16_t port = 0, admin = 0;
     std::unique_ptr<Process> p;
   };
@@ -205,7 +209,11 @@ struct Fleet {
     y += "admin: {listen: \"127.0.0.1:" + std::to_string(e.admin) + "\"}\n";
     y += "listeners:\n  - {listen: \"127.0.0.1:" + std::to_string(e.port) + "\"}\n";
     y += "public_url: \"https://api.example.test\"\n";
-    y += "broker:\n  address: \"127.0.0.1:" + std::to_string(brokers[e.broker].relay) + "\"\n";
+    y += "broker:\n  addresses: [";
+    for (std::size_t i = 0; i < e.brokers.size(); ++i) {
+      y += (i ? ", " : "") + std::string("\"127.0.0.1:") + std::to_string(brokers[e.brokers[i]].relay) + "\"";
+    }
+    y += "]\n";
     y += "drain_timeout: 10s\n";
     write_file(sys.dir().file(e.name + ".yaml"), y);
     e.p = Process::start({binary_path("postern-edge"), "--config", sys.dir().file(e.name + ".yaml")},
@@ -248,10 +256,10 @@ TEST(Reliability, RollingRestartOfEveryService) {
     fleet.start_connector(c);
     if (::testing::Test::HasFatalFailure()) return;
   }
-  // Each edge has one broker address: edge-a relays through broker-a,
-  // edge-b through broker-b.
-  fleet.edges.push_back({.name = "edge-a", .broker = 0});
-  fleet.edges.push_back({.name = "edge-b", .broker = 1});
+  // Each edge knows both brokers (in a different order, so that their
+  // config watches start on different brokers).
+  fleet.edges.push_back({.name = "edge-a", .brokers = {0, 1}});
+  fleet.edges.push_back({.name = "edge-b", .brokers = {1, 0}});
   for (auto& e : fleet.edges) fleet.start_edge(e);
   for (auto& b : fleet.brokers) ASSERT_TRUE(wait_until([&] { return fleet.broker_ready(b); }, 10s)) << b.name;
 
@@ -301,13 +309,17 @@ TEST(Reliability, RollingRestartOfEveryService) {
     EXPECT_EQ(load.failed(), 0) << load.describe_failures();
   }
 
-  // Brokers: each edge has a single broker address, so while its broker
-  // drains and restarts, that edge answers 503 (draining) or 502 (cannot
-  // reach the broker) at once; the other edge keeps serving throughout.
+  // Brokers: while one drains and restarts, the edges send its exchanges to
+  // the other (a draining broker refuses before it hands anything on; one
+  // that is down is not reached; a restarted one without connectors yet
+  // refuses too), and their config watches follow the other broker.
   {
     Load load;
     load.start({fleet.edges[0].port, fleet.edges[1].port}, "/gateway/demo/1.0/slow?ms=10", 4, 10s);
     ASSERT_TRUE(wait_until([&] { return load.ok() >= 20; }, 10s));
+    auto retries = [&](const Fleet::Edge& e, const char* reason) {
+      return metric_value(scrape(e.admin), "postern_edge_broker_retries_total", {{"reason", reason}});
+    };
     for (std::size_t i = 0; i < fleet.brokers.size(); ++i) {
       auto& b = fleet.brokers[i];
       const auto down = Clock::now();
@@ -318,27 +330,164 @@ TEST(Reliability, RollingRestartOfEveryService) {
       std::printf("[ info ] %s back and ready %lld ms after its SIGTERM\n", b.name.c_str(), ms_between(down, ready));
       const int before = load.ok();
       ASSERT_TRUE(wait_until([&] { return load.ok() >= before + 20; }, 10s)) << load.describe_failures();
-      // Failures only through the edge of the broker being restarted, all
-      // prompt, none after it was ready again (plus the edge's reconnect).
-      int n503 = 0, n502 = 0;
-      long long last = 0;
-      for (const auto& f : load.failures()) {
-        if (f.start < down) continue;
-        EXPECT_EQ(f.port, fleet.edges[i].port) << load.describe_failures();
-        EXPECT_TRUE(f.status == 502 || f.status == 503) << load.describe_failures();
-        EXPECT_LT(f.latency(), 1s) << load.describe_failures();
-        EXPECT_LT(f.start, ready + 1500ms) << load.describe_failures();
-        n503 += f.status == 503;
-        n502 += f.status == 502;
-        last = std::max(last, ms_between(down, f.start));
+      for (const auto& e : fleet.edges) {
+        std::printf("[ info ] %s after %s: retried on the other broker: %.0f draining, %.0f unreachable, %.0f no "
+                    "connector\n",
+                    e.name.c_str(), b.name.c_str(), retries(e, "draining"), retries(e, "unreachable"),
+                    retries(e, "no_connector"));
       }
-      std::printf("[ info ] %s: %d x 503 (draining), %d x 502 (unreachable) through %s, the last %lld ms after "
-                  "the SIGTERM\n",
-                  b.name.c_str(), n503, n502, fleet.edges[i].name.c_str(), last);
     }
     load.stop();
     std::printf("[ info ] rolling restart of the brokers: %d ok, %d failed\n", load.ok(), load.failed());
+    EXPECT_EQ(load.failed(), 0) << load.describe_failures();
   }
+
+  // Both edges still follow the config (each watch moved off a broker as
+  // it drained): a new policy version reaches them.
+  std::vector<double> versions;
+  for (const auto& e : fleet.edges) versions.push_back(metric_value(scrape(e.admin), "postern_edge_config_version"));
+  sys.write_policy(std::string(kPolicy) + "  - {name: late, version: \"1.0\", routing: \"apigateway://demo/\"}\n");
+  for (std::size_t i = 0; i < fleet.edges.size(); ++i) {
+    const auto& e = fleet.edges[i];
+    EXPECT_TRUE(wait_until(
+        [&] { return metric_value(scrape(e.admin), "postern_edge_config_version") > versions[i]; }, 10s))
+        << e.name << "\n" << e.p->log_tail();
+    EXPECT_EQ(curl({"http://127.0.0.1:" + std::to_string(e.port) + "/gateway/late/1.0/"}).status, 200) << e.name;
+  }
+}
+
+// A broker that stays draining: every Invoke is refused with DRAINING after
+// its head, and a config watch ends at once, as a draining broker's does.
+// It notes the method of each request it refused.
+class DrainingBroker final : public tv1::Relay::Service {
+ public:
+  DrainingBroker() {
+    grpc::ServerBuilder b;
+    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    b.RegisterService(this);
+    server_ = b.BuildAndStart();
+  }
+  ~DrainingBroker() override { server_->Shutdown(std::chrono::system_clock::now() + 1s); }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::vector<std::string> refused() {
+    std::lock_guard lock(mu_);
+    return methods_;
+  }
+
+  grpc::Status Invoke(grpc::ServerContext*, grpc::ServerReaderWriter<tv1::Frame, tv1::Frame>* stream) override {
+    tv1::Frame f;
+    if (!stream->Read(&f) || !f.has_request_head()) return grpc::Status::OK;
+    {
+      std::lock_guard lock(mu_);
+      methods_.push_back(f.request_head().method());
+    }
+    tv1::Frame e;
+    e.mutable_error()->set_code(tv1::ERROR_CODE_DRAINING);
+    e.mutable_error()->set_message("broker is draining");
+    stream->Write(e);
+    return grpc::Status::OK;
+  }
+  grpc::Status WatchConfig(grpc::ServerContext*, const policy::v1::WatchRequest*,
+                           grpc::ServerWriter<policy::v1::Snapshot>*) override {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "shutting down");
+  }
+
+ private:
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+  std::mutex mu_;
+  std::vector<std::string> methods_;
+};
+
+// An edge whose first broker is draining: what that broker refuses goes to
+// the other one when nothing of the request was read yet (every GET here),
+// and a request whose body was already taken from the client gets the
+// draining broker's 503, as with one broker (a body is never sent twice).
+TEST(Reliability, EdgeSendsWhatADrainingBrokerRefusesToAnother) {
+  System sys;
+  sys.start_demo();
+  sys.start_policy(kPolicy);
+  sys.start_broker();
+  sys.start_connector();
+  DrainingBroker draining;
+  sys.edge_brokers = {draining.address(), "127.0.0.1:" + std::to_string(sys.relay_port)};
+  sys.start_edge();
+
+  int gets = 0, gets_ok = 0, posts = 0, posts_ok = 0, posts_503 = 0;
+  auto refused_count = [&](const char* method) {
+    const auto r = draining.refused();
+    return std::count(r.begin(), r.end(), method);
+  };
+  // The edge tries a broker that refused after the others for 2 s: POSTs
+  // until the draining broker has had one, then GETs until it has had one.
+  const auto t0 = Clock::now();
+  while (Clock::now() - t0 < 12s && (refused_count("POST") == 0 || refused_count("GET") == 0)) {
+    if (refused_count("POST") == 0) {
+      const auto p = curl({"-X", "POST", "--data-binary", "hello", sys.edge_url("/gateway/demo/1.0/echo")});
+      ++posts;
+      posts_ok += p.status == 200;
+      if (p.status == 503) {
+        ++posts_503;
+        EXPECT_NE(p.body.find("broker is draining"), std::string::npos) << p.body;
+      } else {
+        EXPECT_EQ(p.status, 200) << p.headers << p.body;
+      }
+    } else {
+      const auto g = curl({sys.edge_url("/gateway/demo/1.0/")});
+      ++gets;
+      gets_ok += g.status == 200;
+      EXPECT_EQ(g.status, 200) << g.headers << g.body;
+    }
+  }
+  const auto refused = draining.refused();
+  const auto refused_gets = std::count(refused.begin(), refused.end(), "GET");
+  const auto refused_posts = std::count(refused.begin(), refused.end(), "POST");
+  const auto m = scrape(sys.edge_admin_port);
+  std::printf("[ info ] draining broker refused %zu (%ld GET, %ld POST); GET %d/%d ok, POST %d/%d ok, %d x 503\n",
+              refused.size(), static_cast<long>(refused_gets), static_cast<long>(refused_posts), gets_ok, gets,
+              posts_ok, posts, posts_503);
+  EXPECT_GE(refused_gets, 1);
+  EXPECT_GE(refused_posts, 1);
+  EXPECT_EQ(gets_ok, gets);
+  EXPECT_EQ(posts_503, refused_posts);
+  EXPECT_EQ(metric_value(m, "postern_edge_broker_retries_total", {{"reason", "draining"}}),
+            static_cast<double>(refused_gets))
+      << m;
+}
+
+// An edge with two broker addresses, one of which nothing listens on from
+// the start: it becomes ready (its config watch finds the live broker), and
+// every request, upgrade and body gets through, none answered 502.
+TEST(Reliability, EdgeFailsOverFromADeadBrokerAddress) {
+  System sys;
+  sys.start_demo();
+  sys.start_policy(kPolicy);
+  sys.start_broker();
+  sys.start_connector();
+  const std::string dead = "127.0.0.1:" + std::to_string(free_port());
+  const std::string live = "127.0.0.1:" + std::to_string(sys.relay_port);
+  sys.edge_brokers = {dead, live};
+  sys.start_edge();
+  EXPECT_EQ(metric_value(scrape(sys.edge_admin_port), "postern_edge_brokers"), 2);
+
+  int gets = 0, posts = 0;
+  for (int i = 0; i < 30; ++i) {
+    const auto r = curl({sys.edge_url("/gateway/demo/1.0/")});
+    EXPECT_EQ(r.status, 200) << r.headers << r.body;
+    gets += r.status == 200;
+    // A body is never read twice; it goes to the broker that can be reached.
+    const auto p = curl({"-X", "POST", "--data-binary", "hello " + std::to_string(i), sys.edge_url("/gateway/demo/1.0/echo")});
+    EXPECT_EQ(p.status, 200) << p.headers << p.body;
+    posts += p.status == 200;
+  }
+  const auto ws = ws_client({"script", "ws://127.0.0.1:" + std::to_string(sys.edge_port) + "/gateway/chat/1.0/",
+                             "send=hi", "recv=1"});
+  EXPECT_EQ(num(ws, "status"), 101) << boost::json::serialize(ws);
+  const auto m = scrape(sys.edge_admin_port);
+  std::printf("[ info ] one dead broker address: %d/30 GET, %d/30 POST ok; retried on the live broker: %.0f\n", gets,
+              posts, metric_value(m, "postern_edge_broker_retries_total", {{"reason", "unreachable"}}));
+  EXPECT_EQ(metric_value(m, "postern_edge_requests_total", {{"api", "demo"}, {"code", "5xx"}}), 0) << m;
+  EXPECT_EQ(sys.edge->count_log("cannot reach the broker"), 0) << sys.edge->log_tail();
 }
 
 // ------------------------------------------------------------------ 4

@@ -140,7 +140,13 @@ Process& System::start_edge(const std::string& extra_yaml, const std::string& ap
     y += "listeners:\n  - {listen: \"127.0.0.1:0\"}\n";
   }
   y += "public_url: \"https://api.example.test\"\n";
-  y += "broker:\n  address: \"127.0.0.1:" + std::to_string(relay_port) + "\"\n";
+  if (edge_brokers.empty()) {
+    y += "broker:\n  address: \"127.0.0.1:" + std::to_string(relay_port) + "\"\n";
+  } else {
+    y += "broker:\n  addresses: [";
+    for (std::size_t i = 0; i < edge_brokers.size(); ++i) y += (i ? ", \"" : "\"") + edge_brokers[i] + "\"";
+    y += "]\n";
+  }
   if (relay_tls) y += "  tls: {ca_file: \"" + certs_->ca + "\", server_name: localhost}\n";
   if (apis_yaml.empty()) {
     if (demo_port) {

@@ -73,6 +73,9 @@ class System {
   bool edge_tls = false;
   /// Set before start_broker/start_edge: TLS between edge and broker relay port.
   bool relay_tls = false;
+  /// Set before start_edge: the edge's brokers (host:port each, as
+  /// broker.addresses); empty: broker.address, this System's broker.
+  std::vector<std::string> edge_brokers;
 
  private:
   TempDir dir_;

@@ -57,6 +57,7 @@ class SnapshotWatcher {
       grpc::Status st;
       co_await op([&](void* tag) { reader->Finish(&st, tag); });
       ctx_ = nullptr;
+      if (on_end) on_end(st);
       if (stopped_) break;
       POSTERN_LOG(warn, "snapshot stream ended, reconnecting")
           .kv("peer", peer_)
@@ -69,6 +70,11 @@ class SnapshotWatcher {
       backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
     }
   }
+
+  /// Names the far side in later logs (a caller that moves between peers).
+  void set_address(std::string address) { address_ = std::move(address); }
+  /// Optional: told how each stream ended, before the reconnect.
+  std::function<void(const grpc::Status&)> on_end;
 
   void stop() {
     stopped_ = true;

@@ -13,7 +13,9 @@ Built as dicts and rendered with toYaml, so quoting is always right.
       "listen" (printf "0.0.0.0:%s" (include "postern.port.edgeHttps" .))
       "tls" (dict "cert_file" "/etc/postern/tls/tls.crt" "key_file" "/etc/postern/tls/tls.key")) -}}
 {{- end -}}
-{{- $relay := printf "%s:%s" (include "postern.serviceFqdn" (dict "root" . "name" "broker-relay")) (include "postern.port.brokerRelay" .) -}}
+{{- /* The headless Service: one address per ready broker, so that the edge
+       spreads exchanges over every broker and fails over between them. */ -}}
+{{- $relay := printf "%s:%s" (include "postern.serviceFqdn" (dict "root" . "name" "broker-headless")) (include "postern.port.brokerRelay" .) -}}
 {{- $c := dict
       "id" (include "postern.name" (dict "root" . "name" "edge"))
       "admin" (dict "listen" (printf "0.0.0.0:%s" (include "postern.port.edgeAdmin" .)))
