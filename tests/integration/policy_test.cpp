@@ -146,8 +146,11 @@ TEST_F(Policies, EachStatusOnTheRequestThatShouldGetItAndOnlyOnIt) {
   // Concurrency: one at a time; the second while the first runs gets 503.
   CurlResult slow;
   std::jthread t([&] { slow = curl({url("concurrent", "/slow?ms=1500")}, 20s); });
-  // The slow request holds the slot for 1.5 s; 400 ms is ample to be in.
-  std::this_thread::sleep_for(400ms);
+  // The slow request holds the slot for 1.5 s: send the second once the
+  // edge has the first in flight (a loaded machine may take a while to
+  // start curl).
+  ASSERT_TRUE(wait_until(
+      [&] { return metric_value(scrape(sys.edge_admin_port), "postern_edge_requests_in_flight", {}) >= 1; }, 5s));
   auto busy = curl({url("concurrent")});
   EXPECT_EQ(busy.status, 503) << busy.body;
   EXPECT_EQ(busy.header("retry-after"), "2");

@@ -85,6 +85,7 @@ class Sha256 {
 }  // namespace
 
 std::string binary_path(std::string_view name) {
+  if (name == "postern-demo" && *POSTERN_DEMO_BINARY) return POSTERN_DEMO_BINARY;
   return std::string(POSTERN_BINARY_DIR) + "/bin/" + std::string(name);
 }
 

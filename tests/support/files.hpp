@@ -10,7 +10,8 @@
 /// when the file system refuses; none of them is specific to one thread.
 namespace postern::testing {
 
-/// The built binary `name`: POSTERN_BINARY_DIR "/bin/" + name.
+/// The built binary `name`: POSTERN_BINARY_DIR "/bin/" + name (the demo
+/// service: POSTERN_DEMO_BINARY when the build was given one).
 std::string binary_path(std::string_view name);
 
 /// A file in the source tree: POSTERN_SOURCE_DIR "/" + relative.

@@ -1,0 +1,394 @@
+#!/usr/bin/python3
+"""Helpers for tests/bench/run.sh (Debian's /usr/bin/python3, python3-websockets 10.4).
+
+  bench.py wrk FILE PREFIX            wrk --latency output -> "PREFIX.key value" lines
+  bench.py ws --url URL ... --out F   idle WebSocket sessions + message round trip through the edge
+  bench.py report RAW JSON TXT        raw "key value" lines -> table (stdout and TXT) and JSON
+"""
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+import time
+
+UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def to_ms(text):
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    return float(m.group(1)) * UNITS_MS[m.group(2)]
+
+
+def parse_wrk(path, prefix):
+    text = open(path).read()
+    out = {}
+    m = re.search(r"^\s*Latency\s+(\S+)\s+(\S+)\s+(\S+)", text, re.M)
+    if m:
+        out["avg_ms"] = to_ms(m.group(1))
+        out["max_ms"] = to_ms(m.group(3))
+    for pct in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s*{pct}%\s+(\S+)", text, re.M)
+        if m:
+            out[f"p{pct}_ms"] = to_ms(m.group(1))
+    m = re.search(r"^\s*(\d+) requests in ([0-9.]+)(\w+)", text, re.M)
+    if m:
+        out["requests"] = int(m.group(1))
+    m = re.search(r"^Requests/sec:\s+([0-9.]+)", text, re.M)
+    if m:
+        out["rps"] = float(m.group(1))
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errors = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    out["errors"] = errors
+    if "rps" not in out or "p99_ms" not in out:
+        print(f"bench.py: could not parse wrk output {path}:\n{text}", file=sys.stderr)
+        sys.exit(1)
+    for k, v in out.items():
+        print(f"{prefix}.{k} {v}")
+
+
+# ------------------------------------------------------------------ WebSocket
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def rss_all(pids):
+    return {name: rss_kib(pid) for name, pid in pids.items()}
+
+
+def pct(sorted_values, p):
+    if not sorted_values:
+        return None
+    i = min(len(sorted_values) - 1, max(0, int(round(p / 100.0 * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[i]
+
+
+async def ws_main(a):
+    import websockets  # Debian's python3-websockets 10.4
+
+    pids = dict(kv.split("=") for kv in a.pids.split(","))
+    kw = dict(ping_interval=None, compression=None, open_timeout=30, close_timeout=2, max_queue=4)
+    result = {"sessions_wanted": a.sessions}
+    deadline = time.monotonic() + a.budget
+
+    async def open_many(n, path, sem, errors):
+        conns = []
+
+        async def one(i):
+            async with sem:
+                if time.monotonic() > deadline:
+                    errors["budget"] = errors.get("budget", 0) + 1
+                    return
+                try:
+                    c = await websockets.connect(f"{a.url}/{path}?user=u{i}", **kw)
+                    conns.append(c)
+                except Exception as e:  # a refused upgrade or a timeout is a result, not a crash
+                    key = type(e).__name__ + (f" {e.status_code}" if hasattr(e, "status_code") else "")
+                    errors[key] = errors.get(key, 0) + 1
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+        return conns
+
+    async def close_many(conns):
+        sem = asyncio.Semaphore(500)
+
+        async def one(c):
+            async with sem:
+                try:
+                    await asyncio.wait_for(c.close(), 5)
+                except Exception:
+                    c.transport.abort()
+
+        try:
+            await asyncio.wait_for(asyncio.gather(*(one(c) for c in conns)), 60)
+        except asyncio.TimeoutError:
+            for c in conns:
+                c.transport.abort()
+
+    # Warm-up: the first sessions pay for lazily allocated buffers and threads.
+    errs = {}
+    warm = await open_many(50, "warmup", asyncio.Semaphore(50), errs)
+    await close_many(warm)
+    await asyncio.sleep(2)
+
+    result["rss_before_kib"] = rss_all(pids)
+    errors = {}
+    t0 = time.monotonic()
+    conns = await open_many(a.sessions, "idle", asyncio.Semaphore(a.concurrency), errors)
+    result["open_seconds"] = time.monotonic() - t0
+    result["sessions_opened"] = len(conns)
+    result["open_errors"] = errors
+    opened_at = time.monotonic()
+    await asyncio.sleep(3)  # let the services settle (parked streams re-filled, buffers returned)
+    result["rss_open_kib"] = rss_all(pids)
+
+    # Message round trip on a few sessions, each on its own path (the demo
+    # broadcasts to every client on a path), while the idle sessions stay open.
+    rtt = []
+    rtt_errors = 0
+    rtt_conns = []
+    for i in range(a.rtt_sessions):
+        try:
+            rtt_conns.append(await websockets.connect(f"{a.url}/rtt-{i}?user=r{i}", **kw))
+        except Exception:
+            rtt_errors += 1
+    sent = {}
+    total = int(a.rtt_rate * a.rtt_seconds)
+
+    async def reader(i, c):
+        nonlocal rtt_errors
+        try:
+            async for msg in c:
+                now = time.perf_counter()
+                parts = msg.rsplit(" ", 2)
+                if len(parts) == 3 and parts[0].endswith("rtt") and parts[1] == str(i):
+                    t = sent.pop((i, int(parts[2])), None)
+                    if t is not None:
+                        rtt.append((now - t) * 1000.0)
+        except Exception:
+            rtt_errors += 1
+
+    readers = [asyncio.ensure_future(reader(i, c)) for i, c in enumerate(rtt_conns)]
+    if rtt_conns:
+        start = time.perf_counter()
+        for k in range(total):
+            target = start + k / a.rtt_rate
+            delay = target - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            i = k % len(rtt_conns)
+            sent[(i, k)] = time.perf_counter()
+            try:
+                await rtt_conns[i].send(f"rtt {i} {k}")
+            except Exception:
+                rtt_errors += 1
+        result["rtt_send_seconds"] = time.perf_counter() - start
+        await asyncio.sleep(1)  # the last echoes
+    for r in readers:
+        r.cancel()
+    await close_many(rtt_conns)
+    rtt.sort()
+    result["rtt_sent"] = total if rtt_conns else 0
+    result["rtt_received"] = len(rtt)
+    result["rtt_errors"] = rtt_errors
+    result["rtt_p50_ms"] = pct(rtt, 50)
+    result["rtt_p99_ms"] = pct(rtt, 99)
+    result["rtt_max_ms"] = rtt[-1] if rtt else None
+
+    # Hold the idle sessions for the rest of the hold time, sampling RSS.
+    peak = result["rss_open_kib"]
+    while time.monotonic() - opened_at < a.hold:
+        await asyncio.sleep(min(5, max(0.1, a.hold - (time.monotonic() - opened_at))))
+        now = rss_all(pids)
+        if sum(now.values()) > sum(peak.values()):
+            peak = now
+    result["held_seconds"] = time.monotonic() - opened_at
+    result["rss_end_kib"] = rss_all(pids)
+    result["rss_peak_kib"] = peak
+    result["sessions_still_open"] = sum(1 for c in conns if c.open)
+    await close_many(conns)
+    json.dump(result, open(a.out, "w"), indent=1)
+
+
+# ------------------------------------------------------------------ report
+
+PATHS = [("direct", "direct"), ("nginx", "nginx"), ("ssh", "ssh -R"), ("postern", "Postern")]
+
+
+def fmt(v, spec="{:.2f}", none="-"):
+    return none if v is None else spec.format(v)
+
+
+def ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def report(raw_path, json_path, txt_path):
+    raw = {}
+    for line in open(raw_path):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        k, _, v = line.partition(" ")
+        try:
+            raw[k] = json.loads(v)
+        except ValueError:
+            raw[k] = v
+    g = raw.get
+    lines = []
+    p = lines.append
+    size_mib = g("meta.bulk_mib")
+    p(f"Postern benchmark — {g('meta.date')}, {g('meta.host')}, {g('meta.cpus')} CPUs, load before start {g('meta.load')}"
+      f"{', BENCH_QUICK=1' if g('meta.quick') else ''}")
+    p(f"native: nginx {g('meta.nginx_version')} on 127.0.0.1 ({g('meta.native_workers')} workers, access log off); "
+      f"nginx proxy: {g('meta.proxy_workers')} workers, upstream keepalive, access log on; ssh -R: OpenSSH {g('meta.ssh_version')}; "
+      f"Postern: edge → broker → connector (commit {g('meta.commit')}, {g('meta.binaries')})")
+    p(f"load average at the end {g('meta.load_end')}: other work on this machine makes the numbers noisy")
+    p("")
+    p(f"Small requests: wrk -t2 -c64 -d{g('meta.small_seconds')}s --latency, GET {g('meta.small_bytes')}-byte body")
+    p(f"  {'path':<8} {'req/s':>9} {'×direct':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'CPU s/10k req':>14} {'ctx sw/req':>11} {'errors':>7}")
+    for key, name in PATHS:
+        rps = g(f"small.{key}.rps")
+        cpu = g(f"small.{key}.cpu_s_per_10k")
+        p(f"  {name:<8} {fmt(rps, '{:.0f}'):>9} {fmt(ratio(rps, g('small.direct.rps'))):>8} "
+          f"{fmt(g(f'small.{key}.p50_ms')):>8} {fmt(g(f'small.{key}.p99_ms')):>8} {fmt(g(f'small.{key}.max_ms')):>8} "
+          f"{(fmt(cpu, '{:.3f}') if key != 'direct' else '(none)'):>14} {fmt(g(f'small.{key}.ctx_per_req'), '{:.1f}'):>11} "
+          f"{fmt(g(f'small.{key}.errors'), '{:d}'):>7}")
+    split = [(s, g(f"small.postern.cpu_s_per_10k.{s}")) for s in ("edge", "broker", "connector")]
+    p("  (CPU and context switches: every thread of the proxy's processes — nginx proxy master+workers; sshd+ssh; "
+      "edge+broker+connector)")
+    if all(v is not None for _, v in split):
+        p("  Postern CPU split per 10k req: " + ", ".join(f"{s} {v:.3f} s" for s, v in split))
+    p("")
+    p(f"Bulk: curl, one {size_mib} MiB transfer each way (MB/s = 10^6 bytes/s)")
+    p(f"  {'path':<8} {'download MB/s':>14} {'×direct':>8} {'CPU s/GiB':>10} {'ctx/64KiB':>10} "
+      f"{'upload MB/s':>12} {'×direct':>8} {'CPU s/GiB':>10} {'ctx/64KiB':>10}")
+    for key, name in PATHS:
+        d, u = g(f"bulk.{key}.down_mbps"), g(f"bulk.{key}.up_mbps")
+        p(f"  {name:<8} {fmt(d, '{:.0f}'):>14} {fmt(ratio(d, g('bulk.direct.down_mbps'))):>8} "
+          f"{fmt(g(f'bulk.{key}.down_cpu_s_per_gib')):>10} {fmt(g(f'bulk.{key}.down_ctx_per_64k')):>10} "
+          f"{fmt(u, '{:.0f}'):>12} {fmt(ratio(u, g('bulk.direct.up_mbps'))):>8} {fmt(g(f'bulk.{key}.up_cpu_s_per_gib')):>10} "
+          f"{fmt(g(f'bulk.{key}.up_ctx_per_64k')):>10}")
+    p("  (CPU of the proxy's processes only; the upload sink is nginx DAV PUT into tmpfs, checked for the full size)")
+    p("")
+    p(f"Head-of-line: small-request p99 (wrk -t1 -c8 -d{g('meta.hol_seconds')}s) alone and while {size_mib} MiB "
+      f"transfers run back to back on the same route")
+    p(f"  {'path':<8} {'quiet p99':>10} {'+download':>10} {'×quiet':>7} {'+upload':>10} {'×quiet':>7}")
+    for key, name in PATHS:
+        q, d, u = g(f"hol.{key}.quiet.p99_ms"), g(f"hol.{key}.down.p99_ms"), g(f"hol.{key}.up.p99_ms")
+        p(f"  {name:<8} {fmt(q):>10} {fmt(d):>10} {fmt(ratio(d, q)):>7} {fmt(u):>10} {fmt(ratio(u, q)):>7}")
+    p("  (ms)")
+    p("")
+    ws = g("ws")
+    per_session = None
+    if isinstance(ws, dict) and ws.get("sessions_opened"):
+        n = ws["sessions_opened"]
+        before, opened, end = ws["rss_before_kib"], ws["rss_open_kib"], ws["rss_end_kib"]
+        per_session = (sum(opened.values()) - sum(before.values())) / n
+        per_end = (sum(end.values()) - sum(before.values())) / n
+        p(f"WebSocket through Postern: {n} of {ws['sessions_wanted']} idle sessions opened in {ws['open_seconds']:.1f} s, "
+          f"held {ws['held_seconds']:.0f} s, {ws['sessions_still_open']} still open at the end"
+          + (f"; open errors {ws['open_errors']}" if ws["open_errors"] else ""))
+        p(f"  memory per session: {per_session:.1f} KiB (RSS after open − before, summed over edge+broker+connector); "
+          f"{per_end:.1f} KiB at the end of the hold")
+        p("  " + ", ".join(f"{s} {(opened[s] - before[s]) / n:.1f} KiB ({(opened[s] - before[s]) / max(1, sum(opened.values()) - sum(before.values())) * 100:.0f}%)"
+                           for s in before))
+        p("  RSS MiB before → open: " + ", ".join(f"{s} {before[s] / 1024:.0f} → {opened[s] / 1024:.0f}" for s in before))
+        p(f"  message round trip at {g('meta.rtt_rate')} msg/s for {g('meta.rtt_seconds')} s on {g('meta.rtt_sessions')} sessions: "
+          f"p50 {fmt(ws['rtt_p50_ms'])} ms, p99 {fmt(ws['rtt_p99_ms'])} ms, max {fmt(ws['rtt_max_ms'])} ms "
+          f"({ws['rtt_received']}/{ws['rtt_sent']} echoes, {ws['rtt_errors']} errors)")
+    else:
+        p("WebSocket through Postern: no result")
+    p("")
+
+    targets = []
+
+    def target(name, value, limit, ok, shown):
+        targets.append({"target": name, "value": value, "limit": limit,
+                        "result": None if value is None else ("PASS" if ok else "MISS")})
+        p(f"  {('PASS' if ok else 'MISS') if value is not None else 'N/A ':<5} {name:<48} {shown}")
+
+    p("Targets")
+    r = ratio(g("small.postern.rps"), g("small.ssh.rps"))
+    target("Postern req/s >= 2x ssh -R", r, 2.0, r is not None and r >= 2.0, f"{fmt(r)}x")
+    r = ratio(g("small.postern.rps"), g("small.nginx.rps"))
+    target("Postern req/s >= 0.5x nginx one-hop", r, 0.5, r is not None and r >= 0.5, f"{fmt(r)}x")
+    v = g("small.postern.p99_ms")
+    target("Postern p99 <= 5 ms at 64 connections", v, 5.0, v is not None and v <= 5.0, f"{fmt(v)} ms")
+    r = ratio(g("bulk.postern.down_mbps"), g("bulk.ssh.down_mbps"))
+    target("Postern download >= 1.5x ssh -R", r, 1.5, r is not None and r >= 1.5, f"{fmt(r)}x")
+    r = ratio(g("bulk.postern.up_mbps"), g("bulk.ssh.up_mbps"))
+    target("Postern upload >= 1.5x ssh -R", r, 1.5, r is not None and r >= 1.5, f"{fmt(r)}x")
+    r = ratio(g("hol.postern.down.p99_ms"), g("hol.postern.quiet.p99_ms"))
+    target("Postern p99 during download <= 2x quiet p99", r, 2.0, r is not None and r <= 2.0, f"{fmt(r)}x")
+    r = ratio(g("hol.postern.up.p99_ms"), g("hol.postern.quiet.p99_ms"))
+    target("Postern p99 during upload <= 2x quiet p99", r, 2.0, r is not None and r <= 2.0, f"{fmt(r)}x")
+    target("<= 32 KiB per idle WebSocket session", per_session, 32.0,
+           per_session is not None and per_session <= 32.0, f"{fmt(per_session, '{:.1f}')} KiB")
+    text = "\n".join(lines) + "\n"
+    sys.stdout.write(text)
+    open(txt_path, "w").write(text)
+    json.dump({"raw": raw, "targets": targets}, open(json_path, "w"), indent=1, sort_keys=True)
+
+
+async def churn_main(a):
+    """Soak: `workers` WebSocket clients, each opening a session, exchanging
+    `messages` echoes and closing, again and again until `seconds` pass."""
+    import websockets  # Debian's python3-websockets 10.4
+
+    kw = dict(ping_interval=None, compression=None, open_timeout=10, close_timeout=2)
+    stop = time.monotonic() + a.seconds
+    counts = {"sessions": 0, "messages": 0}
+    errors = {}
+
+    async def worker(w):
+        n = 0
+        while time.monotonic() < stop:
+            n += 1
+            try:
+                async with websockets.connect(f"{a.url}/soak-{w}?user=w{w}", **kw) as c:
+                    for i in range(a.messages):
+                        await c.send(f"{w}-{n}-{i}")
+                        await asyncio.wait_for(c.recv(), 10)
+                        counts["messages"] += 1
+                counts["sessions"] += 1
+            except Exception as e:
+                key = type(e).__name__
+                errors[key] = errors.get(key, 0) + 1
+                await asyncio.sleep(0.2)
+
+    await asyncio.gather(*(worker(w) for w in range(a.workers)))
+    print(json.dumps({"counts": counts, "errors": errors}))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("wrk")
+    w.add_argument("file")
+    w.add_argument("prefix")
+    s = sub.add_parser("ws")
+    s.add_argument("--url", required=True, help="ws://host:port/gateway/chat/1.0")
+    s.add_argument("--sessions", type=int, default=10000)
+    s.add_argument("--concurrency", type=int, default=200)
+    s.add_argument("--hold", type=float, default=60)
+    s.add_argument("--rtt-sessions", type=int, default=4)
+    s.add_argument("--rtt-rate", type=float, default=1000)
+    s.add_argument("--rtt-seconds", type=float, default=10)
+    s.add_argument("--budget", type=float, default=120, help="seconds allowed for opening sessions")
+    s.add_argument("--pids", required=True, help="edge=PID,broker=PID,connector=PID")
+    s.add_argument("--out", required=True)
+    c = sub.add_parser("churn")
+    c.add_argument("--url", required=True, help="ws://host:port/gateway/chat/1.0")
+    c.add_argument("--workers", type=int, default=20)
+    c.add_argument("--messages", type=int, default=20)
+    c.add_argument("--seconds", type=float, default=600)
+    r = sub.add_parser("report")
+    r.add_argument("raw")
+    r.add_argument("json")
+    r.add_argument("txt")
+    a = ap.parse_args()
+    if a.cmd == "wrk":
+        parse_wrk(a.file, a.prefix)
+    elif a.cmd == "ws":
+        asyncio.run(ws_main(a))
+    elif a.cmd == "churn":
+        asyncio.run(churn_main(a))
+    else:
+        report(a.raw, a.json, a.txt)
+
+
+if __name__ == "__main__":
+    main()
