@@ -3,6 +3,7 @@
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/duration.pb.h>
 #include <google/protobuf/message.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cctype>
@@ -15,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <system_error>
 #include <type_traits>
 #include <utility>
@@ -538,6 +540,23 @@ class Loader {
 
 std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
 
+// Counts the documents of a YAML stream and where the second one starts.
+struct DocumentCounter final : YAML::EventHandler {
+  int count = 0;
+  YAML::Mark second;
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    if (++count == 2) second = mark;
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
 }  // namespace
 
 ConfigError::ConfigError(std::vector<std::string> errors)
@@ -549,12 +568,16 @@ void load_yaml_string(std::string_view text, std::string_view name, google::prot
   if (positions) positions->clear();
   Loader loader(name, positions);
   try {
-    const std::vector<YAML::Node> docs = YAML::LoadAll(std::string(text));
-    if (docs.size() > 1) {
-      loader.error(docs[1].Mark(), "",
-                   "expected one YAML document, found " + std::to_string(docs.size()));
+    // Documents are counted by the event parser, at most two: yaml-cpp
+    // 0.7's LoadAll never returns on some broken input (",*" yields
+    // documents without end; the fuzzer found it).
+    std::istringstream in{std::string(text)};
+    YAML::Parser parser(in);
+    DocumentCounter counter;
+    while (counter.count < 2 && parser.HandleNextDocument(counter)) {
     }
-    if (!docs.empty()) loader.load_document(docs.front(), out);
+    if (counter.count > 1) loader.error(counter.second, "", "expected one YAML document, found more than one");
+    if (counter.count > 0) loader.load_document(YAML::Load(std::string(text)), out);
   } catch (const YAML::Exception& e) {
     // Syntax errors (and yaml-cpp's nesting-depth guard) stop the parse.
     loader.error(e.mark, "", e.msg);

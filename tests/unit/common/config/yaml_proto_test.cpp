@@ -357,7 +357,7 @@ TEST(YamlProto, TopLevelMustBeAMap) {
 
 TEST(YamlProto, MoreThanOneDocumentIsAnError) {
   EXPECT_THAT(errors_of<v1::EdgeConfig>("id: a\n---\nid: b\n"),
-              ElementsAre("edge.yaml:3:1: expected one YAML document, found 2"));
+              ElementsAre("edge.yaml:2:1: expected one YAML document, found more than one"));
 }
 
 TEST(YamlProto, DuplicateFieldIsAnError) {
@@ -408,6 +408,16 @@ TEST(YamlProto, SyntaxErrorIsConfigErrorWithPosition) {
   const auto bad_indent = errors_of<v1::EdgeConfig>("id: a\n  admin: b: c\n", "bad.yaml");
   ASSERT_THAT(bad_indent, SizeIs(1));
   EXPECT_THAT(bad_indent[0], MatchesRegex("bad\\.yaml:2:[0-9]+: .+"));
+}
+
+// Found by tests/fuzz (config): yaml-cpp 0.7's LoadAll never returned on
+// these (endless documents); each is now a ConfigError naming the problem.
+TEST(YamlProto, BrokenAliasesAreErrorsNotHangs) {
+  for (const std::string text : std::vector<std::string>{",*", ", 2*", ",*\n", ",\xdf\xa7" "1, 2*", "*"}) {
+    const auto errors = errors_of<v1::EdgeConfig>(text);
+    ASSERT_THAT(errors, SizeIs(1)) << text;
+    EXPECT_THAT(errors[0], MatchesRegex("edge\\.yaml:[0-9]+:[0-9]+: .+")) << text;
+  }
 }
 
 // ---------------------------------------------------------------- durations
