@@ -40,6 +40,8 @@ struct Metrics {
   prometheus::Family<prometheus::Counter>& exchanges;
   prometheus::Family<prometheus::Counter>& refusals;
   prometheus::Family<prometheus::Counter>& attaches;
+  prometheus::Counter& pull_streams;
+  prometheus::Counter& pull_reparks;
   prometheus::Histogram& duration;
   prometheus::Counter& bytes_up;
   prometheus::Counter& bytes_down;
@@ -73,6 +75,16 @@ struct Metrics {
                      .Name("postern_broker_attaches_total")
                      .Help("Connector sessions accepted")
                      .Register(r)),
+        pull_streams(prometheus::BuildCounter()
+                         .Name("postern_broker_pull_streams_total")
+                         .Help("Pull streams accepted from connectors")
+                         .Register(r)
+                         .Add({})),
+        pull_reparks(prometheus::BuildCounter()
+                         .Name("postern_broker_pull_reparks_total")
+                         .Help("Pull streams parked again after a clean exchange")
+                         .Register(r)
+                         .Add({})),
         duration(prometheus::BuildHistogram()
                      .Name("postern_broker_exchange_duration_seconds")
                      .Help("Time from Invoke to the end of the response")
@@ -399,6 +411,7 @@ struct Broker::Impl {
     }
 
     auto session = registry.add(hello.connector_id(), identity, aliases);
+    session->pool_size = hello.pool_size();
     metrics.attaches.Add({}).Increment();
     POSTERN_LOG(info, "connector attached")
         .kv("session", session->id)
@@ -455,6 +468,24 @@ struct Broker::Impl {
   }
 
   // ------------------------------------------------------------ Pull
+  //
+  // A Pull stream's life (tunnel.proto, Registration.Pull):
+  //
+  //   Park ─▶ parked ─▶ assigned an exchange ─▶ spliced ─▶ clean end? ──yes──▶ wait for Park ─▶ parked …
+  //                │                                         │ no                  │ half-close, bad frame,
+  //                └─ cancelled (session gone, draining,     ▼                      │ session gone/draining,
+  //                   early frame, connector let go) ──▶ Finish ◀───────────────────┘ pool already full
+  //
+  // An HTTP exchange is clean when the request's end reached the connector
+  // and the response's end reached the edge, with no error on either side;
+  // then the stream is kept for the same session, but only parked again once
+  // the connector sends a fresh Park on it: the connector decides whether it
+  // wants the stream back (a stream it retires instead is half-closed, never
+  // handed a request it could not answer). WebSocket sessions and anything
+  // unclean end the stream, as does a Park naming a session that is gone or
+  // draining, or one that already has its pool_size (Hello) parked: the
+  // broker, not the connector, trims the pool after a burst, since only it
+  // knows which parked streams are idle rather than already handed a request.
 
   struct PullCall final : PullSlot {
     explicit PullCall(asio::any_io_executor ex) : assigned(ex), done(ex), first_read(ex) {}
@@ -463,6 +494,9 @@ struct Broker::Impl {
     Event assigned;
     Event done;
     bool cancelled = false;
+    // Set by the Invoke before `done` when the exchange ended cleanly both
+    // ways: the stream may carry another one.
+    bool reusable = false;
     // The read kept outstanding while the stream is parked; the splice
     // takes its result as the exchange's first response frame.
     Event first_read;
@@ -473,6 +507,15 @@ struct Broker::Impl {
       cancelled = true;
       assigned.set();
     }
+    // Back to the state of a stream that was never parked.
+    void reset() {
+      assigned.reset();
+      done.reset();
+      first_read.reset();
+      first_ok = false;
+      first.Clear();
+      reusable = false;
+    }
   };
 
   asio::awaitable<void> accept_pull() {
@@ -482,21 +525,26 @@ struct Broker::Impl {
         registration_service.RequestPull(&call->ctx, &call->stream, registration_cq, registration_cq, tag);
       });
       if (!ok) co_return;
+      metrics.pull_streams.Increment();
       asio::co_spawn(ex, handle_pull(std::move(call)), asio::detached);
     }
   }
 
+  // Reads the connector's Park, bounded in time.
+  asio::awaitable<bool> read_park(PullCall& call, tv1::Frame& park) {
+    park.Clear();
+    Deadline d(ex, 10s, [c = &call] { c->ctx.TryCancel(); });
+    const bool ok = co_await gb::read(call.stream, park);
+    co_return ok;
+  }
+
   asio::awaitable<void> handle_pull(std::unique_ptr<PullCall> call) {
-    tv1::Frame first;
-    bool ok;
-    {
-      Deadline d(ex, 10s, [c = call.get()] { c->ctx.TryCancel(); });
-      ok = co_await gb::read(call->stream, first);
-    }
-    if (!ok || !first.has_park()) {
+    tv1::Frame park;
+    bool ok = co_await read_park(*call, park);
+    if (!ok || !park.has_park()) {
       if (ok) {
         POSTERN_LOG(warn, "pull refused")
-            .kv("reason", "expected Park first, got " + frame_kind(first))
+            .kv("reason", "expected Park first, got " + frame_kind(park))
             .kv("identity", join(peer_identities(call->ctx)));
       }
       {
@@ -505,49 +553,80 @@ struct Broker::Impl {
       }
       co_return;
     }
-    auto session = registry.find(first.park().session_id());
-    if (!session || !registry.park(session, call.get())) {
-      POSTERN_LOG(warn, "pull refused")
-          .kv("reason", "no attached session '" + first.park().session_id() + "'")
-          .kv("identity", join(peer_identities(call->ctx)));
-      const grpc::Status st(grpc::StatusCode::FAILED_PRECONDITION,
-                            "no attached session '" + first.park().session_id() + "'");
-      co_await finish(call->stream, st);
-      co_return;
-    }
-    // A parked stream carries nothing until it is handed a request: a frame
-    // sent before that would be taken for the answer to whichever request
-    // comes next, so it ends the stream; a read that fails means the
-    // connector let go of the stream, which is dropped at once.
-    asio::co_spawn(
-        ex,
-        [this, c = call.get(), session]() -> asio::awaitable<void> {
-          c->first_ok = co_await gb::read(c->stream, c->first);
-          c->first_read.set();
-          if (c->assigned.is_set()) co_return;  // the splice's (or the cancel's) from here
-          registry.unpark(session, c);
-          if (c->first_ok) {
-            c->violation = "a " + frame_kind(c->first) + " frame before any request";
-            POSTERN_LOG(error, "connector protocol violation")
-                .kv("connector", session->connector_id)
-                .kv("session", session->id)
-                .kv("error", c->violation);
-          }
-          c->cancel();
-        },
-        asio::detached);
-    co_await call->assigned.wait();
-    if (call->cancelled) {
-      {
+    for (bool again = false;; again = true) {
+      auto session = registry.find(park.park().session_id());
+      if (again && session && session->pool_size && session->parked.size() >= session->pool_size) {
+        // The burst that needed it is over: the pool is full without it.
+        co_await finish(call->stream, grpc::Status::OK);
+        co_return;
+      }
+      if (!session || !registry.park(session, call.get())) {
+        if (again) {
+          // The session drained or went while the stream carried an exchange.
+          const grpc::Status st(grpc::StatusCode::UNAVAILABLE, "session draining or gone");
+          co_await finish(call->stream, st);
+          co_return;
+        }
+        POSTERN_LOG(warn, "pull refused")
+            .kv("reason", "no attached session '" + park.park().session_id() + "'")
+            .kv("identity", join(peer_identities(call->ctx)));
+        const grpc::Status st(grpc::StatusCode::FAILED_PRECONDITION,
+                              "no attached session '" + park.park().session_id() + "'");
+        co_await finish(call->stream, st);
+        co_return;
+      }
+      if (again) metrics.pull_reparks.Increment();
+      // A parked stream carries nothing until it is handed a request: a frame
+      // sent before that would be taken for the answer to whichever request
+      // comes next, so it ends the stream; a read that fails means the
+      // connector let go of the stream, which is dropped at once.
+      asio::co_spawn(
+          ex,
+          [this, c = call.get(), session]() -> asio::awaitable<void> {
+            c->first_ok = co_await gb::read(c->stream, c->first);
+            c->first_read.set();
+            if (c->assigned.is_set()) co_return;  // the splice's (or the cancel's) from here
+            registry.unpark(session, c);
+            if (c->first_ok) {
+              c->violation = "a " + frame_kind(c->first) + " frame before any request";
+              POSTERN_LOG(error, "connector protocol violation")
+                  .kv("connector", session->connector_id)
+                  .kv("session", session->id)
+                  .kv("error", c->violation);
+            }
+            c->cancel();
+          },
+          asio::detached);
+      co_await call->assigned.wait();
+      if (call->cancelled) {
         const grpc::Status st = call->violation.empty()
                                     ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "session draining or gone")
                                     : grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, call->violation);
         co_await finish(call->stream, st);
+        break;
       }
-    } else {
       // An Invoke owns the stream now; it sets `done` when it is through.
       co_await call->done.wait();
-      co_await finish(call->stream, grpc::Status::OK);
+      if (!call->reusable) {
+        co_await finish(call->stream, grpc::Status::OK);
+        break;
+      }
+      // Clean: the splice has taken the parked read's result, so nothing is
+      // outstanding. The connector parks the stream again or half-closes it.
+      call->reset();
+      ok = co_await read_park(*call, park);
+      if (!ok || !park.has_park()) {
+        grpc::Status st = grpc::Status::OK;
+        if (ok) {
+          st = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a " + frame_kind(park) + " frame after an exchange");
+          POSTERN_LOG(error, "connector protocol violation")
+              .kv("connector", session->connector_id)
+              .kv("session", session->id)
+              .kv("error", st.error_message());
+        }
+        co_await finish(call->stream, st);
+        co_return;
+      }
     }
     // The call may go only once its read is back.
     if (!call->first_read.is_set()) {
@@ -740,6 +819,8 @@ struct Broker::Impl {
       ws_splices[ws_id] = ws_state;
     }
     Event up_done(ex);
+    bool up_clean = false;    // the request's end reached the connector
+    bool down_clean = false;  // an HTTP response's end reached the edge
     // Request direction runs beside the response direction.
     asio::co_spawn(
         ex,
@@ -757,7 +838,10 @@ struct Broker::Impl {
             const bool last = f.has_end() || f.has_error();
             const bool sent = co_await forward(out.stream, f, ws, false);
             if (!sent) break;
-            if (last) break;
+            if (last) {
+              up_clean = f.has_end();
+              break;
+            }
           }
         },
         [&](std::exception_ptr) { up_done.set(); });
@@ -808,11 +892,15 @@ struct Broker::Impl {
         out.ctx.TryCancel();
         break;
       }
-      if (last) break;
+      if (last) {
+        down_clean = f.has_end() && phase == 1;
+        break;
+      }
     }
     // The response is complete (or dead); a request direction still running
     // has nothing left to deliver.
-    if (!up_done.is_set()) out.ctx.TryCancel();
+    const bool up_finished = up_done.is_set();
+    if (!up_finished) out.ctx.TryCancel();
     if (ws) {
       // A drain's close may still be writing: wait for it, then no more.
       ws_splices.erase(ws_id);
@@ -824,6 +912,7 @@ struct Broker::Impl {
     }
     co_await finish(in.stream, grpc::Status::OK);
     co_await up_done.wait();
+    out.reusable = !websocket && down_clean && up_finished && up_clean;
     co_return result;
   }
 

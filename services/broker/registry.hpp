@@ -28,6 +28,8 @@ struct Session {
   std::string identity;
   std::vector<std::string> aliases;
   std::uint32_t in_flight = 0;
+  // Parked streams the connector wants at most (Hello.pool_size); 0: no limit.
+  std::uint32_t pool_size = 0;
   bool draining = false;
   std::deque<PullSlot*> parked;
 };

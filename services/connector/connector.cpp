@@ -6,6 +6,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <algorithm>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <map>
@@ -137,6 +138,7 @@ class PullBody final : public BodySource {
       }
       if (frame_.has_end()) {
         ended_ = true;
+        end_seen_ = true;
         trailers_ = frame_.end().trailers();
         co_return false;
       }
@@ -146,6 +148,8 @@ class PullBody final : public BodySource {
     }
   }
   bool ended() const { return ended_; }
+  /// True once the request's End frame arrived (not an error, not a cut).
+  bool end_seen() const { return end_seen_; }
   const Trailers& trailers() const override { return trailers_; }
 
   /// Reads what is left of the request (normally just End): a client
@@ -154,6 +158,7 @@ class PullBody final : public BodySource {
     while (!ended_) {
       frame_.Clear();
       const bool ok = co_await gb::read(stream_, frame_);
+      if (ok && frame_.has_end()) end_seen_ = true;
       if (!ok || frame_.has_end() || frame_.has_error()) break;
     }
     ended_ = true;
@@ -165,6 +170,7 @@ class PullBody final : public BodySource {
   tv1::Frame frame_;
   Trailers trailers_;
   bool ended_ = false;
+  bool end_seen_ = false;
 };
 
 // The response as frames written back on the Pull stream.
@@ -188,8 +194,11 @@ class PullSink final : public ResponseSink {
     tv1::Frame f;
     *f.mutable_end()->mutable_trailers() = trailers;
     co_await send(f);
+    ended_ = true;
   }
   unsigned status() const { return status_; }
+  /// True once the response's End went out.
+  bool ended() const { return ended_; }
 
  private:
   asio::awaitable<void> send(const tv1::Frame& f) {
@@ -200,6 +209,7 @@ class PullSink final : public ResponseSink {
   Metrics& metrics_;
   tv1::Frame frame_;
   unsigned status_ = 0;
+  bool ended_ = false;
 };
 
 std::string status_class(unsigned status) { return status == 0 ? "error" : std::to_string(status / 100) + "xx"; }
@@ -443,6 +453,7 @@ struct Connector::Impl {
       h->set_connector_id(cfg.id());
       for (const auto& [alias, _] : cfg.aliases()) h->add_aliases(alias);
       h->set_capacity(static_cast<std::uint32_t>(max_concurrency));
+      h->set_pool_size(static_cast<std::uint32_t>(pool_size));
       h->set_version("postern-connector/0.1");
       ok = co_await gb::write(*stream, hello);
     }
@@ -578,6 +589,15 @@ struct Connector::Impl {
     }
   }
 
+  // Below this many parked streams on a link, taking one parks replacements
+  // at once. Streams come back after clean exchanges, so opening one per
+  // exchange would only churn; the broker ends returning streams beyond
+  // pool_size (Hello.pool_size).
+  std::size_t low_water() const { return std::max<std::size_t>(1, pool_size / 2); }
+
+  // One Pull stream, for as many exchanges as it is parked again for (see
+  // Registration.Pull in tunnel.proto). Counted in `parked` by refill()
+  // before it starts, and by itself each time it parks again.
   asio::awaitable<void> pull(Link& l, std::string session_id) {
     ++l.pulls;
     struct Done {
@@ -589,44 +609,70 @@ struct Connector::Impl {
     std::unique_ptr<FrameStream> stream = l.stub->PrepareAsyncPull(&ctx, pump->cq());
     bool ok = co_await gb::op([&](void* tag) { stream->StartCall(tag); });
     tv1::Frame frame;
-    if (ok) {
-      frame.mutable_park()->set_session_id(session_id);
-      ok = co_await gb::write(*stream, frame);
-    }
-    if (ok) {
-      const bool got = co_await gb::read(*stream, frame);
-      ok = got;
-    }
-    l.parked_calls.erase(&ctx);
-    --l.parked;
-    --total_parked;
-    metrics.parked.Set(static_cast<double>(total_parked));
+    for (;;) {
+      if (ok) {
+        frame.Clear();
+        frame.mutable_park()->set_session_id(session_id);
+        ok = co_await gb::write(*stream, frame);
+      }
+      if (ok) {
+        const bool got = co_await gb::read(*stream, frame);
+        ok = got;
+      }
+      l.parked_calls.erase(&ctx);
+      --l.parked;
+      --total_parked;
+      metrics.parked.Set(static_cast<double>(total_parked));
 
-    if (!ok || !frame.has_request_head()) {
+      if (!ok || !frame.has_request_head()) {
+        grpc::Status st;
+        co_await gb::op([&](void* tag) { stream->Finish(&st, tag); });
+        // Not re-parked at once: a broker that ends parked streams right away
+        // must not turn this into a busy loop.
+        asio::steady_timer t(ex, 100ms);
+        co_await t.async_wait(use_nothrow);
+        refill();
+        co_return;
+      }
+
+      ++in_flight;
+      idle->reset();
+      metrics.in_flight.Set(static_cast<double>(in_flight));
+      if (l.parked < low_water()) refill();
+      const bool reusable = co_await serve(ctx, *stream, frame.request_head());
+      const bool again =
+          reusable && !draining && l.attached && !l.stopping && !l.drain_requested && l.session_id == session_id;
+      if (again) {
+        // Parked again before the exchange stops counting, so the two never
+        // add up to less than the streams open.
+        ++l.parked;
+        ++total_parked;
+        metrics.parked.Set(static_cast<double>(total_parked));
+        l.parked_calls.insert(&ctx);
+        exchange_over();
+        continue;
+      }
+      // Retired: a half-close tells the broker not to park it again.
+      if (reusable) co_await gb::op([&](void* tag) { stream->WritesDone(tag); });
       grpc::Status st;
       co_await gb::op([&](void* tag) { stream->Finish(&st, tag); });
-      // Not re-parked at once: a broker that ends parked streams right away
-      // must not turn this into a busy loop.
-      asio::steady_timer t(ex, 100ms);
-      co_await t.async_wait(use_nothrow);
+      exchange_over();
       refill();
       co_return;
     }
+  }
 
-    ++in_flight;
-    idle->reset();
-    metrics.in_flight.Set(static_cast<double>(in_flight));
-    refill();  // re-park a replacement at once
-    co_await serve(ctx, *stream, frame.request_head());
-    grpc::Status st;
-    co_await gb::op([&](void* tag) { stream->Finish(&st, tag); });
+  void exchange_over() {
     --in_flight;
     metrics.in_flight.Set(static_cast<double>(in_flight));
     if (in_flight == 0) idle->set();
-    refill();
   }
 
-  asio::awaitable<void> serve(grpc::ClientContext& ctx, FrameStream& stream, const tv1::RequestHead& in_head) {
+  // Serves one exchange. True when it ended cleanly both ways (the request
+  // read to its End, the response's End sent, not a WebSocket session) and
+  // the stream is still open for writing: the caller parks it again or
+  // retires it. Otherwise the stream is already half-closed (or closed).
+  asio::awaitable<bool> serve(grpc::ClientContext& ctx, FrameStream& stream, const tv1::RequestHead& in_head) {
     const auto started = Clock::now();
     tv1::RequestHead head = in_head;
     PullBody body(stream, metrics);
@@ -715,10 +761,18 @@ struct Connector::Impl {
         co_await gb::write(stream, f);
       }
     }
+    // A clean HTTP exchange leaves the stream open for the caller to park
+    // again; it is clean only once the request's End has been read too.
+    bool reusable = false;
     if (!websocket_ran) {
-      co_await gb::op([&](void* tag) { stream.WritesDone(tag); });
-      Deadline d(ex, 5s, [&ctx] { ctx.TryCancel(); });
-      co_await body.drain();
+      const bool http_ok = !failure && !head.websocket() && sink.ended();
+      if (!http_ok) co_await gb::op([&](void* tag) { stream.WritesDone(tag); });
+      {
+        Deadline d(ex, 5s, [&ctx] { ctx.TryCancel(); });
+        co_await body.drain();
+      }
+      reusable = http_ok && body.end_seen();
+      if (http_ok && !reusable) co_await gb::op([&](void* tag) { stream.WritesDone(tag); });
     }
     const std::string alias = head.alias();
     metrics.requests.Add({{"alias", alias}, {"code", failure ? std::string(error_slug(failure->code()))
@@ -741,6 +795,7 @@ struct Connector::Impl {
         invocations->write(*r, pol->log_invocation().compress_payload());
       }
     }
+    co_return reusable;
   }
 
   // ------------------------------------------------------------ websocket
