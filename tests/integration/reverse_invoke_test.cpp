@@ -309,8 +309,13 @@ TEST_F(ReverseInvoke, TwoConnectorsShareLoadAndSurviveAKill) {
   sys.start_connector({.id = "c2"});
   sys.start_edge();
   for (int i = 0; i < 40; ++i) ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/slow?ms=5")}).status, 200);
-  const double c1 = metric_value(scrape(sys.broker_admin_port), "postern_broker_exchanges_total");
-  EXPECT_GE(c1, 40.0);
+  // The broker counts an exchange once its Pull stream is parked again or
+  // ended, a moment after the response: wait for the count.
+  double c1 = 0;
+  EXPECT_TRUE(wait_until(
+      [&] { return (c1 = metric_value(scrape(sys.broker_admin_port), "postern_broker_exchanges_total")) >= 40.0; },
+      2s))
+      << c1;
   // Both connectors served a share of them.
   for (auto& c : sys.connectors) {
     const auto admin = listening_sockets(c->pid());
