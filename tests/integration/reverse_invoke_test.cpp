@@ -522,7 +522,15 @@ TEST_F(ReverseInvoke, PullStreamsAreReusedAcrossExchanges) {
   // One stream per exchange would be 50 more; reuse needs next to none.
   const double opened = accepted() - before;
   EXPECT_LE(opened, 10.0) << "Pull streams opened for " << kRequests << " sequential requests";
-  const auto m = scrape(sys.broker_admin_port);
+  // The broker counts an exchange once its stream is parked again, a moment
+  // after the response.
+  std::string m;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        m = scrape(sys.broker_admin_port);
+        return metric_value(m, "postern_broker_exchanges_total", {{"alias", "demo"}, {"result", "ok"}}) >= kRequests;
+      },
+      2s));
   EXPECT_GE(metric_value(m, "postern_broker_pull_reparks_total"), kRequests - 10.0);
   EXPECT_EQ(metric_value(m, "postern_broker_exchanges_total", {{"alias", "demo"}, {"result", "ok"}}),
             static_cast<double>(kRequests));
