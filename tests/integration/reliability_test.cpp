@@ -620,11 +620,8 @@ TEST(Reliability, SlowlorisClientsAreTimedOutAndOthersStillServed) {
 // Bad HTTP: each gets a clear status and a message, nothing leaks.
 TEST(Reliability, MalformedHttpGetsAClearStatusAndLeaksNothing) {
   System sys;
-  sys.start_demo();
   sys.start_policy(kPolicy);
-  sys.start_broker();
-  sys.start_connector();
-  sys.start_edge();
+  sys.start_all();
   ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
   const int edge_fds = fd_count(sys.edge->pid());
   const int connector_fds = fd_count(sys.connectors[0]->pid());
@@ -752,11 +749,8 @@ int ws_close_code_after(std::uint16_t port, const std::string& path, const std::
 // session closed.
 TEST(Reliability, InvalidWebSocketFramesCloseWith1002Or1007) {
   System sys;
-  sys.start_demo();
   sys.start_policy(kPolicy);
-  sys.start_broker();
-  sys.start_connector();
-  sys.start_edge();
+  sys.start_all();
   const int edge_fds = fd_count(sys.edge->pid());
   struct Case {
     const char* name;
@@ -790,11 +784,8 @@ TEST(Reliability, InvalidWebSocketFramesCloseWith1002Or1007) {
 // ports: the connection is closed, and the broker serves on.
 TEST(Reliability, GarbageOnBrokerPortsIsClosedAndTheBrokerServesOn) {
   System sys;
-  sys.start_demo();
   sys.start_policy(kPolicy);
-  sys.start_broker();
-  sys.start_connector();
-  sys.start_edge();
+  sys.start_all();
   ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
   const int broker_fds = fd_count(sys.broker->pid());
 
@@ -938,11 +929,8 @@ tv1::Frame end_frame() {
 // broker serves the real connector as before.
 TEST(Reliability, ConnectorBreakingTheTunnelProtocolIsRejected) {
   System sys;
-  sys.start_demo();
   sys.start_policy(kPolicy);
-  sys.start_broker();
-  sys.start_connector();
-  sys.start_edge();
+  sys.start_all();
   ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
   const int broker_fds = fd_count(sys.broker->pid());
   const int edge_fds = fd_count(sys.edge->pid());
