@@ -147,10 +147,11 @@ TEST_F(Policies, EachStatusOnTheRequestThatShouldGetItAndOnlyOnIt) {
   CurlResult slow;
   std::jthread t([&] { slow = curl({url("concurrent", "/slow?ms=1500")}, 20s); });
   // The slow request holds the slot for 1.5 s: send the second once the
-  // edge has the first in flight (a loaded machine may take a while to
-  // start curl).
+  // first has passed the edge's policies and reached the broker (a loaded
+  // machine may take a while to start curl, and a request merely read by
+  // the edge holds no slot yet).
   ASSERT_TRUE(wait_until(
-      [&] { return metric_value(scrape(sys.edge_admin_port), "postern_edge_requests_in_flight", {}) >= 1; }, 5s));
+      [&] { return metric_value(scrape(sys.broker_admin_port), "postern_broker_exchanges_in_flight", {}) >= 1; }, 5s));
   auto busy = curl({url("concurrent")});
   EXPECT_EQ(busy.status, 503) << busy.body;
   EXPECT_EQ(busy.header("retry-after"), "2");
