@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 
 #include "broker/registry.hpp"
 #include "common/config/yaml_proto.hpp"
@@ -42,6 +43,9 @@ struct Metrics {
   prometheus::Family<prometheus::Counter>& attaches;
   prometheus::Counter& pull_streams;
   prometheus::Counter& pull_reparks;
+  prometheus::Family<prometheus::Counter>& messages;
+  prometheus::Counter& messages_from_edges;
+  prometheus::Counter& messages_from_connectors;
   prometheus::Histogram& duration;
   prometheus::Counter& bytes_up;
   prometheus::Counter& bytes_down;
@@ -85,6 +89,13 @@ struct Metrics {
                          .Help("Pull streams parked again after a clean exchange")
                          .Register(r)
                          .Add({})),
+        messages(prometheus::BuildCounter()
+                     .Name("postern_broker_tunnel_messages_total")
+                     .Help("gRPC messages read on exchange streams (Relay.Invoke, Registration.Pull), by sender; "
+                           "frames ready together share one")
+                     .Register(r)),
+        messages_from_edges(messages.Add({{"from", "edge"}})),
+        messages_from_connectors(messages.Add({{"from", "connector"}})),
         duration(prometheus::BuildHistogram()
                      .Name("postern_broker_exchange_duration_seconds")
                      .Help("Time from Invoke to the end of the response")
@@ -168,6 +179,29 @@ std::string out_of_order(const tv1::Frame& f, int& phase, bool websocket) {
       if (f.has_ws_message() || f.has_ws_close() || f.has_end()) return {};
       return "a " + frame_kind(f) + " frame in a WebSocket session";
   }
+}
+
+// The frames a message carries, in order: itself, then `then`.
+std::vector<const tv1::Frame*> parts(const tv1::Frame& f) {
+  std::vector<const tv1::Frame*> out{&f};
+  for (const auto& g : f.then()) out.push_back(&g);
+  return out;
+}
+
+// True when the message's last frame ends its direction (end or error).
+bool ends_direction(const tv1::Frame& f) {
+  const tv1::Frame& last = f.then_size() > 0 ? f.then(f.then_size() - 1) : f;
+  return last.has_end() || last.has_error();
+}
+
+// Body and message bytes a message carries.
+double payload_bytes(const tv1::Frame& f) {
+  double n = 0;
+  for (const auto* p : parts(f)) {
+    if (p->has_body()) n += static_cast<double>(p->body().data().size());
+    if (p->has_ws_message()) n += static_cast<double>(p->ws_message().data().size());
+  }
+  return n;
 }
 
 std::string join(const std::vector<std::string>& v) {
@@ -503,6 +537,9 @@ struct Broker::Impl {
     bool first_ok = false;
     tv1::Frame first;
     std::string violation;  // set when the connector sent a frame before any request
+    // A Park that came coalesced with the response's end: the stream's
+    // next Park, already read.
+    std::optional<tv1::Frame> next_park;
     void cancel() override {
       cancelled = true;
       assigned.set();
@@ -535,6 +572,7 @@ struct Broker::Impl {
     park.Clear();
     Deadline d(ex, 10s, [c = &call] { c->ctx.TryCancel(); });
     const bool ok = co_await gb::read(call.stream, park);
+    if (ok) metrics.messages_from_connectors.Increment();
     co_return ok;
   }
 
@@ -584,6 +622,7 @@ struct Broker::Impl {
           ex,
           [this, c = call.get(), session]() -> asio::awaitable<void> {
             c->first_ok = co_await gb::read(c->stream, c->first);
+            if (c->first_ok) metrics.messages_from_connectors.Increment();
             c->first_read.set();
             if (c->assigned.is_set()) co_return;  // the splice's (or the cancel's) from here
             registry.unpark(session, c);
@@ -614,7 +653,13 @@ struct Broker::Impl {
       // Clean: the splice has taken the parked read's result, so nothing is
       // outstanding. The connector parks the stream again or half-closes it.
       call->reset();
-      ok = co_await read_park(*call, park);
+      if (call->next_park) {
+        park = std::move(*call->next_park);
+        call->next_park.reset();
+        ok = true;
+      } else {
+        ok = co_await read_park(*call, park);
+      }
       if (!ok || !park.has_park()) {
         grpc::Status st = grpc::Status::OK;
         if (ok) {
@@ -668,6 +713,7 @@ struct Broker::Impl {
     {
       Deadline d(ex, 30s, [c = call.get()] { c->ctx.TryCancel(); });
       ok = co_await gb::read(in, head);
+      if (ok) metrics.messages_from_edges.Increment();
     }
     if (!ok) {
       {
@@ -734,8 +780,10 @@ struct Broker::Impl {
     idle->reset();
     metrics.in_flight.Increment();
     const bool websocket = head.request_head().websocket();
-    const std::string result =
-        co_await splice(*call, *pull, pick.session->connector_id, head.request_head().request_id(), websocket);
+    metrics.bytes_up.Increment(payload_bytes(head));
+    const std::string result = co_await splice(*call, *pull, pick.session->connector_id,
+                                               head.request_head().request_id(), websocket, ends_direction(head),
+                                               head.then_size() > 0 && head.then(head.then_size() - 1).has_end());
     metrics.in_flight.Decrement();
     registry.finished(pick.session);
     if (--exchanges_in_flight == 0) idle->set();
@@ -807,8 +855,11 @@ struct Broker::Impl {
   }
 
   // Moves frames both ways until the response ends. Returns a result label.
+  // `request_over`: the request's first message also ended it (a GET's head
+  // and end), `request_clean` if with its end rather than an error.
   asio::awaitable<std::string> splice(InvokeCall& in, PullCall& out, const std::string& connector,
-                                      const std::string& request_id, bool websocket) {
+                                      const std::string& request_id, bool websocket, bool request_over,
+                                      bool request_clean) {
     std::shared_ptr<WsSplice> ws_state;
     WsSplice* ws = nullptr;
     std::uint64_t ws_id = 0;
@@ -819,32 +870,39 @@ struct Broker::Impl {
       ws_splices[ws_id] = ws_state;
     }
     Event up_done(ex);
-    bool up_clean = false;    // the request's end reached the connector
-    bool down_clean = false;  // an HTTP response's end reached the edge
-    // Request direction runs beside the response direction.
-    asio::co_spawn(
-        ex,
-        [&]() -> asio::awaitable<void> {
-          for (;;) {
-            tv1::Frame f;
-            const bool got = co_await gb::read(in.stream, f);
-            if (!got) {
-              const auto gone = error_frame(tv1::ERROR_CODE_CLIENT_GONE, "edge went away");
-              co_await forward(out.stream, gone, ws, false);
-              break;
+    bool up_clean = request_clean;  // the request's end reached the connector
+    bool down_clean = false;        // an HTTP response's end reached the edge
+    // Request direction runs beside the response direction, unless the
+    // request has crossed whole already.
+    if (request_over) {
+      up_done.set();
+    } else {
+      asio::co_spawn(
+          ex,
+          [&]() -> asio::awaitable<void> {
+            for (;;) {
+              tv1::Frame f;
+              const bool got = co_await gb::read(in.stream, f);
+              if (got) metrics.messages_from_edges.Increment();
+              if (!got) {
+                const auto gone = error_frame(tv1::ERROR_CODE_CLIENT_GONE, "edge went away");
+                co_await forward(out.stream, gone, ws, false);
+                break;
+              }
+              metrics.bytes_up.Increment(payload_bytes(f));
+              const bool last = ends_direction(f);
+              const bool sent = co_await forward(out.stream, f, ws, false);
+              if (!sent) break;
+              if (last) {
+                const tv1::Frame& l = f.then_size() > 0 ? f.then(f.then_size() - 1) : f;
+                up_clean = l.has_end();
+                break;
+              }
             }
-            if (f.has_body()) metrics.bytes_up.Increment(static_cast<double>(f.body().data().size()));
-            if (f.has_ws_message()) metrics.bytes_up.Increment(static_cast<double>(f.ws_message().data().size()));
-            const bool last = f.has_end() || f.has_error();
-            const bool sent = co_await forward(out.stream, f, ws, false);
-            if (!sent) break;
-            if (last) {
-              up_clean = f.has_end();
-              break;
-            }
-          }
-        },
-        [&](std::exception_ptr) { up_done.set(); });
+          },
+          [&](std::exception_ptr) { up_done.set(); });
+    }
+    bool in_finished = false;  // the edge's call was finished with the response's end
 
     std::string result = "ok";
     int phase = 0;
@@ -858,6 +916,7 @@ struct Broker::Impl {
         f = std::move(out.first);
       } else {
         got = co_await gb::read(out.stream, f);
+        if (got) metrics.messages_from_connectors.Increment();
       }
       if (!got) {
         result = "connector_lost";
@@ -868,8 +927,26 @@ struct Broker::Impl {
         break;
       }
       // Frames out of order end the exchange: relayed, they would turn
-      // into a response the edge cannot make sense of.
-      const std::string wrong = out_of_order(f, phase, websocket);
+      // into a response the edge cannot make sense of. A Park may follow an
+      // HTTP response's end in the same message: the stream's next Park.
+      std::string wrong;
+      bool ended_here = false;
+      const auto ps = parts(f);
+      for (std::size_t i = 0; i < ps.size() && wrong.empty(); ++i) {
+        const tv1::Frame& p = *ps[i];
+        if (i > 0 && p.then_size() > 0) {
+          wrong = "nested coalesced frames";
+        } else if (p.has_park() && i > 0 && i + 1 == ps.size() && ended_here && phase == 1) {
+          out.next_park = std::move(*f.mutable_then()->Mutable(f.then_size() - 1));
+          f.mutable_then()->RemoveLast();
+          break;
+        } else if (ended_here) {
+          wrong = "a " + frame_kind(p) + " frame after the response's end";
+        } else {
+          wrong = out_of_order(p, phase, websocket);
+          ended_here = p.has_end() || p.has_error();
+        }
+      }
       if (!wrong.empty()) {
         result = "protocol_error";
         POSTERN_LOG(error, "connector protocol violation")
@@ -882,18 +959,25 @@ struct Broker::Impl {
         out.ctx.TryCancel();
         break;
       }
-      if (f.has_body()) metrics.bytes_down.Increment(static_cast<double>(f.body().data().size()));
-      if (f.has_ws_message()) metrics.bytes_down.Increment(static_cast<double>(f.ws_message().data().size()));
-      const bool last = f.has_end() || f.has_error();
-      if (f.has_error()) result = std::string(error_slug(f.error().code()));
-      const bool sent = co_await forward(in.stream, f, ws, true);
+      metrics.bytes_down.Increment(payload_bytes(f));
+      const bool last = ended_here;
+      const tv1::Frame& final_part = f.then_size() > 0 ? f.then(f.then_size() - 1) : f;
+      if (final_part.has_error()) result = std::string(error_slug(final_part.error().code()));
+      bool sent;
+      if (last && !ws) {
+        // The response's end and the call's status leave together.
+        sent = co_await gb::write_and_finish(in.stream, f, grpc::Status::OK);
+        in_finished = true;
+      } else {
+        sent = co_await forward(in.stream, f, ws, true);
+      }
       if (!sent) {
         result = "edge_gone";
         out.ctx.TryCancel();
         break;
       }
       if (last) {
-        down_clean = f.has_end() && phase == 1;
+        down_clean = final_part.has_end() && phase == 1;
         break;
       }
     }
@@ -910,7 +994,7 @@ struct Broker::Impl {
       ws->to_connector.unlock();
       ws->to_edge.unlock();
     }
-    co_await finish(in.stream, grpc::Status::OK);
+    if (!in_finished) co_await finish(in.stream, grpc::Status::OK);
     co_await up_done.wait();
     out.reusable = !websocket && down_clean && up_finished && up_clean;
     co_return result;

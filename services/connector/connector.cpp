@@ -19,6 +19,7 @@
 #include "common/grpc/bridge.hpp"
 #include "common/grpc/channel.hpp"
 #include "common/grpc/frame_port.hpp"
+#include "common/grpc/frames.hpp"
 #include "common/grpc/snapshot_watcher.hpp"
 #include "common/net/http_client.hpp"
 #include "common/net/http_headers.hpp"
@@ -124,12 +125,11 @@ const prometheus::Histogram::BucketBoundaries kLatencyBuckets{0.001, 0.0025, 0.0
 // The request body as frames arriving on a Pull stream.
 class PullBody final : public BodySource {
  public:
-  PullBody(FrameStream& s, Metrics& m) : stream_(s), metrics_(m) {}
+  PullBody(FrameStream& s, gb::FrameReader& r, Metrics& m) : stream_(s), reader_(r), metrics_(m) {}
   asio::awaitable<bool> next(std::string_view& chunk) override {
     if (ended_) co_return false;
     for (;;) {
-      frame_.Clear();
-      const bool ok = co_await gb::read(stream_, frame_);
+      const bool ok = co_await reader_.read(stream_, frame_);
       if (!ok) throw ExchangeError(tv1::ERROR_CODE_CLIENT_GONE, "broker stream ended before the request body did");
       if (frame_.has_body()) {
         chunk = frame_.body().data();
@@ -150,14 +150,15 @@ class PullBody final : public BodySource {
   bool ended() const { return ended_; }
   /// True once the request's End frame arrived (not an error, not a cut).
   bool end_seen() const { return end_seen_; }
+  /// True when the rest of the request is here already: drain() needs no I/O.
+  bool rest_buffered() const { return ended_ || reader_.buffered(); }
   const Trailers& trailers() const override { return trailers_; }
 
   /// Reads what is left of the request (normally just End): a client
   /// stream's Finish does not complete while messages remain unread.
   asio::awaitable<void> drain() {
     while (!ended_) {
-      frame_.Clear();
-      const bool ok = co_await gb::read(stream_, frame_);
+      const bool ok = co_await reader_.read(stream_, frame_);
       if (ok && frame_.has_end()) end_seen_ = true;
       if (!ok || frame_.has_end() || frame_.has_error()) break;
     }
@@ -166,6 +167,7 @@ class PullBody final : public BodySource {
 
  private:
   FrameStream& stream_;
+  gb::FrameReader& reader_;
   Metrics& metrics_;
   tv1::Frame frame_;
   Trailers trailers_;
@@ -173,42 +175,57 @@ class PullBody final : public BodySource {
   bool end_seen_ = false;
 };
 
-// The response as frames written back on the Pull stream.
+// A response whose length is known and at most this long crosses in one
+// message with its head and end (and the stream's next Park).
+constexpr std::int64_t kCoalesceBytes = 64 * 1024;
+
+// The response as frames written back on the Pull stream. A small response
+// of known length is gathered in `pending` and left there at its end: the
+// caller adds the next Park and sends it (flush()); anything else goes out
+// frame by frame.
 class PullSink final : public ResponseSink {
  public:
-  PullSink(FrameStream& s, Metrics& m) : stream_(s), metrics_(m) {}
+  PullSink(FrameStream& s, gb::FrameBatch& pending, Metrics& m) : stream_(s), pending_(pending), metrics_(m) {}
   asio::awaitable<void> head(tv1::ResponseHead& h) override {
     started_ = true;
     status_ = h.status();
+    hold_ = h.status() != 101 && h.content_length() >= 0 && h.content_length() <= kCoalesceBytes;
     tv1::Frame f;
     *f.mutable_response_head() = std::move(h);
-    co_await send(f);
+    pending_.add(std::move(f));
+    if (!hold_) co_await flush();
   }
   asio::awaitable<void> body(std::string_view chunk) override {
     metrics_.bytes_out.Increment(static_cast<double>(chunk.size()));
-    frame_.Clear();
-    frame_.mutable_body()->mutable_data()->assign(chunk.data(), chunk.size());
-    co_await send(frame_);
+    tv1::Frame f;
+    f.mutable_body()->mutable_data()->assign(chunk.data(), chunk.size());
+    pending_.add(std::move(f));
+    if (!hold_ || pending_.payload_bytes() >= static_cast<std::size_t>(kCoalesceBytes)) co_await flush();
   }
   asio::awaitable<void> end(const Trailers& trailers) override {
     tv1::Frame f;
     *f.mutable_end()->mutable_trailers() = trailers;
-    co_await send(f);
+    pending_.add(std::move(f));
+    if (!hold_) co_await flush();
     ended_ = true;
   }
+  /// Sends what is gathered, if anything.
+  asio::awaitable<void> flush() {
+    if (pending_.empty()) co_return;
+    const bool ok = co_await gb::write(stream_, pending_.message());
+    pending_.clear();
+    if (!ok) throw ExchangeError(tv1::ERROR_CODE_CLIENT_GONE, "broker stream closed while sending the response");
+  }
   unsigned status() const { return status_; }
-  /// True once the response's End went out.
+  /// True once the response's End went out (or waits in `pending`).
   bool ended() const { return ended_; }
 
  private:
-  asio::awaitable<void> send(const tv1::Frame& f) {
-    const bool ok = co_await gb::write(stream_, f);
-    if (!ok) throw ExchangeError(tv1::ERROR_CODE_CLIENT_GONE, "broker stream closed while sending the response");
-  }
   FrameStream& stream_;
+  gb::FrameBatch& pending_;
   Metrics& metrics_;
-  tv1::Frame frame_;
   unsigned status_ = 0;
+  bool hold_ = false;
   bool ended_ = false;
 };
 
@@ -606,17 +623,25 @@ struct Connector::Impl {
     } done{l};
     grpc::ClientContext ctx;
     l.parked_calls.insert(&ctx);
+    // The call's headers leave with the first Park.
+    ctx.set_initial_metadata_corked(true);
     std::unique_ptr<FrameStream> stream = l.stub->PrepareAsyncPull(&ctx, pump->cq());
-    bool ok = co_await gb::op([&](void* tag) { stream->StartCall(tag); });
+    gb::start_detached(*stream);
+    bool ok = true;
     tv1::Frame frame;
+    gb::FrameReader reader;
+    // The last response's frames, when they wait to go with the next Park.
+    gb::FrameBatch pending;
     for (;;) {
       if (ok) {
         frame.Clear();
         frame.mutable_park()->set_session_id(session_id);
-        ok = co_await gb::write(*stream, frame);
+        pending.add(std::move(frame));
+        ok = co_await gb::write(*stream, pending.message());
+        pending.clear();
       }
       if (ok) {
-        const bool got = co_await gb::read(*stream, frame);
+        const bool got = co_await reader.read(*stream, frame);
         ok = got;
       }
       l.parked_calls.erase(&ctx);
@@ -639,7 +664,7 @@ struct Connector::Impl {
       idle->reset();
       metrics.in_flight.Set(static_cast<double>(in_flight));
       if (l.parked < low_water()) refill();
-      const bool reusable = co_await serve(ctx, *stream, frame.request_head());
+      const bool reusable = co_await serve(ctx, *stream, reader, pending, frame.request_head());
       const bool again =
           reusable && !draining && l.attached && !l.stopping && !l.drain_requested && l.session_id == session_id;
       if (again) {
@@ -653,7 +678,14 @@ struct Connector::Impl {
         continue;
       }
       // Retired: a half-close tells the broker not to park it again.
-      if (reusable) co_await gb::op([&](void* tag) { stream->WritesDone(tag); });
+      if (reusable) {
+        if (pending.empty()) {
+          co_await gb::op([&](void* tag) { stream->WritesDone(tag); });
+        } else {
+          co_await gb::write_last(*stream, pending.message());
+          pending.clear();
+        }
+      }
       grpc::Status st;
       co_await gb::op([&](void* tag) { stream->Finish(&st, tag); });
       exchange_over();
@@ -672,11 +704,16 @@ struct Connector::Impl {
   // read to its End, the response's End sent, not a WebSocket session) and
   // the stream is still open for writing: the caller parks it again or
   // retires it. Otherwise the stream is already half-closed (or closed).
-  asio::awaitable<bool> serve(grpc::ClientContext& ctx, FrameStream& stream, const tv1::RequestHead& in_head) {
+  //
+  // `reader` has the rest of the request (coalesced frames may be there
+  // already). A clean response may be left in `pending`, to go with the
+  // caller's next Park or half-close; otherwise `pending` is sent here.
+  asio::awaitable<bool> serve(grpc::ClientContext& ctx, FrameStream& stream, gb::FrameReader& reader,
+                              gb::FrameBatch& pending, const tv1::RequestHead& in_head) {
     const auto started = Clock::now();
     tv1::RequestHead head = in_head;
-    PullBody body(stream, metrics);
-    PullSink sink(stream, metrics);
+    PullBody body(stream, reader, metrics);
+    PullSink sink(stream, pending, metrics);
 
     // The API this exchange belongs to: named by the edge, or (for a request
     // the edge sent to its default alias) found here by path.
@@ -758,21 +795,46 @@ struct Connector::Impl {
         tv1::Frame f;
         f.mutable_error()->set_code(failure->code());
         f.mutable_error()->set_message(failure->what());
-        co_await gb::write(stream, f);
+        pending.add(std::move(f));
+        co_await gb::write(stream, pending.message());
       }
+      pending.clear();
     }
+    // Sends what waits in `pending` (nothing may wait past a half-close or
+    // a wait for the broker).
+    auto flush = [&]() -> asio::awaitable<bool> {
+      if (pending.empty()) co_return true;
+      const bool ok = co_await gb::write(stream, pending.message());
+      pending.clear();
+      co_return ok;
+    };
     // A clean HTTP exchange leaves the stream open for the caller to park
     // again; it is clean only once the request's End has been read too.
     bool reusable = false;
     if (!websocket_ran) {
-      const bool http_ok = !failure && !head.websocket() && sink.ended();
-      if (!http_ok) co_await gb::op([&](void* tag) { stream.WritesDone(tag); });
-      {
+      bool http_ok = !failure && !head.websocket() && sink.ended();
+      if (!http_ok) {
+        co_await flush();
+        co_await gb::op([&](void* tag) { stream.WritesDone(tag); });
+      }
+      if (body.rest_buffered()) {
+        co_await body.drain();  // no I/O
+      } else {
+        if (!(co_await flush())) http_ok = false;
         Deadline d(ex, 5s, [&ctx] { ctx.TryCancel(); });
         co_await body.drain();
       }
       reusable = http_ok && body.end_seen();
-      if (http_ok && !reusable) co_await gb::op([&](void* tag) { stream.WritesDone(tag); });
+      if (http_ok && !reusable) {
+        if (pending.empty()) {
+          co_await gb::op([&](void* tag) { stream.WritesDone(tag); });
+        } else {
+          co_await gb::write_last(stream, pending.message());
+          pending.clear();
+        }
+      }
+    } else {
+      pending.clear();
     }
     const std::string alias = head.alias();
     metrics.requests.Add({{"alias", alias}, {"code", failure ? std::string(error_slug(failure->code()))

@@ -16,6 +16,7 @@
 #include "common/grpc/bridge.hpp"
 #include "common/grpc/channel.hpp"
 #include "common/grpc/frame_port.hpp"
+#include "common/grpc/frames.hpp"
 #include "common/grpc/snapshot_watcher.hpp"
 #include "postern/tunnel/v1/tunnel.grpc.pb.h"
 
@@ -24,6 +25,13 @@ namespace postern::edge {
 namespace tv1 = tunnel::v1;
 namespace gb = grpc_bridge;
 using FrameStream = grpc::ClientAsyncReaderWriter<tv1::Frame, tv1::Frame>;
+
+// One Relay.Invoke call and what it needs alive.
+struct InvokeCall {
+  grpc::ClientContext ctx;
+  std::unique_ptr<FrameStream> stream;
+  grpc::Status status;
+};
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
@@ -289,8 +297,14 @@ struct RelayClient::Impl {
   asio::awaitable<void> invoke_on(BrokerLink& b, const tv1::RequestHead& head, BodySource& body, ResponseSink& sink,
                                   std::chrono::milliseconds budget, std::chrono::milliseconds head_timeout,
                                   Retry& retry) {
-    grpc::ClientContext ctx;
-    std::unique_ptr<FrameStream> stream = b.stub->PrepareAsyncInvoke(&ctx, pump->cq());
+    // On the heap: a cleanly ended call is finished without waiting (its
+    // status no longer matters), and lives until gRPC is done with it.
+    auto call = std::make_unique<InvokeCall>();
+    grpc::ClientContext& ctx = call->ctx;
+    // The call's headers leave with the request head, not on their own.
+    ctx.set_initial_metadata_corked(true);
+    call->stream = b.stub->PrepareAsyncInvoke(&ctx, pump->cq());
+    FrameStream* stream = call->stream.get();
     bool got_head = false;
     bool timed_out = false;
     Deadline head_deadline(ex, budget, [&] {
@@ -304,20 +318,32 @@ struct RelayClient::Impl {
     bool head_sent = false;
     bool ended = false;
     try {
-      bool ok = co_await gb::op([&](void* tag) { stream->StartCall(tag); });
-      if (ok) {
-        tv1::Frame f;
-        *f.mutable_request_head() = head;
-        ok = co_await gb::write(*stream, f);
-        head_sent = ok;
+      gb::start_detached(*stream);
+      // A request without a body crosses as one message: head and end, with
+      // the half-close.
+      bool bodyless = false;
+      std::string_view chunk;
+      bool have_chunk = false;
+      if (head.content_length() == 0) {
+        have_chunk = co_await body.next(chunk);
+        bodyless = !have_chunk;
       }
+      tv1::Frame f;
+      *f.mutable_request_head() = head;
+      bool ok;
+      if (bodyless) {
+        *f.add_then()->mutable_end()->mutable_trailers() = body.trailers();
+        ok = co_await gb::write_last(*stream, f);
+      } else {
+        ok = co_await gb::write(*stream, f);
+      }
+      head_sent = ok;
       // Upload the body; a failed write means the broker ended the stream
       // (an early answer or an error): stop and read what it said.
-      if (ok) {
-        tv1::Frame f;
-        std::string_view chunk;
+      if (ok && !bodyless) {
         for (;;) {
-          const bool more = co_await body.next(chunk);
+          const bool more = have_chunk || co_await body.next(chunk);
+          have_chunk = false;
           if (!more) break;
           f.mutable_body()->mutable_data()->assign(chunk.data(), chunk.size());
           const bool sent = co_await gb::write(*stream, f);
@@ -326,15 +352,12 @@ struct RelayClient::Impl {
         }
         if (ok) {
           *f.mutable_end()->mutable_trailers() = body.trailers();
-          ok = co_await gb::write(*stream, f);
-        }
-        if (ok) {
-          co_await gb::op([&](void* tag) { stream->WritesDone(tag); });
+          ok = co_await gb::write_last(*stream, f);
         }
       }
+      gb::FrameReader reader;
       for (;;) {
-        tv1::Frame f;
-        const bool got = co_await gb::read(*stream, f);
+        const bool got = co_await reader.read(*stream, f);
         if (!got) break;
         const bool first = !anything_received;
         anything_received = true;
@@ -364,12 +387,17 @@ struct RelayClient::Impl {
     } catch (...) {
       failure = std::current_exception();
     }
+    if (ended && !failure) {
+      // The broker sends its status with the response's end; nothing is
+      // left to learn from it.
+      gb::finish_detached(std::move(call));
+      co_return;
+    }
     if (failure) ctx.TryCancel();
-    grpc::Status st;
+    grpc::Status& st = call->status;
     co_await gb::op([&](void* tag) { stream->Finish(&st, tag); });
     if (retry == Retry::draining) avoid(b, kAvoidDraining);
     if (failure) std::rethrow_exception(failure);
-    if (ended) co_return;
     if (!sink.started() || !got_head) {
       if (!timed_out && !anything_received && broker_went_away(st)) {
         avoid(b, kAvoidUnreachable);
@@ -517,9 +545,11 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std:
     }
     tv1::Frame f;
     bool ended = false;
+    // A refusal may come coalesced (head, body, end); a 101 comes alone,
+    // and the session's frames are the FramePort's.
+    gb::FrameReader reader;
     while (ok) {
-      f.Clear();
-      ok = co_await gb::read(*w.stream, f);
+      ok = co_await reader.read(*w.stream, f);
       if (!ok) break;
       const bool first = !anything;
       anything = true;

@@ -546,6 +546,36 @@ TEST_F(ReverseInvoke, PullStreamsAreReusedAcrossExchanges) {
   EXPECT_EQ(parked, 4.0);
 }
 
+// A GET and a small response each cross every hop as one gRPC message:
+// the request's head and end together, the response's head, body and end
+// together with the connector's next Park. Each message costs a
+// completion-queue round trip at both ends of a hop.
+TEST_F(ReverseInvoke, SmallExchangeCrossesAsOneMessageEachWay) {
+  sys.start_all();
+  ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+  const auto counts = [&] {
+    const auto m = scrape(sys.broker_admin_port);
+    return std::pair{metric_value(m, "postern_broker_tunnel_messages_total", {{"from", "edge"}}),
+                     metric_value(m, "postern_broker_tunnel_messages_total", {{"from", "connector"}})};
+  };
+  const auto before = counts();
+  constexpr int kRequests = 20;
+  for (int i = 0; i < kRequests; ++i) {
+    auto r = curl({sys.edge_url("/gateway/demo/1.0/")});
+    ASSERT_EQ(r.status, 200) << i;
+    EXPECT_EQ(r.body, "Hello from the Postern demo native service\n") << i;
+  }
+  const auto after = counts();
+  EXPECT_EQ(after.first - before.first, kRequests) << "messages from the edge";
+  EXPECT_EQ(after.second - before.second, kRequests) << "messages from the connector";
+  // A body still streams: a POST is more than one message, and arrives whole.
+  const std::string body(100000, 'p');
+  auto r = curl({"-X", "POST", "--data-binary", body, sys.edge_url("/gateway/demo/1.0/echo")});
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, body);
+  EXPECT_GT(counts().first - after.first, 1.0);
+}
+
 TEST_F(ReverseInvoke, MetricsCountRequestsAndConnectors) {
   sys.start_all();
   for (int i = 0; i < 3; ++i) ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);

@@ -15,6 +15,7 @@
 
 #include <grpcpp/completion_queue.h>
 #include <grpcpp/server_context.h>
+#include <grpcpp/support/async_stream.h>
 
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/bind_executor.hpp>
@@ -81,6 +82,56 @@ asio::awaitable<bool> read(Stream& stream, Message& message) {
 template <class Stream, class Message>
 asio::awaitable<bool> write(Stream& stream, const Message& message) {
   return op([&](void* tag) { stream.Write(message, tag); });
+}
+
+/// Writes one message and half-closes the client side in one operation
+/// (no WritesDone round trip after it).
+template <class Stream, class Message>
+asio::awaitable<bool> write_last(Stream& stream, const Message& message) {
+  return op([&](void* tag) { stream.WriteLast(message, grpc::WriteOptions(), tag); });
+}
+
+/// Writes one message and finishes the server call with `status` in one
+/// operation: the message and the trailers leave together.
+template <class Stream, class Message>
+asio::awaitable<bool> write_and_finish(Stream& stream, const Message& message, const grpc::Status& status) {
+  return op([&](void* tag) { stream.WriteAndFinish(message, grpc::WriteOptions(), status, tag); });
+}
+
+/// A tag whose completion nobody awaits: it keeps `owned` (the call's
+/// context and stream, say) alive until gRPC is done with the operation,
+/// then frees it on the pump thread. Nothing is posted to any executor.
+template <class Owned>
+class DetachedTag final : public Tag {
+ public:
+  explicit DetachedTag(Owned owned) : owned_(std::move(owned)) {}
+  void complete(bool) override { delete this; }
+  Owned& owned() { return owned_; }
+
+ private:
+  Owned owned_;
+};
+
+/// Starts a client call without waiting for it: with the context's initial
+/// metadata corked (`set_initial_metadata_corked(true)` before the call is
+/// prepared), the headers leave with the first message, and a call that
+/// failed to start fails that message's write. Saves a round trip through
+/// the queue per call.
+template <class Stream>
+void start_detached(Stream& stream) {
+  auto* tag = new DetachedTag<int>(0);
+  stream.StartCall(static_cast<void*>(static_cast<Tag*>(tag)));
+}
+
+/// Finishes a client call whose outcome no longer matters (its response
+/// was read to the end): `call` (a pointer-like owner of an object with
+/// `stream` and `status` members, and of whatever the stream needs alive,
+/// such as its ClientContext) lives until the Finish completes.
+template <class CallPtr>
+void finish_detached(CallPtr call) {
+  auto* tag = new DetachedTag<CallPtr>(std::move(call));
+  auto& c = *tag->owned();
+  c.stream->Finish(&c.status, static_cast<void*>(static_cast<Tag*>(tag)));
 }
 
 /// Runs `on_done()` on `ex` once the server call behind `ctx` is over

@@ -1,0 +1,63 @@
+#pragma once
+// Coalesced tunnel frames (Frame.then in tunnel.proto): frames that are ready
+// together cross in one gRPC message. FrameReader hands them out one at a
+// time, so code that reads frames sees the same sequence either way;
+// FrameBatch gathers frames to send as one message.
+
+#include <cstddef>
+#include <deque>
+
+#include "common/grpc/bridge.hpp"
+#include "postern/tunnel/v1/tunnel.pb.h"
+
+namespace postern::grpc_bridge {
+
+/// Moves the frames that `f` carries in `then` (at any depth) to the back of
+/// `out`, in order, leaving `f` a single frame.
+void split_frames(tunnel::v1::Frame& f, std::deque<tunnel::v1::Frame>& out);
+
+/// Reads one frame at a time from a stream of (possibly coalesced) frames.
+/// Use from one coroutine at a time, like the stream's Read.
+class FrameReader {
+ public:
+  /// The next frame: one already received, or the first of the next
+  /// message. False when the stream has ended (nothing buffered is lost:
+  /// buffered frames are handed out first).
+  template <class Stream>
+  asio::awaitable<bool> read(Stream& stream, tunnel::v1::Frame& out) {
+    if (!buffered_.empty()) {
+      out = std::move(buffered_.front());
+      buffered_.pop_front();
+      co_return true;
+    }
+    out.Clear();
+    const bool ok = co_await grpc_bridge::read(stream, out);
+    if (ok) split_frames(out, buffered_);
+    co_return ok;
+  }
+  /// Frames received and not yet handed out: the next read needs no I/O.
+  bool buffered() const { return !buffered_.empty(); }
+
+ private:
+  std::deque<tunnel::v1::Frame> buffered_;
+};
+
+/// Frames gathered to go as one message.
+class FrameBatch {
+ public:
+  /// Appends `f` (a single frame) after what is gathered.
+  void add(tunnel::v1::Frame&& f);
+  bool empty() const { return count_ == 0; }
+  /// Body and message bytes gathered.
+  std::size_t payload_bytes() const { return bytes_; }
+  /// The message to write; valid until the next add() or clear().
+  const tunnel::v1::Frame& message() const { return first_; }
+  void clear();
+
+ private:
+  tunnel::v1::Frame first_;
+  std::size_t count_ = 0;
+  std::size_t bytes_ = 0;
+};
+
+}  // namespace postern::grpc_bridge
