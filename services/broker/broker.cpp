@@ -227,8 +227,10 @@ struct Broker::Impl {
   tv1::Relay::AsyncService relay_service;
   std::unique_ptr<grpc::Server> registration_server;
   std::unique_ptr<grpc::Server> relay_server;
-  std::unique_ptr<gb::Pump> registration_pump;
-  std::unique_ptr<gb::Pump> relay_pump;
+  // One thread drives both servers' queues: every call runs on the relay
+  // queue; the registration queue only tells of new Attach and Pull calls.
+  std::unique_ptr<gb::Pump> pump;
+  std::unique_ptr<grpc::ServerCompletionQueue> registration_q, relay_q;  // until the pump has them
   grpc::ServerCompletionQueue* registration_cq = nullptr;
   grpc::ServerCompletionQueue* relay_cq = nullptr;
   int registration_port = 0;
@@ -301,7 +303,7 @@ struct Broker::Impl {
     opts.pem_key_cert_pairs.push_back({net::read_pem_file(reg.tls().key_file(), "registration private key"),
                                        net::read_pem_file(reg.tls().cert_file(), "registration certificate")});
     registration_server = build(reg.listen(), grpc::SslServerCredentials(opts), registration_service,
-                                registration_port, registration_pump, registration_cq, "registration");
+                                registration_port, registration_q, registration_cq, "registration");
 
     const auto& relay = cfg.relay();
     if (relay.listen().empty()) throw std::runtime_error("relay.listen is required");
@@ -317,7 +319,10 @@ struct Broker::Impl {
                                           net::read_pem_file(relay.tls().cert_file(), "relay certificate")});
       relay_creds = grpc::SslServerCredentials(ropts);
     }
-    relay_server = build(relay.listen(), relay_creds, relay_service, relay_port, relay_pump, relay_cq, "relay");
+    relay_server = build(relay.listen(), relay_creds, relay_service, relay_port, relay_q, relay_cq, "relay");
+    std::vector<std::unique_ptr<grpc::CompletionQueue>> side;
+    side.push_back(std::move(registration_q));
+    pump = std::make_unique<gb::Pump>(std::move(relay_q), "cq-broker", std::move(side));
 
     asio::co_spawn(ex, accept_attach(), asio::detached);
     asio::co_spawn(ex, accept_pull(), asio::detached);
@@ -348,21 +353,21 @@ struct Broker::Impl {
   }
 
   std::unique_ptr<grpc::Server> build(const std::string& listen, std::shared_ptr<grpc::ServerCredentials> creds,
-                                      grpc::Service& service, int& port, std::unique_ptr<gb::Pump>& pump,
+                                      grpc::Service& service, int& port,
+                                      std::unique_ptr<grpc::ServerCompletionQueue>& q,
                                       grpc::ServerCompletionQueue*& cq, const char* name) {
     grpc::ServerBuilder b;
     b.AddListeningPort(listen, creds, &port);
     b.RegisterService(&service);
     grpc_bridge::apply_server_args(b);
     b.SetMaxReceiveMessageSize(4 * 1024 * 1024);
-    auto q = b.AddCompletionQueue();
+    q = b.AddCompletionQueue();
     cq = q.get();
     auto server = b.BuildAndStart();
     if (!server || port == 0) {
       throw std::runtime_error(std::string(name) + " port: cannot listen on " + listen +
                                " (address in use, bad address or bad TLS material)");
     }
-    pump = std::make_unique<gb::Pump>(std::move(q), std::string("cq-") + name);
     auto colon = listen.rfind(':');
     POSTERN_LOG(info, "listening")
         .kv("listener", name)
@@ -382,7 +387,7 @@ struct Broker::Impl {
     for (;;) {
       auto call = std::make_unique<AttachCall>();
       bool ok = co_await gb::op([&](void* tag) {
-        registration_service.RequestAttach(&call->ctx, &call->stream, registration_cq, registration_cq, tag);
+        registration_service.RequestAttach(&call->ctx, &call->stream, relay_cq, registration_cq, tag);
       });
       if (!ok) co_return;
       asio::co_spawn(ex, handle_attach(std::move(call)), asio::detached);
@@ -559,7 +564,7 @@ struct Broker::Impl {
     for (;;) {
       auto call = std::make_unique<PullCall>(ex);
       bool ok = co_await gb::op([&](void* tag) {
-        registration_service.RequestPull(&call->ctx, &call->stream, registration_cq, registration_cq, tag);
+        registration_service.RequestPull(&call->ctx, &call->stream, relay_cq, registration_cq, tag);
       });
       if (!ok) co_return;
       metrics.pull_streams.Increment();
@@ -1022,8 +1027,7 @@ struct Broker::Impl {
     });
     co_await stopped.wait();
     t.join();
-    relay_pump->shutdown();
-    registration_pump->shutdown();
+    pump->shutdown();
   }
 };
 

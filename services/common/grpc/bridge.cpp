@@ -1,16 +1,78 @@
 #include "common/grpc/bridge.hpp"
 
+#include <grpc/support/time.h>
 #include <pthread.h>
 
 namespace postern::grpc_bridge {
 
-Pump::Pump(std::unique_ptr<grpc::CompletionQueue> cq, std::string name) : cq_(std::move(cq)) {
-  thread_ = std::thread([q = cq_.get(), name = std::move(name)] {
+namespace {
+// Completions handed over in one post at most; bounds the latency of the
+// first in a long run.
+constexpr std::size_t kMaxBatch = 64;
+// How often side queues are looked at while the main queue is quiet.
+constexpr int kSideQueuePollMs = 20;
+}  // namespace
+
+void Ready::post_all() {
+  for (auto& g : groups_) {
+    asio::post(g.ex, [calls = std::move(g.calls)]() mutable {
+      for (auto& c : calls) (*c)();
+    });
+  }
+  groups_.clear();
+  count_ = 0;
+}
+
+Pump::Pump(std::unique_ptr<grpc::CompletionQueue> cq, std::string name,
+           std::vector<std::unique_ptr<grpc::CompletionQueue>> side) {
+  queues_.push_back(std::move(cq));
+  for (auto& q : side) queues_.push_back(std::move(q));
+  thread_ = std::thread([this, name = std::move(name)] {
     pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
-    void* tag = nullptr;
-    bool ok = false;
-    while (q->Next(&tag, &ok)) static_cast<Tag*>(tag)->complete(ok);
+    run();
   });
+}
+
+void Pump::run() {
+  using Status = grpc::CompletionQueue::NextStatus;
+  std::vector<bool> open(queues_.size(), true);
+  std::size_t open_count = queues_.size();
+  void* tag = nullptr;
+  bool ok = false;
+  while (open_count > 0) {
+    Ready ready;
+    // Wait on the first queue still open; with side queues, only for a
+    // slice, so that they are looked at even while the first is quiet.
+    std::size_t wait_on = 0;
+    while (!open[wait_on]) ++wait_on;
+    const gpr_timespec until =
+        open_count > 1 ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(kSideQueuePollMs, GPR_TIMESPAN))
+                       : gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    const Status st = queues_[wait_on]->AsyncNext(&tag, &ok, until);
+    if (st == Status::GOT_EVENT) {
+      static_cast<Tag*>(tag)->complete(ok, ready);
+    } else if (st == Status::SHUTDOWN) {
+      open[wait_on] = false;
+      --open_count;
+    }
+    // Everything else already complete goes with it: under load a wake-up
+    // of the service thread carries many completions, not one.
+    for (std::size_t i = 0; i < queues_.size(); ++i) {
+      while (open[i] && ready.size() < kMaxBatch) {
+        const Status more = queues_[i]->AsyncNext(&tag, &ok, gpr_time_0(GPR_CLOCK_MONOTONIC));
+        if (more == Status::GOT_EVENT) {
+          static_cast<Tag*>(tag)->complete(ok, ready);
+        } else {
+          if (more == Status::SHUTDOWN) {
+            open[i] = false;
+            --open_count;
+          }
+          break;
+        }
+      }
+    }
+    ready.post_all();
+  }
 }
 
 Pump::~Pump() { shutdown(); }
@@ -18,7 +80,7 @@ Pump::~Pump() { shutdown(); }
 void Pump::shutdown() {
   if (shut_) return;
   shut_ = true;
-  cq_->Shutdown();
+  for (auto& q : queues_) q->Shutdown();
   if (thread_.joinable()) thread_.join();
 }
 
