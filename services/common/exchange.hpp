@@ -13,9 +13,14 @@
 
 namespace postern {
 
-/// Chunk size for bodies on every hop: large enough for throughput, small
-/// enough that nothing buffers much.
-inline constexpr std::size_t kChunkBytes = 64 * 1024;
+/// Largest body piece on every hop: large enough that a bulk transfer costs
+/// few tunnel messages (each is a completion-queue round trip at both ends
+/// of a hop), small enough that nothing buffers much. A piece carries what
+/// has arrived, so a streaming body is not held back to fill one.
+inline constexpr std::size_t kChunkBytes = 1024 * 1024;
+
+/// WebSocket messages cross the tunnel in pieces of at most this size.
+inline constexpr std::size_t kWsPieceBytes = 64 * 1024;
 
 /// Trailer fields of a chunked body (empty for most bodies).
 using Trailers = google::protobuf::RepeatedPtrField<tunnel::v1::Header>;

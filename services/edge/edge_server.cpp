@@ -17,6 +17,7 @@
 #include "common/config/yaml_proto.hpp"
 #include "common/event.hpp"
 #include "common/net/beast_ws_port.hpp"
+#include "common/net/body_reader.hpp"
 #include "common/net/http_client.hpp"
 #include "common/net/http_headers.hpp"
 #include "common/net/listen.hpp"
@@ -319,7 +320,7 @@ struct EdgeServer::Impl {
     http::request_parser<http::buffer_body>& parser;
     Clock::duration timeout;
     Metrics& metrics;
-    std::unique_ptr<char[]> buf{new char[kChunkBytes]};
+    net::PieceBuffer buf;
     std::size_t head_fields;
     Trailers trailers_;
     ClientBody(Stream& s, beast::flat_buffer& b, http::request_parser<http::buffer_body>& p, Clock::duration t,
@@ -331,24 +332,23 @@ struct EdgeServer::Impl {
 
     asio::awaitable<bool> next(std::string_view& chunk) override {
       // Beast sizes each socket read by the buffer's spare room (512 bytes
-      // at least): give a streaming body a chunk's worth, idle connections none.
-      if (buffer.capacity() < kChunkBytes) buffer.reserve(kChunkBytes);
+      // at least): give a streaming body 64 KiB, idle connections none.
+      if (buffer.capacity() < kWsPieceBytes) buffer.reserve(kWsPieceBytes);
       while (!parser.is_done()) {
-        parser.get().body().data = buf.get();
-        parser.get().body().size = kChunkBytes;
         beast::get_lowest_layer(stream).expires_after(timeout);
-        auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_nothrow);
-        if (ec && ec != http::error::need_buffer) {
+        char* room = buf.prepare();
+        auto [ec, got] = co_await net::read_body_piece(stream, buffer, parser, room, buf.capacity());
+        buf.got(got);
+        if (ec) {
           if (ec == http::error::end_of_stream || ec == asio::error::connection_reset || ec == beast::error::timeout ||
               ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
             throw ExchangeError(tv1::ERROR_CODE_CLIENT_GONE, "client went away while sending the body");
           }
           throw ExchangeError(tv1::ERROR_CODE_BAD_REQUEST, "malformed request body: " + ec.message());
         }
-        const std::size_t got = kChunkBytes - parser.get().body().size;
         if (got > 0) {
           metrics.bytes_in.Increment(static_cast<double>(got));
-          chunk = std::string_view(buf.get(), got);
+          chunk = std::string_view(room, got);
           co_return true;
         }
       }

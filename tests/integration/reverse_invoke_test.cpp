@@ -2,6 +2,7 @@
 // demo native service, with real binaries and curl.
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -574,6 +575,33 @@ TEST_F(ReverseInvoke, SmallExchangeCrossesAsOneMessageEachWay) {
   ASSERT_EQ(r.status, 200);
   EXPECT_EQ(r.body, body);
   EXPECT_GT(counts().first - after.first, 1.0);
+}
+
+// A body piece carries what has arrived: a native service that sends a
+// little and then pauses gets that little to the client at once, not when
+// a piece is full or the body is over.
+TEST_F(ReverseInvoke, StreamingResponseIsNotHeldBackToFillAPiece) {
+  sys.start_all();
+  auto fd = connect_loopback(sys.edge_port);
+  ASSERT_TRUE(fd);
+  const std::string req =
+      "GET /gateway/demo/1.0/drip?chunks=2&ms=3000&size=100 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  ASSERT_EQ(::send(fd.get(), req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  const auto sent = std::chrono::steady_clock::now();
+  std::string got;
+  char buf[4096];
+  // The first 100 bytes of body, then stop reading; the second piece comes
+  // 3 s after the first.
+  for (;;) {
+    const auto head_end = got.find("\r\n\r\n");
+    if (head_end != std::string::npos && got.size() >= head_end + 4 + 100) break;
+    const ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+    ASSERT_GT(n, 0) << "connection ended early: " << got;
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  const auto first_piece = std::chrono::steady_clock::now() - sent;
+  EXPECT_NE(got.find(" 200 "), std::string::npos) << got;
+  EXPECT_LT(first_piece, 2500ms) << "the first 100 bytes waited for the second piece";
 }
 
 TEST_F(ReverseInvoke, MetricsCountRequestsAndConnectors) {

@@ -80,7 +80,7 @@ asio::awaitable<bool> FramePort::write(const net::WsMessage& m) {
   if (close_sent_) co_return false;
   std::size_t off = 0;
   do {
-    const std::size_t n = std::min(kChunkBytes, m.data.size() - off);
+    const std::size_t n = std::min(kWsPieceBytes, m.data.size() - off);
     out_.Clear();
     auto* piece = out_.mutable_ws_message();
     piece->mutable_data()->assign(m.data.data() + off, n);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/net/beast_ws_port.hpp"
+#include "common/net/body_reader.hpp"
 #include "common/net/http_headers.hpp"
 #include "common/net/tls.hpp"
 #include "common/net/trailers.hpp"
@@ -291,23 +292,22 @@ asio::awaitable<bool> run_exchange(Stream& s, Conn& c, const Origin& o, const tu
   co_await sink.head(rh);
 
   if (!parser->is_done()) {
-    // Beast sizes each socket read by the buffer's spare room: make it a chunk.
-    if (c.buffer.capacity() < kChunkBytes) c.buffer.reserve(kChunkBytes);
-    std::unique_ptr<char[]> buf(new char[kChunkBytes]);
+    // Beast sizes each socket read by the buffer's spare room: make it 64 KiB.
+    if (c.buffer.capacity() < kWsPieceBytes) c.buffer.reserve(kWsPieceBytes);
+    PieceBuffer buf;
     for (;;) {
-      res.body().data = buf.get();
-      res.body().size = kChunkBytes;
       tcp.expires_after(o.read_timeout);
-      auto [ec, n] = co_await http::async_read(s, c.buffer, *parser, use_nothrow);
-      if (ec && ec != http::error::need_buffer) {
+      char* room = buf.prepare();
+      auto [ec, got] = co_await read_body_piece(s, c.buffer, *parser, room, buf.capacity());
+      buf.got(got);
+      if (ec) {
         if (ec == beast::error::timeout) {
           throw ExchangeError(ERROR_CODE_UPSTREAM_TIMEOUT, "native service stalled while sending the response body");
         }
         throw ExchangeError(ERROR_CODE_UPSTREAM_PROTOCOL, "native service response body cut short: " + describe(ec));
       }
-      const std::size_t got = kChunkBytes - res.body().size;
       if (got > 0) {
-        const std::string_view piece(buf.get(), got);
+        const std::string_view piece(room, got);
         co_await sink.body(piece);
       }
       if (parser->is_done()) break;
