@@ -188,19 +188,22 @@ std::vector<const tv1::Frame*> parts(const tv1::Frame& f) {
   return out;
 }
 
+// A message's last frame.
+const tv1::Frame& last_part(const tv1::Frame& f) { return f.then_size() > 0 ? f.then(f.then_size() - 1) : f; }
+
 // True when the message's last frame ends its direction (end or error).
 bool ends_direction(const tv1::Frame& f) {
-  const tv1::Frame& last = f.then_size() > 0 ? f.then(f.then_size() - 1) : f;
+  const tv1::Frame& last = last_part(f);
   return last.has_end() || last.has_error();
 }
 
 // Body and message bytes a message carries.
 double payload_bytes(const tv1::Frame& f) {
-  double n = 0;
-  for (const auto* p : parts(f)) {
-    if (p->has_body()) n += static_cast<double>(p->body().data().size());
-    if (p->has_ws_message()) n += static_cast<double>(p->ws_message().data().size());
-  }
+  const auto bytes = [](const tv1::Frame& p) {
+    return static_cast<double>(p.body().data().size() + p.ws_message().data().size());
+  };
+  double n = bytes(f);
+  for (const auto& g : f.then()) n += bytes(g);
   return n;
 }
 
@@ -788,7 +791,7 @@ struct Broker::Impl {
     metrics.bytes_up.Increment(payload_bytes(head));
     const std::string result = co_await splice(*call, *pull, pick.session->connector_id,
                                                head.request_head().request_id(), websocket, ends_direction(head),
-                                               head.then_size() > 0 && head.then(head.then_size() - 1).has_end());
+                                               head.then_size() > 0 && last_part(head).has_end());
     metrics.in_flight.Decrement();
     registry.finished(pick.session);
     if (--exchanges_in_flight == 0) idle->set();
@@ -899,8 +902,7 @@ struct Broker::Impl {
               const bool sent = co_await forward(out.stream, f, ws, false);
               if (!sent) break;
               if (last) {
-                const tv1::Frame& l = f.then_size() > 0 ? f.then(f.then_size() - 1) : f;
-                up_clean = l.has_end();
+                up_clean = last_part(f).has_end();
                 break;
               }
             }
@@ -966,7 +968,7 @@ struct Broker::Impl {
       }
       metrics.bytes_down.Increment(payload_bytes(f));
       const bool last = ended_here;
-      const tv1::Frame& final_part = f.then_size() > 0 ? f.then(f.then_size() - 1) : f;
+      const tv1::Frame& final_part = last_part(f);
       if (final_part.has_error()) result = std::string(error_slug(final_part.error().code()));
       bool sent;
       if (last && !ws) {

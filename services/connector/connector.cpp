@@ -211,9 +211,7 @@ class PullSink final : public ResponseSink {
   }
   /// Sends what is gathered, if anything.
   asio::awaitable<void> flush() {
-    if (pending_.empty()) co_return;
-    const bool ok = co_await gb::write(stream_, pending_.message());
-    pending_.clear();
+    const bool ok = co_await pending_.send(stream_);
     if (!ok) throw ExchangeError(tv1::ERROR_CODE_CLIENT_GONE, "broker stream closed while sending the response");
   }
   unsigned status() const { return status_; }
@@ -637,8 +635,7 @@ struct Connector::Impl {
         frame.Clear();
         frame.mutable_park()->set_session_id(session_id);
         pending.add(std::move(frame));
-        ok = co_await gb::write(*stream, pending.message());
-        pending.clear();
+        ok = co_await pending.send(*stream);
       }
       if (ok) {
         const bool got = co_await reader.read(*stream, frame);
@@ -678,14 +675,7 @@ struct Connector::Impl {
         continue;
       }
       // Retired: a half-close tells the broker not to park it again.
-      if (reusable) {
-        if (pending.empty()) {
-          co_await gb::op([&](void* tag) { stream->WritesDone(tag); });
-        } else {
-          co_await gb::write_last(*stream, pending.message());
-          pending.clear();
-        }
-      }
+      if (reusable) co_await pending.send_last(*stream);
       grpc::Status st;
       co_await gb::op([&](void* tag) { stream->Finish(&st, tag); });
       exchange_over();
@@ -796,43 +786,27 @@ struct Connector::Impl {
         f.mutable_error()->set_code(failure->code());
         f.mutable_error()->set_message(failure->what());
         pending.add(std::move(f));
-        co_await gb::write(stream, pending.message());
+        co_await pending.send(stream);
       }
       pending.clear();
     }
-    // Sends what waits in `pending` (nothing may wait past a half-close or
-    // a wait for the broker).
-    auto flush = [&]() -> asio::awaitable<bool> {
-      if (pending.empty()) co_return true;
-      const bool ok = co_await gb::write(stream, pending.message());
-      pending.clear();
-      co_return ok;
-    };
     // A clean HTTP exchange leaves the stream open for the caller to park
     // again; it is clean only once the request's End has been read too.
     bool reusable = false;
     if (!websocket_ran) {
       bool http_ok = !failure && !head.websocket() && sink.ended();
-      if (!http_ok) {
-        co_await flush();
-        co_await gb::op([&](void* tag) { stream.WritesDone(tag); });
-      }
+      // Nothing in `pending` may wait past a half-close or a wait for the
+      // broker.
+      if (!http_ok) co_await pending.send_last(stream);
       if (body.rest_buffered()) {
         co_await body.drain();  // no I/O
       } else {
-        if (!(co_await flush())) http_ok = false;
+        if (!(co_await pending.send(stream))) http_ok = false;
         Deadline d(ex, 5s, [&ctx] { ctx.TryCancel(); });
         co_await body.drain();
       }
       reusable = http_ok && body.end_seen();
-      if (http_ok && !reusable) {
-        if (pending.empty()) {
-          co_await gb::op([&](void* tag) { stream.WritesDone(tag); });
-        } else {
-          co_await gb::write_last(stream, pending.message());
-          pending.clear();
-        }
-      }
+      if (http_ok && !reusable) co_await pending.send_last(stream);
     } else {
       pending.clear();
     }

@@ -554,6 +554,13 @@ TEST_F(ReverseInvoke, PullStreamsAreReusedAcrossExchanges) {
 TEST_F(ReverseInvoke, SmallExchangeCrossesAsOneMessageEachWay) {
   sys.start_all();
   ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+  // Counted from once the connector's pool (4 streams) is parked: the
+  // first Park of each stream is a message of its own.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return metric_value(scrape(sys.broker_admin_port), "postern_broker_parked_streams", {{"alias", "demo"}}) >= 4.0;
+      },
+      5s));
   const auto counts = [&] {
     const auto m = scrape(sys.broker_admin_port);
     return std::pair{metric_value(m, "postern_broker_tunnel_messages_total", {{"from", "edge"}}),

@@ -54,6 +54,28 @@ class FrameBatch {
   const tunnel::v1::Frame& message() const { return first_; }
   void clear();
 
+  /// Writes what is gathered, if anything, and clears it. False when the
+  /// write failed (the stream has ended).
+  template <class Stream>
+  asio::awaitable<bool> send(Stream& stream) {
+    if (empty()) co_return true;
+    const bool ok = co_await grpc_bridge::write(stream, first_);
+    clear();
+    co_return ok;
+  }
+  /// Half-closes the client side of `stream`, with what is gathered.
+  template <class Stream>
+  asio::awaitable<bool> send_last(Stream& stream) {
+    bool ok;
+    if (empty()) {
+      ok = co_await grpc_bridge::op([&](void* tag) { stream.WritesDone(tag); });
+    } else {
+      ok = co_await grpc_bridge::write_last(stream, first_);
+    }
+    clear();
+    co_return ok;
+  }
+
  private:
   tunnel::v1::Frame first_;
   std::size_t count_ = 0;
