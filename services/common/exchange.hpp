@@ -17,7 +17,7 @@ namespace postern {
 /// few tunnel messages (each is a completion-queue round trip at both ends
 /// of a hop), small enough that nothing buffers much. A piece carries what
 /// has arrived, so a streaming body is not held back to fill one.
-inline constexpr std::size_t kChunkBytes = 1024 * 1024;
+inline constexpr std::size_t kChunkBytes = 256 * 1024;
 
 /// WebSocket messages cross the tunnel in pieces of at most this size.
 inline constexpr std::size_t kWsPieceBytes = 64 * 1024;
