@@ -181,13 +181,6 @@ std::string out_of_order(const tv1::Frame& f, int& phase, bool websocket) {
   }
 }
 
-// The frames a message carries, in order: itself, then `then`.
-std::vector<const tv1::Frame*> parts(const tv1::Frame& f) {
-  std::vector<const tv1::Frame*> out{&f};
-  for (const auto& g : f.then()) out.push_back(&g);
-  return out;
-}
-
 // A message's last frame.
 const tv1::Frame& last_part(const tv1::Frame& f) { return f.then_size() > 0 ? f.then(f.then_size() - 1) : f; }
 
@@ -938,12 +931,13 @@ struct Broker::Impl {
       // HTTP response's end in the same message: the stream's next Park.
       std::string wrong;
       bool ended_here = false;
-      const auto ps = parts(f);
-      for (std::size_t i = 0; i < ps.size() && wrong.empty(); ++i) {
-        const tv1::Frame& p = *ps[i];
+      // The message's frames in order: itself (0), then `then` (1..).
+      const std::size_t count = 1 + static_cast<std::size_t>(f.then_size());
+      for (std::size_t i = 0; i < count && wrong.empty(); ++i) {
+        const tv1::Frame& p = i == 0 ? f : f.then(static_cast<int>(i - 1));
         if (i > 0 && p.then_size() > 0) {
           wrong = "nested coalesced frames";
-        } else if (p.has_park() && i > 0 && i + 1 == ps.size() && ended_here && phase == 1) {
+        } else if (p.has_park() && i > 0 && i + 1 == count && ended_here && phase == 1) {
           out.next_park = std::move(*f.mutable_then()->Mutable(f.then_size() - 1));
           f.mutable_then()->RemoveLast();
           break;

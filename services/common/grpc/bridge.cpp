@@ -39,8 +39,8 @@ void Pump::run() {
   std::size_t open_count = queues_.size();
   void* tag = nullptr;
   bool ok = false;
+  Ready ready;  // emptied by post_all() each round; keeps its capacity
   while (open_count > 0) {
-    Ready ready;
     // Wait on the first queue still open; with side queues, only for a
     // slice, so that they are looked at even while the first is quiet.
     std::size_t wait_on = 0;
