@@ -48,6 +48,10 @@ namespace {
 // How long a connection that arrives before the broker's first snapshot
 // waits for it; then it is served as it is (503: no configuration yet).
 constexpr auto kFirstConfigWait = 2s;
+// How long a draining edge waits for the first request of connections it
+// accepted before the drain (or took from the listener's backlog at the
+// drain) before closing the silent ones.
+constexpr auto kDrainFirstRequestGrace = 1s;
 
 const prometheus::Histogram::BucketBoundaries kLatencyBuckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                               0.25,  0.5,    1,     2.5,  5,     10,   30, 60};
@@ -162,6 +166,30 @@ struct EdgeServer::Impl {
   std::unique_ptr<Event> idle_event;
   // Closers for connections waiting between requests, so a drain can end them.
   std::map<std::uint64_t, std::function<void()>> idle_connections;
+  // New connections whose first request has not been read yet, counted from
+  // the accept, and closers for those waiting for it. A drain serves what
+  // such a connection sends within kDrainFirstRequestGrace (its client chose
+  // this edge before the drain) and only then closes the silent ones.
+  std::size_t fresh = 0;
+  std::unique_ptr<Event> fresh_event;  // set while fresh == 0
+  std::map<std::uint64_t, std::function<void()>> fresh_connections;
+  // Counts one new connection as fresh until done() or destruction.
+  class Fresh {
+   public:
+    explicit Fresh(Impl& i) : impl_(&i) {
+      if (impl_->fresh++ == 0) impl_->fresh_event->reset();
+    }
+    Fresh(Fresh&& o) noexcept : impl_(std::exchange(o.impl_, nullptr)) {}
+    Fresh& operator=(Fresh&&) = delete;
+    ~Fresh() { done(); }
+    void done() {
+      if (impl_ && --impl_->fresh == 0) impl_->fresh_event->set();
+      impl_ = nullptr;
+    }
+
+   private:
+    Impl* impl_;
+  };
   std::uint64_t next_conn = 1;
   // Open WebSocket sessions, so a drain can close them with 1001.
   net::WsSessions ws_sessions;
@@ -184,6 +212,8 @@ struct EdgeServer::Impl {
     if (cfg.max_ws_message_bytes()) max_ws_message_bytes = cfg.max_ws_message_bytes();
     idle_event = std::make_unique<Event>(ex);
     idle_event->set();
+    fresh_event = std::make_unique<Event>(ex);
+    fresh_event->set();
     first_config = std::make_unique<Event>(ex);
   }
 
@@ -275,17 +305,39 @@ struct EdgeServer::Impl {
         co_await t.async_wait(use_nothrow);
         continue;
       }
-      socket.set_option(tcp::no_delay(true));
-      boost::system::error_code pec;
-      auto peer = socket.remote_endpoint(pec);
-      if (l.tls) {
-        asio::co_spawn(ex, tls_session(beast::ssl_stream<beast::tcp_stream>(std::move(socket), *l.tls), peer),
-                       [](std::exception_ptr e) { log_session_failure(e); });
-      } else {
-        asio::co_spawn(ex, plain_session(beast::tcp_stream(std::move(socket)), peer),
-                       [](std::exception_ptr e) { log_session_failure(e); });
-      }
+      start_session(l, std::move(socket));
     }
+  }
+
+  void start_session(Listener& l, tcp::socket socket) {
+    boost::system::error_code ec;
+    socket.set_option(tcp::no_delay(true), ec);
+    auto peer = socket.remote_endpoint(ec);
+    if (l.tls) {
+      asio::co_spawn(ex,
+                     tls_session(beast::ssl_stream<beast::tcp_stream>(std::move(socket), *l.tls), peer, Fresh(*this)),
+                     [](std::exception_ptr e) { log_session_failure(e); });
+    } else {
+      asio::co_spawn(ex, plain_session(beast::tcp_stream(std::move(socket)), peer, Fresh(*this)),
+                     [](std::exception_ptr e) { log_session_failure(e); });
+    }
+  }
+
+  // Takes every connection the kernel has completed for `l` but nobody has
+  // accepted yet (closing the listener would reset them) and starts their
+  // sessions. Returns how many.
+  std::size_t accept_backlog(Listener& l) {
+    std::size_t n = 0;
+    boost::system::error_code ec;
+    l.acceptor->non_blocking(true, ec);
+    while (!ec) {
+      tcp::socket socket(ex);
+      l.acceptor->accept(socket, ec);
+      if (ec) break;
+      start_session(l, std::move(socket));
+      ++n;
+    }
+    return n;
   }
 
   static void log_session_failure(std::exception_ptr e) {
@@ -297,18 +349,18 @@ struct EdgeServer::Impl {
     }
   }
 
-  asio::awaitable<void> tls_session(beast::ssl_stream<beast::tcp_stream> stream, tcp::endpoint peer) {
+  asio::awaitable<void> tls_session(beast::ssl_stream<beast::tcp_stream> stream, tcp::endpoint peer, Fresh fresh) {
     beast::get_lowest_layer(stream).expires_after(header_timeout);
     auto [ec] = co_await stream.async_handshake(ssl::stream_base::server, use_nothrow);
     if (ec) {
       POSTERN_LOG(debug, "tls handshake failed").kv("client", peer.address().to_string()).kv("error", ec.message());
       co_return;
     }
-    co_await session(stream, peer, true);
+    co_await session(stream, peer, true, fresh);
   }
 
-  asio::awaitable<void> plain_session(beast::tcp_stream stream, tcp::endpoint peer) {
-    co_await session(stream, peer, false);
+  asio::awaitable<void> plain_session(beast::tcp_stream stream, tcp::endpoint peer, Fresh fresh) {
+    co_await session(stream, peer, false, fresh);
   }
 
   // ------------------------------------------------------------ session
@@ -487,7 +539,7 @@ struct EdgeServer::Impl {
   }
 
   template <class Stream>
-  asio::awaitable<void> session(Stream& stream, tcp::endpoint peer, bool tls) {
+  asio::awaitable<void> session(Stream& stream, tcp::endpoint peer, bool tls, Fresh& fresh) {
     metrics.connections.Increment();
     struct ConnGauge {
       Metrics& m;
@@ -503,14 +555,19 @@ struct EdgeServer::Impl {
     // meanwhile waits for it (bounded) instead of getting a 503 for no API.
     if (!config_received) co_await first_config->wait_for(kFirstConfigWait);
     for (bool first = true;; first = false) {
-      if (draining) break;
+      // A draining edge still answers a new connection's first request
+      // (with Connection: close): its client picked this edge before the
+      // drain, and a connection closed unanswered would be a failed request.
+      if (draining && !first) break;
       http::request_parser<http::buffer_body> parser;
       parser.header_limit(max_header_bytes);
       parser.body_limit(boost::none);
       beast::get_lowest_layer(stream).expires_after(first ? header_timeout : idle_timeout);
-      idle_connections[conn_id] = [&stream] { beast::get_lowest_layer(stream).cancel(); };
+      auto& waiting = first ? fresh_connections : idle_connections;
+      waiting[conn_id] = [&stream] { beast::get_lowest_layer(stream).cancel(); };
       auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, use_nothrow);
-      idle_connections.erase(conn_id);
+      waiting.erase(conn_id);
+      fresh.done();
       if (ec) {
         if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted ||
             ec == asio::error::connection_reset || ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
@@ -964,13 +1021,23 @@ struct EdgeServer::Impl {
   asio::awaitable<void> drain() {
     draining = true;
     relay->stop_watch();
+    std::size_t backlog = 0;
     for (auto& l : listeners) {
+      backlog += accept_backlog(l);
       boost::system::error_code ec;
       l.acceptor->close(ec);
     }
     auto closers = std::move(idle_connections);
     idle_connections.clear();
     for (auto& [_, close] : closers) close();
+    // New connections get a moment for their first request; then the silent
+    // ones are closed like idle ones.
+    if (!co_await fresh_event->wait_for(kDrainFirstRequestGrace)) {
+      auto silent = std::move(fresh_connections);
+      fresh_connections.clear();
+      for (auto& [_, close] : silent) close();
+    }
+    if (backlog > 0) POSTERN_LOG(info, "accepted connections waiting at drain").kv("connections", backlog);
     ws_sessions.stop_all(1001, "server draining");
     co_await idle_event->wait_for(drain_timeout);
     POSTERN_LOG(info, "edge drained").kv("in_flight", static_cast<std::uint64_t>(in_flight));
