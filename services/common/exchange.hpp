@@ -49,6 +49,11 @@ class ResponseSink {
   /// Ends the body; `trailers` go out as chunked trailer fields where the
   /// framing allows (dropped otherwise, as HTTP permits).
   virtual asio::awaitable<void> end(const Trailers& trailers) = 0;
+  /// Nothing more of the response is at hand for now: whatever the sink
+  /// held back to send with what follows (a head, say) goes out. A sink may
+  /// hold the head until its first body piece so that both leave in one
+  /// write; callers that may wait before the next call must call this.
+  virtual asio::awaitable<void> idle() { co_return; }
   /// True once head() was called: an error can no longer become a response.
   bool started() const { return started_; }
 

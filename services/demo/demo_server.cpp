@@ -361,9 +361,10 @@ class Session {
     const auto chunks = uint_param(target, "chunks", 10);
     const auto ms = uint_param(target, "ms", 100);
     const auto size = uint_param(target, "size", 1024);
+    const auto first_ms = uint_param(target, "first_ms", 0);
     if (!chunks || *chunks > kMaxDripChunks || !ms || *ms > kMaxDelayMs || !size || *size == 0 ||
-        *size > kMaxDripSize) {
-      co_return co_await send_text(400, "drip: chunks 0-1000000, ms 0-600000, size 1-1048576\n");
+        *size > kMaxDripSize || !first_ms || *first_ms > kMaxDelayMs) {
+      co_return co_await send_text(400, "drip: chunks 0-1000000, ms 0-600000, size 1-1048576, first_ms 0-600000\n");
     }
     const bool drained = co_await discard_body();
     if (!drained) co_return false;
@@ -385,8 +386,9 @@ class Session {
     asio::steady_timer timer(co_await asio::this_coro::executor);
     std::uint64_t off = 0;
     for (std::uint64_t i = 0; i < *chunks; ++i) {
-      if (i > 0 && *ms > 0) {
-        timer.expires_after(std::chrono::milliseconds(*ms));
+      const auto wait = i == 0 ? *first_ms : *ms;
+      if (wait > 0) {
+        timer.expires_after(std::chrono::milliseconds(wait));
         co_await timer.async_wait(use_nothrow);
       }
       const bool wrote = co_await write_piece(sr, res, Pattern::get().at(off), static_cast<std::size_t>(*size), true);

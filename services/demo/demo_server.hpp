@@ -27,7 +27,9 @@ inline constexpr std::size_t kChunkSize = 64 * 1024;
 ///   /bytes/N         N bytes, byte i = i % 251; ?chunked=1 for chunked; X-Demo-Sha256 if N <= 1 MiB
 ///   /status/N        status N (200-599), body "status N\n" (none for 204/304), X-Demo-Status: N
 ///   /slow?ms=N       waits N ms (timer), then 200 "slow\n"
-///   /drip?chunks=N&ms=M&size=S   chunked, N chunks of S bytes, M ms apart
+///   /drip?chunks=N&ms=M&size=S&first_ms=F
+///                                chunked, N chunks of S bytes, M ms apart,
+///                                the first F ms after the head (default 0)
 ///   /multi           two Set-Cookie, two X-Custom, Cache-Control: no-store
 ///   anything else    404 "no such demo endpoint: <path>\n"
 /// Keep-alive with a 60 s idle timeout; a malformed request gets 400 and the

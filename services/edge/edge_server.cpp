@@ -422,6 +422,7 @@ struct EdgeServer::Impl {
     std::optional<http::response_serializer<http::buffer_body>> sr;
     unsigned status = 0;
     bool no_body = false;
+    bool head_pending = false;
 
     ClientSink(Stream& s, unsigned v, bool ka, bool head_req, std::string rid, Clock::duration t, Metrics& m)
         : stream(s), version(v), keep_alive(ka), head_request(head_req), request_id(std::move(rid)), timeout(t),
@@ -456,6 +457,15 @@ struct EdgeServer::Impl {
       res->body().size = 0;
       res->body().more = !no_body;
       sr.emplace(*res);
+      // Held until the first body piece (the serializer writes both in one
+      // go), the end, or idle().
+      head_pending = true;
+      co_return;
+    }
+
+    asio::awaitable<void> idle() override {
+      if (!head_pending) co_return;
+      head_pending = false;
       beast::get_lowest_layer(stream).expires_after(timeout);
       auto [ec, n] = co_await http::async_write_header(stream, *sr, use_nothrow);
       if (ec) throw ExchangeError(tv1::ERROR_CODE_CLIENT_GONE, "client went away: " + ec.message());
@@ -463,6 +473,7 @@ struct EdgeServer::Impl {
 
     asio::awaitable<void> body(std::string_view chunk) override {
       if (no_body || chunk.empty()) co_return;
+      head_pending = false;  // the serializer writes it with this piece
       res->body().data = const_cast<char*>(chunk.data());
       res->body().size = chunk.size();
       res->body().more = true;
@@ -475,7 +486,10 @@ struct EdgeServer::Impl {
     }
 
     asio::awaitable<void> end(const Trailers& trailers) override {
+      // A hand-written last chunk (with trailers) cannot carry the head.
+      if (no_body || (res->chunked() && !trailers.empty())) co_await idle();
       if (no_body) co_return;
+      head_pending = false;  // the serializer writes it with the body's end
       beast::get_lowest_layer(stream).expires_after(timeout);
       const auto ec = co_await net::write_body_end(stream, *sr, *res, trailers);
       if (ec && ec != http::error::need_buffer) {

@@ -376,6 +376,7 @@ struct RelayClient::Impl {
           got_head = true;
           head_deadline.disarm();
           co_await sink.head(*f.mutable_response_head());
+          if (!reader.buffered()) co_await sink.idle();
         } else if (f.has_body()) {
           co_await sink.body(f.body().data());
         } else if (f.has_end()) {

@@ -292,6 +292,8 @@ asio::awaitable<bool> run_exchange(Stream& s, Conn& c, const Origin& o, const tu
   co_await sink.head(rh);
 
   if (!parser->is_done()) {
+    // A head whose body has not started arriving goes out on its own.
+    if (c.buffer.size() == 0) co_await sink.idle();
     // Beast sizes each socket read by the buffer's spare room: make it 64 KiB.
     if (c.buffer.capacity() < kWsPieceBytes) c.buffer.reserve(kWsPieceBytes);
     PieceBuffer buf;

@@ -257,6 +257,8 @@ asio::awaitable<void> PolicedSink::body(std::string_view chunk) {
 
 asio::awaitable<void> PolicedSink::end(const Trailers& trailers) { co_await inner_.end(trailers); }
 
+asio::awaitable<void> PolicedSink::idle() { co_await inner_.idle(); }
+
 std::optional<Payload> PolicedSink::payload() const {
   if (capture_ == 0) return std::nullopt;
   return captured_;

@@ -116,6 +116,7 @@ class PolicedSink final : public ResponseSink {
   asio::awaitable<void> head(tunnel::v1::ResponseHead& head) override;
   asio::awaitable<void> body(std::string_view chunk) override;
   asio::awaitable<void> end(const Trailers& trailers) override;
+  asio::awaitable<void> idle() override;
 
   /// Connector: stamp the head with the native service's time to the head
   /// (measured from `start`) and the application identified.
