@@ -8,7 +8,7 @@ namespace {
 
 // Pre-order: a frame, then what it carries. Depth is bounded by protobuf's
 // parse recursion limit.
-void flatten(tv1::Frame&& f, std::deque<tv1::Frame>& out) {
+void flatten(tv1::Frame&& f, std::vector<tv1::Frame>& out) {
   google::protobuf::RepeatedPtrField<tv1::Frame> rest;
   rest.Swap(f.mutable_then());
   out.push_back(std::move(f));
@@ -17,7 +17,7 @@ void flatten(tv1::Frame&& f, std::deque<tv1::Frame>& out) {
 
 }  // namespace
 
-void split_frames(tv1::Frame& f, std::deque<tv1::Frame>& out) {
+void split_frames(tv1::Frame& f, std::vector<tv1::Frame>& out) {
   if (f.then_size() == 0) return;
   google::protobuf::RepeatedPtrField<tv1::Frame> rest;
   rest.Swap(f.mutable_then());

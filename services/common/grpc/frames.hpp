@@ -5,7 +5,7 @@
 // FrameBatch gathers frames to send as one message.
 
 #include <cstddef>
-#include <deque>
+#include <vector>
 
 #include "common/grpc/bridge.hpp"
 #include "postern/tunnel/v1/tunnel.pb.h"
@@ -14,7 +14,7 @@ namespace postern::grpc_bridge {
 
 /// Moves the frames that `f` carries in `then` (at any depth) to the back of
 /// `out`, in order, leaving `f` a single frame.
-void split_frames(tunnel::v1::Frame& f, std::deque<tunnel::v1::Frame>& out);
+void split_frames(tunnel::v1::Frame& f, std::vector<tunnel::v1::Frame>& out);
 
 /// Reads one frame at a time from a stream of (possibly coalesced) frames.
 /// Use from one coroutine at a time, like the stream's Read.
@@ -25,9 +25,12 @@ class FrameReader {
   /// buffered frames are handed out first).
   template <class Stream>
   asio::awaitable<bool> read(Stream& stream, tunnel::v1::Frame& out) {
-    if (!buffered_.empty()) {
-      out = std::move(buffered_.front());
-      buffered_.pop_front();
+    if (next_ < buffered_.size()) {
+      out = std::move(buffered_[next_++]);
+      if (next_ == buffered_.size()) {
+        buffered_.clear();
+        next_ = 0;
+      }
       co_return true;
     }
     out.Clear();
@@ -36,10 +39,14 @@ class FrameReader {
     co_return ok;
   }
   /// Frames received and not yet handed out: the next read needs no I/O.
-  bool buffered() const { return !buffered_.empty(); }
+  bool buffered() const { return next_ < buffered_.size(); }
 
  private:
-  std::deque<tunnel::v1::Frame> buffered_;
+  // Frames [next_, size) are still to hand out. A vector, not a deque:
+  // nothing is allocated for a stream whose messages carry one frame each
+  // (a WebSocket session holds a reader in the edge and the connector).
+  std::vector<tunnel::v1::Frame> buffered_;
+  std::size_t next_ = 0;
 };
 
 /// Frames gathered to go as one message.

@@ -43,7 +43,7 @@ TEST(SplitFrames, LeavesOneFrameAndQueuesTheRestInOrder) {
   f.mutable_request_head()->set_method("GET");
   *f.add_then() = body("a");
   f.add_then()->mutable_end();
-  std::deque<tv1::Frame> rest;
+  std::vector<tv1::Frame> rest;
   split_frames(f, rest);
   EXPECT_TRUE(f.has_request_head());
   EXPECT_EQ(f.then_size(), 0);
@@ -59,7 +59,7 @@ TEST(SplitFrames, FlattensNestedFramesDepthFirst) {
   *second.add_then() = body("3");
   *f.add_then() = std::move(second);
   *f.add_then() = body("4");
-  std::deque<tv1::Frame> rest;
+  std::vector<tv1::Frame> rest;
   split_frames(f, rest);
   EXPECT_EQ(f.body().data(), "1");
   ASSERT_EQ(rest.size(), 3u);
@@ -71,7 +71,7 @@ TEST(SplitFrames, FlattensNestedFramesDepthFirst) {
 
 TEST(SplitFrames, SingleFrameIsLeftAlone) {
   tv1::Frame f = body("only");
-  std::deque<tv1::Frame> rest;
+  std::vector<tv1::Frame> rest;
   split_frames(f, rest);
   EXPECT_TRUE(rest.empty());
   EXPECT_EQ(f.body().data(), "only");
