@@ -157,10 +157,12 @@ TEST(Lifecycle, EdgeDrainsOnSigterm) {
   ASSERT_TRUE(idle.get() >= 0);
   ASSERT_TRUE(send_all(idle.get(), "GET /gateway/demo/1.0/ HTTP/1.1\r\nHost: edge\r\n\r\n"));
   ASSERT_EQ(read_response(idle.get(), 5s).substr(0, 12), "HTTP/1.1 200");
+  auto in_flight = [&] { return metric_value(scrape(sys.edge_admin_port), "postern_edge_requests_in_flight"); };
+  // That request counts as in flight until a moment after its response.
+  ASSERT_TRUE(wait_until([&] { return in_flight() == 0.0; }, 10s));
   CurlResult slow;
   std::jthread t([&] { slow = curl({sys.edge_url("/gateway/demo/1.0/slow?ms=1500")}, 20s); });
-  ASSERT_TRUE(wait_until(
-      [&] { return metric_value(scrape(sys.edge_admin_port), "postern_edge_requests_in_flight") >= 1.0; }, 10s));
+  ASSERT_TRUE(wait_until([&] { return in_flight() >= 1.0; }, 10s));
   sys.edge->signal(SIGTERM);
   EXPECT_TRUE(wait_http_status(sys.edge_admin_port, "/readyz", 503, 2s));
   EXPECT_FALSE(can_connect(sys.edge_port, 500ms)) << "a draining edge accepts no new connections";
