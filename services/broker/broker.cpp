@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <optional>
+#include <set>
 
 #include "broker/registry.hpp"
 #include "common/config/yaml_proto.hpp"
@@ -42,6 +43,7 @@ struct Metrics {
   prometheus::Family<prometheus::Counter>& refusals;
   prometheus::Family<prometheus::Counter>& attaches;
   prometheus::Counter& pull_streams;
+  prometheus::Counter& invoke_streams;
   prometheus::Counter& pull_reparks;
   prometheus::Family<prometheus::Counter>& messages;
   prometheus::Counter& messages_from_edges;
@@ -84,6 +86,12 @@ struct Metrics {
                          .Help("Pull streams accepted from connectors")
                          .Register(r)
                          .Add({})),
+        invoke_streams(prometheus::BuildCounter()
+                           .Name("postern_broker_invoke_streams_total")
+                           .Help("Invoke streams accepted from edges (each carries one exchange at a time, and "
+                                 "another after each clean one)")
+                           .Register(r)
+                           .Add({})),
         pull_reparks(prometheus::BuildCounter()
                          .Name("postern_broker_pull_reparks_total")
                          .Help("Pull streams parked again after a clean exchange")
@@ -684,13 +692,20 @@ struct Broker::Impl {
   // ------------------------------------------------------------ Invoke
 
   struct InvokeCall {
+    explicit InvokeCall(asio::any_io_executor ex) : retired(ex) {}
     grpc::ServerContext ctx;
     FrameStream stream{&ctx};
+    // A drain ended the call while it waited for the edge's next request:
+    // `retiring` at once, `retired` when the Finish is done.
+    bool retiring = false;
+    Event retired;
   };
+  // Invoke streams waiting for the edge's next request.
+  std::set<InvokeCall*> idle_invokes;
 
   asio::awaitable<void> accept_invoke() {
     for (;;) {
-      auto call = std::make_unique<InvokeCall>();
+      auto call = std::make_unique<InvokeCall>(ex);
       bool ok = co_await gb::op(
           [&](void* tag) { relay_service.RequestInvoke(&call->ctx, &call->stream, relay_cq, relay_cq, tag); });
       if (!ok) co_return;
@@ -706,9 +721,11 @@ struct Broker::Impl {
     registry.remove_waiter(id);
   }
 
+  // One Invoke stream: an exchange, then, while each ends cleanly, the
+  // edge's next request on the same stream (see Relay.Invoke).
   asio::awaitable<void> handle_invoke(std::unique_ptr<InvokeCall> call) {
+    metrics.invoke_streams.Increment();
     auto& in = call->stream;
-    const auto started = Clock::now();
     tv1::Frame head;
     bool ok;
     {
@@ -723,11 +740,41 @@ struct Broker::Impl {
       }
       co_return;
     }
+    for (;;) {
+      const bool kept = co_await run_exchange(*call, head);
+      if (!kept) co_return;
+      // No deadline: the edge retires the streams it keeps; a drain ends
+      // those still waiting here.
+      head.Clear();
+      idle_invokes.insert(call.get());
+      ok = co_await gb::read(in, head);
+      idle_invokes.erase(call.get());
+      if (call->retiring) {
+        // Whatever came is not taken: the edge sees the call end with OK
+        // and nothing answered, and sends the request again elsewhere.
+        co_await call->retired.wait();
+        co_return;
+      }
+      if (!ok) {
+        // The edge let the stream go (half-close or cancel).
+        co_await finish(in, grpc::Status::OK);
+        co_return;
+      }
+      metrics.messages_from_edges.Increment();
+    }
+  }
+
+  // One exchange whose first frame (`head`) was read from `call`. True when
+  // it ended cleanly and the stream stays open for the edge's next request;
+  // otherwise the call is finished.
+  asio::awaitable<bool> run_exchange(InvokeCall& call, tv1::Frame& head) {
+    auto& in = call.stream;
+    const auto started = Clock::now();
     if (!head.has_request_head()) {
       const auto f = error_frame(tv1::ERROR_CODE_BAD_REQUEST, "expected a request head first");
       co_await gb::write(in, f);
       co_await finish(in, grpc::Status::OK);
-      co_return;
+      co_return false;
     }
     const std::string alias = head.request_head().alias();
     // Arguments by reference: GCC 12 destroys temporaries in a co_await
@@ -745,7 +792,7 @@ struct Broker::Impl {
     if (draining) {
       const std::string why = "broker is draining";
       co_await reject(tv1::ERROR_CODE_DRAINING, why);
-      co_return;
+      co_return false;
     }
 
     // Find a parked stream; a dead one (its write fails) is dropped and the
@@ -758,12 +805,12 @@ struct Broker::Impl {
         if (!registry.serves(alias)) {
           const std::string why = "no connector is attached for alias '" + alias + "'";
           co_await reject(tv1::ERROR_CODE_NO_CONNECTOR, why);
-          co_return;
+          co_return false;
         }
         if (Clock::now() >= give_up) {
           const std::string why = "every connector for alias '" + alias + "' is busy";
           co_await reject(tv1::ERROR_CODE_NO_CAPACITY, why);
-          co_return;
+          co_return false;
         }
         co_await wait_for_park(alias, give_up);
         continue;
@@ -782,15 +829,17 @@ struct Broker::Impl {
     metrics.in_flight.Increment();
     const bool websocket = head.request_head().websocket();
     metrics.bytes_up.Increment(payload_bytes(head));
-    const std::string result = co_await splice(*call, *pull, pick.session->connector_id,
+    bool kept = false;
+    const std::string result = co_await splice(call, *pull, pick.session->connector_id,
                                                head.request_head().request_id(), websocket, ends_direction(head),
-                                               head.then_size() > 0 && last_part(head).has_end());
+                                               head.then_size() > 0 && last_part(head).has_end(), kept);
     metrics.in_flight.Decrement();
     registry.finished(pick.session);
     if (--exchanges_in_flight == 0) idle->set();
     pull->done.set();
     metrics.exchanges.Add({{"alias", alias}, {"result", result}}).Increment();
     metrics.duration.Observe(std::chrono::duration<double>(Clock::now() - started).count());
+    co_return kept;
   }
 
   // A WebSocket session spliced through this broker: a drain closes both of
@@ -857,10 +906,12 @@ struct Broker::Impl {
 
   // Moves frames both ways until the response ends. Returns a result label.
   // `request_over`: the request's first message also ended it (a GET's head
-  // and end), `request_clean` if with its end rather than an error.
+  // and end), `request_clean` if with its end rather than an error. Sets
+  // `in_kept` when the edge's stream stays open for another exchange (an
+  // HTTP exchange clean both ways, and no drain); otherwise finishes it.
   asio::awaitable<std::string> splice(InvokeCall& in, PullCall& out, const std::string& connector,
                                       const std::string& request_id, bool websocket, bool request_over,
-                                      bool request_clean) {
+                                      bool request_clean, bool& in_kept) {
     std::shared_ptr<WsSplice> ws_state;
     WsSplice* ws = nullptr;
     std::uint64_t ws_id = 0;
@@ -965,7 +1016,9 @@ struct Broker::Impl {
       const tv1::Frame& final_part = last_part(f);
       if (final_part.has_error()) result = std::string(error_slug(final_part.error().code()));
       bool sent;
-      if (last && !ws) {
+      // Kept: the request's end came in and the response's comes now.
+      const bool keep = last && !ws && !draining && final_part.has_end() && phase == 1 && up_clean;
+      if (last && !ws && !keep) {
         // The response's end and the call's status leave together.
         sent = co_await gb::write_and_finish(in.stream, f, grpc::Status::OK);
         in_finished = true;
@@ -979,12 +1032,14 @@ struct Broker::Impl {
       }
       if (last) {
         down_clean = final_part.has_end() && phase == 1;
+        in_kept = keep;
         break;
       }
     }
     // The response is complete (or dead); a request direction still running
     // has nothing left to deliver.
-    const bool up_finished = up_done.is_set();
+    // (`up_clean`: the request direction read its end and does nothing more.)
+    const bool up_finished = up_done.is_set() || up_clean;
     if (!up_finished) out.ctx.TryCancel();
     if (ws) {
       // A drain's close may still be writing: wait for it, then no more.
@@ -995,7 +1050,7 @@ struct Broker::Impl {
       ws->to_connector.unlock();
       ws->to_edge.unlock();
     }
-    if (!in_finished) co_await finish(in.stream, grpc::Status::OK);
+    if (!in_finished && !in_kept) co_await finish(in.stream, grpc::Status::OK);
     co_await up_done.wait();
     out.reusable = !websocket && down_clean && up_finished && up_clean;
     co_return result;
@@ -1010,6 +1065,19 @@ struct Broker::Impl {
     // WebSocket sessions would outlast any drain: both sides get 1001 now,
     // and the sessions end with their closing handshakes.
     for (const auto& entry : ws_splices) asio::co_spawn(ex, close_session(entry.first), asio::detached);
+    // Streams kept for an edge's next request end now, with OK and nothing
+    // answered: the edge sends what it may have just sent again elsewhere.
+    for (InvokeCall* c : idle_invokes) {
+      c->retiring = true;
+      asio::co_spawn(
+          ex,
+          [this, c]() -> asio::awaitable<void> {
+            co_await finish(c->stream, grpc::Status::OK);
+            c->retired.set();
+          },
+          asio::detached);
+    }
+    idle_invokes.clear();
     co_await idle->wait_for(drain_timeout);
     for (auto& s : registry.all()) registry.drain(s);
     // Server::Shutdown blocks until calls end; run it off the io thread

@@ -37,6 +37,17 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// Ends a call whatever state it is in (a kept stream gets no status from
+// the broker unless it is cancelled); it lives until gRPC lets go of it.
+void retire(std::unique_ptr<InvokeCall> call) {
+  call->ctx.TryCancel();
+  gb::finish_detached(std::move(call));
+}
+
+}  // namespace
+
+namespace {
+
 // How long a broker that said it is draining, or could not be reached, is
 // tried only after the others.
 constexpr auto kAvoidDraining = 2s;
@@ -68,6 +79,11 @@ bool idempotent(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "TRACE" || method == "PUT" ||
          method == "DELETE";
 }
+
+// Invoke streams kept per broker for the next exchange: enough for a burst
+// of this many at once; and for how long one is kept unused.
+constexpr std::size_t kMaxKeptStreams = 256;
+constexpr auto kKeptStreamLife = 30s;
 
 // A call that ended with nothing received because of the broker, not us
 // (this side cancels only on a timeout or its own failure, both handled
@@ -132,6 +148,31 @@ struct BrokerLink {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<tv1::Relay::Stub> stub;
   Clock::time_point avoid_until{};
+  // Invoke streams that carried a clean exchange, open for the next one,
+  // with when each came back: oldest first, taken newest first.
+  std::vector<std::pair<std::unique_ptr<InvokeCall>, Clock::time_point>> kept;
+
+  ~BrokerLink() { retire_kept(Clock::time_point::max()); }
+
+  std::unique_ptr<InvokeCall> take_kept() {
+    if (kept.empty()) return nullptr;
+    auto call = std::move(kept.back().first);
+    kept.pop_back();
+    return call;
+  }
+  void keep(std::unique_ptr<InvokeCall> call) {
+    kept.emplace_back(std::move(call), Clock::now());
+    if (kept.size() > kMaxKeptStreams) {
+      retire(std::move(kept.front().first));
+      kept.erase(kept.begin());
+    }
+  }
+  // Retires the streams kept since before `before` (all: max()).
+  void retire_kept(Clock::time_point before) {
+    std::size_t n = 0;
+    while (n < kept.size() && kept[n].second < before) retire(std::move(kept[n++].first));
+    kept.erase(kept.begin(), kept.begin() + static_cast<std::ptrdiff_t>(n));
+  }
 };
 
 struct RelayClient::Impl {
@@ -281,6 +322,7 @@ struct RelayClient::Impl {
       const auto wait = im.brokers.empty() ? Clock::duration(kMinResolveGap) : im.resolve_interval;
       co_await im.resolve_now->wait_for(wait);
       if (im.stopped) break;
+      for (const auto& b : im.brokers) b->retire_kept(Clock::now() - kKeptStreamLife);
       const auto since = Clock::now() - resolved_at;
       if (since < kMinResolveGap) {
         asio::steady_timer gap(im.ex, kMinResolveGap - since);
@@ -293,17 +335,38 @@ struct RelayClient::Impl {
 
   // One exchange on one broker. Throws ExchangeError as invoke() does; sets
   // `retry` when the broker refused it before passing it on, or was not
-  // reached, so that another broker may have it.
-  asio::awaitable<void> invoke_on(BrokerLink& b, const tv1::RequestHead& head, BodySource& body, ResponseSink& sink,
+  // reached, so that another broker may have it. A stream kept from an
+  // earlier exchange is used first; one the broker had let go meanwhile (it
+  // drained, or the connection went) gets the exchange again on a new call.
+  asio::awaitable<void> invoke_on(BrokerLink& b, const tv1::RequestHead& head, OnceBody& body, ResponseSink& sink,
                                   std::chrono::milliseconds budget, std::chrono::milliseconds head_timeout,
                                   Retry& retry) {
-    // On the heap: a cleanly ended call is finished without waiting (its
-    // status no longer matters), and lives until gRPC is done with it.
-    auto call = std::make_unique<InvokeCall>();
+    for (;;) {
+      auto call = b.take_kept();
+      const bool kept = call != nullptr;
+      if (!kept) {
+        call = std::make_unique<InvokeCall>();
+        // The call's headers leave with the request head, not on their own.
+        call->ctx.set_initial_metadata_corked(true);
+        call->stream = b.stub->PrepareAsyncInvoke(&call->ctx, pump->cq());
+        gb::start_detached(*call->stream);
+      }
+      const bool not_taken = co_await invoke_call(b, std::move(call), kept, head, body, sink, budget, head_timeout, retry);
+      if (!not_taken) co_return;
+      // The others it kept went the same way, most likely.
+      b.retire_kept(Clock::time_point::max());
+    }
+  }
+
+  // One exchange on one call. Returns true, having done nothing visible,
+  // when `kept` (the call carried an earlier exchange) and the broker had
+  // let the stream go before it took this request: the head could not be
+  // sent, or the call ended with OK and nothing answered.
+  asio::awaitable<bool> invoke_call(BrokerLink& b, std::unique_ptr<InvokeCall> call, bool kept,
+                                    const tv1::RequestHead& head, OnceBody& body, ResponseSink& sink,
+                                    std::chrono::milliseconds budget, std::chrono::milliseconds head_timeout,
+                                    Retry& retry) {
     grpc::ClientContext& ctx = call->ctx;
-    // The call's headers leave with the request head, not on their own.
-    ctx.set_initial_metadata_corked(true);
-    call->stream = b.stub->PrepareAsyncInvoke(&ctx, pump->cq());
     FrameStream* stream = call->stream.get();
     bool got_head = false;
     bool timed_out = false;
@@ -316,11 +379,11 @@ struct RelayClient::Impl {
     std::exception_ptr failure;
     bool anything_received = false;
     bool head_sent = false;
+    bool request_sent = false;  // up to its end
     bool ended = false;
     try {
-      gb::start_detached(*stream);
-      // A request without a body crosses as one message: head and end, with
-      // the half-close.
+      // A request without a body crosses as one message: head and end. The
+      // stream is never half-closed: it may carry the next exchange.
       bool bodyless = false;
       std::string_view chunk;
       bool have_chunk = false;
@@ -330,14 +393,10 @@ struct RelayClient::Impl {
       }
       tv1::Frame f;
       *f.mutable_request_head() = head;
-      bool ok;
-      if (bodyless) {
-        *f.add_then()->mutable_end()->mutable_trailers() = body.trailers();
-        ok = co_await gb::write_last(*stream, f);
-      } else {
-        ok = co_await gb::write(*stream, f);
-      }
+      if (bodyless) *f.add_then()->mutable_end()->mutable_trailers() = body.trailers();
+      bool ok = co_await gb::write(*stream, f);
       head_sent = ok;
+      request_sent = ok && bodyless;
       // Upload the body; a failed write means the broker ended the stream
       // (an early answer or an error): stop and read what it said.
       if (ok && !bodyless) {
@@ -352,7 +411,7 @@ struct RelayClient::Impl {
         }
         if (ok) {
           *f.mutable_end()->mutable_trailers() = body.trailers();
-          ok = co_await gb::write_last(*stream, f);
+          request_sent = co_await gb::write(*stream, f);
         }
       }
       gb::FrameReader reader;
@@ -389,14 +448,21 @@ struct RelayClient::Impl {
       failure = std::current_exception();
     }
     if (ended && !failure) {
-      // The broker sends its status with the response's end; nothing is
-      // left to learn from it.
-      gb::finish_detached(std::move(call));
-      co_return;
+      // Clean both ways: the broker keeps the stream open for the next
+      // exchange (unless it drains; then the next one finds out).
+      if (request_sent && !timed_out) {
+        b.keep(std::move(call));
+      } else {
+        retire(std::move(call));
+      }
+      co_return false;
     }
     if (failure) ctx.TryCancel();
     grpc::Status& st = call->status;
     co_await gb::op([&](void* tag) { stream->Finish(&st, tag); });
+    if (kept && !failure && !timed_out && !anything_received && (!head_sent || st.ok()) && !body.consumed()) {
+      co_return true;
+    }
     if (retry == Retry::draining) avoid(b, kAvoidDraining);
     if (failure) std::rethrow_exception(failure);
     if (!sink.started() || !got_head) {

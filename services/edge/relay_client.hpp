@@ -1,6 +1,7 @@
 #pragma once
-// The edge's side of Relay.Invoke: one gRPC stream per exchange to a
-// broker, request frames up, response frames down. Several brokers (every
+// The edge's side of Relay.Invoke: one gRPC stream per exchange at a time
+// to a broker, request frames up, response frames down; a stream that
+// carried a clean exchange is kept for the next one. Several brokers (every
 // address their names resolve to, one channel each) share the exchanges
 // round-robin; an exchange a broker could not take goes to the next one.
 

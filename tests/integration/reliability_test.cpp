@@ -140,6 +140,72 @@ TEST(Reliability, BrokerRestartUnderLoadResumesWithinTwoSeconds) {
   }
 }
 
+// The edge sends exchange after exchange on one Invoke stream while each
+// ends cleanly; streams it kept to a broker that went away (kill -9, or a
+// drain, which ends them unanswered) are not used: a POST right after the
+// broker is back is answered, never 502.
+TEST(Reliability, EdgeReusesInvokeStreamsButNotThoseOfABrokerThatWent) {
+  System sys;
+  sys.start_demo();
+  sys.start_policy(kPolicy);
+  sys.start_broker();
+  sys.start_connector();
+  sys.start_edge();
+
+  auto invoke_streams = [&] {
+    return metric_value(scrape(sys.broker_admin_port), "postern_broker_invoke_streams_total");
+  };
+  auto exchanges = [&](const char* result) {
+    return metric_value(scrape(sys.broker_admin_port), "postern_broker_exchanges_total",
+                        {{"alias", "demo"}, {"result", result}});
+  };
+  auto post = [&](const std::string& body, bool chunked = false) {
+    std::vector<std::string> args = {"-X", "POST", "--data-binary", body};
+    if (chunked) args.insert(args.end(), {"-H", "Transfer-Encoding: chunked"});
+    args.push_back(sys.edge_url("/gateway/demo/1.0/echo"));
+    return curl(args);
+  };
+  // The connector attached and the edge connected again (its config watch).
+  auto attached = [&] {
+    return wait_until(
+        [&] {
+          const auto m = scrape(sys.broker_admin_port);
+          return metric_value(m, "postern_broker_connectors_attached", {{"alias", "demo"}}) == 1.0 &&
+                 metric_value(m, "postern_broker_config_watchers") == 1.0;
+        },
+        10s);
+  };
+
+  // One after another: GETs, a HEAD, POSTs with a length and chunked.
+  for (int i = 0; i < 4; ++i) {
+    const auto g = curl({sys.edge_url("/gateway/demo/1.0/")});
+    EXPECT_EQ(g.status, 200) << g.headers << g.body;
+    const auto h = curl({"-I", sys.edge_url("/gateway/demo/1.0/")});
+    EXPECT_EQ(h.status, 200) << h.headers;
+    const auto p = post("hello " + std::to_string(i), i % 2 == 1);
+    EXPECT_EQ(p.status, 200) << p.headers << p.body;
+    EXPECT_NE(p.body.find("hello " + std::to_string(i)), std::string::npos) << p.body;
+  }
+  EXPECT_EQ(exchanges("ok"), 12);
+  EXPECT_EQ(invoke_streams(), 1) << "12 exchanges one after another should share one Invoke stream";
+
+  for (const int sig : {SIGKILL, SIGTERM}) {
+    sys.broker->signal(sig);
+    ASSERT_TRUE(sys.broker->wait(15s).has_value()) << "the broker did not exit on signal " << sig;
+    sys.start_broker();
+    ASSERT_TRUE(attached()) << sys.broker->log_tail();
+    // The stream the edge kept is gone with the old broker: a request that
+    // is not idempotent still gets through, on a new stream.
+    const auto p = post("after " + std::to_string(sig));
+    EXPECT_EQ(p.status, 200) << "after signal " << sig << ": " << p.headers << p.body;
+    EXPECT_NE(p.body.find("after " + std::to_string(sig)), std::string::npos) << p.body;
+    EXPECT_EQ(invoke_streams(), 1);
+    const auto g = curl({sys.edge_url("/gateway/demo/1.0/")});
+    EXPECT_EQ(g.status, 200) << g.headers << g.body;
+    EXPECT_EQ(invoke_streams(), 1);
+  }
+}
+
 // ------------------------------------------------------------------ 3
 
 // Services started by hand (the System fixture runs one of each): configs
