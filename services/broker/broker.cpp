@@ -106,7 +106,7 @@ struct Metrics {
         messages_from_connectors(messages.Add({{"from", "connector"}})),
         duration(prometheus::BuildHistogram()
                      .Name("postern_broker_exchange_duration_seconds")
-                     .Help("Time from Invoke to the end of the response")
+                     .Help("Time from an exchange's request head to the end of its response")
                      .Register(r)
                      .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                                      0.25, 0.5, 1, 2.5, 5, 10, 30, 60})),
