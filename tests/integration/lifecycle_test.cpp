@@ -102,51 +102,6 @@ TEST(Lifecycle, SilentConnectorIsDroppedAndReturns) {
   EXPECT_TRUE(wait_until([&] { return curl({sys.edge_url("/gateway/demo/1.0/")}).status == 200; }, 10s));
 }
 
-// Sends all of `data` on a blocking socket.
-bool send_all(int fd, const std::string& data) {
-  std::size_t sent = 0;
-  while (sent < data.size()) {
-    const ssize_t n = ::send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) return false;
-    sent += static_cast<std::size_t>(n);
-  }
-  return true;
-}
-
-// Reads until the peer closes or resets, or `timeout` passes between bytes.
-std::string read_to_end(int fd, std::chrono::seconds timeout) {
-  timeval tv{static_cast<time_t>(timeout.count()), 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  std::string out;
-  char buf[4096];
-  for (;;) {
-    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-  return out;
-}
-
-// Reads one response with a Content-Length body (the connection stays open).
-std::string read_response(int fd, std::chrono::seconds timeout) {
-  timeval tv{static_cast<time_t>(timeout.count()), 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  std::string out;
-  char buf[4096];
-  for (;;) {
-    const auto head_end = out.find("\r\n\r\n");
-    if (head_end != std::string::npos) {
-      std::size_t length = 0;
-      const auto cl = out.find("Content-Length: ");
-      if (cl != std::string::npos && cl < head_end) length = std::stoul(out.substr(cl + 16));
-      if (out.size() >= head_end + 4 + length) return out;
-    }
-    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) return out;
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-}
-
 // SIGTERM on the edge: readiness drops, requests in flight finish, idle
 // keep-alive connections are closed, new connections are refused, exit 0.
 TEST(Lifecycle, EdgeDrainsOnSigterm) {
@@ -156,7 +111,7 @@ TEST(Lifecycle, EdgeDrainsOnSigterm) {
   UniqueFd idle = connect_loopback(sys.edge_port, 2s);
   ASSERT_TRUE(idle.get() >= 0);
   ASSERT_TRUE(send_all(idle.get(), "GET /gateway/demo/1.0/ HTTP/1.1\r\nHost: edge\r\n\r\n"));
-  ASSERT_EQ(read_response(idle.get(), 5s).substr(0, 12), "HTTP/1.1 200");
+  ASSERT_EQ(recv_response(idle.get(), 5s).substr(0, 12), "HTTP/1.1 200");
   auto in_flight = [&] { return metric_value(scrape(sys.edge_admin_port), "postern_edge_requests_in_flight"); };
   // That request counts as in flight until a moment after its response.
   ASSERT_TRUE(wait_until([&] { return in_flight() == 0.0; }, 10s));
@@ -209,16 +164,18 @@ TEST(Lifecycle, DrainingEdgeAnswersConnectionsOpenedBeforeTheDrain) {
   ASSERT_TRUE(send_all(late.get(), request));
   queued.push_back(std::move(late));
   for (std::size_t i = 0; i < queued.size(); ++i) {
-    const std::string got = read_to_end(queued[i].get(), 10s);
+    const std::string got = recv_to_end(queued[i].get(), 10s);
     EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 200") << "connection " << i << ": " << got.substr(0, 200);
     // Queued requests the edge read before its signal handler ran were
     // answered as keep-alive (and the connection closed after); the late
     // request was read during the drain.
-    if (i + 1 == queued.size()) EXPECT_NE(got.find("Connection: close"), std::string::npos) << got.substr(0, 200);
+    if (i + 1 == queued.size()) {
+      EXPECT_NE(got.find("Connection: close"), std::string::npos) << got.substr(0, 200);
+    }
   }
   // The silent one: closed without a response once the grace is over.
   const auto t0 = std::chrono::steady_clock::now();
-  EXPECT_EQ(read_to_end(silent.get(), 10s), "");
+  EXPECT_EQ(recv_to_end(silent.get(), 10s), "");
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
   auto code = sys.edge->wait(10s);
   ASSERT_TRUE(code.has_value());

@@ -771,19 +771,12 @@ int ws_close_code_after(std::uint16_t port, const std::string& path, const std::
   const std::string req = "GET " + path +
                           " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-  ::send(fd.get(), req.data(), req.size(), MSG_NOSIGNAL);
-  timeval tv{3, 0};
-  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   received.clear();
-  char buf[4096];
-  while (received.find("\r\n\r\n") == std::string::npos) {
-    const auto n = ::recv(fd.get(), buf, sizeof buf, 0);
-    if (n <= 0) return -1;
-    received.append(buf, static_cast<std::size_t>(n));
-  }
+  if (!send_all(fd.get(), req) || !recv_head_and(fd.get(), received, 0, 3s)) return -1;
   if (received.find("HTTP/1.1 101") != 0) return -1;
   std::string rest = received.substr(received.find("\r\n\r\n") + 4);
-  ::send(fd.get(), frames.data(), frames.size(), MSG_NOSIGNAL);
+  send_all(fd.get(), frames);
+  char buf[4096];
   const auto t0 = Clock::now();
   while (Clock::now() - t0 < 5s) {
     // Frames from the server: unmasked, short payloads here.

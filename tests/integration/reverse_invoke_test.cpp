@@ -592,21 +592,8 @@ UniqueFd send_get(std::uint16_t port, const std::string& target) {
   auto fd = connect_loopback(port);
   if (!fd) return fd;
   const std::string req = "GET " + target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-  if (::send(fd.get(), req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) return UniqueFd();
+  if (!send_all(fd.get(), req)) return UniqueFd();
   return fd;
-}
-
-// Reads from `fd` into `got` until the response head and at least
-// `body_bytes` after it are in. False if the connection ended first.
-bool read_head_and(int fd, std::string& got, std::size_t body_bytes) {
-  char buf[4096];
-  for (;;) {
-    const auto head_end = got.find("\r\n\r\n");
-    if (head_end != std::string::npos && got.size() >= head_end + 4 + body_bytes) return true;
-    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) return false;
-    got.append(buf, static_cast<std::size_t>(n));
-  }
 }
 
 TEST_F(ReverseInvoke, StreamingResponseIsNotHeldBackToFillAPiece) {
@@ -617,7 +604,7 @@ TEST_F(ReverseInvoke, StreamingResponseIsNotHeldBackToFillAPiece) {
   std::string got;
   // The first 100 bytes of body, then stop reading; the second piece comes
   // 3 s after the first.
-  ASSERT_TRUE(read_head_and(fd.get(), got, 100)) << "connection ended early: " << got;
+  ASSERT_TRUE(recv_head_and(fd.get(), got, 100, 10s)) << "connection ended early: " << got;
   const auto first_piece = std::chrono::steady_clock::now() - sent;
   EXPECT_NE(got.find(" 200 "), std::string::npos) << got;
   EXPECT_LT(first_piece, 2500ms) << "the first 100 bytes waited for the second piece";
@@ -632,17 +619,12 @@ TEST_F(ReverseInvoke, ResponseHeadIsNotHeldBackForALateBody) {
   ASSERT_TRUE(fd);
   const auto sent = std::chrono::steady_clock::now();
   std::string got;
-  ASSERT_TRUE(read_head_and(fd.get(), got, 0)) << "connection ended early: " << got;
+  ASSERT_TRUE(recv_head_and(fd.get(), got, 0, 10s)) << "connection ended early: " << got;
   const auto head = std::chrono::steady_clock::now() - sent;
   EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 200") << got;
   EXPECT_LT(head, 2500ms) << "the head waited for the body";
   // The body follows, whole.
-  char buf[4096];
-  for (;;) {
-    const ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
-    if (n <= 0) break;
-    got.append(buf, static_cast<std::size_t>(n));
-  }
+  got += recv_to_end(fd.get(), 10s);
   EXPECT_NE(got.find("\r\n\r\na\r\n"), std::string::npos) << got;  // one 10-byte chunk
 }
 

@@ -166,4 +166,60 @@ bool wait_http_status(std::uint16_t port, const std::string& path, int want, std
   }
 }
 
+bool send_all(int fd, std::string_view data) {
+  std::size_t sent = 0;
+  while (sent < data.size()) {
+    const ssize_t n = ::send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    sent += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+bool recv_until(int fd, std::string& got, const std::function<bool(std::string_view)>& done,
+                std::chrono::milliseconds timeout) {
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
+  timeval tv{static_cast<time_t>(us / 1000000), static_cast<suseconds_t>(us % 1000000)};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char buf[4096];
+  while (!done(got)) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return false;
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+std::string recv_to_end(int fd, std::chrono::milliseconds timeout) {
+  std::string got;
+  recv_until(fd, got, [](std::string_view) { return false; }, timeout);
+  return got;
+}
+
+bool recv_head_and(int fd, std::string& got, std::size_t body_bytes, std::chrono::milliseconds timeout) {
+  return recv_until(
+      fd, got,
+      [body_bytes](std::string_view s) {
+        const auto head_end = s.find("\r\n\r\n");
+        return head_end != std::string_view::npos && s.size() >= head_end + 4 + body_bytes;
+      },
+      timeout);
+}
+
+std::string recv_response(int fd, std::chrono::milliseconds timeout) {
+  std::string got;
+  recv_until(
+      fd, got,
+      [](std::string_view s) {
+        const auto head_end = s.find("\r\n\r\n");
+        if (head_end == std::string_view::npos) return false;
+        std::size_t length = 0;
+        const auto cl = s.find("Content-Length: ");
+        if (cl != std::string_view::npos && cl < head_end) length = std::stoul(std::string(s.substr(cl + 16, 20)));
+        return s.size() >= head_end + 4 + length;
+      },
+      timeout);
+  return got;
+}
+
 }  // namespace postern::testing

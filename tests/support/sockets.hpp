@@ -4,7 +4,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -60,5 +62,28 @@ bool can_connect(std::uint16_t port, std::chrono::milliseconds timeout = std::ch
 /// Connection: close) every ~20 ms until the response status is `want`.
 /// Returns false if that does not happen within `timeout`.
 bool wait_http_status(std::uint16_t port, const std::string& path, int want, std::chrono::milliseconds timeout);
+
+/// Sends all of `data` on a blocking socket; false if the connection fails
+/// first.
+bool send_all(int fd, std::string_view data);
+
+/// Appends what arrives on the blocking socket `fd` to `got` until
+/// `done(got)` holds. False if the peer closes or resets, or `timeout`
+/// passes between two reads, first.
+bool recv_until(int fd, std::string& got, const std::function<bool(std::string_view)>& done,
+                std::chrono::milliseconds timeout);
+
+/// Everything that arrives until the peer closes or resets, or `timeout`
+/// passes between two reads.
+std::string recv_to_end(int fd, std::chrono::milliseconds timeout);
+
+/// Reads a response head and at least `body_bytes` after it into `got`;
+/// false if the connection ends (or `timeout` passes between reads) first.
+bool recv_head_and(int fd, std::string& got, std::size_t body_bytes, std::chrono::milliseconds timeout);
+
+/// One response whose body is as long as its Content-Length says (none: no
+/// body), head and body; the connection stays open. What came, if it ends
+/// early.
+std::string recv_response(int fd, std::chrono::milliseconds timeout);
 
 }  // namespace postern::testing
