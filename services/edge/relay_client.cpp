@@ -460,8 +460,12 @@ struct RelayClient::Impl {
     if (failure) ctx.TryCancel();
     grpc::Status& st = call->status;
     co_await gb::op([&](void* tag) { stream->Finish(&st, tag); });
-    if (kept && !failure && !timed_out && !anything_received && (!head_sent || st.ok()) && !body.consumed()) {
-      co_return true;
+    if (kept && !failure && !timed_out && !anything_received && (!head_sent || st.ok())) {
+      if (!body.consumed()) co_return true;
+      // Too late to send it again: some of the body is gone with the stream.
+      avoid(b, kAvoidDraining);
+      throw ExchangeError(tv1::ERROR_CODE_DRAINING,
+                          "the broker at " + b.shown + " stopped taking requests (draining) as this one was sent");
     }
     if (retry == Retry::draining) avoid(b, kAvoidDraining);
     if (failure) std::rethrow_exception(failure);
