@@ -151,6 +151,7 @@ struct BrokerLink {
   // Invoke streams that carried a clean exchange, open for the next one,
   // with when each came back: oldest first, taken newest first.
   std::vector<std::pair<std::unique_ptr<InvokeCall>, Clock::time_point>> kept;
+  prometheus::Gauge* kept_gauge = nullptr;  // summed over every broker
 
   ~BrokerLink() { retire_kept(Clock::time_point::max()); }
 
@@ -158,13 +159,16 @@ struct BrokerLink {
     if (kept.empty()) return nullptr;
     auto call = std::move(kept.back().first);
     kept.pop_back();
+    count_kept(-1);
     return call;
   }
   void keep(std::unique_ptr<InvokeCall> call) {
     kept.emplace_back(std::move(call), Clock::now());
+    count_kept(1);
     if (kept.size() > kMaxKeptStreams) {
       retire(std::move(kept.front().first));
       kept.erase(kept.begin());
+      count_kept(-1);
     }
   }
   // Retires the streams kept since before `before` (all: max()).
@@ -172,6 +176,10 @@ struct BrokerLink {
     std::size_t n = 0;
     while (n < kept.size() && kept[n].second < before) retire(std::move(kept[n++].first));
     kept.erase(kept.begin(), kept.begin() + static_cast<std::ptrdiff_t>(n));
+    count_kept(-static_cast<double>(n));
+  }
+  void count_kept(double d) {
+    if (kept_gauge && d != 0) kept_gauge->Increment(d);
   }
 };
 
@@ -194,6 +202,7 @@ struct RelayClient::Impl {
   std::shared_ptr<BrokerLink> watching;
   prometheus::Family<prometheus::Counter>* retries = nullptr;
   prometheus::Gauge* known = nullptr;
+  prometheus::Gauge* kept_streams = nullptr;
 
   static std::string address_of(const asio::ip::tcp::endpoint& ep) {
     const std::string a = ep.address().to_string(), port = std::to_string(ep.port());
@@ -212,6 +221,7 @@ struct RelayClient::Impl {
     if (cfg.has_tls()) args.SetSslTargetNameOverride(cfg.tls().server_name().empty() ? host : cfg.tls().server_name());
     l->channel = grpc::CreateCustomChannel(l->target, creds, args);
     l->stub = tv1::Relay::NewStub(l->channel);
+    l->kept_gauge = kept_streams;
     l->channel->GetState(true);  // connect now, not on the first request
     return l;
   }
@@ -522,6 +532,11 @@ RelayClient::RelayClient(asio::any_io_executor ex, const config::v1::RelayClient
                     .Help("Broker addresses known (every address the broker names resolve to)")
                     .Register(*metrics)
                     .Add({});
+    im.kept_streams = &prometheus::BuildGauge()
+                           .Name("postern_edge_broker_streams_kept")
+                           .Help("Invoke streams to brokers kept open for the next exchange")
+                           .Register(*metrics)
+                           .Add({});
   }
   asio::co_spawn(ex, Impl::resolve_loop(impl_), asio::detached);
 }

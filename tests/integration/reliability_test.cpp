@@ -188,6 +188,12 @@ TEST(Reliability, EdgeReusesInvokeStreamsButNotThoseOfABrokerThatWent) {
   }
   EXPECT_EQ(exchanges("ok"), 12);
   EXPECT_EQ(invoke_streams(), 1) << "12 exchanges one after another should share one Invoke stream";
+  // The edge keeps the stream a moment after the response went out.
+  auto kept_one = [&] {
+    return wait_until(
+        [&] { return metric_value(scrape(sys.edge_admin_port), "postern_edge_broker_streams_kept") == 1.0; }, 2s);
+  };
+  EXPECT_TRUE(kept_one());
 
   for (const int sig : {SIGKILL, SIGTERM}) {
     sys.broker->signal(sig);
@@ -203,6 +209,7 @@ TEST(Reliability, EdgeReusesInvokeStreamsButNotThoseOfABrokerThatWent) {
     const auto g = curl({sys.edge_url("/gateway/demo/1.0/")});
     EXPECT_EQ(g.status, 200) << g.headers << g.body;
     EXPECT_EQ(invoke_streams(), 1);
+    EXPECT_TRUE(kept_one());
   }
 }
 
