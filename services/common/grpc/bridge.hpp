@@ -150,15 +150,24 @@ class DetachedTag final : public Tag {
   Owned owned_;
 };
 
+/// A tag that owns nothing and is never freed: for operations whose
+/// completion, if there is one, nobody needs.
+class IgnoredTag final : public Tag {
+ public:
+  void complete(bool, Ready&) override {}
+};
+
 /// Starts a client call without waiting for it: with the context's initial
 /// metadata corked (`set_initial_metadata_corked(true)` before the call is
 /// prepared), the headers leave with the first message, and a call that
 /// failed to start fails that message's write. Saves a round trip through
-/// the queue per call.
+/// the queue per call. A corked StartCall performs no operation and never
+/// delivers its tag, so the tag must not be one that frees itself: a
+/// DetachedTag here leaked 16 bytes per call.
 template <class Stream>
 void start_detached(Stream& stream) {
-  auto* tag = new DetachedTag<int>(0);
-  stream.StartCall(static_cast<void*>(static_cast<Tag*>(tag)));
+  static IgnoredTag ignored;
+  stream.StartCall(static_cast<void*>(static_cast<Tag*>(&ignored)));
 }
 
 /// Finishes a client call whose outcome no longer matters (its response
