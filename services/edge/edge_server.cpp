@@ -377,7 +377,7 @@ struct EdgeServer::Impl {
     Trailers trailers_;
     ClientBody(Stream& s, beast::flat_buffer& b, http::request_parser<http::buffer_body>& p, Clock::duration t,
                Metrics& m)
-        : stream(s), buffer(b), parser(p), timeout(t), metrics(m),
+        : stream(s), buffer(b), parser(p), timeout(t), metrics(m), buf(p.content_length_remaining()),
           head_fields(std::distance(p.get().begin(), p.get().end())) {}
 
     const Trailers& trailers() const override { return trailers_; }

@@ -7,6 +7,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <algorithm>
+#include <cstdint>
 #include <memory>
 #include <utility>
 
@@ -21,6 +23,15 @@ namespace postern::net {
 /// pieces (fewer tunnel messages).
 class PieceBuffer {
  public:
+  PieceBuffer() = default;
+  /// For a body of `remaining` bytes (none: unknown, chunked; a parser's
+  /// content_length_remaining()): a body
+  /// shorter than kWsPieceBytes starts with a buffer of its own size, not
+  /// a 64 KiB one made and freed (with a consolidation of the heap's free
+  /// lists) for every small response.
+  explicit PieceBuffer(boost::optional<std::uint64_t> remaining) {
+    if (remaining) capacity_ = static_cast<std::size_t>(std::clamp<std::uint64_t>(*remaining, 1, kWsPieceBytes));
+  }
   /// Room for the next piece. Invalidates the previous piece.
   char* prepare() {
     if (last_filled_ && capacity_ < kChunkBytes) {

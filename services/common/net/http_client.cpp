@@ -296,7 +296,7 @@ asio::awaitable<bool> run_exchange(Stream& s, Conn& c, const Origin& o, const tu
     if (c.buffer.size() == 0) co_await sink.idle();
     // Beast sizes each socket read by the buffer's spare room: make it 64 KiB.
     if (c.buffer.capacity() < kWsPieceBytes) c.buffer.reserve(kWsPieceBytes);
-    PieceBuffer buf;
+    PieceBuffer buf(parser->content_length_remaining());
     for (;;) {
       tcp.expires_after(o.read_timeout);
       char* room = buf.prepare();
