@@ -331,6 +331,7 @@ struct Broker::Impl {
     asio::co_spawn(ex, accept_attach(), asio::detached);
     asio::co_spawn(ex, accept_pull(), asio::detached);
     asio::co_spawn(ex, accept_invoke(), asio::detached);
+    asio::co_spawn(ex, trim_loop(), asio::detached);
     asio::co_spawn(ex,
                    config_fanout.accept([this](grpc::ServerContext* ctx, policy::v1::WatchRequest* req,
                                                grpc::ServerAsyncWriter<policy::v1::Snapshot>* w, void* tag) {
@@ -516,8 +517,9 @@ struct Broker::Impl {
   //
   //   Park ─▶ parked ─▶ assigned an exchange ─▶ spliced ─▶ clean end? ──yes──▶ wait for Park ─▶ parked …
   //                │                                         │ no                  │ half-close, bad frame,
-  //                └─ cancelled (session gone, draining,     ▼                      │ session gone/draining,
-  //                   early frame, connector let go) ──▶ Finish ◀───────────────────┘ pool already full
+  //                └─ cancelled (session gone, draining,     ▼                      │ session gone/draining
+  //                   early frame, connector let go,         │                      │
+  //                   idle beyond the pool) ─────────────▶ Finish ◀─────────────────┘
   //
   // An HTTP exchange is clean when the request's end reached the connector
   // and the response's end reached the edge, with no error on either side;
@@ -526,9 +528,11 @@ struct Broker::Impl {
   // wants the stream back (a stream it retires instead is half-closed, never
   // handed a request it could not answer). WebSocket sessions and anything
   // unclean end the stream, as does a Park naming a session that is gone or
-  // draining, or one that already has its pool_size (Hello) parked: the
-  // broker, not the connector, trims the pool after a burst, since only it
-  // knows which parked streams are idle rather than already handed a request.
+  // draining. Streams beyond the session's pool_size (Hello) that nothing
+  // took for kPoolTrimIdle end with OK: the broker, not the connector, trims
+  // the pool after a burst, since only it knows which parked streams are
+  // idle rather than already handed a request.
+  static constexpr auto kPoolTrimIdle = 2s;
 
   struct PullCall final : PullSlot {
     explicit PullCall(asio::any_io_executor ex) : assigned(ex), done(ex), first_read(ex) {}
@@ -540,6 +544,8 @@ struct Broker::Impl {
     // Set by the Invoke before `done` when the exchange ended cleanly both
     // ways: the stream may carry another one.
     bool reusable = false;
+    // Ended by trim_loop: a stream beyond the pool nothing took (OK).
+    bool retired = false;
     // The read kept outstanding while the stream is parked; the splice
     // takes its result as the exchange's first response frame.
     Event first_read;
@@ -563,6 +569,24 @@ struct Broker::Impl {
       reusable = false;
     }
   };
+
+  // Streams beyond a session's pool_size that stay parked kPoolTrimIdle end
+  // (OK). Under load a connector parks streams beyond its pool to cover the
+  // exchanges in flight and they are taken again at once; ending them as
+  // they came back (as this broker did) made the connector open new ones
+  // for about one exchange in six.
+  asio::awaitable<void> trim_loop() {
+    asio::steady_timer tick(ex);
+    while (!draining) {
+      tick.expires_after(kPoolTrimIdle / 4);
+      co_await tick.async_wait(use_nothrow);
+      for (PullSlot* slot : registry.trim(Clock::now() - kPoolTrimIdle)) {
+        auto* c = static_cast<PullCall*>(slot);
+        c->retired = true;
+        c->cancel();
+      }
+    }
+  }
 
   asio::awaitable<void> accept_pull() {
     for (;;) {
@@ -602,11 +626,6 @@ struct Broker::Impl {
     }
     for (bool again = false;; again = true) {
       auto session = registry.find(park.park().session_id());
-      if (again && session && session->pool_size && session->parked.size() >= session->pool_size) {
-        // The burst that needed it is over: the pool is full without it.
-        co_await finish(call->stream, grpc::Status::OK);
-        co_return;
-      }
       if (!session || !registry.park(session, call.get())) {
         if (again) {
           // The session drained or went while the stream carried an exchange.
@@ -647,7 +666,8 @@ struct Broker::Impl {
           asio::detached);
       co_await call->assigned.wait();
       if (call->cancelled) {
-        const grpc::Status st = call->violation.empty()
+        const grpc::Status st = call->retired ? grpc::Status::OK
+                                : call->violation.empty()
                                     ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "session draining or gone")
                                     : grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, call->violation);
         co_await finish(call->stream, st);

@@ -56,6 +56,7 @@ void Registry::drain(const std::shared_ptr<Session>& s) {
 
 bool Registry::park(const std::shared_ptr<Session>& s, PullSlot* slot) {
   if (s->draining || !sessions_.contains(s->id)) return false;
+  slot->parked_at = std::chrono::steady_clock::now();
   s->parked.push_back(slot);
   // Wake every waiter for an alias this session serves; each re-checks.
   std::vector<Waiter> wake;
@@ -78,6 +79,19 @@ void Registry::unpark(const std::shared_ptr<Session>& s, PullSlot* slot) {
     s->parked.erase(it);
     notify();
   }
+}
+
+std::vector<PullSlot*> Registry::trim(std::chrono::steady_clock::time_point idle_before) {
+  std::vector<PullSlot*> out;
+  for (const auto& [id, s] : sessions_) {
+    // take() hands out the oldest first: the front has been idle longest.
+    while (s->pool_size && s->parked.size() > s->pool_size && s->parked.front()->parked_at < idle_before) {
+      out.push_back(s->parked.front());
+      s->parked.pop_front();
+    }
+  }
+  if (!out.empty()) notify();
+  return out;
 }
 
 Registry::Pick Registry::take(const std::string& alias) {

@@ -3,6 +3,7 @@
 // streams. Pure logic: no gRPC, so unit tests drive it directly.
 // Not thread-safe: the broker uses it from its single io thread.
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -19,6 +20,8 @@ class PullSlot {
   virtual ~PullSlot() = default;
   /// Ends the parked stream without an exchange (session gone or draining).
   virtual void cancel() = 0;
+  /// When it was last parked (set by Registry::park).
+  std::chrono::steady_clock::time_point parked_at{};
 };
 
 /// One Attach stream: one connector instance.
@@ -51,6 +54,11 @@ class Registry {
   bool park(const std::shared_ptr<Session>& s, PullSlot* slot);
   /// Removes a slot that ended on its own.
   void unpark(const std::shared_ptr<Session>& s, PullSlot* slot);
+  /// Removes and returns, from each session with more than its pool_size
+  /// parked, the streams beyond pool_size parked since before
+  /// `idle_before`, oldest first: a burst is over and nothing took them.
+  /// The caller ends them.
+  std::vector<PullSlot*> trim(std::chrono::steady_clock::time_point idle_before);
 
   struct Pick {
     std::shared_ptr<Session> session;

@@ -606,8 +606,8 @@ struct Connector::Impl {
 
   // Below this many parked streams on a link, taking one parks replacements
   // at once. Streams come back after clean exchanges, so opening one per
-  // exchange would only churn; the broker ends returning streams beyond
-  // pool_size (Hello.pool_size).
+  // exchange would only churn; the broker ends streams beyond pool_size
+  // (Hello.pool_size) once they stay unused for a moment.
   std::size_t low_water() const { return std::max<std::size_t>(1, pool_size / 2); }
 
   // One Pull stream, for as many exchanges as it is parked again for (see

@@ -547,6 +547,38 @@ TEST_F(ReverseInvoke, PullStreamsAreReusedAcrossExchanges) {
   EXPECT_EQ(parked, 4.0);
 }
 
+// More exchanges at once than the connector's pool (4): the pool grows to
+// cover them and its streams are parked again and again, not ended as they
+// come back (which made the connector open new ones all along); once the
+// load is over the broker ends the surplus and the pool is back to 4.
+TEST_F(ReverseInvoke, PullPoolGrowsUnderLoadWithoutChurnAndShrinksAfter) {
+  sys.start_all();
+  const auto accepted = [&] {
+    return metric_value(scrape(sys.broker_admin_port), "postern_broker_pull_streams_total");
+  };
+  const auto parked = [&] {
+    return metric_value(scrape(sys.broker_admin_port), "postern_broker_parked_streams", {{"alias", "demo"}});
+  };
+  const double before = accepted();
+  Load load;
+  load.start({sys.edge_port}, "/gateway/demo/1.0/slow?ms=5", 12, 5s, 3s);
+  std::this_thread::sleep_for(3s);
+  load.stop();
+  EXPECT_GE(load.ok(), 200) << load.describe_failures();
+  EXPECT_EQ(load.failed(), 0) << load.describe_failures();
+  const double opened = accepted() - before;
+  std::printf("[ info ] %d exchanges, 12 at a time, opened %.0f Pull streams\n", load.ok(), opened);
+  EXPECT_LE(opened, 30.0) << "Pull streams opened for " << load.ok() << " exchanges, 12 at a time";
+  double now = 0;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        now = parked();
+        return now == 4.0;
+      },
+      6s))
+      << "parked streams after the load: " << now;
+}
+
 // A GET and a small response each cross every hop as one gRPC message:
 // the request's head and end together, the response's head, body and end
 // together with the connector's next Park. Each message costs a
