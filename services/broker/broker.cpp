@@ -1091,7 +1091,7 @@ struct Broker::Impl {
       c->retiring = true;
       asio::co_spawn(
           ex,
-          [this, c]() -> asio::awaitable<void> {
+          [c]() -> asio::awaitable<void> {
             co_await finish(c->stream, grpc::Status::OK);
             c->retired.set();
           },
