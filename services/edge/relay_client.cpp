@@ -44,10 +44,6 @@ void retire(std::unique_ptr<InvokeCall> call) {
   gb::finish_detached(std::move(call));
 }
 
-}  // namespace
-
-namespace {
-
 // How long a broker that said it is draining, or could not be reached, is
 // tried only after the others.
 constexpr auto kAvoidDraining = 2s;
