@@ -532,7 +532,11 @@ struct Broker::Impl {
   // took for kPoolTrimIdle end with OK: the broker, not the connector, trims
   // the pool after a burst, since only it knows which parked streams are
   // idle rather than already handed a request.
-  static constexpr auto kPoolTrimIdle = 2s;
+  // Milliseconds, so that the trim tick (a quarter of it) is not rounded
+  // to zero: as `2s`, `kPoolTrimIdle / 4` was 0 s and trim_loop spun.
+  static constexpr std::chrono::milliseconds kPoolTrimIdle{2000};
+  static constexpr auto kPoolTrimTick = kPoolTrimIdle / 4;
+  static_assert(kPoolTrimTick >= std::chrono::milliseconds(100));
 
   struct PullCall final : PullSlot {
     explicit PullCall(asio::any_io_executor ex) : assigned(ex), done(ex), first_read(ex) {}
@@ -578,7 +582,7 @@ struct Broker::Impl {
   asio::awaitable<void> trim_loop() {
     asio::steady_timer tick(ex);
     while (!draining) {
-      tick.expires_after(kPoolTrimIdle / 4);
+      tick.expires_after(kPoolTrimTick);
       co_await tick.async_wait(use_nothrow);
       for (PullSlot* slot : registry.trim(Clock::now() - kPoolTrimIdle)) {
         auto* c = static_cast<PullCall*>(slot);

@@ -3,13 +3,17 @@
 #include <gtest/gtest.h>
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <csignal>
+#include <fstream>
+#include <sstream>
 #include <functional>
 #include <thread>
 #include <vector>
 
 #include "support/http.hpp"
+#include "support/load.hpp"
 #include "support/sockets.hpp"
 #include "support/system.hpp"
 
@@ -20,6 +24,20 @@ using namespace std::chrono_literals;
 
 double attached(std::uint16_t admin_port) {
   return metric_value(scrape(admin_port), "postern_broker_connectors_attached", {{"alias", "demo"}});
+}
+
+// CPU time (user + system, all threads) a process has used so far.
+std::chrono::milliseconds cpu_used(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Fields after the command name (which may hold spaces) start at ") ".
+  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  long ticks = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i >= 14) ticks += std::stol(field);  // utime, stime
+  }
+  return std::chrono::milliseconds(ticks * 1000 / sysconf(_SC_CLK_TCK));
 }
 
 // A headless Service: one name, one address per broker replica. The
@@ -100,6 +118,34 @@ TEST(Lifecycle, SilentConnectorIsDroppedAndReturns) {
   EXPECT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 503);
   c.signal(SIGCONT);
   EXPECT_TRUE(wait_until([&] { return curl({sys.edge_url("/gateway/demo/1.0/")}).status == 200; }, 10s));
+}
+
+// Every service sleeps when nothing happens, including after a burst that
+// grew the connector's Pull pool beyond pool_size (the broker's trim tick is
+// then the only timer due). The broker's tick was once `2s / 4`, which is
+// 0 s: it spun, a whole core, for ever. A process that spins uses about
+// 2,000 ms of CPU in these 2 s; an idle one a few ms.
+TEST(Lifecycle, IdleServicesDoNotSpin) {
+  System sys;
+  sys.start_all();
+  Load load;
+  load.start({sys.edge_port}, "/gateway/demo/1.0/", 12, 10s, 20s);
+  ASSERT_TRUE(wait_until([&] { return load.ok() >= 200; }, 20s));
+  load.stop();
+  ASSERT_EQ(load.failed(), 0);
+  std::this_thread::sleep_for(500ms);
+  const std::vector<std::pair<const char*, Process*>> services = {
+      {"edge", sys.edge.get()},
+      {"broker", sys.broker.get()},
+      {"connector", sys.connectors[0].get()},
+      {"policy", sys.policy.get()}};
+  std::vector<std::chrono::milliseconds> before;
+  for (const auto& [name, p] : services) before.push_back(cpu_used(p->pid()));
+  std::this_thread::sleep_for(2s);
+  for (std::size_t i = 0; i < services.size(); ++i) {
+    const auto used = cpu_used(services[i].second->pid()) - before[i];
+    EXPECT_LT(used, 400ms) << services[i].first << " used " << used.count() << " ms of CPU in 2 s of idleness";
+  }
 }
 
 // SIGTERM on the edge: readiness drops, requests in flight finish, idle
