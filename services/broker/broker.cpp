@@ -563,6 +563,12 @@ struct Broker::Impl {
       cancelled = true;
       assigned.set();
     }
+    // How the call ends when cancelled while parked.
+    grpc::Status cancelled_status() const {
+      if (retired) return grpc::Status::OK;
+      if (!violation.empty()) return {grpc::StatusCode::INVALID_ARGUMENT, violation};
+      return {grpc::StatusCode::UNAVAILABLE, "session draining or gone"};
+    }
     // Back to the state of a stream that was never parked.
     void reset() {
       assigned.reset();
@@ -670,10 +676,7 @@ struct Broker::Impl {
           asio::detached);
       co_await call->assigned.wait();
       if (call->cancelled) {
-        const grpc::Status st = call->retired ? grpc::Status::OK
-                                : call->violation.empty()
-                                    ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "session draining or gone")
-                                    : grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, call->violation);
+        const grpc::Status st = call->cancelled_status();
         co_await finish(call->stream, st);
         break;
       }

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <vector>
+
 namespace postern::broker {
 namespace {
 
@@ -79,6 +82,41 @@ TEST(Registry, ParkWakesWaitersForThatAliasOnly) {
   EXPECT_EQ(woke_x, 0);
   EXPECT_EQ(r.parked_per_alias().at("demo"), 1u);
   EXPECT_EQ(r.connectors_per_alias().at("demo"), 1u);
+}
+
+// After a burst, trim hands back the streams beyond pool_size that nothing
+// took since `idle_before`, oldest first; it keeps pool_size of them, keeps
+// those parked since, and leaves a session without a pool_size alone.
+TEST(Registry, TrimEndsOnlyIdleStreamsBeyondThePoolOldestFirst) {
+  using Clock = std::chrono::steady_clock;
+  Registry r;
+  auto a = r.add("a", "id-a", {"demo"});
+  a->pool_size = 2;
+  auto unlimited = r.add("u", "id-u", {"other"});
+  std::vector<FakeSlot> slots(5), more(4);
+  for (auto& s : slots) ASSERT_TRUE(r.park(a, &s));
+  for (auto& s : more) ASSERT_TRUE(r.park(unlimited, &s));
+  const auto now = Clock::now();
+  // The first two were parked a minute ago, the others just now.
+  slots[0].parked_at = slots[1].parked_at = now - std::chrono::minutes(1);
+
+  EXPECT_TRUE(r.trim(now - std::chrono::hours(1)).empty()) << "nothing idle that long";
+  // The oldest stream is taken for an exchange. Of the four left, two are
+  // beyond the pool, and only the older of them has been idle long enough.
+  auto pick = r.take("demo");
+  ASSERT_EQ(pick.slot, &slots[0]);
+  auto trimmed = r.trim(now - std::chrono::seconds(2));
+  ASSERT_EQ(trimmed.size(), 1u);
+  EXPECT_EQ(trimmed[0], &slots[1]);
+  EXPECT_FALSE(slots[1].cancelled) << "the caller ends what trim returns";
+  EXPECT_EQ(r.parked_per_alias().at("demo"), 3u);
+  // Later: the next oldest goes; pool_size streams stay, however idle.
+  trimmed = r.trim(now + std::chrono::hours(1));
+  ASSERT_EQ(trimmed.size(), 1u);
+  EXPECT_EQ(trimmed[0], &slots[2]);
+  EXPECT_EQ(r.parked_per_alias().at("demo"), 2u);
+  EXPECT_TRUE(r.trim(now + std::chrono::hours(2)).empty());
+  EXPECT_EQ(r.parked_per_alias().at("other"), 4u) << "no pool_size: never trimmed";
 }
 
 }  // namespace
