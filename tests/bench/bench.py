@@ -68,6 +68,13 @@ def rss_all(pids):
     return {name: rss_kib(pid) for name, pid in pids.items()}
 
 
+def cpu_ms(pid):
+    """User + system CPU of every thread of `pid` so far, in ms."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 // os.sysconf("SC_CLK_TCK")
+
+
 def pct(sorted_values, p):
     if not sorted_values:
         return None
@@ -187,13 +194,17 @@ async def ws_main(a):
     result["rtt_p99_ms"] = pct(rtt, 99)
     result["rtt_max_ms"] = rtt[-1] if rtt else None
 
-    # Hold the idle sessions for the rest of the hold time, sampling RSS.
+    # Hold the idle sessions for the rest of the hold time, sampling RSS,
+    # and what holding them costs in CPU (keepalives, timers).
     peak = result["rss_open_kib"]
+    cpu0, idle_t0 = {name: cpu_ms(pid) for name, pid in pids.items()}, time.monotonic()
     while time.monotonic() - opened_at < a.hold:
         await asyncio.sleep(min(5, max(0.1, a.hold - (time.monotonic() - opened_at))))
         now = rss_all(pids)
         if sum(now.values()) > sum(peak.values()):
             peak = now
+    idle_s = time.monotonic() - idle_t0
+    result["idle_cpu_ms_per_s"] = {name: (cpu_ms(pid) - cpu0[name]) / max(idle_s, 0.001) for name, pid in pids.items()}
     result["held_seconds"] = time.monotonic() - opened_at
     result["rss_end_kib"] = rss_all(pids)
     result["rss_peak_kib"] = peak
@@ -236,6 +247,8 @@ def report(raw_path, json_path, txt_path):
       f"nginx proxy: {g('meta.proxy_workers')} workers, upstream keepalive, access log on; ssh -R: OpenSSH {g('meta.ssh_version')}; "
       f"Postern: edge → broker → connector (commit {g('meta.commit')}, {g('meta.binaries')})")
     p(f"load average at the end {g('meta.load_end')}: other work on this machine makes the numbers noisy")
+    if g("meta.idle_busy"):
+        p(f"WARNING: busy with no load (CPU in 2 idle s), every figure below is skewed: {g('meta.idle_busy')}")
     p("")
     p(f"Small requests: wrk -t2 -c64 -d{g('meta.small_seconds')}s --latency, GET {g('meta.small_bytes')}-byte body")
     p(f"  {'path':<8} {'req/s':>9} {'×direct':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'CPU s/10k req':>14} {'ctx sw/req':>11} {'errors':>7}")
@@ -286,6 +299,10 @@ def report(raw_path, json_path, txt_path):
         p("  " + ", ".join(f"{s} {(opened[s] - before[s]) / n:.1f} KiB ({(opened[s] - before[s]) / max(1, sum(opened.values()) - sum(before.values())) * 100:.0f}%)"
                            for s in before))
         p("  RSS MiB before → open: " + ", ".join(f"{s} {before[s] / 1024:.0f} → {opened[s] / 1024:.0f}" for s in before))
+        if ws.get("idle_cpu_ms_per_s"):
+            c = ws["idle_cpu_ms_per_s"]
+            p(f"  CPU while the sessions sit idle: {sum(c.values()):.1f} ms per second ("
+              + ", ".join(f"{s} {v:.1f}" for s, v in c.items()) + ")")
         p(f"  message round trip at {g('meta.rtt_rate')} msg/s for {g('meta.rtt_seconds')} s on {g('meta.rtt_sessions')} sessions: "
           f"p50 {fmt(ws['rtt_p50_ms'])} ms, p99 {fmt(ws['rtt_p99_ms'])} ms, max {fmt(ws['rtt_max_ms'])} ms "
           f"({ws['rtt_received']}/{ws['rtt_sent']} echoes, {ws['rtt_errors']} errors)")

@@ -307,6 +307,7 @@ EOF
 "$bin/postern-policy" validate "$work/policy.yaml" > /dev/null
 "$bin/postern-demo" --listen "127.0.0.1:$demo_port" > "$work/demo.log" 2>&1 & pids+=($!)
 "$bin/postern-policy" --config "$work/policy-service.yaml" > "$work/policy.log" 2>&1 & pids+=($!)
+policy_pid=$!
 "$bin/postern-broker" --config "$work/broker.yaml" > "$work/broker.log" 2>&1 & pids+=($!)
 broker_pid=$!
 "$bin/postern-connector" --config "$work/connector.yaml" > "$work/connector.log" 2>&1 & pids+=($!)
@@ -323,6 +324,28 @@ declare -A base=(
 paths=(direct nginx ssh postern)
 for k in "${paths[@]}"; do wait_http "${base[$k]}/small" 200 300; done
 say "all four paths answer"
+
+# Idle check: every process of every path, 2 s with no load. A process that
+# spins (as the broker's trim tick once did, a whole core for ever) takes a
+# core from every measurement below, the other paths' included.
+idle_all="$(descendants "$native_master" "$proxy_master" "$sshd_master" "$ssh_client") $edge_pid $broker_pid $connector_pid $policy_pid"
+declare -A idle_before=()
+for p in $idle_all; do idle_before[$p]="$(cpu_ticks "$p")"; done
+sleep 2
+idle_busy=""
+for p in $idle_all; do
+  dt=$(($(cpu_ticks "$p") - ${idle_before[$p]}))
+  # More than 10 % of a core while idle.
+  if [ "$dt" -gt $((tck / 5)) ]; then
+    idle_busy+="${idle_busy:+, }$(tr '\0' ' ' < "/proc/$p/cmdline" | cut -c1-60) ($((dt * 1000 / tck)) ms)"
+  fi
+done
+if [ -n "$idle_busy" ]; then
+  say "WARNING: busy while idle (CPU in 2 s with no load): $idle_busy"
+  rec meta.idle_busy "\"$idle_busy\""
+else
+  rec meta.idle_busy '""'
+fi
 
 proxy_pids() {  # path -> the processes whose CPU counts for it
   case "$1" in
