@@ -288,7 +288,7 @@ struct Connector::Impl {
   Impl(asio::io_context& io, config::v1::ConnectorConfig c, std::shared_ptr<prometheus::Registry> p)
       : ioc(io), ex(io.get_executor()), cfg(std::move(c)), prom(std::move(p)), metrics(*prom), http(ex),
         decisions_metrics(*prom, "connector") {
-    reconnect_max = config::duration_or(cfg.reconnect_max(), 30s);
+    reconnect_max = config::duration_or(cfg.reconnect_max(), 1s);
     drain_timeout = config::duration_or(cfg.drain_timeout(), 20s);
     resolve_interval = config::duration_or(cfg.resolve_interval(), 30s);
     pool_size = cfg.pool_size() ? cfg.pool_size() : 8;
