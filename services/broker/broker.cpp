@@ -388,6 +388,10 @@ struct Broker::Impl {
     AttachStream stream{&ctx};
   };
 
+  // Attach streams of attached connectors: a drain ends them once its
+  // exchanges are done, so the server's shutdown need not wait for them.
+  std::set<grpc::ServerContext*> attach_calls;
+
   asio::awaitable<void> accept_attach() {
     for (;;) {
       auto call = std::make_unique<AttachCall>();
@@ -480,6 +484,7 @@ struct Broker::Impl {
         silent = true;
         ctx.TryCancel();
       });
+      attach_calls.insert(&ctx);
       for (;;) {
         tv1::ConnectorMessage m;
         const bool got = co_await gb::read(stream, m);
@@ -501,7 +506,9 @@ struct Broker::Impl {
         const bool sent = co_await gb::write(stream, reply);
         if (!sent) break;
       }
+      attach_calls.erase(&ctx);
       if (silent) reason = "heartbeat timeout";
+      if (draining) reason = "broker drained";
     }
     registry.remove(session);
     POSTERN_LOG(info, "connector detached")
@@ -816,17 +823,18 @@ struct Broker::Impl {
       co_await gb::write(in, f);
       co_await finish(in, grpc::Status::OK);
     };
-    if (draining) {
-      const std::string why = "broker is draining";
-      co_await reject(tv1::ERROR_CODE_DRAINING, why);
-      co_return false;
-    }
-
     // Find a parked stream; a dead one (its write fails) is dropped and the
     // next one tried, since nothing of the exchange has been handed over.
+    // A drain that starts while the request waits refuses it at once, so
+    // the edge sends it to another broker.
     const auto give_up = Clock::now() + park_wait;
     Registry::Pick pick;
     for (;;) {
+      if (draining) {
+        const std::string why = "broker is draining";
+        co_await reject(tv1::ERROR_CODE_DRAINING, why);
+        co_return false;
+      }
       pick = registry.take(alias);
       if (!pick.slot) {
         if (!registry.serves(alias)) {
@@ -1087,6 +1095,7 @@ struct Broker::Impl {
 
   asio::awaitable<void> drain() {
     draining = true;
+    registry.wake_all();
     config_fanout.close();
     POSTERN_LOG(info, "broker draining").kv("in_flight", static_cast<std::uint64_t>(exchanges_in_flight));
     // WebSocket sessions would outlast any drain: both sides get 1001 now,
@@ -1107,6 +1116,9 @@ struct Broker::Impl {
     idle_invokes.clear();
     co_await idle->wait_for(drain_timeout);
     for (auto& s : registry.all()) registry.drain(s);
+    // The connectors learn by their Attach streams' end and try again until
+    // a broker answers at this address; nothing else is left to wait for.
+    for (auto* c : attach_calls) c->TryCancel();
     // Server::Shutdown blocks until calls end; run it off the io thread
     // while this thread keeps serving the completions it needs.
     Event stopped(ex);

@@ -34,11 +34,7 @@ std::shared_ptr<Session> Registry::add(std::string connector_id, std::string ide
 
 void Registry::remove(const std::shared_ptr<Session>& s) {
   sessions_.erase(s->id);
-  s->draining = true;
-  auto parked = std::move(s->parked);
-  s->parked.clear();
-  for (auto* slot : parked) slot->cancel();
-  notify();
+  stop_taking(*s);
 }
 
 std::shared_ptr<Session> Registry::find(const std::string& id) const {
@@ -46,30 +42,45 @@ std::shared_ptr<Session> Registry::find(const std::string& id) const {
   return it == sessions_.end() ? nullptr : it->second;
 }
 
-void Registry::drain(const std::shared_ptr<Session>& s) {
-  s->draining = true;
-  auto parked = std::move(s->parked);
-  s->parked.clear();
+void Registry::drain(const std::shared_ptr<Session>& s) { stop_taking(*s); }
+
+void Registry::stop_taking(Session& s) {
+  s.draining = true;
+  auto parked = std::move(s.parked);
+  s.parked.clear();
   for (auto* slot : parked) slot->cancel();
   notify();
+  // Requests waiting for this session's streams learn at once that it
+  // serves them no more, rather than when their wait runs out.
+  wake(s);
+}
+
+void Registry::wake(const Session& s) {
+  std::vector<Waiter> run;
+  for (auto it = waiters_.begin(); it != waiters_.end();) {
+    if (serves_alias(s, it->second.alias)) {
+      run.push_back(std::move(it->second.fn));
+      it = waiters_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& w : run) w();
+}
+
+void Registry::wake_all() {
+  auto all = std::move(waiters_);
+  waiters_.clear();
+  for (auto& [id, w] : all) w.fn();
 }
 
 bool Registry::park(const std::shared_ptr<Session>& s, PullSlot* slot) {
   if (s->draining || !sessions_.contains(s->id)) return false;
   slot->parked_at = std::chrono::steady_clock::now();
   s->parked.push_back(slot);
-  // Wake every waiter for an alias this session serves; each re-checks.
-  std::vector<Waiter> wake;
-  for (auto it = waiters_.begin(); it != waiters_.end();) {
-    if (serves_alias(*s, it->second.alias)) {
-      wake.push_back(std::move(it->second.fn));
-      it = waiters_.erase(it);
-    } else {
-      ++it;
-    }
-  }
   notify();
-  for (auto& w : wake) w();
+  // Every waiter for an alias this session serves re-checks.
+  wake(*s);
   return true;
 }
 

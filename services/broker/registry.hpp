@@ -73,10 +73,14 @@ class Registry {
   /// True if a session that is not draining serves the alias.
   bool serves(const std::string& alias) const;
 
-  /// Callbacks run once when a stream is parked for one of their aliases.
+  /// Callbacks run once when what a waiter for one of their aliases may
+  /// get changes: a stream is parked, or a serving session drains or goes.
+  /// The waiter re-checks with take() and serves().
   using Waiter = std::function<void()>;
   std::uint64_t add_waiter(const std::string& alias, Waiter w);
   void remove_waiter(std::uint64_t id);
+  /// Runs and removes every waiter (the broker is draining).
+  void wake_all();
 
   // Observability.
   std::map<std::string, std::size_t> connectors_per_alias() const;
@@ -89,6 +93,10 @@ class Registry {
   void notify() {
     if (observer_) observer_(*this);
   }
+  // Runs and removes the waiters for the aliases `s` serves.
+  void wake(const Session& s);
+  // Cancels the session's parked streams and wakes its waiters.
+  void stop_taking(Session& s);
 
   std::map<std::string, std::shared_ptr<Session>> sessions_;
   std::uint64_t next_id_ = 1;

@@ -448,11 +448,31 @@ struct Connector::Impl {
       std::uniform_real_distribution<double> jitter(0.5, 1.5);
       auto wait = std::chrono::duration_cast<Clock::duration>(backoff * jitter(rng));
       if (wait > reconnect_max) wait = reconnect_max;
-      timer.expires_after(wait);
-      co_await timer.async_wait(use_nothrow);
+      co_await wait_before_attach(l, timer, wait);
       backoff = std::min<Clock::duration>(backoff * 2, reconnect_max);
     }
     l.stopped->set();
+  }
+
+  // Waits `wait` before the next attach. When the broker could not be
+  // reached, the wait also ends as soon as the link's channel connects, so a
+  // restarted broker is attached to when gRPC reaches it (its reconnect
+  // backoff is capped at 1 s), not that plus this backoff. A broker that was
+  // reached and refused gets the whole wait.
+  asio::awaitable<void> wait_before_attach(Link& l, asio::steady_timer& timer, Clock::duration wait) {
+    auto state = l.channel->GetState(/*try_to_connect=*/true);
+    if (state == GRPC_CHANNEL_READY) {
+      timer.expires_after(wait);
+      co_await timer.async_wait(use_nothrow);
+      co_return;
+    }
+    const auto until = std::chrono::system_clock::now() + wait;
+    while (state != GRPC_CHANNEL_READY && !l.stopping && !draining) {
+      const bool changed =
+          co_await gb::op([&](void* tag) { l.channel->NotifyOnStateChange(state, until, pump->cq(), tag); });
+      if (!changed) break;  // the wait is over
+      state = l.channel->GetState(/*try_to_connect=*/true);
+    }
   }
 
   // One Attach stream, start to end. Returns true if the broker welcomed it.

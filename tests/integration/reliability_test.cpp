@@ -307,15 +307,18 @@ struct Fleet {
     e.p->wait_for_log("\"msg\":\"policy snapshot applied\"");
   }
 
-  // A broker is ready for traffic once every connector has parked its pool
-  // there again and its edge has the config.
+  // A broker is ready for traffic once every connector has its pool there
+  // again and its edge has the config. A connector's pool is its parked
+  // streams plus those busy with an exchange (under load it parks no more
+  // while half of its pool is left: the busy ones park again when done).
   bool broker_ready(const Broker& b) {
     try {
       const auto m = scrape(b.admin);
+      const double pools = metric_value(m, "postern_broker_parked_streams", {{"alias", "demo"}}) +
+                           metric_value(m, "postern_broker_exchanges_in_flight");
       return metric_value(m, "postern_broker_connectors_attached", {{"alias", "demo"}}) ==
                  static_cast<double>(connectors.size()) &&
-             metric_value(m, "postern_broker_parked_streams", {{"alias", "demo"}}) ==
-                 4.0 * static_cast<double>(connectors.size()) &&
+             pools >= 4.0 * static_cast<double>(connectors.size()) &&
              metric_value(m, "postern_broker_config_version") > 0;
     } catch (const std::exception&) {
       return false;
@@ -539,6 +542,48 @@ TEST(Reliability, EdgeSendsWhatADrainingBrokerRefusesToAnother) {
   EXPECT_EQ(metric_value(m, "postern_edge_broker_retries_total", {{"reason", "draining"}}),
             static_cast<double>(refused_gets))
       << m;
+}
+
+// A request waiting at the broker for its only connector (busy with a slow
+// exchange) when the broker starts to drain is refused at once with 503
+// "broker is draining" (the edge would send it to another broker), before
+// the exchange in flight ends; that one completes, and the broker then
+// ends the connector's Attach stream itself and exits without waiting for
+// its server's shutdown deadline.
+TEST(Reliability, DrainingBrokerRefusesRequestsWaitingForAConnectorAtOnce) {
+  System sys;
+  sys.start_demo();
+  sys.start_policy(kPolicy);
+  sys.start_broker();  // park_wait 2 s, drain_timeout 5 s
+  sys.start_connector({.id = "c1", .extra_yaml = "max_concurrency: 1\n"});
+  sys.start_edge();
+
+  auto slow = std::async(std::launch::async, [&] {
+    auto r = curl({sys.edge_url("/gateway/demo/1.0/slow?ms=3000")});
+    return std::pair{r, Clock::now()};
+  });
+  std::this_thread::sleep_for(500ms);
+  auto waiting = std::async(std::launch::async, [&] {
+    auto r = curl({sys.edge_url("/gateway/demo/1.0/")});
+    return std::pair{r, Clock::now()};
+  });
+  // By now the second request is at the broker, waiting for a parked stream.
+  std::this_thread::sleep_for(500ms);
+  const auto sigterm = Clock::now();
+  sys.broker->signal(SIGTERM);
+  const auto [w, w_done] = waiting.get();
+  const auto [s, s_done] = slow.get();
+  const auto code = sys.broker->wait(15s);
+  const auto exited = Clock::now();
+  std::printf("[ info ] waiting request answered %d after %lld ms; slow one %d after %lld ms; broker exited after %lld ms\n",
+              w.status, ms_between(sigterm, w_done), s.status, ms_between(sigterm, s_done), ms_between(sigterm, exited));
+  EXPECT_EQ(w.status, 503) << w.headers << w.body;
+  EXPECT_NE(w.body.find("broker is draining"), std::string::npos) << w.body;
+  EXPECT_LT(w_done, s_done) << "the waiting request was held until the drain's end";
+  EXPECT_EQ(s.status, 200) << s.headers << s.body;
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0) << sys.broker->log_tail();
+  EXPECT_EQ(sys.broker->count_log("\"reason\":\"broker drained\""), 1) << sys.broker->log_tail();
 }
 
 // An edge with two broker addresses, one of which nothing listens on from

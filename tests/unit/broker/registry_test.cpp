@@ -84,6 +84,30 @@ TEST(Registry, ParkWakesWaitersForThatAliasOnly) {
   EXPECT_EQ(r.connectors_per_alias().at("demo"), 1u);
 }
 
+// A request waiting for a stream learns at once when the sessions serving
+// its alias drain or go (it is refused then, not when its wait runs out);
+// waiters for other aliases sleep on. A draining broker wakes them all.
+TEST(Registry, DrainRemoveAndWakeAllWakeWaiters) {
+  Registry r;
+  auto a = r.add("a", "id-a", {"demo"});
+  auto b = r.add("b", "id-b", {"demo", "x"});
+  int woke_demo = 0, woke_x = 0, woke_other = 0;
+  r.add_waiter("demo", [&] { ++woke_demo; });
+  r.add_waiter("other", [&] { ++woke_other; });
+  r.drain(a);
+  EXPECT_EQ(woke_demo, 1);
+  EXPECT_EQ(woke_other, 0);
+  r.add_waiter("x", [&] { ++woke_x; });
+  r.remove(b);
+  EXPECT_EQ(woke_x, 1);
+  EXPECT_EQ(woke_demo, 1) << "a waiter runs once";
+  EXPECT_EQ(woke_other, 0);
+  r.wake_all();
+  EXPECT_EQ(woke_other, 1);
+  r.wake_all();
+  EXPECT_EQ(woke_other, 1) << "woken waiters are removed";
+}
+
 // After a burst, trim hands back the streams beyond pool_size that nothing
 // took since `idle_before`, oldest first; it keeps pool_size of them, keeps
 // those parked since, and leaves a session without a pool_size alone.
