@@ -17,6 +17,14 @@ grpc::ChannelArguments client_channel_args() {
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  // No gRPC retries: every caller here already decides what to send again
+  // (the edge's broker retry, the connector's re-park and re-attach), and
+  // the retry filter costs each call a larger arena and a copy of what it
+  // sends until the call commits.
+  args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+  // Nothing here compresses: no compression filter on any call.
+  args.SetInt(GRPC_ARG_ENABLE_PER_MESSAGE_COMPRESSION, 0);
+  args.SetInt(GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION, 0);
   args.SetMaxReceiveMessageSize(4 * 1024 * 1024);
   return args;
 }
@@ -41,6 +49,8 @@ void apply_server_args(grpc::ServerBuilder& b) {
   b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   b.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  b.AddChannelArgument(GRPC_ARG_ENABLE_PER_MESSAGE_COMPRESSION, 0);
+  b.AddChannelArgument(GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION, 0);
 }
 
 }  // namespace postern::grpc_bridge
