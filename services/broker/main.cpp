@@ -11,6 +11,7 @@
 
 int main(int argc, char** argv) {
   using namespace postern;
+  tune_malloc();
   auto cl = parse_command_line(argc, argv, "broker");
   config::v1::BrokerConfig cfg;
   load_config_or_exit(cl, cfg);

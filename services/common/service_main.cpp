@@ -1,11 +1,13 @@
 #include "common/service_main.hpp"
 
 #include <google/protobuf/message.h>
+#include <malloc.h>
 
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 
 #include "common/config/yaml_proto.hpp"
@@ -67,6 +69,15 @@ void load_config_or_exit(const CommandLine& cl, google::protobuf::Message& confi
     std::cout << path << ": ok\n";
     std::exit(0);
   }
+}
+
+void tune_malloc() {
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (tunables && std::strstr(tunables, "glibc.malloc.")) return;
+  // Both, or neither: a fixed mmap threshold alone leaves the trim threshold
+  // at 128 KiB, and the heap is then trimmed after nearly every piece.
+  mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 8 * 1024 * 1024);
 }
 
 void init_logging(std::string_view service, const std::string& config_level, const std::string& override_level) {

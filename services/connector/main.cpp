@@ -12,6 +12,7 @@
 
 int main(int argc, char** argv) {
   using namespace postern;
+  tune_malloc();
   auto cl = parse_command_line(argc, argv, "connector");
   config::v1::ConnectorConfig cfg;
   load_config_or_exit(cl, cfg);

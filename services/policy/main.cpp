@@ -41,6 +41,7 @@ int validate(int argc, char** argv) {
 int main(int argc, char** argv) {
   using namespace postern;
   if (argc >= 2 && std::strcmp(argv[1], "validate") == 0) return validate(argc, argv);
+  tune_malloc();
   auto cl = parse_command_line(argc, argv, "policy");
   config::v1::PolicyServiceConfig cfg;
   load_config_or_exit(cl, cfg);
