@@ -31,6 +31,7 @@ struct InvokeCall {
   grpc::ClientContext ctx;
   std::unique_ptr<FrameStream> stream;
   grpc::Status status;
+  bool wait_for_broker = false;  // waits for its broker's channel to connect
 };
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
@@ -50,6 +51,12 @@ constexpr auto kAvoidDraining = 2s;
 constexpr auto kAvoidUnreachable = 1s;
 // A failure asks for the names to be resolved again, at most this often.
 constexpr auto kMinResolveGap = 1s;
+// When every broker's channel is down, the last one tried is waited for this
+// long to connect again: a broker restarting while the other one drains is
+// then a short wait, not a 502. Longer than gRPC's longest reconnect backoff
+// (1 s, jittered by 20 %), so a broker that is back is reached; short enough
+// that no broker at all still fails fast.
+constexpr auto kWaitForBroker = 1500ms;
 
 // An exchange that ended before the far side answered: a timeout, a broker
 // that cannot be reached, or a stream that ended under us.
@@ -85,6 +92,12 @@ constexpr auto kKeptStreamLife = 30s;
 // (this side cancels only on a timeout or its own failure, both handled
 // first): it could not be reached, or it ended the call unanswered, as a
 // gRPC server that shuts down does with calls it has not started.
+[[noreturn]] void throw_not_connected(const std::string& broker) {
+  throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_UNREACHABLE,
+                      "cannot reach the broker at " + broker + ": no connection within " +
+                          std::to_string(std::chrono::milliseconds(kWaitForBroker).count()) + " ms");
+}
+
 bool broker_went_away(const grpc::Status& st) {
   return st.error_code() == grpc::StatusCode::UNAVAILABLE || st.error_code() == grpc::StatusCode::CANCELLED;
 }
@@ -247,6 +260,10 @@ struct RelayClient::Impl {
     return out;
   }
 
+  static bool channel_down(const BrokerLink& b) {
+    return b.channel->GetState(false) == GRPC_CHANNEL_TRANSIENT_FAILURE;
+  }
+
   void avoid(BrokerLink& b, Clock::duration d) {
     b.avoid_until = Clock::now() + d;
     resolve_now->set();
@@ -344,14 +361,18 @@ struct RelayClient::Impl {
   // reached, so that another broker may have it. A stream kept from an
   // earlier exchange is used first; one the broker had let go meanwhile (it
   // drained, or the connection went) gets the exchange again on a new call.
+  // `wait_for_broker`: the broker's channel is down and no other is left to
+  // try; a new call waits up to kWaitForBroker for it to connect.
   asio::awaitable<void> invoke_on(BrokerLink& b, const tv1::RequestHead& head, OnceBody& body, ResponseSink& sink,
                                   std::chrono::milliseconds budget, std::chrono::milliseconds head_timeout,
-                                  Retry& retry) {
+                                  Retry& retry, bool wait_for_broker) {
     for (;;) {
       auto call = b.take_kept();
       const bool kept = call != nullptr;
       if (!kept) {
         call = std::make_unique<InvokeCall>();
+        call->wait_for_broker = wait_for_broker;
+        call->ctx.set_wait_for_ready(wait_for_broker);
         // The call's headers leave with the request head, not on their own.
         call->ctx.set_initial_metadata_corked(true);
         call->stream = b.stub->PrepareAsyncInvoke(&call->ctx, pump->cq());
@@ -387,6 +408,16 @@ struct RelayClient::Impl {
     bool head_sent = false;
     bool request_sent = false;  // up to its end
     bool ended = false;
+    bool never_connected = false;
+    std::optional<Deadline> connect_deadline;
+    if (call->wait_for_broker) {
+      connect_deadline.emplace(ex, kWaitForBroker, [&] {
+        if (!head_sent) {
+          never_connected = true;
+          ctx.TryCancel();
+        }
+      });
+    }
     try {
       // A request without a body crosses as one message: head and end. The
       // stream is never half-closed: it may carry the next exchange.
@@ -402,6 +433,7 @@ struct RelayClient::Impl {
       if (bodyless) *f.add_then()->mutable_end()->mutable_trailers() = body.trailers();
       bool ok = co_await gb::write(*stream, f);
       head_sent = ok;
+      connect_deadline.reset();
       request_sent = ok && bodyless;
       // Upload the body; a failed write means the broker ended the stream
       // (an early answer or an error): stop and read what it said.
@@ -475,6 +507,7 @@ struct RelayClient::Impl {
     }
     if (retry == Retry::draining) avoid(b, kAvoidDraining);
     if (failure) std::rethrow_exception(failure);
+    if (never_connected) throw_not_connected(b.shown);
     if (!sink.started() || !got_head) {
       if (!timed_out && !anything_received && broker_went_away(st)) {
         avoid(b, kAvoidUnreachable);
@@ -488,7 +521,8 @@ struct RelayClient::Impl {
   asio::awaitable<std::unique_ptr<WsTunnel>> open_on(const std::shared_ptr<BrokerLink>& b,
                                                      const tv1::RequestHead& head, std::chrono::milliseconds budget,
                                                      std::chrono::milliseconds head_timeout,
-                                                     std::size_t max_message_bytes, Retry& retry);
+                                                     std::size_t max_message_bytes, Retry& retry,
+                                                     bool wait_for_broker);
 };
 
 RelayClient::RelayClient(asio::any_io_executor ex, const config::v1::RelayClient& cfg, prometheus::Registry* metrics)
@@ -554,8 +588,11 @@ asio::awaitable<void> RelayClient::invoke(const tv1::RequestHead& head, BodySour
     std::exception_ptr failure;
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
     const auto budget = std::max(left, std::chrono::milliseconds(1));
+    // The last broker left, with its channel down (they all are): wait a
+    // moment for it rather than fail at once.
+    const bool wait_for_broker = i + 1 == plan.size() && im.channel_down(*plan[i]);
     try {
-      co_await im.invoke_on(*plan[i], head, once, sink, budget, head_timeout, retry);
+      co_await im.invoke_on(*plan[i], head, once, sink, budget, head_timeout, retry, wait_for_broker);
     } catch (...) {
       failure = std::current_exception();
     }
@@ -601,15 +638,17 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std:
                                                                       const tv1::RequestHead& head,
                                                                       std::chrono::milliseconds budget,
                                                                       std::chrono::milliseconds head_timeout,
-                                                                      std::size_t max_message_bytes, Retry& retry) {
+                                                                      std::size_t max_message_bytes, Retry& retry,
+                                                                      bool wait_for_broker) {
   auto t = std::make_unique<WsTunnel::Impl>();
   t->ex = ex;
   t->broker = b;
+  t->ctx.set_wait_for_ready(wait_for_broker);
   t->stream = b->stub->PrepareAsyncInvoke(&t->ctx, pump->cq());
   t->port = std::make_unique<gb::FramePort>(ex, *t->stream, t->ctx, max_message_bytes);
   auto tunnel = std::make_unique<WsTunnel>(std::move(t));
   auto& w = *tunnel->impl_;
-  bool got_head = false, timed_out = false, anything = false, head_sent = false;
+  bool got_head = false, timed_out = false, anything = false, head_sent = false, never_connected = false;
   std::optional<ExchangeError> failure;
   {
     Deadline head_deadline(ex, budget, [&] {
@@ -618,6 +657,15 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std:
         w.ctx.TryCancel();
       }
     });
+    std::optional<Deadline> connect_deadline;
+    if (wait_for_broker) {
+      connect_deadline.emplace(ex, kWaitForBroker, [&] {
+        if (!head_sent) {
+          never_connected = true;
+          w.ctx.TryCancel();
+        }
+      });
+    }
     bool ok = co_await gb::op([&](void* tag) { w.stream->StartCall(tag); });
     if (ok) {
       tv1::Frame f;
@@ -625,6 +673,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std:
       ok = co_await gb::write(*w.stream, f);
       head_sent = ok;
     }
+    connect_deadline.reset();
     tv1::Frame f;
     bool ended = false;
     // A refusal may come coalesced (head, body, end); a 101 comes alone,
@@ -667,6 +716,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std:
   w.finished = true;
   if (retry == Retry::draining) avoid(*b, kAvoidDraining);
   if (failure) throw *failure;
+  if (never_connected) throw_not_connected(b->shown);
   if (!timed_out && !anything && broker_went_away(st)) {
     avoid(*b, kAvoidUnreachable);
     if (!head_sent || idempotent(head.method())) retry = Retry::unreachable;
@@ -688,7 +738,8 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::open_websocket(const tv1
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
     const auto budget = std::max(left, std::chrono::milliseconds(1));
     try {
-      tunnel = co_await im.open_on(plan[i], head, budget, head_timeout, max_message_bytes, retry);
+      tunnel = co_await im.open_on(plan[i], head, budget, head_timeout, max_message_bytes, retry,
+                                   i + 1 == plan.size() && im.channel_down(*plan[i]));
     } catch (...) {
       failure = std::current_exception();
     }

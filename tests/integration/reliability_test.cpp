@@ -586,6 +586,30 @@ TEST(Reliability, DrainingBrokerRefusesRequestsWaitingForAConnectorAtOnce) {
   EXPECT_EQ(sys.broker->count_log("\"reason\":\"broker drained\""), 1) << sys.broker->log_tail();
 }
 
+// An edge whose only broker cannot be reached waits a moment (1.5 s: longer
+// than gRPC's reconnect backoff) for its channel to connect, in case the
+// broker is just restarting, then answers 502 naming the broker and the wait.
+TEST(Reliability, EdgeWaitsBrieflyForItsOnlyBrokerThenAnswers502) {
+  System sys;
+  sys.start_demo();
+  sys.start_policy(kPolicy);
+  sys.edge_brokers = {"127.0.0.1:" + std::to_string(free_port())};
+  sys.edge_wait_ready = false;
+  sys.start_edge("default_alias: demo\n");
+  // Let the channel fail a few times first, as it has when a broker is gone.
+  std::this_thread::sleep_for(1500ms);
+  const auto r = curl({sys.edge_url("/anything")});
+  std::printf("[ info ] no broker: %d %s\n", r.status, r.body.c_str());
+  EXPECT_EQ(r.status, 502) << r.headers << r.body;
+  EXPECT_NE(r.body.find("cannot reach the broker at 127.0.0.1:"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("no connection within 1500 ms"), std::string::npos) << r.body;
+  // A WebSocket upgrade likewise.
+  const auto ws = ws_client({"script", "ws://127.0.0.1:" + std::to_string(sys.edge_port) + "/anything", "recv=1"});
+  EXPECT_EQ(num(ws, "status"), 502) << boost::json::serialize(ws);
+  EXPECT_NE(boost::json::serialize(ws).find("no connection within 1500 ms"), std::string::npos)
+      << boost::json::serialize(ws);
+}
+
 // An edge with two broker addresses, one of which nothing listens on from
 // the start: it becomes ready (its config watch finds the live broker), and
 // every request, upgrade and body gets through, none answered 502.
