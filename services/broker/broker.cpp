@@ -777,6 +777,13 @@ struct Broker::Impl {
     for (;;) {
       const bool kept = co_await run_exchange(*call, head);
       if (!kept) co_return;
+      if (draining) {
+        // The drain began while the exchange's last frames were written,
+        // after it had ended the streams waiting here: this one ends the
+        // same way (OK, nothing answered) rather than wait for a request.
+        co_await finish(in, grpc::Status::OK);
+        co_return;
+      }
       // No deadline: the edge retires the streams it keeps; a drain ends
       // those still waiting here.
       head.Clear();
@@ -1093,6 +1100,8 @@ struct Broker::Impl {
 
   // ------------------------------------------------------------ drain
 
+  static constexpr std::chrono::seconds kShutdownDeadline{2};
+
   asio::awaitable<void> drain() {
     draining = true;
     registry.wake_all();
@@ -1122,14 +1131,21 @@ struct Broker::Impl {
     // Server::Shutdown blocks until calls end; run it off the io thread
     // while this thread keeps serving the completions it needs.
     Event stopped(ex);
-    std::thread t([this, &stopped] {
-      const auto deadline = std::chrono::system_clock::now() + 2s;
+    const auto deadline = std::chrono::system_clock::now() + kShutdownDeadline;
+    std::thread t([this, &stopped, deadline] {
       relay_server->Shutdown(deadline);
       registration_server->Shutdown(deadline);
       asio::post(ex, [&stopped] { stopped.set(); });
     });
     co_await stopped.wait();
     t.join();
+    // Every call should have ended above; one that had not was cancelled
+    // at the deadline, and whoever made it saw an error.
+    if (std::chrono::system_clock::now() >= deadline) {
+      POSTERN_LOG(warn, "calls still open at the shutdown deadline were cancelled")
+          .kv("deadline_ms", static_cast<std::uint64_t>(
+                                 std::chrono::duration_cast<std::chrono::milliseconds>(kShutdownDeadline).count()));
+    }
     pump->shutdown();
   }
 };

@@ -356,6 +356,9 @@ TEST(Reliability, RollingRestartOfEveryService) {
     const auto code = p.wait(20s);
     EXPECT_EQ(code, std::optional<int>(0)) << name << " did not exit cleanly\n" << p.log_tail();
     std::printf("[ info ] %s drained and exited in %lld ms\n", name.c_str(), ms_since(t0));
+    // A broker ends every call itself (a stream kept for an edge's next
+    // request once waited here for the server's shutdown deadline).
+    EXPECT_EQ(p.count_log("shutdown deadline"), 0) << name << "\n" << p.log_tail();
   };
   // Edges: the client moves to the other edge while one is down.
   {
