@@ -58,6 +58,36 @@ constexpr auto kMinResolveGap = 1s;
 // that no broker at all still fails fast.
 constexpr auto kWaitForBroker = 1500ms;
 
+// A call waiting for its broker's channel (wait_for_ready) is cancelled if
+// its request head has not left within kWaitForBroker; expired() then says
+// why it ended, and throw_not_connected() tells the client.
+class ConnectWait {
+ public:
+  ConnectWait(asio::any_io_executor ex, grpc::ClientContext& ctx, bool armed) {
+    if (armed) {
+      deadline_.emplace(ex, kWaitForBroker, [this, &ctx] {
+        expired_ = true;
+        ctx.TryCancel();
+      });
+    }
+  }
+  ConnectWait(const ConnectWait&) = delete;
+  ConnectWait& operator=(const ConnectWait&) = delete;
+  /// The request head has been written (or the call failed): no more wait.
+  void over() { deadline_.reset(); }
+  bool expired() const { return expired_; }
+
+ private:
+  bool expired_ = false;
+  std::optional<Deadline> deadline_;
+};
+
+[[noreturn]] void throw_not_connected(const std::string& broker) {
+  throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_UNREACHABLE,
+                      "cannot reach the broker at " + broker + ": no connection within " +
+                          std::to_string(std::chrono::milliseconds(kWaitForBroker).count()) + " ms");
+}
+
 // An exchange that ended before the far side answered: a timeout, a broker
 // that cannot be reached, or a stream that ended under us.
 [[noreturn]] void throw_no_answer(bool timed_out, bool anything_received, const grpc::Status& st,
@@ -92,12 +122,6 @@ constexpr auto kKeptStreamLife = 30s;
 // (this side cancels only on a timeout or its own failure, both handled
 // first): it could not be reached, or it ended the call unanswered, as a
 // gRPC server that shuts down does with calls it has not started.
-[[noreturn]] void throw_not_connected(const std::string& broker) {
-  throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_UNREACHABLE,
-                      "cannot reach the broker at " + broker + ": no connection within " +
-                          std::to_string(std::chrono::milliseconds(kWaitForBroker).count()) + " ms");
-}
-
 bool broker_went_away(const grpc::Status& st) {
   return st.error_code() == grpc::StatusCode::UNAVAILABLE || st.error_code() == grpc::StatusCode::CANCELLED;
 }
@@ -260,8 +284,11 @@ struct RelayClient::Impl {
     return out;
   }
 
-  static bool channel_down(const BrokerLink& b) {
-    return b.channel->GetState(false) == GRPC_CHANNEL_TRANSIENT_FAILURE;
+  // Whether attempt `i` of `plan` waits for its broker's channel: it is the
+  // last broker left and its channel is down (they all are, by plan()'s
+  // order), so a moment's wait beats failing at once.
+  static bool wait_for_broker(const std::vector<std::shared_ptr<BrokerLink>>& plan, std::size_t i) {
+    return i + 1 == plan.size() && plan[i]->channel->GetState(false) == GRPC_CHANNEL_TRANSIENT_FAILURE;
   }
 
   void avoid(BrokerLink& b, Clock::duration d) {
@@ -408,16 +435,7 @@ struct RelayClient::Impl {
     bool head_sent = false;
     bool request_sent = false;  // up to its end
     bool ended = false;
-    bool never_connected = false;
-    std::optional<Deadline> connect_deadline;
-    if (call->wait_for_broker) {
-      connect_deadline.emplace(ex, kWaitForBroker, [&] {
-        if (!head_sent) {
-          never_connected = true;
-          ctx.TryCancel();
-        }
-      });
-    }
+    ConnectWait connect_wait(ex, ctx, call->wait_for_broker);
     try {
       // A request without a body crosses as one message: head and end. The
       // stream is never half-closed: it may carry the next exchange.
@@ -433,7 +451,7 @@ struct RelayClient::Impl {
       if (bodyless) *f.add_then()->mutable_end()->mutable_trailers() = body.trailers();
       bool ok = co_await gb::write(*stream, f);
       head_sent = ok;
-      connect_deadline.reset();
+      connect_wait.over();
       request_sent = ok && bodyless;
       // Upload the body; a failed write means the broker ended the stream
       // (an early answer or an error): stop and read what it said.
@@ -507,7 +525,7 @@ struct RelayClient::Impl {
     }
     if (retry == Retry::draining) avoid(b, kAvoidDraining);
     if (failure) std::rethrow_exception(failure);
-    if (never_connected) throw_not_connected(b.shown);
+    if (connect_wait.expired()) throw_not_connected(b.shown);
     if (!sink.started() || !got_head) {
       if (!timed_out && !anything_received && broker_went_away(st)) {
         avoid(b, kAvoidUnreachable);
@@ -588,11 +606,8 @@ asio::awaitable<void> RelayClient::invoke(const tv1::RequestHead& head, BodySour
     std::exception_ptr failure;
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
     const auto budget = std::max(left, std::chrono::milliseconds(1));
-    // The last broker left, with its channel down (they all are): wait a
-    // moment for it rather than fail at once.
-    const bool wait_for_broker = i + 1 == plan.size() && im.channel_down(*plan[i]);
     try {
-      co_await im.invoke_on(*plan[i], head, once, sink, budget, head_timeout, retry, wait_for_broker);
+      co_await im.invoke_on(*plan[i], head, once, sink, budget, head_timeout, retry, Impl::wait_for_broker(plan, i));
     } catch (...) {
       failure = std::current_exception();
     }
@@ -648,8 +663,9 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std:
   t->port = std::make_unique<gb::FramePort>(ex, *t->stream, t->ctx, max_message_bytes);
   auto tunnel = std::make_unique<WsTunnel>(std::move(t));
   auto& w = *tunnel->impl_;
-  bool got_head = false, timed_out = false, anything = false, head_sent = false, never_connected = false;
+  bool got_head = false, timed_out = false, anything = false, head_sent = false;
   std::optional<ExchangeError> failure;
+  ConnectWait connect_wait(ex, w.ctx, wait_for_broker);
   {
     Deadline head_deadline(ex, budget, [&] {
       if (!got_head) {
@@ -657,15 +673,6 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std:
         w.ctx.TryCancel();
       }
     });
-    std::optional<Deadline> connect_deadline;
-    if (wait_for_broker) {
-      connect_deadline.emplace(ex, kWaitForBroker, [&] {
-        if (!head_sent) {
-          never_connected = true;
-          w.ctx.TryCancel();
-        }
-      });
-    }
     bool ok = co_await gb::op([&](void* tag) { w.stream->StartCall(tag); });
     if (ok) {
       tv1::Frame f;
@@ -673,7 +680,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std:
       ok = co_await gb::write(*w.stream, f);
       head_sent = ok;
     }
-    connect_deadline.reset();
+    connect_wait.over();
     tv1::Frame f;
     bool ended = false;
     // A refusal may come coalesced (head, body, end); a 101 comes alone,
@@ -716,7 +723,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std:
   w.finished = true;
   if (retry == Retry::draining) avoid(*b, kAvoidDraining);
   if (failure) throw *failure;
-  if (never_connected) throw_not_connected(b->shown);
+  if (connect_wait.expired()) throw_not_connected(b->shown);
   if (!timed_out && !anything && broker_went_away(st)) {
     avoid(*b, kAvoidUnreachable);
     if (!head_sent || idempotent(head.method())) retry = Retry::unreachable;
@@ -739,7 +746,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::open_websocket(const tv1
     const auto budget = std::max(left, std::chrono::milliseconds(1));
     try {
       tunnel = co_await im.open_on(plan[i], head, budget, head_timeout, max_message_bytes, retry,
-                                   i + 1 == plan.size() && im.channel_down(*plan[i]));
+                                   Impl::wait_for_broker(plan, i));
     } catch (...) {
       failure = std::current_exception();
     }
