@@ -245,6 +245,7 @@ struct Broker::Impl {
   Clock::duration park_wait;
   Clock::duration drain_timeout;
   bool draining = false;
+  const Clock::time_point started_at = Clock::now();
   std::size_t exchanges_in_flight = 0;
   std::unique_ptr<Event> idle;  // set whenever no exchange is in flight
   grpc_bridge::SnapshotFanout config_fanout;
@@ -748,6 +749,16 @@ struct Broker::Impl {
   }
 
   // Waits until a stream is parked for `alias` or the wait runs out.
+  // Whether a connector for the alias is likely to attach soon: this broker
+  // started, or the alias' last connector drained or went, less than
+  // kAttachExpected ago (a restart of either), rather than nothing ever
+  // serving it (an alias no connector is configured for).
+  static constexpr std::chrono::seconds kAttachExpected{10};
+  bool attach_expected(const std::string& alias) const {
+    const auto since = std::max(started_at, registry.lost_at(alias).value_or(started_at));
+    return Clock::now() - since < kAttachExpected;
+  }
+
   asio::awaitable<void> wait_for_park(const std::string& alias, Clock::time_point until) {
     Event parked(ex);
     auto id = registry.add_waiter(alias, [&parked] { parked.set(); });
@@ -834,7 +845,12 @@ struct Broker::Impl {
     // next one tried, since nothing of the exchange has been handed over.
     // A drain that starts while the request waits refuses it at once, so
     // the edge sends it to another broker.
-    const auto give_up = Clock::now() + park_wait;
+    // With no connector attached for the alias, the request may wait for
+    // one as long as the edge allows, if one is expected (attach_expected).
+    const auto arrived = Clock::now();
+    const auto give_up = arrived + park_wait;
+    const auto attach_until =
+        std::min(give_up, arrived + std::chrono::milliseconds(head.request_head().connector_wait_ms()));
     Registry::Pick pick;
     for (;;) {
       if (draining) {
@@ -845,7 +861,13 @@ struct Broker::Impl {
       pick = registry.take(alias);
       if (!pick.slot) {
         if (!registry.serves(alias)) {
-          const std::string why = "no connector is attached for alias '" + alias + "'";
+          if (Clock::now() < attach_until && attach_expected(alias)) {
+            co_await wait_for_park(alias, attach_until);
+            continue;
+          }
+          const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - arrived);
+          const std::string why = "no connector is attached for alias '" + alias + "'" +
+                                  (waited >= 1ms ? " (waited " + std::to_string(waited.count()) + " ms for one)" : "");
           co_await reject(tv1::ERROR_CODE_NO_CONNECTOR, why);
           co_return false;
         }

@@ -45,7 +45,13 @@ std::shared_ptr<Session> Registry::find(const std::string& id) const {
 void Registry::drain(const std::shared_ptr<Session>& s) { stop_taking(*s); }
 
 void Registry::stop_taking(Session& s) {
-  s.draining = true;
+  if (!s.draining) {
+    s.draining = true;
+    const auto now = std::chrono::steady_clock::now();
+    for (const auto& alias : s.aliases) {
+      if (!serves(alias)) lost_[alias] = now;
+    }
+  }
   auto parked = std::move(s.parked);
   s.parked.clear();
   for (auto* slot : parked) slot->cancel();
@@ -134,6 +140,12 @@ bool Registry::serves(const std::string& alias) const {
     if (!s->draining && serves_alias(*s, alias)) return true;
   }
   return false;
+}
+
+std::optional<std::chrono::steady_clock::time_point> Registry::lost_at(const std::string& alias) const {
+  auto it = lost_.find(alias);
+  if (it == lost_.end() || serves(alias)) return std::nullopt;
+  return it->second;
 }
 
 std::uint64_t Registry::add_waiter(const std::string& alias, Waiter w) {

@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,9 @@ class Registry {
 
   /// True if a session that is not draining serves the alias.
   bool serves(const std::string& alias) const;
+  /// When the alias' last serving session drained or went, if none serves
+  /// it now; nullopt if one does, or none ever did.
+  std::optional<std::chrono::steady_clock::time_point> lost_at(const std::string& alias) const;
 
   /// Callbacks run once when what a waiter for one of their aliases may
   /// get changes: a stream is parked, or a serving session drains or goes.
@@ -106,6 +110,7 @@ class Registry {
     Waiter fn;
   };
   std::map<std::uint64_t, WaiterEntry> waiters_;
+  std::map<std::string, std::chrono::steady_clock::time_point> lost_;
   std::uint64_t next_waiter_ = 1;
   Observer observer_;
 };

@@ -57,6 +57,18 @@ constexpr auto kMinResolveGap = 1s;
 // (1 s, jittered by 20 %), so a broker that is back is reached; short enough
 // that no broker at all still fails fast.
 constexpr auto kWaitForBroker = 1500ms;
+// The last broker tried may hold a request this long for a connector to
+// attach, when it has none for the alias but expects one (it restarted, or
+// the alias' connectors did; see RequestHead.connector_wait_ms). A
+// connector's attach backoff is at most 1 s, jittered by 20 %.
+constexpr auto kWaitForConnector = 2000ms;
+
+// How long one attempt may wait. Only the last broker of a plan waits; the
+// ones before it fail fast, so that the next is tried.
+struct Patience {
+  bool for_broker = false;  // the broker's channel is not connected: wait for it
+  std::uint32_t connector_wait_ms = 0;
+};
 
 // A call waiting for its broker's channel (wait_for_ready) is cancelled if
 // its request head has not left within kWaitForBroker; expired() then says
@@ -284,11 +296,16 @@ struct RelayClient::Impl {
     return out;
   }
 
-  // Whether attempt `i` of `plan` waits for its broker's channel: it is the
-  // last broker left and its channel is down (they all are, by plan()'s
-  // order), so a moment's wait beats failing at once.
-  static bool wait_for_broker(const std::vector<std::shared_ptr<BrokerLink>>& plan, std::size_t i) {
-    return i + 1 == plan.size() && plan[i]->channel->GetState(false) == GRPC_CHANNEL_TRANSIENT_FAILURE;
+  // How attempt `i` of `plan` may wait. The last broker left waits for its
+  // channel if that is not connected, since a moment's wait beats failing
+  // at once: not only in TRANSIENT_FAILURE, for right after its broker went
+  // away a channel is IDLE, then CONNECTING, and a call that does not wait
+  // fails as soon as that first connect is refused. And it may wait for a
+  // connector to attach.
+  static Patience patience(const std::vector<std::shared_ptr<BrokerLink>>& plan, std::size_t i) {
+    if (i + 1 != plan.size()) return {};
+    return {.for_broker = plan[i]->channel->GetState(false) != GRPC_CHANNEL_READY,
+            .connector_wait_ms = static_cast<std::uint32_t>(kWaitForConnector.count())};
   }
 
   void avoid(BrokerLink& b, Clock::duration d) {
@@ -388,24 +405,25 @@ struct RelayClient::Impl {
   // reached, so that another broker may have it. A stream kept from an
   // earlier exchange is used first; one the broker had let go meanwhile (it
   // drained, or the connection went) gets the exchange again on a new call.
-  // `wait_for_broker`: the broker's channel is down and no other is left to
-  // try; a new call waits up to kWaitForBroker for it to connect.
+  // `patience.for_broker`: a new call waits up to kWaitForBroker for the
+  // broker's channel to connect.
   asio::awaitable<void> invoke_on(BrokerLink& b, const tv1::RequestHead& head, OnceBody& body, ResponseSink& sink,
                                   std::chrono::milliseconds budget, std::chrono::milliseconds head_timeout,
-                                  Retry& retry, bool wait_for_broker) {
+                                  Retry& retry, Patience patience) {
     for (;;) {
       auto call = b.take_kept();
       const bool kept = call != nullptr;
       if (!kept) {
         call = std::make_unique<InvokeCall>();
-        call->wait_for_broker = wait_for_broker;
-        call->ctx.set_wait_for_ready(wait_for_broker);
+        call->wait_for_broker = patience.for_broker;
+        call->ctx.set_wait_for_ready(patience.for_broker);
         // The call's headers leave with the request head, not on their own.
         call->ctx.set_initial_metadata_corked(true);
         call->stream = b.stub->PrepareAsyncInvoke(&call->ctx, pump->cq());
         gb::start_detached(*call->stream);
       }
-      const bool not_taken = co_await invoke_call(b, std::move(call), kept, head, body, sink, budget, head_timeout, retry);
+      const bool not_taken = co_await invoke_call(b, std::move(call), kept, head, body, sink, budget, head_timeout,
+                                                  patience.connector_wait_ms, retry);
       if (!not_taken) co_return;
       // The others it kept went the same way, most likely.
       b.retire_kept(Clock::time_point::max());
@@ -419,7 +437,7 @@ struct RelayClient::Impl {
   asio::awaitable<bool> invoke_call(BrokerLink& b, std::unique_ptr<InvokeCall> call, bool kept,
                                     const tv1::RequestHead& head, OnceBody& body, ResponseSink& sink,
                                     std::chrono::milliseconds budget, std::chrono::milliseconds head_timeout,
-                                    Retry& retry) {
+                                    std::uint32_t connector_wait_ms, Retry& retry) {
     grpc::ClientContext& ctx = call->ctx;
     FrameStream* stream = call->stream.get();
     bool got_head = false;
@@ -448,6 +466,7 @@ struct RelayClient::Impl {
       }
       tv1::Frame f;
       *f.mutable_request_head() = head;
+      f.mutable_request_head()->set_connector_wait_ms(connector_wait_ms);
       if (bodyless) *f.add_then()->mutable_end()->mutable_trailers() = body.trailers();
       bool ok = co_await gb::write(*stream, f);
       head_sent = ok;
@@ -540,7 +559,7 @@ struct RelayClient::Impl {
                                                      const tv1::RequestHead& head, std::chrono::milliseconds budget,
                                                      std::chrono::milliseconds head_timeout,
                                                      std::size_t max_message_bytes, Retry& retry,
-                                                     bool wait_for_broker);
+                                                     Patience patience);
 };
 
 RelayClient::RelayClient(asio::any_io_executor ex, const config::v1::RelayClient& cfg, prometheus::Registry* metrics)
@@ -607,7 +626,7 @@ asio::awaitable<void> RelayClient::invoke(const tv1::RequestHead& head, BodySour
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
     const auto budget = std::max(left, std::chrono::milliseconds(1));
     try {
-      co_await im.invoke_on(*plan[i], head, once, sink, budget, head_timeout, retry, Impl::wait_for_broker(plan, i));
+      co_await im.invoke_on(*plan[i], head, once, sink, budget, head_timeout, retry, Impl::patience(plan, i));
     } catch (...) {
       failure = std::current_exception();
     }
@@ -654,18 +673,18 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std:
                                                                       std::chrono::milliseconds budget,
                                                                       std::chrono::milliseconds head_timeout,
                                                                       std::size_t max_message_bytes, Retry& retry,
-                                                                      bool wait_for_broker) {
+                                                                      Patience patience) {
   auto t = std::make_unique<WsTunnel::Impl>();
   t->ex = ex;
   t->broker = b;
-  t->ctx.set_wait_for_ready(wait_for_broker);
+  t->ctx.set_wait_for_ready(patience.for_broker);
   t->stream = b->stub->PrepareAsyncInvoke(&t->ctx, pump->cq());
   t->port = std::make_unique<gb::FramePort>(ex, *t->stream, t->ctx, max_message_bytes);
   auto tunnel = std::make_unique<WsTunnel>(std::move(t));
   auto& w = *tunnel->impl_;
   bool got_head = false, timed_out = false, anything = false, head_sent = false;
   std::optional<ExchangeError> failure;
-  ConnectWait connect_wait(ex, w.ctx, wait_for_broker);
+  ConnectWait connect_wait(ex, w.ctx, patience.for_broker);
   {
     Deadline head_deadline(ex, budget, [&] {
       if (!got_head) {
@@ -677,6 +696,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std:
     if (ok) {
       tv1::Frame f;
       *f.mutable_request_head() = head;
+      f.mutable_request_head()->set_connector_wait_ms(patience.connector_wait_ms);
       ok = co_await gb::write(*w.stream, f);
       head_sent = ok;
     }
@@ -746,7 +766,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::open_websocket(const tv1
     const auto budget = std::max(left, std::chrono::milliseconds(1));
     try {
       tunnel = co_await im.open_on(plan[i], head, budget, head_timeout, max_message_bytes, retry,
-                                   Impl::wait_for_broker(plan, i));
+                                   Impl::patience(plan, i));
     } catch (...) {
       failure = std::current_exception();
     }

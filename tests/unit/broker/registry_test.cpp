@@ -108,6 +108,33 @@ TEST(Registry, DrainRemoveAndWakeAllWakeWaiters) {
   EXPECT_EQ(woke_other, 1) << "woken waiters are removed";
 }
 
+// lost_at: when an alias' last serving session drained or went, while none
+// serves it; not while another still does, and not for an alias nobody
+// ever served. A session that drains and then goes counts from the drain.
+TEST(Registry, LostAtIsWhenTheLastSessionForAnAliasStoppedServingIt) {
+  using Clock = std::chrono::steady_clock;
+  Registry r;
+  EXPECT_FALSE(r.lost_at("demo").has_value());
+  auto a = r.add("a", "id-a", {"demo"});
+  auto b = r.add("b", "id-b", {"demo", "x"});
+  r.drain(a);
+  EXPECT_FALSE(r.lost_at("demo").has_value()) << "b still serves it";
+  const auto before = Clock::now();
+  r.drain(b);
+  const auto after = Clock::now();
+  ASSERT_TRUE(r.lost_at("demo").has_value());
+  EXPECT_GE(*r.lost_at("demo"), before);
+  EXPECT_LE(*r.lost_at("demo"), after);
+  ASSERT_TRUE(r.lost_at("x").has_value());
+  const auto drained = *r.lost_at("x");
+  r.remove(b);
+  EXPECT_EQ(r.lost_at("x"), drained) << "the drain was when it stopped serving";
+  EXPECT_FALSE(r.lost_at("other").has_value());
+  auto c = r.add("c", "id-c", {"demo"});
+  EXPECT_FALSE(r.lost_at("demo").has_value()) << "served again";
+  EXPECT_TRUE(r.lost_at("x").has_value());
+}
+
 // After a burst, trim hands back the streams beyond pool_size that nothing
 // took since `idle_before`, oldest first; it keeps pool_size of them, keeps
 // those parked since, and leaves a session without a pool_size alone.
