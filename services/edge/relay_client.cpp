@@ -57,6 +57,12 @@ constexpr auto kMinResolveGap = 1s;
 // (1 s, jittered by 20 %), so a broker that is back is reached; short enough
 // that no broker at all still fails fast.
 constexpr auto kWaitForBroker = 1500ms;
+// One connect attempt to a broker may take this long. Edges and brokers
+// share the DMZ, so a connect takes milliseconds; a broker that accepts and
+// then says nothing is given up on (and ranked last) after this, rather
+// than after gRPC's 20 s, and a request or the config watch that went to it
+// first moves on to the next.
+constexpr auto kBrokerConnectTimeout = 2000ms;
 // The last broker tried may hold a request this long for a connector to
 // attach, when it has none for the alias but expects one (it restarted, or
 // the alias' connectors did; see RequestHead.connector_wait_ms). A
@@ -261,7 +267,7 @@ struct RelayClient::Impl {
     const std::string addr = address_of(ep);
     l->target = target;
     l->shown = addr == name ? name : name + " (" + addr + ")";
-    grpc::ChannelArguments args = gb::client_channel_args();
+    grpc::ChannelArguments args = gb::client_channel_args(kBrokerConnectTimeout);
     // The channel dials an address; the certificate names the host.
     if (cfg.has_tls()) args.SetSslTargetNameOverride(cfg.tls().server_name().empty() ? host : cfg.tls().server_name());
     l->channel = grpc::CreateCustomChannel(l->target, creds, args);
@@ -272,8 +278,9 @@ struct RelayClient::Impl {
   }
 
   // Every broker once, starting one further round the ring each call: the
-  // healthy first, then those that failed lately, then those whose channel
-  // is down (a last resort, not skipped: they may be back).
+  // healthy first, then those that failed lately or are still connecting,
+  // then those whose channel is down (a last resort, not skipped: they may
+  // be back).
   std::vector<std::shared_ptr<BrokerLink>> plan() {
     std::vector<std::shared_ptr<BrokerLink>> out;
     const std::size_t n = brokers.size();
@@ -284,7 +291,9 @@ struct RelayClient::Impl {
     for (std::size_t i = 0; i < n; ++i) {
       const auto& b = *brokers[i];
       const auto st = b.channel->GetState(false);
-      rank[i] = st == GRPC_CHANNEL_TRANSIENT_FAILURE || st == GRPC_CHANNEL_SHUTDOWN ? 2 : now < b.avoid_until ? 1 : 0;
+      rank[i] = st == GRPC_CHANNEL_TRANSIENT_FAILURE || st == GRPC_CHANNEL_SHUTDOWN ? 2
+                : st == GRPC_CHANNEL_CONNECTING || now < b.avoid_until       ? 1
+                                                                             : 0;
     }
     out.reserve(n);
     for (int r = 0; r <= 2; ++r) {

@@ -51,11 +51,16 @@ std::vector<std::pair<std::string, std::uint16_t>> listening_sockets(pid_t pid);
 /// the connect fails or does not finish within `timeout`.
 UniqueFd connect_loopback(std::uint16_t port, std::chrono::milliseconds timeout = std::chrono::milliseconds(500));
 
-/// True if a TCP connect to 127.0.0.1:port succeeds within `timeout`.
 /// A TCP port on 127.0.0.1 that was free a moment ago (bound to 0, read,
 /// closed), for servers that cannot report the port they picked.
 std::uint16_t free_port();
 
+/// A socket listening on 127.0.0.1 (on a free port, stored in `port`) that
+/// nobody accepts on: connects complete in the kernel, and then nothing is
+/// ever said. A hung server, or a middlebox that swallows connections.
+UniqueFd listen_mute(std::uint16_t& port);
+
+/// True if a TCP connect to 127.0.0.1:port succeeds within `timeout`.
 bool can_connect(std::uint16_t port, std::chrono::milliseconds timeout = std::chrono::milliseconds(500));
 
 /// Polls an HTTP GET of 127.0.0.1:port/path (raw socket, HTTP/1.1,

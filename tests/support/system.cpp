@@ -95,7 +95,10 @@ Process& System::start_connector(ConnectorOptions o, bool wait_attached) {
   std::string y;
   y += "id: " + o.id + "\n";
   y += "log: {level: debug}\n";
-  y += "brokers: [\"localhost:" + std::to_string(registration_port) + "\"]\n";
+  if (o.brokers.empty()) o.brokers.push_back("localhost:" + std::to_string(registration_port));
+  y += "brokers: [";
+  for (std::size_t i = 0; i < o.brokers.size(); ++i) y += (i ? ", \"" : "\"") + o.brokers[i] + "\"";
+  y += "]\n";
   y += "tls:\n";
   y += "  ca_file: \"" + certs_->ca + "\"\n";
   y += "  cert_file: \"" + (o.cert.empty() ? certs_->connector_crt : o.cert) + "\"\n";

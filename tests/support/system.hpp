@@ -21,6 +21,8 @@ struct ConnectorOptions {
   /// alias -> native URL; default: {"demo": the demo service}.
   std::vector<std::pair<std::string, std::string>> aliases;
   std::string extra_yaml;  ///< appended to the config
+  /// Broker addresses (host:port); default: the broker's registration port.
+  std::vector<std::string> brokers;
 };
 
 class System {

@@ -7,6 +7,7 @@
 #include <grpcpp/server_builder.h>
 #include <grpcpp/support/channel_arguments.h>
 
+#include <chrono>
 #include <memory>
 #include <string_view>
 
@@ -14,9 +15,15 @@
 
 namespace postern::grpc_bridge {
 
+/// How long one connect attempt (TCP, TLS, HTTP/2 settings) may take by
+/// default: gRPC's own 20 s, for links that may be long (a connector in
+/// another region than its broker).
+inline constexpr std::chrono::milliseconds kConnectTimeout{20000};
+
 /// Keepalive every 10 s (5 s timeout, also without calls), reconnect backoff
-/// 100 ms .. 1 s, receive limit 4 MiB.
-grpc::ChannelArguments client_channel_args();
+/// 100 ms .. 1 s, connect attempts of `connect_timeout` at least, receive
+/// limit 4 MiB.
+grpc::ChannelArguments client_channel_args(std::chrono::milliseconds connect_timeout = kConnectTimeout);
 
 /// TLS credentials from `tls` (CA; client certificate and key when set), or
 /// insecure ones when `tls` is null. Sets the name override in `args` when
