@@ -748,7 +748,6 @@ struct Broker::Impl {
     }
   }
 
-  // Waits until a stream is parked for `alias` or the wait runs out.
   // Whether a connector for the alias is likely to attach soon: this broker
   // started, or the alias' last connector drained or went, less than
   // kAttachExpected ago (a restart of either), rather than nothing ever
@@ -759,6 +758,7 @@ struct Broker::Impl {
     return Clock::now() - since < kAttachExpected;
   }
 
+  // Waits until a stream is parked for `alias` or the wait runs out.
   asio::awaitable<void> wait_for_park(const std::string& alias, Clock::time_point until) {
     Event parked(ex);
     auto id = registry.add_waiter(alias, [&parked] { parked.set(); });
