@@ -308,7 +308,8 @@ struct Broker::Impl {
     opts.pem_key_cert_pairs.push_back({net::read_pem_file(reg.tls().key_file(), "registration private key"),
                                        net::read_pem_file(reg.tls().cert_file(), "registration certificate")});
     registration_server = build(reg.listen(), grpc::SslServerCredentials(opts), registration_service,
-                                registration_port, registration_q, registration_cq, "registration");
+                                registration_port, registration_q, registration_cq, "registration",
+                                /*within_dmz=*/false);
 
     const auto& relay = cfg.relay();
     if (relay.listen().empty()) throw std::runtime_error("relay.listen is required");
@@ -324,7 +325,8 @@ struct Broker::Impl {
                                           net::read_pem_file(relay.tls().cert_file(), "relay certificate")});
       relay_creds = grpc::SslServerCredentials(ropts);
     }
-    relay_server = build(relay.listen(), relay_creds, relay_service, relay_port, relay_q, relay_cq, "relay");
+    relay_server = build(relay.listen(), relay_creds, relay_service, relay_port, relay_q, relay_cq, "relay",
+                         /*within_dmz=*/true);
     std::vector<std::unique_ptr<grpc::CompletionQueue>> side;
     side.push_back(std::move(registration_q));
     pump = std::make_unique<gb::Pump>(std::move(relay_q), "cq-broker", std::move(side));
@@ -361,11 +363,12 @@ struct Broker::Impl {
   std::unique_ptr<grpc::Server> build(const std::string& listen, std::shared_ptr<grpc::ServerCredentials> creds,
                                       grpc::Service& service, int& port,
                                       std::unique_ptr<grpc::ServerCompletionQueue>& q,
-                                      grpc::ServerCompletionQueue*& cq, const char* name) {
+                                      grpc::ServerCompletionQueue*& cq, const char* name, bool within_dmz) {
     grpc::ServerBuilder b;
     b.AddListeningPort(listen, creds, &port);
     b.RegisterService(&service);
     grpc_bridge::apply_server_args(b);
+    if (within_dmz) grpc_bridge::apply_dmz_link_server_args(b);
     b.SetMaxReceiveMessageSize(4 * 1024 * 1024);
     q = b.AddCompletionQueue();
     cq = q.get();

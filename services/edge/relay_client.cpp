@@ -268,6 +268,7 @@ struct RelayClient::Impl {
     l->target = target;
     l->shown = addr == name ? name : name + " (" + addr + ")";
     grpc::ChannelArguments args = gb::client_channel_args(kBrokerConnectTimeout);
+    gb::apply_dmz_link_args(args);
     // The channel dials an address; the certificate names the host.
     if (cfg.has_tls()) args.SetSslTargetNameOverride(cfg.tls().server_name().empty() ? host : cfg.tls().server_name());
     l->channel = grpc::CreateCustomChannel(l->target, creds, args);

@@ -49,6 +49,10 @@ std::shared_ptr<grpc::ChannelCredentials> client_credentials(const config::v1::C
   return grpc::SslCredentials(o);
 }
 
+void apply_dmz_link_args(grpc::ChannelArguments& args) { args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0); }
+
+void apply_dmz_link_server_args(grpc::ServerBuilder& b) { b.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0); }
+
 void apply_server_args(grpc::ServerBuilder& b) {
   b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
   b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
