@@ -69,11 +69,16 @@ constexpr auto kBrokerConnectTimeout = 2000ms;
 // connector's attach backoff is at most 1 s, jittered by 20 %.
 constexpr auto kWaitForConnector = 2000ms;
 
-// How long one attempt may wait. Only the last broker of a plan waits; the
-// ones before it fail fast, so that the next is tried.
+// How long one attempt may wait. Attempts with a better broker left to try
+// fail fast instead, so that the next one is tried.
 struct Patience {
-  bool for_broker = false;  // the broker's channel is not connected: wait for it
-  std::uint32_t connector_wait_ms = 0;
+  // The last broker of the plan: a new call waits up to kWaitForBroker for
+  // its channel if that is not connected when the call is made.
+  bool last = false;
+  // How long the broker may hold the exchange for a connector to attach
+  // (RequestHead.connector_wait_ms): on the last broker that can be
+  // reached, within what is left of the exchange's time.
+  std::chrono::milliseconds connector_wait{0};
 };
 
 // A call waiting for its broker's channel (wait_for_ready) is cancelled if
@@ -292,9 +297,7 @@ struct RelayClient::Impl {
     for (std::size_t i = 0; i < n; ++i) {
       const auto& b = *brokers[i];
       const auto st = b.channel->GetState(false);
-      rank[i] = st == GRPC_CHANNEL_TRANSIENT_FAILURE || st == GRPC_CHANNEL_SHUTDOWN ? 2
-                : st == GRPC_CHANNEL_CONNECTING || now < b.avoid_until       ? 1
-                                                                             : 0;
+      rank[i] = down(st) ? 2 : st == GRPC_CHANNEL_CONNECTING || now < b.avoid_until ? 1 : 0;
     }
     out.reserve(n);
     for (int r = 0; r <= 2; ++r) {
@@ -306,16 +309,30 @@ struct RelayClient::Impl {
     return out;
   }
 
-  // How attempt `i` of `plan` may wait. The last broker left waits for its
-  // channel if that is not connected, since a moment's wait beats failing
-  // at once: not only in TRANSIENT_FAILURE, for right after its broker went
-  // away a channel is IDLE, then CONNECTING, and a call that does not wait
-  // fails as soon as that first connect is refused. And it may wait for a
-  // connector to attach.
-  static Patience patience(const std::vector<std::shared_ptr<BrokerLink>>& plan, std::size_t i) {
-    if (i + 1 != plan.size()) return {};
-    return {.for_broker = plan[i]->channel->GetState(false) != GRPC_CHANNEL_READY,
-            .connector_wait_ms = static_cast<std::uint32_t>(kWaitForConnector.count())};
+  static bool down(grpc_connectivity_state st) {
+    return st == GRPC_CHANNEL_TRANSIENT_FAILURE || st == GRPC_CHANNEL_SHUTDOWN;
+  }
+
+  // How attempt `i` of `plan`, with `budget` left, may wait. The last
+  // broker waits for its channel if that is not connected, since a moment's
+  // wait beats failing at once. The last one that can be reached (every
+  // broker after it is down) may hold the exchange for a connector.
+  static Patience patience(const std::vector<std::shared_ptr<BrokerLink>>& plan, std::size_t i,
+                           std::chrono::milliseconds budget) {
+    bool rest_down = true;
+    for (std::size_t j = i + 1; j < plan.size(); ++j) rest_down = rest_down && down(plan[j]->channel->GetState(false));
+    return {.last = i + 1 == plan.size(),
+            .connector_wait = rest_down ? std::min<std::chrono::milliseconds>(kWaitForConnector, budget)
+                                        : std::chrono::milliseconds(0)};
+  }
+
+  // Whether a new call on `b` waits for its channel (wait_for_ready): the
+  // last broker, not connected at the moment the call is made. Not only in
+  // TRANSIENT_FAILURE: right after its broker went away a channel is IDLE,
+  // then CONNECTING, and a call that does not wait fails as soon as that
+  // first connect is refused.
+  static bool wait_for_channel(const BrokerLink& b, const Patience& p) {
+    return p.last && b.channel->GetState(false) != GRPC_CHANNEL_READY;
   }
 
   void avoid(BrokerLink& b, Clock::duration d) {
@@ -415,8 +432,7 @@ struct RelayClient::Impl {
   // reached, so that another broker may have it. A stream kept from an
   // earlier exchange is used first; one the broker had let go meanwhile (it
   // drained, or the connection went) gets the exchange again on a new call.
-  // `patience.for_broker`: a new call waits up to kWaitForBroker for the
-  // broker's channel to connect.
+  // A new call may wait for the broker's channel (wait_for_channel).
   asio::awaitable<void> invoke_on(BrokerLink& b, const tv1::RequestHead& head, OnceBody& body, ResponseSink& sink,
                                   std::chrono::milliseconds budget, std::chrono::milliseconds head_timeout,
                                   Retry& retry, Patience patience) {
@@ -425,15 +441,17 @@ struct RelayClient::Impl {
       const bool kept = call != nullptr;
       if (!kept) {
         call = std::make_unique<InvokeCall>();
-        call->wait_for_broker = patience.for_broker;
-        call->ctx.set_wait_for_ready(patience.for_broker);
+        // Decided as the call is made: a kept stream that was dead tells
+        // of a broker gone since the plan was made.
+        call->wait_for_broker = wait_for_channel(b, patience);
+        call->ctx.set_wait_for_ready(call->wait_for_broker);
         // The call's headers leave with the request head, not on their own.
         call->ctx.set_initial_metadata_corked(true);
         call->stream = b.stub->PrepareAsyncInvoke(&call->ctx, pump->cq());
         gb::start_detached(*call->stream);
       }
       const bool not_taken = co_await invoke_call(b, std::move(call), kept, head, body, sink, budget, head_timeout,
-                                                  patience.connector_wait_ms, retry);
+                                                  patience.connector_wait, retry);
       if (!not_taken) co_return;
       // The others it kept went the same way, most likely.
       b.retire_kept(Clock::time_point::max());
@@ -447,7 +465,7 @@ struct RelayClient::Impl {
   asio::awaitable<bool> invoke_call(BrokerLink& b, std::unique_ptr<InvokeCall> call, bool kept,
                                     const tv1::RequestHead& head, OnceBody& body, ResponseSink& sink,
                                     std::chrono::milliseconds budget, std::chrono::milliseconds head_timeout,
-                                    std::uint32_t connector_wait_ms, Retry& retry) {
+                                    std::chrono::milliseconds connector_wait, Retry& retry) {
     grpc::ClientContext& ctx = call->ctx;
     FrameStream* stream = call->stream.get();
     bool got_head = false;
@@ -476,7 +494,7 @@ struct RelayClient::Impl {
       }
       tv1::Frame f;
       *f.mutable_request_head() = head;
-      f.mutable_request_head()->set_connector_wait_ms(connector_wait_ms);
+      f.mutable_request_head()->set_connector_wait_ms(static_cast<std::uint32_t>(connector_wait.count()));
       if (bodyless) *f.add_then()->mutable_end()->mutable_trailers() = body.trailers();
       bool ok = co_await gb::write(*stream, f);
       head_sent = ok;
@@ -636,7 +654,8 @@ asio::awaitable<void> RelayClient::invoke(const tv1::RequestHead& head, BodySour
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
     const auto budget = std::max(left, std::chrono::milliseconds(1));
     try {
-      co_await im.invoke_on(*plan[i], head, once, sink, budget, head_timeout, retry, Impl::patience(plan, i));
+      co_await im.invoke_on(*plan[i], head, once, sink, budget, head_timeout, retry,
+                            Impl::patience(plan, i, budget));
     } catch (...) {
       failure = std::current_exception();
     }
@@ -687,14 +706,15 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std:
   auto t = std::make_unique<WsTunnel::Impl>();
   t->ex = ex;
   t->broker = b;
-  t->ctx.set_wait_for_ready(patience.for_broker);
+  const bool wait_for_broker = wait_for_channel(*b, patience);
+  t->ctx.set_wait_for_ready(wait_for_broker);
   t->stream = b->stub->PrepareAsyncInvoke(&t->ctx, pump->cq());
   t->port = std::make_unique<gb::FramePort>(ex, *t->stream, t->ctx, max_message_bytes);
   auto tunnel = std::make_unique<WsTunnel>(std::move(t));
   auto& w = *tunnel->impl_;
   bool got_head = false, timed_out = false, anything = false, head_sent = false;
   std::optional<ExchangeError> failure;
-  ConnectWait connect_wait(ex, w.ctx, patience.for_broker);
+  ConnectWait connect_wait(ex, w.ctx, wait_for_broker);
   {
     Deadline head_deadline(ex, budget, [&] {
       if (!got_head) {
@@ -706,7 +726,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std:
     if (ok) {
       tv1::Frame f;
       *f.mutable_request_head() = head;
-      f.mutable_request_head()->set_connector_wait_ms(patience.connector_wait_ms);
+      f.mutable_request_head()->set_connector_wait_ms(static_cast<std::uint32_t>(patience.connector_wait.count()));
       ok = co_await gb::write(*w.stream, f);
       head_sent = ok;
     }
@@ -776,7 +796,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::open_websocket(const tv1
     const auto budget = std::max(left, std::chrono::milliseconds(1));
     try {
       tunnel = co_await im.open_on(plan[i], head, budget, head_timeout, max_message_bytes, retry,
-                                   Impl::patience(plan, i));
+                                   Impl::patience(plan, i, budget));
     } catch (...) {
       failure = std::current_exception();
     }

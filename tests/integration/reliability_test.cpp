@@ -144,11 +144,12 @@ TEST(Reliability, BrokerRestartUnderLoadResumesWithinTwoSeconds) {
                 sig == SIGKILL ? "kill -9" : "SIGTERM", static_cast<long long>(round.away.count()), resumed_ms,
                 load.ok(), load.failed(), breakdown.c_str());
     EXPECT_LE(resumed_ms, 2000) << load.describe_failures();
-    // While the broker was away the edge answered at once (503/502), never
-    // a hang or a reset.
+    // While the broker was away the edge answered 502/503, never a hang or
+    // a reset: at the latest after waiting for the broker (1.5 s) and then
+    // for a connector (2 s).
     for (const auto& f : load.failures()) {
       EXPECT_TRUE(f.status == 502 || f.status == 503) << load.describe_failures();
-      EXPECT_LT(f.latency(), 2s) << load.describe_failures();
+      EXPECT_LT(f.latency(), 4500ms) << load.describe_failures();
     }
     // Both connectors are back on the new broker.
     EXPECT_TRUE(wait_until(
@@ -192,13 +193,21 @@ TEST(Reliability, ConnectorAttachesOverALongLink) {
 // The only connector restarts: requests that arrive while it is away wait
 // at the broker for it to attach again (up to the 2 s the edge allows)
 // instead of failing 503 at once, a body included. One it does not come
-// back for is answered 503 once that wait is over, naming it.
-TEST(Reliability, RequestsWaitForARestartingConnector) {
+// back for is answered 503 once that wait is over, naming it. With a second,
+// dead broker address the live broker (the last one that can be reached)
+// is still the one that waits.
+class RequestsWaitForARestartingConnector : public ::testing::TestWithParam<bool> {};
+
+TEST_P(RequestsWaitForARestartingConnector, ThenAreServed) {
+  const bool dead_broker_too = GetParam();
   System sys;
   sys.start_demo();
   sys.start_policy(kPolicy);
   sys.start_broker();
   sys.start_connector();
+  if (dead_broker_too) {
+    sys.edge_brokers = {"127.0.0.1:" + std::to_string(sys.relay_port), "127.0.0.1:" + std::to_string(free_port())};
+  }
   sys.start_edge();
   auto kill_connector = [&] {
     const int detached = sys.broker->count_log("\"msg\":\"connector detached\"");
@@ -214,15 +223,18 @@ TEST(Reliability, RequestsWaitForARestartingConnector) {
     return curl({"-X", "POST", "--data-binary", "kept while the connector was away",
                  sys.edge_url("/gateway/demo/1.0/echo")});
   });
-  std::this_thread::sleep_for(500ms);
+  // Long enough for both to be waiting at the broker; the rest of the 2 s
+  // is for the new connector to start and attach (slower under ASan).
+  std::this_thread::sleep_for(200ms);
   sys.start_connector({}, /*wait_attached=*/false);
   const auto g = get.get();
   const auto p = post.get();
-  std::printf("[ info ] connector restarted 500 ms later: GET %d, POST %d after %lld ms\n", g.status, p.status,
+  std::printf("[ info ] connector restarted 200 ms later: GET %d, POST %d after %lld ms\n", g.status, p.status,
               ms_between(start, Clock::now()));
   EXPECT_EQ(g.status, 200) << g.headers << g.body;
   EXPECT_EQ(p.status, 200) << p.headers << p.body;
   EXPECT_NE(p.body.find("kept while the connector was away"), std::string::npos) << p.body;
+  if (dead_broker_too) return;  // then the 503 goes on to the dead address: 502
 
   kill_connector();
   const auto t0 = Clock::now();
@@ -230,10 +242,14 @@ TEST(Reliability, RequestsWaitForARestartingConnector) {
   const auto took = ms_between(t0, Clock::now());
   std::printf("[ info ] connector gone: %d after %lld ms: %s\n", r.status, took, r.body.c_str());
   EXPECT_EQ(r.status, 503) << r.headers << r.body;
-  EXPECT_NE(r.body.find("no connector is attached for alias 'demo' (waited 2000 ms for one)"), std::string::npos)
-      << r.body;
+  EXPECT_NE(r.body.find("no connector is attached for alias 'demo' (waited 2"), std::string::npos) << r.body;
   EXPECT_GE(took, 1900);
 }
+
+INSTANTIATE_TEST_SUITE_P(Reliability, RequestsWaitForARestartingConnector, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? "WithADeadBrokerAddress" : "OneBroker";
+                         });
 
 // The edge sends exchange after exchange on one Invoke stream while each
 // ends cleanly; streams it kept to a broker that went away (kill -9, or a
