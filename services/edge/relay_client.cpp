@@ -63,10 +63,11 @@ constexpr auto kWaitForBroker = 1500ms;
 // than after gRPC's 20 s, and a request or the config watch that went to it
 // first moves on to the next.
 constexpr auto kBrokerConnectTimeout = 2000ms;
-// The last broker tried may hold a request this long for a connector to
-// attach, when it has none for the alias but expects one (it restarted, or
-// the alias' connectors did; see RequestHead.connector_wait_ms). A
-// connector's attach backoff is at most 1 s, jittered by 20 %.
+// The last broker that can be reached may hold a request this long for a
+// connector to attach, when it has none for the alias but expects one (it
+// restarted, or the alias' connectors did; see
+// RequestHead.connector_wait_ms). A connector's attach backoff is at most
+// 1 s, jittered by 20 %.
 constexpr auto kWaitForConnector = 2000ms;
 
 // How long one attempt may wait. Attempts with a better broker left to try

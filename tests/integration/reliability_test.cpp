@@ -55,6 +55,26 @@ long long ms_since(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
 }
 
+/// A curl and how long it took.
+struct TimedCurl {
+  CurlResult r;
+  long long ms;
+};
+TimedCurl timed_curl(const std::vector<std::string>& args) {
+  const auto t0 = Clock::now();
+  CurlResult r = curl(args);
+  return {std::move(r), ms_since(t0)};
+}
+
+/// The edge's 502 for a broker it waited for (kWaitForBroker, 1.5 s) and
+/// that never connected.
+void expect_502_after_waiting_for_the_broker(const TimedCurl& t, const char* what) {
+  std::printf("[ info ] %s: %d after %lld ms: %s\n", what, t.r.status, t.ms, t.r.body.c_str());
+  EXPECT_EQ(t.r.status, 502) << t.r.headers << t.r.body;
+  EXPECT_NE(t.r.body.find("no connection within 1500 ms"), std::string::npos) << t.r.body;
+  EXPECT_GE(t.ms, 1400);
+}
+
 /// Open file descriptors of a process (entries of /proc/PID/fd).
 int fd_count(pid_t pid) {
   std::error_code ec;
@@ -178,7 +198,7 @@ TEST(Reliability, ConnectorAttachesOverALongLink) {
   const auto start = Clock::now();
   auto& c = sys.start_connector({.brokers = {"localhost:" + std::to_string(port)}}, /*wait_attached=*/false);
   c.wait_for_log("\"msg\":\"attached\"", 30s);
-  std::printf("[ info ] attached over a 400 ms round trip after %lld ms\n", ms_between(start, Clock::now()));
+  std::printf("[ info ] attached over a 400 ms round trip after %lld ms\n", ms_since(start));
   sys.start_edge();
   for (int i = 0; i < 3; ++i) {
     const auto r = curl({sys.edge_url("/gateway/demo/1.0/")});
@@ -230,16 +250,14 @@ TEST_P(RequestsWaitForARestartingConnector, ThenAreServed) {
   const auto g = get.get();
   const auto p = post.get();
   std::printf("[ info ] connector restarted 200 ms later: GET %d, POST %d after %lld ms\n", g.status, p.status,
-              ms_between(start, Clock::now()));
+              ms_since(start));
   EXPECT_EQ(g.status, 200) << g.headers << g.body;
   EXPECT_EQ(p.status, 200) << p.headers << p.body;
   EXPECT_NE(p.body.find("kept while the connector was away"), std::string::npos) << p.body;
   if (dead_broker_too) return;  // then the 503 goes on to the dead address: 502
 
   kill_connector();
-  const auto t0 = Clock::now();
-  const auto r = curl({sys.edge_url("/gateway/demo/1.0/")});
-  const auto took = ms_between(t0, Clock::now());
+  const auto [r, took] = timed_curl({sys.edge_url("/gateway/demo/1.0/")});
   std::printf("[ info ] connector gone: %d after %lld ms: %s\n", r.status, took, r.body.c_str());
   EXPECT_EQ(r.status, 503) << r.headers << r.body;
   EXPECT_NE(r.body.find("no connector is attached for alias 'demo' (waited 2"), std::string::npos) << r.body;
@@ -727,13 +745,7 @@ TEST(Reliability, EdgeWaitsForItsOnlyBrokerRightAfterItWentAway) {
   ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
   sys.broker->signal(SIGKILL);
   ASSERT_TRUE(sys.broker->wait(5s).has_value());
-  const auto start = Clock::now();
-  const auto r = curl({sys.edge_url("/gateway/demo/1.0/")});
-  const auto took = ms_between(start, Clock::now());
-  std::printf("[ info ] broker killed: %d after %lld ms: %s\n", r.status, took, r.body.c_str());
-  EXPECT_EQ(r.status, 502) << r.headers << r.body;
-  EXPECT_NE(r.body.find("no connection within 1500 ms"), std::string::npos) << r.body;
-  EXPECT_GE(took, 1400);
+  expect_502_after_waiting_for_the_broker(timed_curl({sys.edge_url("/gateway/demo/1.0/")}), "broker killed");
 }
 
 // A broker address where the TCP connect succeeds but nothing ever answers
@@ -750,13 +762,7 @@ TEST(Reliability, EdgeAnswers502WhenItsOnlyBrokerNeverCompletesTheHandshake) {
   sys.edge_brokers = {"127.0.0.1:" + std::to_string(mute_port)};
   sys.edge_wait_ready = false;
   sys.start_edge("default_alias: demo\n");
-  const auto start = Clock::now();
-  const auto r = curl({"--max-time", "30", sys.edge_url("/anything")});
-  const auto took = ms_between(start, Clock::now());
-  std::printf("[ info ] mute broker: %d after %lld ms: %s\n", r.status, took, r.body.c_str());
-  EXPECT_EQ(r.status, 502) << r.headers << r.body;
-  EXPECT_NE(r.body.find("no connection within 1500 ms"), std::string::npos) << r.body;
-  EXPECT_GE(took, 1400);
+  expect_502_after_waiting_for_the_broker(timed_curl({"--max-time", "30", sys.edge_url("/anything")}), "mute broker");
   const auto ws = ws_client({"script", "ws://127.0.0.1:" + std::to_string(sys.edge_port) + "/anything", "recv=1"});
   EXPECT_EQ(num(ws, "status"), 502) << boost::json::serialize(ws);
   EXPECT_NE(boost::json::serialize(ws).find("no connection within 1500 ms"), std::string::npos)
@@ -790,10 +796,9 @@ TEST_P(EdgeWithADeadBrokerAddress, FailsOverToTheLiveOne) {
   int gets = 0, posts = 0;
   long long slowest = 0;
   auto timed = [&](const std::vector<std::string>& args) {
-    const auto t0 = Clock::now();
-    auto r = curl(args);
-    slowest = std::max(slowest, ms_between(t0, Clock::now()));
-    return r;
+    auto t = timed_curl(args);
+    slowest = std::max(slowest, t.ms);
+    return t.r;
   };
   for (int i = 0; i < 30; ++i) {
     const auto r = timed({sys.edge_url("/gateway/demo/1.0/")});

@@ -135,32 +135,32 @@ UniqueFd connect_loopback(std::uint16_t port, std::chrono::milliseconds timeout)
   return fd;
 }
 
-std::uint16_t free_port() {
+namespace {
+// A TCP socket bound to 127.0.0.1 on a free port (stored in `port`), and
+// listening (nobody accepting) if `listening`. Throws naming `who`.
+UniqueFd bound_loopback(bool listening, const char* who, std::uint16_t& port) {
   UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof a;
   if (fd.get() < 0 || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      (listening && ::listen(fd.get(), 64) != 0) ||
       ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    throw std::runtime_error("free_port: cannot bind 127.0.0.1:0");
-  }
-  return ntohs(a.sin_port);
-}
-
-UniqueFd listen_mute(std::uint16_t& port) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (fd.get() < 0 || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::listen(fd.get(), 64) != 0 || ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    throw std::runtime_error("listen_mute: cannot listen on 127.0.0.1:0");
+    throw std::runtime_error(std::string(who) + ": cannot " + (listening ? "listen on" : "bind") + " 127.0.0.1:0");
   }
   port = ntohs(a.sin_port);
   return fd;
 }
+}  // namespace
+
+std::uint16_t free_port() {
+  std::uint16_t port = 0;
+  bound_loopback(false, "free_port", port);
+  return port;
+}
+
+UniqueFd listen_mute(std::uint16_t& port) { return bound_loopback(true, "listen_mute", port); }
 
 bool can_connect(std::uint16_t port, std::chrono::milliseconds timeout) {
   return static_cast<bool>(connect_loopback(port, timeout));
