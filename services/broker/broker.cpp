@@ -737,13 +737,24 @@ struct Broker::Impl {
     // `retiring` at once, `retired` when the Finish is done.
     bool retiring = false;
     Event retired;
+    // The call is over (the edge cancelled it, or it was finished): set by
+    // the call's done notification, which also sets `wake` if a wait for a
+    // connector is under way then.
+    bool over = false;
+    Event* wake = nullptr;
   };
   // Invoke streams waiting for the edge's next request.
   std::set<InvokeCall*> idle_invokes;
 
   asio::awaitable<void> accept_invoke() {
     for (;;) {
-      auto call = std::make_unique<InvokeCall>(ex);
+      auto call = std::make_shared<InvokeCall>(ex);
+      // Holds the call until gRPC is done with it, as AsyncNotifyWhenDone
+      // requires.
+      gb::notify_when_done(call->ctx, ex, [call] {
+        call->over = true;
+        if (call->wake) call->wake->set();
+      });
       bool ok = co_await gb::op(
           [&](void* tag) { relay_service.RequestInvoke(&call->ctx, &call->stream, relay_cq, relay_cq, tag); });
       if (!ok) co_return;
@@ -761,17 +772,20 @@ struct Broker::Impl {
     return Clock::now() - since < kAttachExpected;
   }
 
-  // Waits until a stream is parked for `alias` or the wait runs out.
-  asio::awaitable<void> wait_for_park(const std::string& alias, Clock::time_point until) {
+  // Waits until a stream is parked for `alias`, the wait runs out or the
+  // edge gives up on `call`.
+  asio::awaitable<void> wait_for_park(InvokeCall& call, const std::string& alias, Clock::time_point until) {
     Event parked(ex);
     auto id = registry.add_waiter(alias, [&parked] { parked.set(); });
+    call.wake = &parked;
     co_await parked.wait_for(until - Clock::now());
+    call.wake = nullptr;
     registry.remove_waiter(id);
   }
 
   // One Invoke stream: an exchange, then, while each ends cleanly, the
   // edge's next request on the same stream (see Relay.Invoke).
-  asio::awaitable<void> handle_invoke(std::unique_ptr<InvokeCall> call) {
+  asio::awaitable<void> handle_invoke(std::shared_ptr<InvokeCall> call) {
     metrics.invoke_streams.Increment();
     auto& in = call->stream;
     tv1::Frame head;
@@ -856,6 +870,19 @@ struct Broker::Impl {
         std::min(give_up, arrived + std::chrono::milliseconds(head.request_head().connector_wait_ms()));
     Registry::Pick pick;
     for (;;) {
+      if (call.over) {
+        // The edge gave up while the request waited (its time ran out, or
+        // its client went): nothing is owed, and a request handed over now
+        // would still run in the green zone.
+        metrics.exchanges.Add({{"alias", alias}, {"result", "abandoned"}}).Increment();
+        POSTERN_LOG(info, "exchange abandoned")
+            .kv("request_id", head.request_head().request_id())
+            .kv("alias", alias)
+            .kv("reason", "the edge gave up while it waited for a connector");
+        const grpc::Status st(grpc::StatusCode::CANCELLED, "the edge gave up");
+        co_await finish(in, st);
+        co_return false;
+      }
       if (draining) {
         const std::string why = "broker is draining";
         co_await reject(tv1::ERROR_CODE_DRAINING, why);
@@ -865,7 +892,7 @@ struct Broker::Impl {
       if (!pick.slot) {
         if (!registry.serves(alias)) {
           if (Clock::now() < attach_until && attach_expected(alias)) {
-            co_await wait_for_park(alias, attach_until);
+            co_await wait_for_park(call, alias, attach_until);
             continue;
           }
           const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - arrived);
@@ -879,7 +906,7 @@ struct Broker::Impl {
           co_await reject(tv1::ERROR_CODE_NO_CAPACITY, why);
           co_return false;
         }
-        co_await wait_for_park(alias, give_up);
+        co_await wait_for_park(call, alias, give_up);
         continue;
       }
       auto* pull = static_cast<PullCall*>(pick.slot);

@@ -49,6 +49,7 @@ const char* kPolicy = R"(apis:
       threat_protection:
         max_body_bytes: {max: 1000}
   - {name: chat, version: "1.0", type: websocket, routing: "apigateway://demo/api/demo/"}
+  - {name: hasty, version: "1.0", routing: "apigateway://demo/", timeout: 400ms}
 )";
 
 long long ms_since(Clock::time_point t) {
@@ -705,6 +706,37 @@ TEST(Reliability, DrainingBrokerRefusesRequestsWaitingForAConnectorAtOnce) {
   ASSERT_TRUE(code.has_value());
   EXPECT_EQ(*code, 0) << sys.broker->log_tail();
   EXPECT_EQ(sys.broker->count_log("\"reason\":\"broker drained\""), 1) << sys.broker->log_tail();
+}
+
+// A request waiting at the broker for its only connector (busy with a slow
+// exchange) whose edge gives up (the API's 400 ms timeout: 504) is dropped
+// there: when the connector is free again it is not handed over, so a
+// DELETE the client was told timed out does not run in the green zone
+// afterwards. (Before, it did: head and end cross in one message.)
+TEST(Reliability, RequestTheEdgeGaveUpOnIsNotHandedToTheConnectorLater) {
+  System sys;
+  sys.start_demo();
+  sys.start_policy(kPolicy);
+  sys.start_broker();  // park_wait 2 s
+  sys.start_connector({.id = "c1", .extra_yaml = "max_concurrency: 1\n"});
+  sys.start_edge();
+  const std::uint16_t connector_admin = sys.connectors[0]->wait_for_port("admin");
+
+  auto slow = std::async(std::launch::async, [&] { return curl({sys.edge_url("/gateway/demo/1.0/slow?ms=1500")}); });
+  std::this_thread::sleep_for(300ms);
+  const auto [hasty, took] = timed_curl({"-X", "DELETE", sys.edge_url("/gateway/hasty/1.0/echo")});
+  std::printf("[ info ] the waiting DELETE: %d after %lld ms\n", hasty.status, took);
+  EXPECT_EQ(hasty.status, 504) << hasty.headers << hasty.body;
+  EXPECT_EQ(slow.get().status, 200);
+  // The connector is free again: a request it got now would be done soon.
+  const auto after = curl({sys.edge_url("/gateway/demo/1.0/")});
+  EXPECT_EQ(after.status, 200);
+  // The two GETs, whatever their outcome, and not the DELETE.
+  const auto m = scrape(connector_admin);
+  EXPECT_EQ(metric_value(m, "postern_connector_requests_total", {{"alias", "demo"}}), 2.0) << m;
+  EXPECT_EQ(metric_value(scrape(sys.broker_admin_port), "postern_broker_exchanges_total",
+                         {{"alias", "demo"}, {"result", "abandoned"}}),
+            1.0);
 }
 
 // An edge whose only broker cannot be reached waits a moment (1.5 s: longer
