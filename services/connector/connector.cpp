@@ -280,6 +280,7 @@ struct Connector::Impl {
   std::size_t max_ws_message_bytes = 16u << 20;
 
   Clock::duration reconnect_max;
+  std::chrono::milliseconds connect_timeout;
   Clock::duration drain_timeout;
   Clock::duration resolve_interval;
   std::size_t pool_size;
@@ -289,6 +290,7 @@ struct Connector::Impl {
       : ioc(io), ex(io.get_executor()), cfg(std::move(c)), prom(std::move(p)), metrics(*prom), http(ex),
         decisions_metrics(*prom, "connector") {
     reconnect_max = config::duration_or(cfg.reconnect_max(), 1s);
+    connect_timeout = config::duration_or(cfg.connect_timeout(), gb::kConnectTimeout);
     drain_timeout = config::duration_or(cfg.drain_timeout(), 20s);
     resolve_interval = config::duration_or(cfg.resolve_interval(), 30s);
     pool_size = cfg.pool_size() ? cfg.pool_size() : 8;
@@ -301,6 +303,10 @@ struct Connector::Impl {
   void start() {
     if (cfg.brokers().empty()) throw std::runtime_error("brokers: at least one broker address is required");
     if (cfg.aliases().empty()) throw std::runtime_error("aliases: at least one alias -> native service is required");
+    if (connect_timeout < 100ms) {
+      throw std::runtime_error("connect_timeout: " + std::to_string(connect_timeout.count()) +
+                               "ms is too short for a TLS connect (at least 100ms)");
+    }
     const auto& t = cfg.tls();
     if (t.ca_file().empty() || t.cert_file().empty() || t.key_file().empty()) {
       throw std::runtime_error("tls: ca_file, cert_file and key_file are required (the broker demands mutual TLS)");
@@ -412,7 +418,7 @@ struct Connector::Impl {
     auto link = std::make_unique<Link>();
     link->name = name;
     link->target = target;
-    grpc::ChannelArguments args = gb::client_channel_args();
+    grpc::ChannelArguments args = gb::client_channel_args(connect_timeout);
     args.SetSslTargetNameOverride(cfg.tls().server_name().empty() ? host : cfg.tls().server_name());
     // One subchannel per link: two links to one address must not share it.
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);

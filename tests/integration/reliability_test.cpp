@@ -211,6 +211,37 @@ TEST(Reliability, ConnectorAttachesOverALongLink) {
   EXPECT_EQ(c.count_log("timed out before receiving SETTINGS"), 0) << c.log_tail();
 }
 
+// A connector's connect_timeout is its own: at 300 ms, each attempt through
+// the same 400 ms round trip gives up before the handshake is done, so that
+// connector never attaches (where a silent firewall drops connects, a short
+// timeout finds a broker that comes back sooner). Too short to complete any
+// TLS handshake is a configuration error naming the field.
+TEST(Reliability, ConnectorConnectTimeoutIsConfigurable) {
+  System sys;
+  sys.start_demo();
+  sys.start_policy(kPolicy);
+  sys.start_broker();
+  const std::uint16_t port = free_port();
+  auto link = Process::start({system_python(), source_path("tests/support/delay_proxy.py"), std::to_string(port),
+                              std::to_string(sys.registration_port), "200"},
+                             sys.dir().file("delay-proxy.log"));
+  ASSERT_TRUE(wait_until([&] { return can_connect(port); }, 5s)) << link->log_tail();
+  auto& hasty = sys.start_connector(
+      {.id = "hasty", .extra_yaml = "connect_timeout: 300ms\n", .brokers = {"localhost:" + std::to_string(port)}},
+      /*wait_attached=*/false);
+  hasty.wait_for_log("timed out before receiving SETTINGS", 10s);
+  std::this_thread::sleep_for(2s);
+  EXPECT_EQ(hasty.count_log("\"msg\":\"attached\""), 0) << hasty.log_tail();
+  EXPECT_GE(hasty.count_log("timed out before receiving SETTINGS"), 2) << hasty.log_tail();
+
+  auto& bad = sys.start_connector({.id = "bad", .extra_yaml = "connect_timeout: 50ms\n"}, /*wait_attached=*/false);
+  const auto code = bad.wait(10s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_NE(*code, 0);
+  EXPECT_GE(bad.count_log("connect_timeout: 50ms is too short for a TLS connect \\(at least 100ms\\)"), 1)
+      << bad.log_tail();
+}
+
 // The only connector restarts: requests that arrive while it is away wait
 // at the broker for it to attach again (up to the 2 s the edge allows)
 // instead of failing 503 at once, a body included. One it does not come

@@ -77,6 +77,7 @@ Built as dicts and rendered with toYaml, so quoting is always right.
       "pool_size" (int $n.poolSize)
       "max_concurrency" (int $n.maxConcurrency)
       "reconnect_max" $n.reconnectMax
+      "connect_timeout" $n.connectTimeout
       "resolve_interval" $n.resolveInterval
       "drain_timeout" (include "postern.seconds" $n.drainSeconds) -}}
 # ConnectorConfig (proto/postern/config/v1/config.proto), rendered by the chart.

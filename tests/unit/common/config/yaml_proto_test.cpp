@@ -149,6 +149,7 @@ aliases:
 pool_size: 4
 max_concurrency: 512
 reconnect_max: 1h
+connect_timeout: 1500ms
 drain_timeout: 20s
 resolve_interval: 30s
 )"),
@@ -174,6 +175,8 @@ resolve_interval: 30s
   EXPECT_EQ(cfg.pool_size(), 4u);
   EXPECT_EQ(cfg.max_concurrency(), 512u);
   EXPECT_EQ(cfg.reconnect_max().seconds(), 3600);
+  EXPECT_EQ(cfg.connect_timeout().seconds(), 1);
+  EXPECT_EQ(cfg.connect_timeout().nanos(), 500000000);
   EXPECT_EQ(cfg.drain_timeout().seconds(), 20);
   EXPECT_EQ(cfg.resolve_interval().seconds(), 30);
 }
@@ -413,7 +416,7 @@ TEST(YamlProto, SyntaxErrorIsConfigErrorWithPosition) {
 // Found by tests/fuzz (config): yaml-cpp 0.7's LoadAll never returned on
 // these (endless documents); each is now a ConfigError naming the problem.
 TEST(YamlProto, BrokenAliasesAreErrorsNotHangs) {
-  for (const std::string text : std::vector<std::string>{",*", ", 2*", ",*\n", ",\xdf\xa7" "1, 2*", "*"}) {
+  for (const std::string& text : std::vector<std::string>{",*", ", 2*", ",*\n", ",\xdf\xa7" "1, 2*", "*"}) {
     const auto errors = errors_of<v1::EdgeConfig>(text);
     ASSERT_THAT(errors, SizeIs(1)) << text;
     EXPECT_THAT(errors[0], MatchesRegex("edge\\.yaml:[0-9]+:[0-9]+: .+")) << text;
