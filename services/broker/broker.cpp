@@ -33,6 +33,12 @@ using Clock = std::chrono::steady_clock;
 using FrameStream = grpc::ServerAsyncReaderWriter<tv1::Frame, tv1::Frame>;
 using AttachStream = grpc::ServerAsyncReaderWriter<tv1::BrokerMessage, tv1::ConnectorMessage>;
 
+struct AttachWriter {
+  explicit AttachWriter(asio::any_io_executor ex) : lock(std::move(ex)) {}
+  AsyncMutex lock;                 // one write at a time: the Attach loop's replies and Credits
+  AttachStream* stream = nullptr;  // null once the Attach ended
+};
+
 namespace {
 
 struct Metrics {
@@ -244,6 +250,11 @@ struct Broker::Impl {
   Clock::duration heartbeat_timeout;
   Clock::duration park_wait;
   Clock::duration drain_timeout;
+  // Response body bytes a connector may send ahead of the edge (Credit);
+  // a Credit goes out each time a quarter of it has been passed on.
+  std::uint64_t response_window = 0;
+  std::uint64_t credit_step = 0;
+  std::uint64_t next_exchange_id = 0;
   bool draining = false;
   const Clock::time_point started_at = Clock::now();
   std::size_t exchanges_in_flight = 0;
@@ -258,6 +269,8 @@ struct Broker::Impl {
     heartbeat_timeout = config::duration_or(cfg.heartbeat_timeout(), 15s);
     park_wait = config::duration_or(cfg.park_wait(), 5s);
     drain_timeout = config::duration_or(cfg.drain_timeout(), 20s);
+    response_window = cfg.response_window() ? cfg.response_window() : kResponseWindow;
+    credit_step = response_window / 4;
     idle = std::make_unique<Event>(ex);
     idle->set();
     registry.set_observer([this](const Registry& r) { update_gauges(r); });
@@ -297,6 +310,10 @@ struct Broker::Impl {
   void start() {
     const auto& reg = cfg.registration();
     if (reg.listen().empty()) throw std::runtime_error("registration.listen is required");
+    if (response_window < kMinResponseWindow) {
+      throw std::runtime_error("response_window: " + std::to_string(response_window) +
+                               " bytes is too small (at least " + std::to_string(kMinResponseWindow) + ")");
+    }
     if (!reg.has_tls() || reg.tls().cert_file().empty() || reg.tls().key_file().empty() ||
         reg.tls().client_ca_file().empty()) {
       throw std::runtime_error(
@@ -387,6 +404,9 @@ struct Broker::Impl {
 
   // ------------------------------------------------------------ Attach
 
+  static constexpr std::uint64_t kResponseWindow = 4 << 20;
+  static constexpr std::uint64_t kMinResponseWindow = 64 << 10;
+
   struct AttachCall {
     grpc::ServerContext ctx;
     AttachStream stream{&ctx};
@@ -464,6 +484,10 @@ struct Broker::Impl {
 
     auto session = registry.add(hello.connector_id(), identity, aliases);
     session->pool_size = hello.pool_size();
+    session->flow_control = hello.flow_control();
+    auto writer = std::make_shared<AttachWriter>(ex);
+    writer->stream = &stream;
+    session->attach = writer;
     metrics.attaches.Add({}).Increment();
     POSTERN_LOG(info, "connector attached")
         .kv("session", session->id)
@@ -507,13 +531,19 @@ struct Broker::Impl {
         } else {
           continue;
         }
+        co_await writer->lock.lock();
         const bool sent = co_await gb::write(stream, reply);
+        writer->lock.unlock();
         if (!sent) break;
       }
       attach_calls.erase(&ctx);
       if (silent) reason = "heartbeat timeout";
       if (draining) reason = "broker drained";
     }
+    // No Credit may start on the stream from here on.
+    co_await writer->lock.lock();
+    writer->stream = nullptr;
+    writer->lock.unlock();
     registry.remove(session);
     POSTERN_LOG(info, "connector detached")
         .kv("session", session->id)
@@ -911,6 +941,10 @@ struct Broker::Impl {
       }
       auto* pull = static_cast<PullCall*>(pick.slot);
       pull->assigned.set();
+      if (pick.session->flow_control && !head.request_head().websocket()) {
+        head.mutable_request_head()->set_exchange_id(++next_exchange_id);
+        head.mutable_request_head()->set_response_credit(response_window);
+      }
       const bool handed = co_await gb::write(pull->stream, head);
       if (handed) break;
       registry.finished(pick.session);
@@ -924,9 +958,10 @@ struct Broker::Impl {
     const bool websocket = head.request_head().websocket();
     metrics.bytes_up.Increment(payload_bytes(head));
     bool kept = false;
+    Pacing pacing{pick.session, head.request_head().exchange_id()};
     const std::string result = co_await splice(call, *pull, pick.session->connector_id,
                                                head.request_head().request_id(), websocket, ends_direction(head),
-                                               head.then_size() > 0 && last_part(head).has_end(), kept);
+                                               head.then_size() > 0 && last_part(head).has_end(), pacing, kept);
     metrics.in_flight.Decrement();
     registry.finished(pick.session);
     if (--exchanges_in_flight == 0) idle->set();
@@ -998,6 +1033,32 @@ struct Broker::Impl {
     co_return sent;
   }
 
+  // An exchange's response credit (tunnel.proto, Credit): `id` 0 when the
+  // connector is not paced.
+  struct Pacing {
+    std::shared_ptr<Session> session;
+    std::uint64_t id = 0;
+    std::uint64_t passed = 0;  // body bytes written to the edge since the last Credit
+  };
+
+  // Writes a Credit on the session's Attach stream, unless it has ended.
+  asio::awaitable<void> send_credit(Pacing& p, bool release) {
+    auto w = p.session->attach;
+    if (!w) co_return;
+    tv1::BrokerMessage m;
+    auto* c = m.mutable_credit();
+    c->set_exchange_id(p.id);
+    c->set_bytes(p.passed);
+    c->set_release(release);
+    p.passed = 0;
+    co_await w->lock.lock();
+    if (w->stream) {
+      const bool sent = co_await gb::write(*w->stream, m);
+      if (!sent) w->stream = nullptr;
+    }
+    w->lock.unlock();
+  }
+
   // Moves frames both ways until the response ends. Returns a result label.
   // `request_over`: the request's first message also ended it (a GET's head
   // and end), `request_clean` if with its end rather than an error. Sets
@@ -1005,7 +1066,7 @@ struct Broker::Impl {
   // HTTP exchange clean both ways, and no drain); otherwise finishes it.
   asio::awaitable<std::string> splice(InvokeCall& in, PullCall& out, const std::string& connector,
                                       const std::string& request_id, bool websocket, bool request_over,
-                                      bool request_clean, bool& in_kept) {
+                                      bool request_clean, Pacing& pacing, bool& in_kept) {
     std::shared_ptr<WsSplice> ws_state;
     WsSplice* ws = nullptr;
     std::uint64_t ws_id = 0;
@@ -1129,7 +1190,16 @@ struct Broker::Impl {
         in_kept = keep;
         break;
       }
+      if (pacing.id) {
+        // The edge took these bytes (its window is small): the connector
+        // may send as many more.
+        pacing.passed += static_cast<std::uint64_t>(payload_bytes(f));
+        if (pacing.passed >= credit_step) co_await send_credit(pacing, false);
+      }
     }
+    // A connector still waiting for credit is let go: its next write fails
+    // if the exchange was cut.
+    if (pacing.id && !down_clean) co_await send_credit(pacing, true);
     // The response is complete (or dead); a request direction still running
     // has nothing left to deliver.
     // (`up_clean`: the request direction read its end and does nothing more.)

@@ -25,6 +25,10 @@ class PullSlot {
   std::chrono::steady_clock::time_point parked_at{};
 };
 
+/// Where Credit messages for a session's exchanges are written (the broker
+/// defines it: its Attach stream, under a lock).
+struct AttachWriter;
+
 /// One Attach stream: one connector instance.
 struct Session {
   std::string id;
@@ -36,6 +40,9 @@ struct Session {
   std::uint32_t pool_size = 0;
   bool draining = false;
   std::deque<PullSlot*> parked;
+  // The connector paces response bodies by Credit (Hello.flow_control).
+  bool flow_control = false;
+  std::shared_ptr<AttachWriter> attach;
 };
 
 class Registry {

@@ -175,6 +175,38 @@ class PullBody final : public BodySource {
   bool end_seen_ = false;
 };
 
+// One exchange's response credit (tunnel.proto, Credit): body bytes it may
+// still send before the broker has passed more on to the edge.
+class ResponseCredit {
+ public:
+  ResponseCredit(asio::any_io_executor ex, std::uint64_t bytes)
+      : available_(static_cast<std::int64_t>(bytes)), wake_(std::move(ex)) {}
+  /// Waits until some credit is left (or the broker let the exchange go),
+  /// then takes `n`: a piece larger than what is left still goes.
+  asio::awaitable<void> take(std::size_t n) {
+    while (available_ <= 0 && !released_) {
+      wake_.reset();
+      co_await wake_.wait();
+    }
+    available_ -= static_cast<std::int64_t>(n);
+  }
+  void grant(std::uint64_t n) {
+    available_ += static_cast<std::int64_t>(n);
+    wake_.set();
+  }
+  /// No more waiting: the broker is done with the exchange, or its Attach
+  /// stream (which carries the credit) ended.
+  void release() {
+    released_ = true;
+    wake_.set();
+  }
+
+ private:
+  std::int64_t available_;
+  bool released_ = false;
+  Event wake_;
+};
+
 // A response whose length is known and at most this long crosses in one
 // message with its head and end (and the stream's next Park).
 constexpr std::int64_t kCoalesceBytes = 64 * 1024;
@@ -185,7 +217,8 @@ constexpr std::int64_t kCoalesceBytes = 64 * 1024;
 // frame by frame.
 class PullSink final : public ResponseSink {
  public:
-  PullSink(FrameStream& s, gb::FrameBatch& pending, Metrics& m) : stream_(s), pending_(pending), metrics_(m) {}
+  PullSink(FrameStream& s, gb::FrameBatch& pending, Metrics& m, ResponseCredit* credit)
+      : stream_(s), pending_(pending), metrics_(m), credit_(credit) {}
   asio::awaitable<void> head(tv1::ResponseHead& h) override {
     started_ = true;
     status_ = h.status();
@@ -196,6 +229,7 @@ class PullSink final : public ResponseSink {
     if (!hold_) co_await flush();
   }
   asio::awaitable<void> body(std::string_view chunk) override {
+    if (credit_) co_await credit_->take(chunk.size());
     metrics_.bytes_out.Increment(static_cast<double>(chunk.size()));
     tv1::Frame f;
     f.mutable_body()->mutable_data()->assign(chunk.data(), chunk.size());
@@ -222,6 +256,7 @@ class PullSink final : public ResponseSink {
   FrameStream& stream_;
   gb::FrameBatch& pending_;
   Metrics& metrics_;
+  ResponseCredit* credit_;  // null: not paced
   unsigned status_ = 0;
   bool hold_ = false;
   bool ended_ = false;
@@ -250,6 +285,9 @@ struct Connector::Impl {
     std::unique_ptr<Event> wake;     // wakes the heartbeat writer
     std::unique_ptr<Event> stopped;  // set when the run loop has ended
     std::uint64_t config_sent = 0;   // snapshot version pushed on this session
+    // Exchanges paced by the broker's Credit messages on this Attach
+    // session, by RequestHead.exchange_id.
+    std::map<std::uint64_t, ResponseCredit*> credits;
   };
 
   asio::io_context& ioc;
@@ -496,6 +534,7 @@ struct Connector::Impl {
       h->set_capacity(static_cast<std::uint32_t>(max_concurrency));
       h->set_pool_size(static_cast<std::uint32_t>(pool_size));
       h->set_version("postern-connector/0.1");
+      h->set_flow_control(true);
       ok = co_await gb::write(*stream, hello);
     }
     if (ok) {
@@ -584,8 +623,19 @@ struct Connector::Impl {
         const bool got = co_await gb::read(*stream, m);
         if (!got) break;
         silence.rearm(hb_timeout);
+        if (m.has_credit()) {
+          const auto it = l.credits.find(m.credit().exchange_id());
+          if (it == l.credits.end()) continue;  // that exchange is over here
+          if (m.credit().release()) {
+            it->second->release();
+          } else {
+            it->second->grant(m.credit().bytes());
+          }
+        }
       }
     }
+    // Exchanges of this session get no more credit: they go on unpaced.
+    for (auto& [id, credit] : l.credits) credit->release();
     l.attached = false;
     update_attached_gauge();
     ctx.TryCancel();
@@ -687,7 +737,7 @@ struct Connector::Impl {
       idle->reset();
       metrics.in_flight.Set(static_cast<double>(in_flight));
       if (l.parked < low_water()) refill();
-      const bool reusable = co_await serve(ctx, *stream, reader, pending, frame.request_head());
+      const bool reusable = co_await serve(l, session_id, ctx, *stream, reader, pending, frame.request_head());
       const bool again =
           reusable && !draining && l.attached && !l.stopping && !l.drain_requested && l.session_id == session_id;
       if (again) {
@@ -724,12 +774,31 @@ struct Connector::Impl {
   // `reader` has the rest of the request (coalesced frames may be there
   // already). A clean response may be left in `pending`, to go with the
   // caller's next Park or half-close; otherwise `pending` is sent here.
-  asio::awaitable<bool> serve(grpc::ClientContext& ctx, FrameStream& stream, gb::FrameReader& reader,
+  asio::awaitable<bool> serve(Link& l, const std::string& session_id, grpc::ClientContext& ctx, FrameStream& stream,
+                              gb::FrameReader& reader,
                               gb::FrameBatch& pending, const tv1::RequestHead& in_head) {
     const auto started = Clock::now();
     tv1::RequestHead head = in_head;
     PullBody body(stream, reader, metrics);
-    PullSink sink(stream, pending, metrics);
+    // Paced by the broker's credit, when it asked for that and the Attach
+    // session that carries the credit is still this stream's.
+    std::optional<ResponseCredit> credit;
+    const std::uint64_t exchange_id = head.exchange_id();
+    if (exchange_id && head.response_credit() && l.attached && l.session_id == session_id) {
+      credit.emplace(ex, head.response_credit());
+      l.credits[exchange_id] = &*credit;
+    }
+    struct Unlist {
+      Link& l;
+      std::uint64_t id;
+      ResponseCredit* listed;
+      ~Unlist() {
+        // Unless a newer session's exchange took the same id meanwhile.
+        const auto it = l.credits.find(id);
+        if (listed && it != l.credits.end() && it->second == listed) l.credits.erase(it);
+      }
+    } unlist{l, exchange_id, credit ? &*credit : nullptr};
+    PullSink sink(stream, pending, metrics, credit ? &*credit : nullptr);
 
     // The API this exchange belongs to: named by the edge, or (for a request
     // the edge sent to its default alias) found here by path.

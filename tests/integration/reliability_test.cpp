@@ -770,6 +770,48 @@ TEST(Reliability, RequestTheEdgeGaveUpOnIsNotHandedToTheConnectorLater) {
             1.0);
 }
 
+// A client that reads a large download slowly (100 KB/s) holds up the
+// connector, not the DMZ: the connector sends at most the broker's
+// response_window (64 KiB here) ahead of what the broker has passed on to
+// the edge (tunnel.proto, Credit). Without that, gRPC's receive window on
+// the tunnel link (4 MiB and up) filled the broker with the download.
+TEST(Reliability, SlowClientHoldsUpTheConnectorNotTheBroker) {
+  System sys;
+  sys.start_demo();
+  sys.start_policy(kPolicy);
+  sys.start_broker("response_window: 65536\n");
+  sys.start_connector();
+  sys.start_edge();
+  const std::uint16_t connector_admin = sys.connectors[0]->wait_for_port("admin");
+  auto in_tunnel = [&] {
+    const double sent = metric_value(scrape(connector_admin), "postern_connector_response_bytes_total");
+    const double out = metric_value(scrape(sys.edge_admin_port), "postern_edge_response_bytes_total");
+    return std::pair{sent, sent - out};
+  };
+  auto slow = std::async(std::launch::async, [&] {
+    return curl({"--limit-rate", "100k", "-o", "/dev/null", sys.edge_url("/gateway/demo/1.0/bytes/268435456")}, 5s);
+  });
+  // The sockets to the client fill at once; from then on the connector sends
+  // as fast as the client reads, this far ahead of the edge.
+  std::this_thread::sleep_for(1500ms);
+  double sent = 0, ahead = 0;
+  for (int i = 0; i < 5; ++i) {
+    const auto [s, diff] = in_tunnel();
+    sent = s;
+    ahead = std::max(ahead, diff);
+    std::this_thread::sleep_for(200ms);
+  }
+  std::printf("[ info ] the connector sent %.0f KiB, at most %.0f KiB ahead of the edge\n", sent / 1024,
+              ahead / 1024);
+  EXPECT_GT(sent, 0);
+  EXPECT_LT(ahead, 2.5 * 1024 * 1024) << "the tunnel held the download, not the connector";
+  slow.get();
+  // The connector's exchange ended with the client's; all is well after.
+  const auto r = curl({sys.edge_url("/gateway/demo/1.0/bytes/3000000")});
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body.size(), 3000000u);
+}
+
 // An edge whose only broker cannot be reached waits a moment (1.5 s: longer
 // than gRPC's reconnect backoff) for its channel to connect, in case the
 // broker is just restarting, then answers 502 naming the broker and the wait.

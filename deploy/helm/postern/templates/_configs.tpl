@@ -52,6 +52,7 @@ Built as dicts and rendered with toYaml, so quoting is always right.
       "heartbeat_interval" $b.heartbeatInterval
       "heartbeat_timeout" $b.heartbeatTimeout
       "park_wait" $b.parkWait
+      "response_window" (int64 $b.responseWindow)
       "drain_timeout" (include "postern.seconds" $b.drainSeconds) -}}
 # BrokerConfig (proto/postern/config/v1/config.proto), rendered by the chart.
 {{ toYaml $c }}

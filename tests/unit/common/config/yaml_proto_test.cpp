@@ -199,6 +199,7 @@ heartbeat_interval: 5s
 heartbeat_timeout: 15s
 park_wait: 5s
 drain_timeout: 20s
+response_window: 1048576
 )"),
                    "broker.yaml", cfg);
 
@@ -210,6 +211,7 @@ drain_timeout: 20s
   EXPECT_THAT(cfg.identities(1).aliases(), ElementsAre("*"));
   EXPECT_EQ(cfg.heartbeat_timeout().seconds(), 15);
   EXPECT_EQ(cfg.drain_timeout().seconds(), 20);
+  EXPECT_EQ(cfg.response_window(), 1048576u);
 }
 
 TEST(YamlProto, EmptyDocumentGivesDefaultMessage) {
