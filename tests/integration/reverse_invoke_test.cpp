@@ -92,9 +92,9 @@ TEST_F(ReverseInvoke, ChunkedUploadAndChunkedDownload) {
 }
 
 // 200 MiB each way, streamed: no service may hold the body in memory. What
-// a relay may hold is its receive window for the stream: on the tunnel link
-// gRPC sizes it from a bandwidth-delay estimate (at least 4 MiB, 16-40 MiB
-// seen when the CPU is shared), so this test runs alone (RUN_SERIAL).
+// a hop may hold is bounded by the broker's response_window (downloads) and
+// gRPC's receive windows, which grow with a bandwidth-delay estimate that a
+// shared CPU inflates, so this test runs alone (RUN_SERIAL).
 TEST_F(ReverseInvoke, TwoHundredMebibytesStreamWithBoundedMemory) {
   sys.start_all();
   constexpr std::uint64_t kSize = 200ull << 20;
