@@ -55,6 +55,7 @@ struct Metrics {
   prometheus::Family<prometheus::Histogram>& duration;
   prometheus::Counter& bytes_in;
   prometheus::Counter& bytes_out;
+  prometheus::Counter& credit_wait;
   prometheus::Gauge& config_version;
   prometheus::Gauge& ws_sessions;
   prometheus::Family<prometheus::Counter>& ws_messages;
@@ -103,6 +104,12 @@ struct Metrics {
                       .Help("Response body bytes received from native services")
                       .Register(r)
                       .Add({})),
+        credit_wait(prometheus::BuildCounter()
+                        .Name("postern_connector_credit_wait_seconds_total")
+                        .Help("Time responses waited for the broker's credit: clients reading slower than the "
+                              "native service sends")
+                        .Register(r)
+                        .Add({})),
         config_version(prometheus::BuildGauge()
                            .Name("postern_connector_config_version")
                            .Help("Version of the policy snapshot in force (0: none)")
@@ -179,14 +186,18 @@ class PullBody final : public BodySource {
 // still send before the broker has passed more on to the edge.
 class ResponseCredit {
  public:
-  ResponseCredit(asio::any_io_executor ex, std::uint64_t bytes)
-      : available_(static_cast<std::int64_t>(bytes)), wake_(std::move(ex)) {}
+  ResponseCredit(asio::any_io_executor ex, std::uint64_t bytes, prometheus::Counter& waited)
+      : available_(static_cast<std::int64_t>(bytes)), wake_(std::move(ex)), waited_(waited) {}
   /// Waits until some credit is left (or the broker let the exchange go),
   /// then takes `n`: a piece larger than what is left still goes.
   asio::awaitable<void> take(std::size_t n) {
-    while (available_ <= 0 && !released_) {
-      wake_.reset();
-      co_await wake_.wait();
+    if (available_ <= 0 && !released_) {
+      const auto since = Clock::now();
+      while (available_ <= 0 && !released_) {
+        wake_.reset();
+        co_await wake_.wait();
+      }
+      waited_.Increment(std::chrono::duration<double>(Clock::now() - since).count());
     }
     available_ -= static_cast<std::int64_t>(n);
   }
@@ -205,6 +216,7 @@ class ResponseCredit {
   std::int64_t available_;
   bool released_ = false;
   Event wake_;
+  prometheus::Counter& waited_;
 };
 
 // A response whose length is known and at most this long crosses in one
@@ -785,7 +797,7 @@ struct Connector::Impl {
     std::optional<ResponseCredit> credit;
     const std::uint64_t exchange_id = head.exchange_id();
     if (exchange_id && head.response_credit() && l.attached && l.session_id == session_id) {
-      credit.emplace(ex, head.response_credit());
+      credit.emplace(ex, head.response_credit(), metrics.credit_wait);
       l.credits[exchange_id] = &*credit;
     }
     struct Unlist {

@@ -805,6 +805,10 @@ TEST(Reliability, SlowClientHoldsUpTheConnectorNotTheBroker) {
               ahead / 1024);
   EXPECT_GT(sent, 0);
   EXPECT_LT(ahead, 2.5 * 1024 * 1024) << "the tunnel held the download, not the connector";
+  // The response waited for credit, and the connector says so.
+  const double waited = metric_value(scrape(connector_admin), "postern_connector_credit_wait_seconds_total");
+  std::printf("[ info ] waited %.2f s for credit\n", waited);
+  EXPECT_GT(waited, 0.0);
   slow.get();
   // The connector's exchange ended with the client's; all is well after.
   const auto r = curl({sys.edge_url("/gateway/demo/1.0/bytes/3000000")});
