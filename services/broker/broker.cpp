@@ -272,6 +272,7 @@ struct Broker::Impl {
     response_window = cfg.response_window() ? cfg.response_window() : kResponseWindow;
     credit_step = response_window / 4;
     idle = std::make_unique<Event>(ex);
+    attaches_ended = std::make_unique<Event>(ex);
     idle->set();
     registry.set_observer([this](const Registry& r) { update_gauges(r); });
   }
@@ -415,6 +416,9 @@ struct Broker::Impl {
   // Attach streams of attached connectors: a drain ends them once its
   // exchanges are done, so the server's shutdown need not wait for them.
   std::set<grpc::ServerContext*> attach_calls;
+  // Set when the last of attach_calls has seen its stream end (and logged
+  // the detach): a drain waits for it before the process stops.
+  std::unique_ptr<Event> attaches_ended;
 
   asio::awaitable<void> accept_attach() {
     for (;;) {
@@ -549,6 +553,7 @@ struct Broker::Impl {
         .kv("session", session->id)
         .kv("connector", session->connector_id)
         .kv("reason", reason);
+    if (attach_calls.empty()) attaches_ended->set();
     co_await finish(stream, grpc::Status::OK);
   }
 
@@ -1249,7 +1254,14 @@ struct Broker::Impl {
     for (auto& s : registry.all()) registry.drain(s);
     // The connectors learn by their Attach streams' end and try again until
     // a broker answers at this address; nothing else is left to wait for.
-    for (auto* c : attach_calls) c->TryCancel();
+    // Their handlers are let finish (bounded): under load the pump could
+    // otherwise stop before the cancelled reads came back, and the
+    // connectors' detach went unlogged.
+    if (!attach_calls.empty()) {
+      attaches_ended->reset();
+      for (auto* c : attach_calls) c->TryCancel();
+      co_await attaches_ended->wait_for(kShutdownDeadline);
+    }
     // Server::Shutdown blocks until calls end; run it off the io thread
     // while this thread keeps serving the completions it needs.
     Event stopped(ex);
