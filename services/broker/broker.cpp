@@ -1171,7 +1171,8 @@ struct Broker::Impl {
         out.ctx.TryCancel();
         break;
       }
-      metrics.bytes_down.Increment(payload_bytes(f));
+      const double payload = payload_bytes(f);
+      metrics.bytes_down.Increment(payload);
       const bool last = ended_here;
       const tv1::Frame& final_part = last_part(f);
       if (final_part.has_error()) result = std::string(error_slug(final_part.error().code()));
@@ -1198,7 +1199,7 @@ struct Broker::Impl {
       if (pacing.id) {
         // The edge took these bytes (its window is small): the connector
         // may send as many more.
-        pacing.passed += static_cast<std::uint64_t>(payload_bytes(f));
+        pacing.passed += static_cast<std::uint64_t>(payload);
         if (pacing.passed >= credit_step) co_await send_credit(pacing, false);
       }
     }

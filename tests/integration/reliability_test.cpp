@@ -182,6 +182,15 @@ TEST(Reliability, BrokerRestartUnderLoadResumesWithinTwoSeconds) {
   }
 }
 
+// A delaying proxy on `port` in front of the broker's registration port:
+// 200 ms each way, a 400 ms round trip. Accepting once this returns.
+void start_long_link(System& sys, std::uint16_t port, std::unique_ptr<Process>& link) {
+  link = Process::start({system_python(), source_path("tests/support/delay_proxy.py"), std::to_string(port),
+                         std::to_string(sys.registration_port), "200"},
+                        sys.dir().file("delay-proxy.log"));
+  ASSERT_TRUE(wait_until([&] { return can_connect(port); }, 5s)) << link->log_tail();
+}
+
 // A connector far from its broker: 200 ms each way (a 400 ms round trip,
 // as between continents) through a delaying proxy. A connect takes four
 // round trips there (TCP, TLS 1.3 both ways, HTTP/2 settings), 1.6 s; it
@@ -192,10 +201,8 @@ TEST(Reliability, ConnectorAttachesOverALongLink) {
   sys.start_policy(kPolicy);
   sys.start_broker();
   const std::uint16_t port = free_port();
-  auto link = Process::start({system_python(), source_path("tests/support/delay_proxy.py"), std::to_string(port),
-                              std::to_string(sys.registration_port), "200"},
-                             sys.dir().file("delay-proxy.log"));
-  ASSERT_TRUE(wait_until([&] { return can_connect(port); }, 5s)) << link->log_tail();
+  std::unique_ptr<Process> link;
+  ASSERT_NO_FATAL_FAILURE(start_long_link(sys, port, link));
   const auto start = Clock::now();
   auto& c = sys.start_connector({.brokers = {"localhost:" + std::to_string(port)}}, /*wait_attached=*/false);
   c.wait_for_log("\"msg\":\"attached\"", 30s);
@@ -222,10 +229,8 @@ TEST(Reliability, ConnectorConnectTimeoutIsConfigurable) {
   sys.start_policy(kPolicy);
   sys.start_broker();
   const std::uint16_t port = free_port();
-  auto link = Process::start({system_python(), source_path("tests/support/delay_proxy.py"), std::to_string(port),
-                              std::to_string(sys.registration_port), "200"},
-                             sys.dir().file("delay-proxy.log"));
-  ASSERT_TRUE(wait_until([&] { return can_connect(port); }, 5s)) << link->log_tail();
+  std::unique_ptr<Process> link;
+  ASSERT_NO_FATAL_FAILURE(start_long_link(sys, port, link));
   auto& hasty = sys.start_connector(
       {.id = "hasty", .extra_yaml = "connect_timeout: 300ms\n", .brokers = {"localhost:" + std::to_string(port)}},
       /*wait_attached=*/false);
