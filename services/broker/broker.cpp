@@ -250,7 +250,7 @@ struct Broker::Impl {
   Clock::duration heartbeat_timeout;
   Clock::duration park_wait;
   Clock::duration drain_timeout;
-  // Response body bytes a connector may send ahead of the edge (Credit);
+  // Bytes toward the client a connector may send ahead of the edge (Credit);
   // a Credit goes out each time a quarter of it has been passed on.
   std::uint64_t response_window = 0;
   std::uint64_t credit_step = 0;
@@ -946,7 +946,9 @@ struct Broker::Impl {
       }
       auto* pull = static_cast<PullCall*>(pick.slot);
       pull->assigned.set();
-      if (pick.session->flow_control && !head.request_head().websocket()) {
+      // Response bodies and a WebSocket session's messages toward the
+      // client cross on credit.
+      if (pick.session->flow_control) {
         head.mutable_request_head()->set_exchange_id(++next_exchange_id);
         head.mutable_request_head()->set_response_credit(response_window);
       }

@@ -20,6 +20,7 @@
 #include "common/grpc/channel.hpp"
 #include "common/grpc/frame_port.hpp"
 #include "common/grpc/frames.hpp"
+#include "common/grpc/send_credit.hpp"
 #include "common/grpc/snapshot_watcher.hpp"
 #include "common/net/http_client.hpp"
 #include "common/net/http_headers.hpp"
@@ -59,6 +60,7 @@ struct Metrics {
   prometheus::Gauge& config_version;
   prometheus::Gauge& ws_sessions;
   prometheus::Family<prometheus::Counter>& ws_messages;
+  prometheus::Family<prometheus::Counter>& ws_bytes;
 
   explicit Metrics(prometheus::Registry& r)
       : brokers_attached(prometheus::BuildGauge()
@@ -123,7 +125,12 @@ struct Metrics {
         ws_messages(prometheus::BuildCounter()
                         .Name("postern_connector_websocket_messages_total")
                         .Help("WebSocket messages relayed, by alias and direction")
-                        .Register(r)) {}
+                        .Register(r)),
+        ws_bytes(prometheus::BuildCounter()
+                     .Name("postern_connector_websocket_bytes_total")
+                     .Help("WebSocket message bytes passed on (into the tunnel, or to the native service), by alias "
+                           "and direction")
+                     .Register(r)) {}
 };
 
 const prometheus::Histogram::BucketBoundaries kLatencyBuckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -182,43 +189,6 @@ class PullBody final : public BodySource {
   bool end_seen_ = false;
 };
 
-// One exchange's response credit (tunnel.proto, Credit): body bytes it may
-// still send before the broker has passed more on to the edge.
-class ResponseCredit {
- public:
-  ResponseCredit(asio::any_io_executor ex, std::uint64_t bytes, prometheus::Counter& waited)
-      : available_(static_cast<std::int64_t>(bytes)), wake_(std::move(ex)), waited_(waited) {}
-  /// Waits until some credit is left (or the broker let the exchange go),
-  /// then takes `n`: a piece larger than what is left still goes.
-  asio::awaitable<void> take(std::size_t n) {
-    if (available_ <= 0 && !released_) {
-      const auto since = Clock::now();
-      while (available_ <= 0 && !released_) {
-        wake_.reset();
-        co_await wake_.wait();
-      }
-      waited_.Increment(std::chrono::duration<double>(Clock::now() - since).count());
-    }
-    available_ -= static_cast<std::int64_t>(n);
-  }
-  void grant(std::uint64_t n) {
-    available_ += static_cast<std::int64_t>(n);
-    wake_.set();
-  }
-  /// No more waiting: the broker is done with the exchange, or its Attach
-  /// stream (which carries the credit) ended.
-  void release() {
-    released_ = true;
-    wake_.set();
-  }
-
- private:
-  std::int64_t available_;
-  bool released_ = false;
-  Event wake_;
-  prometheus::Counter& waited_;
-};
-
 // A response whose length is known and at most this long crosses in one
 // message with its head and end (and the stream's next Park).
 constexpr std::int64_t kCoalesceBytes = 64 * 1024;
@@ -229,7 +199,7 @@ constexpr std::int64_t kCoalesceBytes = 64 * 1024;
 // frame by frame.
 class PullSink final : public ResponseSink {
  public:
-  PullSink(FrameStream& s, gb::FrameBatch& pending, Metrics& m, ResponseCredit* credit)
+  PullSink(FrameStream& s, gb::FrameBatch& pending, Metrics& m, gb::SendCredit* credit)
       : stream_(s), pending_(pending), metrics_(m), credit_(credit) {}
   asio::awaitable<void> head(tv1::ResponseHead& h) override {
     started_ = true;
@@ -268,7 +238,7 @@ class PullSink final : public ResponseSink {
   FrameStream& stream_;
   gb::FrameBatch& pending_;
   Metrics& metrics_;
-  ResponseCredit* credit_;  // null: not paced
+  gb::SendCredit* credit_;  // null: not paced
   unsigned status_ = 0;
   bool hold_ = false;
   bool ended_ = false;
@@ -299,7 +269,7 @@ struct Connector::Impl {
     std::uint64_t config_sent = 0;   // snapshot version pushed on this session
     // Exchanges paced by the broker's Credit messages on this Attach
     // session, by RequestHead.exchange_id.
-    std::map<std::uint64_t, ResponseCredit*> credits;
+    std::map<std::uint64_t, gb::SendCredit*> credits;
   };
 
   asio::io_context& ioc;
@@ -794,7 +764,7 @@ struct Connector::Impl {
     PullBody body(stream, reader, metrics);
     // Paced by the broker's credit, when it asked for that and the Attach
     // session that carries the credit is still this stream's.
-    std::optional<ResponseCredit> credit;
+    std::optional<gb::SendCredit> credit;
     const std::uint64_t exchange_id = head.exchange_id();
     if (exchange_id && head.response_credit() && l.attached && l.session_id == session_id) {
       credit.emplace(ex, head.response_credit(), metrics.credit_wait);
@@ -803,7 +773,7 @@ struct Connector::Impl {
     struct Unlist {
       Link& l;
       std::uint64_t id;
-      ResponseCredit* listed;
+      gb::SendCredit* listed;
       ~Unlist() {
         // Unless a newer session's exchange took the same id meanwhile.
         const auto it = l.credits.find(id);
@@ -872,7 +842,7 @@ struct Connector::Impl {
         if (head.websocket()) {
           const pv1::Policies* wpol = api ? &api->def->policies() : nullptr;
           websocket_ran = co_await serve_websocket(ctx, stream, head, it->second, head_timeout, enforce ? wpol : nullptr,
-                                                   identity, decisions, sink);
+                                                   identity, decisions, sink, credit ? &*credit : nullptr);
         } else {
           co_await http.exchange(it->second, head, policed_body, policed_sink, head_timeout);
         }
@@ -949,7 +919,8 @@ struct Connector::Impl {
   asio::awaitable<bool> serve_websocket(grpc::ClientContext& ctx, FrameStream& stream, const tv1::RequestHead& head,
                                         const net::Origin& origin, std::chrono::milliseconds head_timeout,
                                         const pv1::Policies* pol, const policy::Identity& identity,
-                                        const policy::Decisions& decisions, PullSink& sink) {
+                                        const policy::Decisions& decisions, PullSink& sink,
+                                        gb::SendCredit* credit) {
     net::WsStreamOptions o;
     o.max_message_bytes = max_ws_message_bytes;
     o.ping_interval = policy::WsSessionPolicies::ping_interval(pol);
@@ -964,11 +935,16 @@ struct Connector::Impl {
     }
     const std::string subprotocol(policy::header_value(up.head.headers(), "sec-websocket-protocol"));
     co_await sink.head(up.head);
-    gb::FramePort tunnel(ex, stream, ctx, max_ws_message_bytes);
+    // Messages toward the client take the broker's credit, as a body does.
+    gb::FramePort tunnel(ex, stream, ctx, max_ws_message_bytes, credit);
     policy::WsSessionInfo info{head.request_id(), head.api(), identity.application, head.client_ip(),
                                head.target().substr(0, head.target().find('?')), subprotocol, "connector"};
     policy::WsSessionPolicies hooks(pol, std::move(info), *invocations, &transforms);
-    net::WsRelay session(ex, tunnel, *up.port, &hooks, policy::WsSessionPolicies::relay_options(pol));
+    auto& bytes = metrics.ws_bytes;
+    net::WsRelay session(ex, tunnel, *up.port, &hooks,
+                         policy::WsSessionPolicies::relay_options(
+                             pol, bytes.Add({{"alias", head.alias()}, {"direction", "client_to_server"}}),
+                             bytes.Add({{"alias", head.alias()}, {"direction", "server_to_client"}})));
     hooks.opened();
     metrics.ws_sessions.Increment();
     co_await ws_sessions.run(session);

@@ -29,6 +29,7 @@ using namespace std::chrono_literals;
 
 constexpr std::size_t kMaxQueued = 4096;          // a slower client is dropped
 constexpr std::size_t kMaxMessage = 64u << 20;    // demo limit per message
+constexpr std::uint64_t kMaxFloodMessages = 1'000'000;
 
 struct Msg {
   bool binary = false;
@@ -45,6 +46,10 @@ struct Client {
   asio::steady_timer wake;
   bool closed = false;
   std::optional<std::pair<std::uint16_t, std::string>> close_request;
+  // "/flood N SIZE": N binary messages of SIZE bytes still to send, as fast
+  // as the connection takes them.
+  std::uint64_t flood_left = 0;
+  std::shared_ptr<const std::string> flood_message;
 
   void push(Msg m) {
     if (closed) return;
@@ -149,7 +154,7 @@ std::string pick_subprotocol(std::string_view offered) {
 template <class Stream>
 asio::awaitable<void> writer(websocket::stream<Stream>& ws, Client& c, Event& done) {
   for (;;) {
-    if (c.queue.empty() && !c.close_request && !c.closed) {
+    if (c.queue.empty() && !c.close_request && !c.closed && c.flood_left == 0) {
       c.wake.expires_at(asio::steady_timer::time_point::max());
       co_await c.wake.async_wait(use_nothrow);
       continue;
@@ -163,8 +168,15 @@ asio::awaitable<void> writer(websocket::stream<Stream>& ws, Client& c, Event& do
       (void)ec;
       break;
     }
-    Msg m = std::move(c.queue.front());
-    c.queue.pop_front();
+    Msg m;
+    if (c.queue.empty()) {
+      --c.flood_left;
+      m.data = c.flood_message;
+      m.binary = true;
+    } else {
+      m = std::move(c.queue.front());
+      c.queue.pop_front();
+    }
     ws.binary(m.binary);
     auto [ec, n] = co_await ws.async_write(asio::buffer(*m.data), use_nothrow);
     if (ec) break;
@@ -222,6 +234,24 @@ asio::awaitable<void> chat(Stream& stream, const http::request<http::buffer_body
       c->close_request = {num && *num >= 1000 && *num <= 4999 ? static_cast<std::uint16_t>(*num) : 1000,
                           sp == std::string::npos ? std::string() : rest.substr(sp + 1)};
       c->wake.cancel();
+      continue;
+    }
+    if (!m.binary && text.starts_with("/flood ")) {
+      const std::string rest = text.substr(7);
+      const auto sp = rest.find(' ');
+      const auto count = parse_uint(rest.substr(0, sp));
+      const auto size = sp == std::string::npos ? std::nullopt : parse_uint(rest.substr(sp + 1));
+      if (count && size && *count <= kMaxFloodMessages && *size <= kMaxMessage) {
+        c->flood_message = std::make_shared<const std::string>(static_cast<std::size_t>(*size), 'f');
+        c->flood_left = *count;
+        c->wake.cancel();
+      } else {
+        Msg usage;
+        usage.data = std::make_shared<const std::string>("usage: /flood COUNT SIZE (COUNT <= " +
+                                                         std::to_string(kMaxFloodMessages) +
+                                                         ", SIZE <= " + std::to_string(kMaxMessage) + ")");
+        c->push(std::move(usage));
+      }
       continue;
     }
     if (m.binary) {

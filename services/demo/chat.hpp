@@ -10,6 +10,9 @@
 //       "Server time: <UTC ISO-8601>" each second;
 //     - the text message "/close CODE [REASON]" closes the sender's session
 //       with that code and reason;
+//     - the text message "/flood COUNT SIZE" sends the sender COUNT binary
+//       messages of SIZE bytes, as fast as its connection takes them (a
+//       service that outruns a slow client);
 //     - subprotocols: of those the client offers, the demo picks "chat.v2"
 //       before "chat.v1", whatever the client's order;
 //     - an upgrade to /refuse/N is refused with HTTP status N.

@@ -66,6 +66,7 @@ struct Metrics {
   prometheus::Gauge& ws_sessions;
   prometheus::Family<prometheus::Counter>& ws_sessions_total;
   prometheus::Family<prometheus::Counter>& ws_messages;
+  prometheus::Family<prometheus::Counter>& ws_bytes;
 
   explicit Metrics(prometheus::Registry& r)
       : requests(prometheus::BuildCounter()
@@ -108,7 +109,12 @@ struct Metrics {
         ws_messages(prometheus::BuildCounter()
                         .Name("postern_edge_websocket_messages_total")
                         .Help("WebSocket messages relayed, by API and direction")
-                        .Register(r)) {}
+                        .Register(r)),
+        ws_bytes(prometheus::BuildCounter()
+                     .Name("postern_edge_websocket_bytes_total")
+                     .Help("WebSocket message bytes passed on (to the client, or into the tunnel), by API and "
+                           "direction")
+                     .Register(r)) {}
 };
 
 std::string new_request_id() {
@@ -982,7 +988,11 @@ struct EdgeServer::Impl {
     policy::WsSessionInfo info{request_id, route.api, identity.application, client_ip,
                                std::string(req.target().substr(0, req.target().find('?'))), subprotocol, "edge"};
     policy::WsSessionPolicies hooks(pol, std::move(info), *invocations, &transforms);
-    net::WsRelay session(ex, client, *server, &hooks, policy::WsSessionPolicies::relay_options(pol));
+    auto& bytes = metrics.ws_bytes;
+    net::WsRelay session(ex, client, *server, &hooks,
+                         policy::WsSessionPolicies::relay_options(
+                             pol, bytes.Add({{"api", route.api}, {"direction", "client_to_server"}}),
+                             bytes.Add({{"api", route.api}, {"direction", "server_to_client"}})));
     hooks.opened();
     POSTERN_LOG(info, "websocket open").kv("request_id", request_id).kv("api", route.api).kv("subprotocol", subprotocol);
     metrics.ws_sessions.Increment();

@@ -775,6 +775,40 @@ TEST(Reliability, RequestTheEdgeGaveUpOnIsNotHandedToTheConnectorLater) {
             1.0);
 }
 
+// While a client reads slower than the native service sends: the bytes the
+// connector has sent toward it (counter `sent`) run at most a little over
+// the broker's response_window (64 KiB in these tests) ahead of those the
+// edge has passed on (counter `out`), and the connector counts the time it
+// waited for credit. Samples five times, 200 ms apart, after 1.5 s for the
+// sockets to the client to fill.
+// The whole system, with a broker whose response_window is 64 KiB.
+void start_with_a_small_response_window(System& sys) {
+  sys.start_demo();
+  sys.start_policy(kPolicy);
+  sys.start_broker("response_window: 65536\n");
+  sys.start_connector();
+  sys.start_edge();
+}
+
+void expect_connector_held_up(System& sys, const std::string& sent_metric, const std::string& out_metric,
+                              const std::map<std::string, std::string>& labels) {
+  const std::uint16_t connector_admin = sys.connectors[0]->wait_for_port("admin");
+  std::this_thread::sleep_for(1500ms);
+  double sent = 0, ahead = 0;
+  for (int i = 0; i < 5; ++i) {
+    sent = metric_value(scrape(connector_admin), sent_metric, labels);
+    ahead = std::max(ahead, sent - metric_value(scrape(sys.edge_admin_port), out_metric, labels));
+    std::this_thread::sleep_for(200ms);
+  }
+  std::printf("[ info ] the connector sent %.0f KiB, at most %.0f KiB ahead of the edge\n", sent / 1024,
+              ahead / 1024);
+  EXPECT_GT(sent, 0);
+  EXPECT_LT(ahead, 2.5 * 1024 * 1024) << "the tunnel held what the client had not read, not the connector";
+  const double waited = metric_value(scrape(connector_admin), "postern_connector_credit_wait_seconds_total");
+  std::printf("[ info ] waited %.2f s for credit\n", waited);
+  EXPECT_GT(waited, 0.0);
+}
+
 // A client that reads a large download slowly (100 KB/s) holds up the
 // connector, not the DMZ: the connector sends at most the broker's
 // response_window (64 KiB here) ahead of what the broker has passed on to
@@ -782,43 +816,46 @@ TEST(Reliability, RequestTheEdgeGaveUpOnIsNotHandedToTheConnectorLater) {
 // the tunnel link (4 MiB and up) filled the broker with the download.
 TEST(Reliability, SlowClientHoldsUpTheConnectorNotTheBroker) {
   System sys;
-  sys.start_demo();
-  sys.start_policy(kPolicy);
-  sys.start_broker("response_window: 65536\n");
-  sys.start_connector();
-  sys.start_edge();
-  const std::uint16_t connector_admin = sys.connectors[0]->wait_for_port("admin");
-  auto in_tunnel = [&] {
-    const double sent = metric_value(scrape(connector_admin), "postern_connector_response_bytes_total");
-    const double out = metric_value(scrape(sys.edge_admin_port), "postern_edge_response_bytes_total");
-    return std::pair{sent, sent - out};
-  };
+  start_with_a_small_response_window(sys);
   auto slow = std::async(std::launch::async, [&] {
     return curl({"--limit-rate", "100k", "-o", "/dev/null", sys.edge_url("/gateway/demo/1.0/bytes/268435456")}, 5s);
   });
-  // The sockets to the client fill at once; from then on the connector sends
-  // as fast as the client reads, this far ahead of the edge.
-  std::this_thread::sleep_for(1500ms);
-  double sent = 0, ahead = 0;
-  for (int i = 0; i < 5; ++i) {
-    const auto [s, diff] = in_tunnel();
-    sent = s;
-    ahead = std::max(ahead, diff);
-    std::this_thread::sleep_for(200ms);
-  }
-  std::printf("[ info ] the connector sent %.0f KiB, at most %.0f KiB ahead of the edge\n", sent / 1024,
-              ahead / 1024);
-  EXPECT_GT(sent, 0);
-  EXPECT_LT(ahead, 2.5 * 1024 * 1024) << "the tunnel held the download, not the connector";
-  // The response waited for credit, and the connector says so.
-  const double waited = metric_value(scrape(connector_admin), "postern_connector_credit_wait_seconds_total");
-  std::printf("[ info ] waited %.2f s for credit\n", waited);
-  EXPECT_GT(waited, 0.0);
+  expect_connector_held_up(sys, "postern_connector_response_bytes_total", "postern_edge_response_bytes_total", {});
   slow.get();
   // The connector's exchange ended with the client's; all is well after.
   const auto r = curl({sys.edge_url("/gateway/demo/1.0/bytes/3000000")});
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.body.size(), 3000000u);
+}
+
+// The same for a WebSocket session: a native service that sends faster
+// than its client reads (the demo's "/flood") holds up the connector, not
+// the broker. The connector's messages toward the client take the broker's
+// credit as a body does; before, the session filled the broker up to gRPC's
+// receive window on the tunnel link (4 MiB and up).
+TEST(Reliability, SlowWebSocketClientHoldsUpTheConnectorNotTheBroker) {
+  System sys;
+  start_with_a_small_response_window(sys);
+  // 2,000 messages of 64 KiB offered; the client takes one every 30 ms
+  // (about 2 MB/s) for 3 s, then has the demo close the session and reads
+  // on to the close.
+  auto slow = std::async(std::launch::async, [&] {
+    return ws_client({"script", "ws://127.0.0.1:" + std::to_string(sys.edge_port) + "/gateway/chat/1.0/flood",
+                      "send=/flood 2000 65536", "slowrecv=100:0.03", "send=/close 1000 enough", "drain=20"},
+                     30s);
+  });
+  expect_connector_held_up(sys, "postern_connector_websocket_bytes_total", "postern_edge_websocket_bytes_total",
+                           {{"direction", "server_to_client"}});
+  const auto ws = slow.get();
+  EXPECT_EQ(num(ws, "status"), 101) << boost::json::serialize(ws);
+  EXPECT_EQ(num(ws, "slow_received_bytes"), 100 * 65536) << boost::json::serialize(ws);
+  EXPECT_EQ(num(ws, "close_code"), 1000) << boost::json::serialize(ws);
+  EXPECT_EQ(str(ws, "close_reason"), "enough") << boost::json::serialize(ws);
+  // The session ended; the next one runs as usual.
+  const auto echo = ws_client({"script", "ws://127.0.0.1:" + std::to_string(sys.edge_port) + "/gateway/chat/1.0/",
+                               "binary=1000", "recv=1"});
+  ASSERT_EQ(echo.at("received").as_array().size(), 1u) << boost::json::serialize(echo);
+  EXPECT_EQ(num(echo.at("received").as_array()[0].as_object(), "len"), 1000) << boost::json::serialize(echo);
 }
 
 // An edge whose only broker cannot be reached waits a moment (1.5 s: longer

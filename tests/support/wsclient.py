@@ -12,6 +12,10 @@ Each command prints one JSON object on stdout, for the C++ tests to assert on.
         ping              a ping; waits for its pong (reported as "pongs")
         recv=N            receive N messages (text, or binary as length + sha256);
                           "Server time" ticks are skipped
+        slowrecv=N:S      receive N messages, pausing S seconds after each
+                          (their bytes are reported as "slow_received_bytes")
+        drain=S           read and drop messages until the server closes, at
+                          most S seconds ("drained_bytes")
         close=CODE[:WHY]  start the closing handshake
         wait_close=S      wait up to S seconds for the server to close
         sleep=S           pause
@@ -122,6 +126,27 @@ async def script(args):
                         continue
                     out["received"].append(describe(m))
                     want -= 1
+            elif name == "slowrecv":
+                # N messages, pausing S seconds after each: a client that
+                # reads slower than the server sends. Counted, not described.
+                n, _, pause = value.partition(":")
+                got = 0
+                for _ in range(int(n)):
+                    m = await asyncio.wait_for(ws.recv(), 10)
+                    got += len(m)
+                    await asyncio.sleep(float(pause))
+                out["slow_received_bytes"] = out.get("slow_received_bytes", 0) + got
+            elif name == "drain":
+                # Reads and drops messages until the server closes. (A
+                # client that stops reading cannot see the server's close:
+                # the library holds at most 32 messages.)
+                async def drop():
+                    n = 0
+                    async for m in ws:
+                        n += len(m)
+                    return n
+
+                out["drained_bytes"] = await asyncio.wait_for(drop(), float(value))
             elif name == "close":
                 code, _, why = value.partition(":")
                 await ws.close(int(code), why)

@@ -7,13 +7,15 @@
 #include "common/event.hpp"
 #include "common/exchange.hpp"
 #include "common/grpc/bridge.hpp"
+#include "common/grpc/send_credit.hpp"
 
 namespace postern::grpc_bridge {
 
 namespace tv1 = tunnel::v1;
 
-FramePort::FramePort(asio::any_io_executor ex, Stream& stream, grpc::ClientContext& ctx, std::size_t max_message_bytes)
-    : ex_(std::move(ex)), stream_(stream), ctx_(ctx), max_(max_message_bytes) {}
+FramePort::FramePort(asio::any_io_executor ex, Stream& stream, grpc::ClientContext& ctx, std::size_t max_message_bytes,
+                     SendCredit* credit)
+    : ex_(std::move(ex)), stream_(stream), ctx_(ctx), max_(max_message_bytes), credit_(credit) {}
 
 asio::awaitable<void> FramePort::read(net::WsMessage& m) {
   for (;;) {
@@ -81,6 +83,7 @@ asio::awaitable<bool> FramePort::write(const net::WsMessage& m) {
   std::size_t off = 0;
   do {
     const std::size_t n = std::min(kWsPieceBytes, m.data.size() - off);
+    if (credit_) co_await credit_->take(n);
     out_.Clear();
     auto* piece = out_.mutable_ws_message();
     piece->mutable_data()->assign(m.data.data() + off, n);
@@ -93,7 +96,11 @@ asio::awaitable<bool> FramePort::write(const net::WsMessage& m) {
   co_return true;
 }
 
-void FramePort::abort() { ctx_.TryCancel(); }
+void FramePort::abort() {
+  ctx_.TryCancel();
+  // A write waiting for credit fails now rather than when the broker lets go.
+  if (credit_) credit_->release();
+}
 
 asio::awaitable<void> FramePort::drain(std::chrono::milliseconds limit) {
   Deadline d(ex_, limit, [this] { ctx_.TryCancel(); });

@@ -12,12 +12,16 @@
 
 namespace postern::grpc_bridge {
 
+class SendCredit;
+
 class FramePort final : public net::WsPort {
  public:
   using Stream = grpc::ClientAsyncReaderWriter<tunnel::v1::Frame, tunnel::v1::Frame>;
   /// `max_message_bytes`: a longer message from the far side ends the
-  /// session with 1009.
-  FramePort(asio::any_io_executor ex, Stream& stream, grpc::ClientContext& ctx, std::size_t max_message_bytes);
+  /// session with 1009. `credit` (the connector's, when the broker paces
+  /// the session): each message piece written takes its bytes from it.
+  FramePort(asio::any_io_executor ex, Stream& stream, grpc::ClientContext& ctx, std::size_t max_message_bytes,
+            SendCredit* credit = nullptr);
 
   asio::awaitable<void> read(net::WsMessage& m) override;
   asio::awaitable<bool> write(const net::WsMessage& m) override;
@@ -34,6 +38,7 @@ class FramePort final : public net::WsPort {
   Stream& stream_;
   grpc::ClientContext& ctx_;
   std::size_t max_;
+  SendCredit* credit_;
   tunnel::v1::Frame in_, out_;
   std::string joining_;
   bool close_sent_ = false;

@@ -121,7 +121,8 @@ struct WsRelay::State {
         }
       }
       if (!keep) continue;
-      co_await send(to, m);
+      const bool sent = co_await send(to, m);
+      if (sent && options.on_sent) options.on_sent(dir, m.data.size());
     }
   }
 };

@@ -102,6 +102,9 @@ struct WsRelayOptions {
   std::chrono::milliseconds max_lifetime{0};
   /// Time allowed for the rest of the closing handshake once one side closed.
   std::chrono::milliseconds close_timeout{std::chrono::seconds(5)};
+  /// Called with a data message's size once the far side took it (live
+  /// byte counters).
+  std::function<void(WsDirection, std::size_t)> on_sent;
 };
 
 /// What happened, for logs, metrics and the invocation record.

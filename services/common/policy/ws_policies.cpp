@@ -5,6 +5,8 @@
 // Boost.JSON, header-only: its implementation is compiled in this file alone.
 #include <boost/json/src.hpp>
 
+#include <prometheus/counter.h>
+
 #include "common/config/yaml_proto.hpp"
 #include "common/grpc/bridge.hpp"
 #include "common/grpc/channel.hpp"
@@ -147,8 +149,12 @@ WsSessionPolicies::WsSessionPolicies(const pv1::Policies* pol, WsSessionInfo inf
     : pol_(pol), info_(std::move(info)), log_(log), transforms_(transforms),
       started_(std::chrono::steady_clock::now()) {}
 
-net::WsRelayOptions WsSessionPolicies::relay_options(const pv1::Policies* pol) {
+net::WsRelayOptions WsSessionPolicies::relay_options(const pv1::Policies* pol, prometheus::Counter& to_server,
+                                                     prometheus::Counter& to_client) {
   net::WsRelayOptions o;
+  o.on_sent = [&to_server, &to_client](net::WsDirection d, std::size_t n) {
+    (d == net::WsDirection::client_to_server ? to_server : to_client).Increment(static_cast<double>(n));
+  };
   if (pol) {
     o.idle_timeout = config::duration_or(pol->websocket().idle_timeout(), std::chrono::milliseconds(10min));
     o.max_lifetime = config::duration_or(pol->websocket().max_lifetime(), std::chrono::milliseconds(0));

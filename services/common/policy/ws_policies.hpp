@@ -17,6 +17,10 @@
 #include "common/policy/catalog.hpp"
 #include "common/policy/engine.hpp"
 
+namespace prometheus {
+class Counter;
+}
+
 namespace postern::grpc_bridge {
 class Pump;
 }
@@ -78,8 +82,10 @@ class WsSessionPolicies final : public net::WsHooks {
   /// The close record: counts, bytes, close codes, who closed, duration.
   void closed(const net::WsRelayStats& stats, const Decisions& decisions);
 
-  /// Relay options from policies.websocket (idle timeout default 10 min).
-  static net::WsRelayOptions relay_options(const pv1::Policies* pol);
+  /// Relay options from policies.websocket (idle timeout default 10 min);
+  /// message bytes passed on are counted live in `to_server` and `to_client`.
+  static net::WsRelayOptions relay_options(const pv1::Policies* pol, prometheus::Counter& to_server,
+                                           prometheus::Counter& to_client);
   /// Keep-alive ping interval from policies.websocket (default 30 s).
   static std::chrono::milliseconds ping_interval(const pv1::Policies* pol);
 

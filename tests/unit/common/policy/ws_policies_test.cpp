@@ -1,6 +1,7 @@
 #include "common/policy/ws_policies.hpp"
 
 #include <gtest/gtest.h>
+#include <prometheus/counter.h>
 
 #include "common/config/yaml_proto.hpp"
 
@@ -112,13 +113,20 @@ TEST(WebSocketCatalog, BadDefinitionsAreNamed) {
 }
 
 TEST(WebSocketPolicies, RelayOptionsDefaultToTenMinutesIdle) {
-  EXPECT_EQ(WsSessionPolicies::relay_options(nullptr).idle_timeout, std::chrono::minutes(10));
+  prometheus::Counter up, down;
+  EXPECT_EQ(WsSessionPolicies::relay_options(nullptr, up, down).idle_timeout, std::chrono::minutes(10));
   pv1::Policies p;
   config::load_yaml_string("{websocket: {idle_timeout: 2s, max_lifetime: 1h, ping_interval: 5s}}", "p.yaml", p);
-  const auto o = WsSessionPolicies::relay_options(&p);
+  const auto o = WsSessionPolicies::relay_options(&p, up, down);
   EXPECT_EQ(o.idle_timeout, std::chrono::seconds(2));
   EXPECT_EQ(o.max_lifetime, std::chrono::hours(1));
   EXPECT_EQ(WsSessionPolicies::ping_interval(&p), std::chrono::seconds(5));
+  // Message bytes passed on are counted by direction.
+  o.on_sent(net::WsDirection::client_to_server, 10);
+  o.on_sent(net::WsDirection::server_to_client, 300);
+  o.on_sent(net::WsDirection::server_to_client, 5);
+  EXPECT_EQ(up.Value(), 10);
+  EXPECT_EQ(down.Value(), 305);
 }
 
 }  // namespace
