@@ -1,15 +1,23 @@
 // Prometheus for real: Debian's prometheus scrapes the four services, every
-// target comes up, a request counter reads back after traffic; and
-// `promtool check metrics` accepts every service's /metrics.
+// target comes up, a request counter reads back after traffic;
+// `promtool check metrics` accepts every service's /metrics; and every
+// query of the Grafana dashboard the Helm chart ships runs there, on
+// metrics the services export.
 
 #include <gtest/gtest.h>
 
+#include <boost/json.hpp>
 #include <chrono>
+#include <regex>
+#include <set>
 #include <string>
 
+#include "common/net/http_headers.hpp"
+#include "support/files.hpp"
 #include "support/http.hpp"
 #include "support/sockets.hpp"
 #include "support/system.hpp"
+#include "support/ws.hpp"
 
 namespace postern::testing {
 namespace {
@@ -20,6 +28,19 @@ std::string http_get(std::uint16_t port, const std::string& path) {
   return curl({"http://127.0.0.1:" + std::to_string(port) + path}, 10s).body;
 }
 
+// APIs whose traffic makes every family the dashboard reads appear: a
+// WebSocket API, and API-key checks at the edge (DMZ) and the connector.
+const char* kPolicy = R"(apis:
+  - {name: demo, version: "1.0", routing: "apigateway://demo/"}
+  - {name: chat, version: "1.0", type: websocket, routing: "apigateway://demo/api/demo/"}
+  - {name: keyed, version: "1.0", routing: "apigateway://demo/", policies: {identify: {identifiers: [API_KEY]}}}
+  - name: keyed-green
+    version: "1.0"
+    routing: apigateway://demo/
+    enforcement: GREEN
+    policies: {identify: {identifiers: [API_KEY]}}
+)";
+
 // The scalar value of an instant query with one result (0 if none).
 double query(std::uint16_t port, const std::string& url_encoded_query) {
   const auto body = http_get(port, "/api/v1/query?query=" + url_encoded_query);
@@ -29,11 +50,15 @@ double query(std::uint16_t port, const std::string& url_encoded_query) {
   return std::stod(body.substr(q + 1, body.find('"', q + 1) - q - 1));
 }
 
-TEST(Prometheus, ScrapesEveryServiceAndReadsBackTheRequestCounter) {
+TEST(Prometheus, ScrapesEveryServiceAndRunsEveryDashboardQuery) {
   ASSERT_EQ(run_command({"sh", "-c", "command -v prometheus && command -v promtool"}).exit_code, 0)
       << "prometheus and promtool are installed by deploy/local/install-deps.sh";
   System sys;
-  sys.start_all();
+  sys.start_demo();
+  sys.start_policy(kPolicy);
+  sys.start_broker();
+  sys.start_connector();
+  sys.start_edge();
   const auto connector_admin = sys.connectors[0]->wait_for_port("admin");
   const std::pair<const char*, std::uint16_t> targets[] = {{"edge", sys.edge_admin_port},
                                                            {"broker", sys.broker_admin_port},
@@ -67,6 +92,48 @@ TEST(Prometheus, ScrapesEveryServiceAndReadsBackTheRequestCounter) {
   const std::string demo_requests = "sum(postern_edge_requests_total%7Bapi%3D%22demo%22%7D)";
   EXPECT_TRUE(wait_until([&] { return query(prom_port, demo_requests) >= 5.0; }, 20s))
       << query(prom_port, demo_requests);
+
+  // The dashboard's queries. Traffic first, so that each family has a
+  // sample: a WebSocket message each way, a key missing at the edge and at
+  // the connector.
+  const auto ws = ws_client({"script", "ws://127.0.0.1:" + std::to_string(sys.edge_port) + "/gateway/chat/1.0/",
+                             "binary=100", "recv=1"});
+  ASSERT_EQ(num(ws, "status"), 101) << boost::json::serialize(ws);
+  EXPECT_EQ(curl({sys.edge_url("/gateway/keyed/1.0/")}).status, 401);
+  EXPECT_EQ(curl({sys.edge_url("/gateway/keyed-green/1.0/")}).status, 401);
+  std::string exported;
+  for (const auto& [name, port] : targets) exported += http_get(port, "/metrics");
+  const auto dashboard =
+      boost::json::parse(read_file(source_path("deploy/helm/postern/dashboards/postern.json"))).as_object();
+  const std::regex metric_name("postern_[a-z0-9_]+");
+  std::set<std::string> named;
+  int queries = 0;
+  for (const auto& panel : dashboard.at("panels").as_array()) {
+    const auto& p = panel.as_object();
+    for (const auto& target : p.at("targets").as_array()) {
+      std::string expr(target.as_object().at("expr").as_string());
+      for (std::sregex_iterator it(expr.begin(), expr.end(), metric_name), end; it != end; ++it) {
+        named.insert(it->str());
+      }
+      // Grafana's variables, as "All" and a typical range fill them in.
+      expr = std::regex_replace(expr, std::regex("\\$namespace"), ".*");
+      expr = std::regex_replace(expr, std::regex("\\$__rate_interval"), "1m");
+      const auto body = http_get(prom_port, "/api/v1/query?query=" + net::percent_encode(expr));
+      EXPECT_NE(body.find("\"status\":\"success\""), std::string::npos)
+          << "panel '" << p.at("title").as_string().c_str() << "': " << expr << "\n" << body;
+      ++queries;
+    }
+  }
+  EXPECT_GE(queries, 8);
+  for (std::string name : named) {
+    for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+      if (name.ends_with(suffix) && exported.find("# TYPE " + name + " ") == std::string::npos) {
+        name.resize(name.size() - std::string_view(suffix).size());
+      }
+    }
+    EXPECT_NE(exported.find("# TYPE " + name + " "), std::string::npos)
+        << "the dashboard reads " << name << ", which no service exports";
+  }
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #pragma once
 // Header rules every hop shares.
 
+#include <string>
 #include <string_view>
 
 namespace postern::net {
@@ -14,5 +15,8 @@ bool is_hop_by_hop(std::string_view name);
 
 /// True if `name` is listed in a Connection header value ("close, x-foo").
 bool listed_in_connection(std::string_view connection_value, std::string_view name);
+
+/// `s` with every byte but RFC 3986's unreserved ones as %XX.
+std::string percent_encode(std::string_view s);
 
 }  // namespace postern::net

@@ -52,21 +52,6 @@ std::string percent_decode(std::string_view s) {
   return out;
 }
 
-std::string percent_encode(std::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
-}
-
 struct QueryParam {
   std::string raw_name, raw_value;
   bool has_value = false;
@@ -543,18 +528,20 @@ void transform_request(const pv1::Transform& t, tv1::RequestHead& head) {
   }
   for (const auto& [from, to] : q.rename()) {
     for (auto& p : params) {
-      if (named(p, from)) p.raw_name = percent_encode(to);
+      if (named(p, from)) p.raw_name = net::percent_encode(to);
     }
   }
   for (const auto& [name, value] : q.replace()) {
     for (auto& p : params) {
       if (named(p, name)) {
-        p.raw_value = percent_encode(value);
+        p.raw_value = net::percent_encode(value);
         p.has_value = true;
       }
     }
   }
-  for (const auto& [name, value] : q.add()) params.push_back({percent_encode(name), percent_encode(value), true});
+  for (const auto& [name, value] : q.add()) {
+    params.push_back({net::percent_encode(name), net::percent_encode(value), true});
+  }
   head.set_target(join_target(path, params));
 }
 
