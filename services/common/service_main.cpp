@@ -78,6 +78,11 @@ void tune_malloc() {
   // at 128 KiB, and the heap is then trimmed after nearly every piece.
   mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
   mallopt(M_TRIM_THRESHOLD, 8 * 1024 * 1024);
+  // At most four heaps. glibc's default (8 per core) gives each of gRPC's
+  // threads a heap of its own as it starts them under load, and each heap
+  // keeps its high-water mark: a broker's anonymous RSS rose 18-39 % over
+  // a 4-7 minute soak, a step with each new thread.
+  mallopt(M_ARENA_MAX, 4);
 }
 
 void init_logging(std::string_view service, const std::string& config_level, const std::string& override_level) {
