@@ -78,11 +78,13 @@ void tune_malloc() {
   // at 128 KiB, and the heap is then trimmed after nearly every piece.
   mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
   mallopt(M_TRIM_THRESHOLD, 8 * 1024 * 1024);
-  // At most four heaps. glibc's default (8 per core) gives each of gRPC's
-  // threads a heap of its own as it starts them under load, and each heap
-  // keeps its high-water mark: a broker's anonymous RSS rose 18-39 % over
-  // a 4-7 minute soak, a step with each new thread.
-  mallopt(M_ARENA_MAX, 4);
+  // One heap for every thread. glibc's default (8 per core) gives each of
+  // gRPC's threads a heap of its own as it starts them under load, and each
+  // heap keeps its high-water mark: a broker's RSS rose in steps through a
+  // 10-minute soak (+8.6 % after warm-up; +7.4 % with 4 heaps, +1.8 % with
+  // one). Small requests and bulk transfers measured no slower: one thread
+  // runs the service's logic, and small blocks come from each thread's cache.
+  mallopt(M_ARENA_MAX, 1);
 }
 
 void init_logging(std::string_view service, const std::string& config_level, const std::string& override_level) {
