@@ -623,6 +623,25 @@ struct EdgeServer::Impl {
     if (!upgraded) co_await close(stream);
   }
 
+  // The end of an exchange: request metrics, policy decisions, the log line.
+  void finish_exchange(Clock::time_point started, unsigned status, const std::string& api,
+                       const policy::Decisions& decisions, const std::string& request_id, const std::string& client_ip,
+                       const std::string& method, const std::string& path, const std::string& application) {
+    const double secs = std::chrono::duration<double>(Clock::now() - started).count();
+    metrics.requests.Add({{"api", api}, {"code", status_class(status)}}).Increment();
+    metrics.duration.Add({{"api", api}}, kLatencyBuckets).Observe(secs);
+    decision_metrics.count(api, decisions);
+    POSTERN_LOG(info, "request")
+        .kv("request_id", request_id)
+        .kv("client", client_ip)
+        .kv("method", method)
+        .kv("path", path)
+        .kv("api", api)
+        .kv("application", application)
+        .kv("status", status)
+        .kv("duration_ms", secs * 1000.0);
+  }
+
   template <class Stream>
   asio::awaitable<bool> handle(Stream& stream, beast::flat_buffer& buffer,
                                http::request_parser<http::buffer_body>& parser, const std::string& client_ip,
@@ -644,19 +663,8 @@ struct EdgeServer::Impl {
     policy::Decisions decisions;
     policy::Identity identity;
     auto finish = [&](unsigned status, const std::string& api, std::uint64_t bytes_out_count) {
-      const double secs = std::chrono::duration<double>(Clock::now() - started).count();
-      metrics.requests.Add({{"api", api}, {"code", status_class(status)}}).Increment();
-      metrics.duration.Add({{"api", api}}, kLatencyBuckets).Observe(secs);
-      decision_metrics.count(api, decisions);
-      POSTERN_LOG(info, "request")
-          .kv("request_id", request_id)
-          .kv("client", client_ip)
-          .kv("method", std::string(req.method_string()))
-          .kv("path", std::string(req.target().substr(0, req.target().find('?'))))
-          .kv("api", api)
-          .kv("application", identity.application)
-          .kv("status", status)
-          .kv("duration_ms", secs * 1000.0);
+      finish_exchange(started, status, api, decisions, request_id, client_ip, std::string(req.method_string()),
+                      std::string(req.target().substr(0, req.target().find('?'))), identity.application);
       (void)bytes_out_count;
     };
 
@@ -804,9 +812,12 @@ struct EdgeServer::Impl {
     }
 
     if (upgrade) {
+      // A session that opened goes on in a coroutine of its own, which
+      // records the exchange when it ends (0 here).
+      WsKeep keep{cat, std::move(hold), started};
       const unsigned status = co_await websocket_exchange(stream, req, head, *route, pol, threats, identity, decisions,
-                                                          request_id, client_ip, head_timeout, upgraded);
-      finish(status, api_name, 0);
+                                                          request_id, client_ip, head_timeout, upgraded, keep);
+      if (status != 0) finish(status, api_name, 0);
       co_return false;
     }
 
@@ -896,6 +907,15 @@ struct EdgeServer::Impl {
 
   // ------------------------------------------------------------ WebSocket
 
+  // What a WebSocket session keeps of its upgrade request: the catalog
+  // snapshot its policies point into, its concurrency-limit slots, and when
+  // the exchange started (for the request log line).
+  struct WsKeep {
+    std::shared_ptr<const policy::Catalog> catalog;
+    policy::Limiter::Hold hold;
+    Clock::time_point started;
+  };
+
   // An upgrade: the far side (the native service through the tunnel, or a
   // DMZ-local one) answers first; the client gets its 101 only after a 101
   // from there, else the refusal as the native service gave it. Returns the
@@ -906,7 +926,7 @@ struct EdgeServer::Impl {
                                                const policy::ThreatRules& threats, const policy::Identity& identity,
                                                const policy::Decisions& decisions, const std::string& request_id,
                                                const std::string& client_ip, std::chrono::milliseconds head_timeout,
-                                               bool& upgraded) {
+                                               bool& upgraded, WsKeep& keep) {
     head.set_websocket(true);
     head.set_content_length(0);
     const unsigned version = req.version();
@@ -984,41 +1004,68 @@ struct EdgeServer::Impl {
       if (tunnel) co_await tunnel->close();
       co_return 400;
     }
-    net::BeastWsPort<Stream> client(std::move(ws));
+    // The session runs on in a coroutine of its own, so that the HTTP
+    // connection's coroutines (request parser, exchange state: about 6 KiB)
+    // end now rather than stay suspended under it for its whole life.
     policy::WsSessionInfo info{request_id, route.api, identity.application, client_ip,
                                std::string(req.target().substr(0, req.target().find('?'))), subprotocol, "edge"};
+    ++in_flight;  // until the session ends: a drain waits for it
+    idle_event->reset();
+    metrics.in_flight.Increment();
+    asio::co_spawn(ex,
+                   ws_session(std::move(ws), std::move(tunnel), std::move(direct), pol, std::move(info),
+                              policy::Decisions(decisions), std::string(req.method_string()), std::move(keep)),
+                   [this](std::exception_ptr e) {
+                     log_session_failure(e);
+                     metrics.in_flight.Decrement();
+                     if (--in_flight == 0) idle_event->set();
+                   });
+    co_return 0;
+  }
+
+  // An open WebSocket session, relayed until either side closes; then the
+  // exchange is recorded as any other (status 101).
+  template <class Stream>
+  asio::awaitable<void> ws_session(websocket::stream<Stream> ws, std::unique_ptr<WsTunnel> tunnel,
+                                   net::HttpClient::WsUpgrade direct, const pv1::Policies* pol,
+                                   policy::WsSessionInfo info, policy::Decisions decisions, std::string method,
+                                   WsKeep keep) {
+    net::BeastWsPort<Stream> client(std::move(ws));
+    net::WsPort& server = tunnel ? tunnel->port() : *direct.port;
+    const std::string api = info.api, request_id = info.request_id, client_ip = info.client_ip,
+                      path = info.path, application = info.application, subprotocol = info.subprotocol;
     policy::WsSessionPolicies hooks(pol, std::move(info), *invocations, &transforms);
     auto& bytes = metrics.ws_bytes;
-    net::WsRelay session(ex, client, *server, &hooks,
+    net::WsRelay session(ex, client, server, &hooks,
                          policy::WsSessionPolicies::relay_options(
-                             pol, bytes.Add({{"api", route.api}, {"direction", "client_to_server"}}),
-                             bytes.Add({{"api", route.api}, {"direction", "server_to_client"}})));
+                             pol, bytes.Add({{"api", api}, {"direction", "client_to_server"}}),
+                             bytes.Add({{"api", api}, {"direction", "server_to_client"}})));
     hooks.opened();
-    POSTERN_LOG(info, "websocket open").kv("request_id", request_id).kv("api", route.api).kv("subprotocol", subprotocol);
+    POSTERN_LOG(info, "websocket open").kv("request_id", request_id).kv("api", api).kv("subprotocol", subprotocol);
     metrics.ws_sessions.Increment();
     co_await ws_sessions.run(session);
     metrics.ws_sessions.Decrement();
     const auto& st = session.stats();
-    metrics.ws_messages.Add({{"api", route.api}, {"direction", "client_to_server"}})
+    metrics.ws_messages.Add({{"api", api}, {"direction", "client_to_server"}})
         .Increment(static_cast<double>(st.messages[0]));
-    metrics.ws_messages.Add({{"api", route.api}, {"direction", "server_to_client"}})
+    metrics.ws_messages.Add({{"api", api}, {"direction", "server_to_client"}})
         .Increment(static_cast<double>(st.messages[1]));
     // What the client was sent: the far side's close passed on, or ours.
     const std::uint16_t client_got = st.closed_by == "gateway" ? st.gateway_close_code
                                      : st.closed_by == "server" ? net::forwardable_close_code(st.server_close_code)
                                                                 : st.client_close_code;
-    metrics.ws_sessions_total.Add({{"api", route.api}, {"close_code", std::to_string(client_got)}}).Increment();
+    metrics.ws_sessions_total.Add({{"api", api}, {"close_code", std::to_string(client_got)}}).Increment();
     if (tunnel) co_await tunnel->close();
     hooks.closed(st, decisions);
     POSTERN_LOG(info, "websocket closed")
         .kv("request_id", request_id)
-        .kv("api", route.api)
+        .kv("api", api)
         .kv("closed_by", st.closed_by)
         .kv("client_close", static_cast<unsigned>(st.client_close_code))
         .kv("server_close", static_cast<unsigned>(st.server_close_code))
         .kv("messages_in", st.messages[0])
         .kv("messages_out", st.messages[1]);
-    co_return 101;
+    finish_exchange(keep.started, 101, api, decisions, request_id, client_ip, method, path, application);
   }
 
   // A response a policy decided on: head and problem+json body.

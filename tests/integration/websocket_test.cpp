@@ -337,6 +337,28 @@ TEST_F(WebSockets, EdgeDrainClosesSessionsWith1001) {
   sys.demo->wait_for_log("\"msg\":\"websocket closed\",\"path\":\"/api/demo/drain\"", 5s);
 }
 
+// An open session counts as a request in flight at the edge until it ends
+// (a drain waits for it), and its request log line and counter (101) come
+// when it ends. After the 101 the session runs in a coroutine of its own
+// and the HTTP connection's coroutines end (about 10 KiB less per idle
+// session at the edge); this bookkeeping moved with it.
+TEST_F(WebSockets, AnOpenSessionIsInFlightAndLoggedWhenItEnds) {
+  start();
+  auto in_flight = [&] { return metric_value(scrape(sys.edge_admin_port), "postern_edge_requests_in_flight"); };
+  auto client = std::async(std::launch::async, [&] {
+    return ws_client({"script", ws("chat", "/inflight"), "send=x", "recv=1", "sleep=1.5", "close=1000:done"});
+  });
+  ASSERT_TRUE(wait_until([&] { return sys.demo->count_log("\"path\":\"/api/demo/inflight\"") > 0; }, 10s));
+  EXPECT_TRUE(wait_until([&] { return in_flight() == 1.0; }, 5s));
+  EXPECT_EQ(sys.edge->count_log("\"status\":101"), 0) << "logged before the session ended: " << sys.edge->log_tail();
+  const auto r = client.get();
+  EXPECT_EQ(num(r, "close_code"), 1000) << json::serialize(r);
+  EXPECT_TRUE(wait_until([&] { return in_flight() == 0.0; }, 5s));
+  EXPECT_TRUE(wait_until([&] { return sys.edge->count_log("\"status\":101") == 1; }, 5s)) << sys.edge->log_tail();
+  EXPECT_EQ(metric_value(scrape(sys.edge_admin_port), "postern_edge_requests_total", {{"api", "chat"}, {"code", "1xx"}}),
+            1.0);
+}
+
 TEST_F(WebSockets, PoliciesAtTheUpgradeRefuseBeforeAny101) {
   start();
   // Identify & Authorize: no key or a wrong key, 401; the key in the
