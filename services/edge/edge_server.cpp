@@ -1005,7 +1005,7 @@ struct EdgeServer::Impl {
       co_return 400;
     }
     // The session runs on in a coroutine of its own, so that the HTTP
-    // connection's coroutines (request parser, exchange state: about 6 KiB)
+    // connection's coroutines (request parser, exchange state: about 10 KiB)
     // end now rather than stay suspended under it for its whole life.
     policy::WsSessionInfo info{request_id, route.api, identity.application, client_ip,
                                std::string(req.target().substr(0, req.target().find('?'))), subprotocol, "edge"};
