@@ -607,20 +607,28 @@ struct EdgeServer::Impl {
         co_await write_problem(stream, 11, status, "http_request_error", body, {}, false, detail);
         break;
       }
-      ++in_flight;
-      idle_event->reset();
-      metrics.in_flight.Increment();
+      begin_in_flight();
       bool keep = false;
       try {
         keep = co_await handle(stream, buffer, parser, client_ip, tls, upgraded);
       } catch (const std::exception& e) {
         POSTERN_LOG(error, "request failed").kv("error", e.what());
       }
-      metrics.in_flight.Decrement();
-      if (--in_flight == 0) idle_event->set();
+      end_in_flight();
       if (!keep) break;
     }
     if (!upgraded) co_await close(stream);
+  }
+
+  // An exchange in flight: a drain waits until none is.
+  void begin_in_flight() {
+    ++in_flight;
+    idle_event->reset();
+    metrics.in_flight.Increment();
+  }
+  void end_in_flight() {
+    metrics.in_flight.Decrement();
+    if (--in_flight == 0) idle_event->set();
   }
 
   // The end of an exchange: request metrics, policy decisions, the log line.
@@ -1009,16 +1017,13 @@ struct EdgeServer::Impl {
     // end now rather than stay suspended under it for its whole life.
     policy::WsSessionInfo info{request_id, route.api, identity.application, client_ip,
                                std::string(req.target().substr(0, req.target().find('?'))), subprotocol, "edge"};
-    ++in_flight;  // until the session ends: a drain waits for it
-    idle_event->reset();
-    metrics.in_flight.Increment();
+    begin_in_flight();  // until the session ends: a drain waits for it
     asio::co_spawn(ex,
                    ws_session(std::move(ws), std::move(tunnel), std::move(direct), pol, std::move(info),
                               policy::Decisions(decisions), std::string(req.method_string()), std::move(keep)),
                    [this](std::exception_ptr e) {
                      log_session_failure(e);
-                     metrics.in_flight.Decrement();
-                     if (--in_flight == 0) idle_event->set();
+                     end_in_flight();
                    });
     co_return 0;
   }
@@ -1032,9 +1037,11 @@ struct EdgeServer::Impl {
                                    WsKeep keep) {
     net::BeastWsPort<Stream> client(std::move(ws));
     net::WsPort& server = tunnel ? tunnel->port() : *direct.port;
-    const std::string api = info.api, request_id = info.request_id, client_ip = info.client_ip,
-                      path = info.path, application = info.application, subprotocol = info.subprotocol;
     policy::WsSessionPolicies hooks(pol, std::move(info), *invocations, &transforms);
+    const policy::WsSessionInfo& info_ref = hooks.info();
+    const std::string &api = info_ref.api, &request_id = info_ref.request_id, &client_ip = info_ref.client_ip,
+                      &path = info_ref.path, &application = info_ref.application,
+                      &subprotocol = info_ref.subprotocol;
     auto& bytes = metrics.ws_bytes;
     net::WsRelay session(ex, client, server, &hooks,
                          policy::WsSessionPolicies::relay_options(

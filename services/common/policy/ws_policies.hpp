@@ -89,6 +89,8 @@ class WsSessionPolicies final : public net::WsHooks {
   /// Keep-alive ping interval from policies.websocket (default 30 s).
   static std::chrono::milliseconds ping_interval(const pv1::Policies* pol);
 
+  const WsSessionInfo& info() const { return info_; }
+
  private:
   const pv1::Policies* pol_;
   WsSessionInfo info_;
