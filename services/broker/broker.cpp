@@ -1085,6 +1085,7 @@ struct Broker::Impl {
     }
     Event up_done(ex);
     bool up_clean = request_clean;  // the request's end reached the connector
+    bool up_ending = false;         // the request's end was read: its write to the connector may be under way
     bool down_clean = false;        // an HTTP response's end reached the edge
     // Request direction runs beside the response direction, unless the
     // request has crossed whole already.
@@ -1105,6 +1106,7 @@ struct Broker::Impl {
               }
               metrics.bytes_up.Increment(payload_bytes(f));
               const bool last = ends_direction(f);
+              up_ending = last;
               const bool sent = co_await forward(out.stream, f, ws, false);
               if (!sent) break;
               if (last) {
@@ -1179,6 +1181,10 @@ struct Broker::Impl {
       const tv1::Frame& final_part = last_part(f);
       if (final_part.has_error()) result = std::string(error_slug(final_part.error().code()));
       bool sent;
+      // The connector may answer before this side has seen its write of the
+      // request's end complete (a busy machine): wait for that write, or a
+      // clean exchange would end the edge's stream instead of keeping it.
+      if (last && !ws && !up_clean && up_ending) co_await up_done.wait();
       // Kept: the request's end came in and the response's comes now.
       const bool keep = last && !ws && !draining && final_part.has_end() && phase == 1 && up_clean;
       if (last && !ws && !keep) {

@@ -382,7 +382,8 @@ TEST(Reliability, EdgeReusesInvokeStreamsButNotThoseOfABrokerThatWent) {
     EXPECT_TRUE(kept_one());
     const auto g = curl({sys.edge_url("/gateway/demo/1.0/")});
     EXPECT_EQ(g.status, 200) << g.headers << g.body;
-    EXPECT_EQ(invoke_streams(), 1);
+    EXPECT_EQ(invoke_streams(), 1) << "after signal " << sig << "\nbroker:\n" << sys.broker->log_tail(40) << "\nedge:\n"
+                                   << sys.edge->log_tail(40);
     EXPECT_TRUE(kept_one());
   }
 }
