@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libboost1.81-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  prometheus-cpp-dev libssl-dev libyaml-cpp-dev zlib1g-dev
+  prometheus-cpp-dev libssl-dev libyaml-cpp-dev zlib1g-dev libjemalloc-dev
   libgtest-dev libgmock-dev
   curl openssl python3 python3-websockets iproute2 procps nftables prometheus
   "$@"

@@ -1,6 +1,7 @@
 #include "common/service_main.hpp"
 
 #include <google/protobuf/message.h>
+#include <dlfcn.h>
 #include <malloc.h>
 
 #include <boost/asio/signal_set.hpp>
@@ -72,6 +73,8 @@ void load_config_or_exit(const CommandLine& cl, google::protobuf::Message& confi
 }
 
 void tune_malloc() {
+  // jemalloc linked in (the default build): glibc's malloc is not in use.
+  if (dlsym(RTLD_DEFAULT, "mallctl") != nullptr) return;
   const char* tunables = std::getenv("GLIBC_TUNABLES");
   if (tunables && std::strstr(tunables, "glibc.malloc.")) return;
   // Both, or neither: a fixed mmap threshold alone leaves the trim threshold

@@ -26,7 +26,9 @@ struct CommandLine {
 /// rather than each being mmapped, faulted in page by page and unmapped, and
 /// the heap keeps up to 8 MiB free at its top instead of giving it back after
 /// every piece; and every thread shares one heap, so memory stays flat as
-/// gRPC starts threads. Left alone when GLIBC_TUNABLES sets malloc options.
+/// gRPC starts threads. Left alone when GLIBC_TUNABLES sets malloc options,
+/// and when jemalloc is the allocator (the default build links it:
+/// cmake/PosternMalloc.cmake).
 void tune_malloc();
 
 /// Parses `--config FILE [--log-level LEVEL] [--check-config]`; prints usage
