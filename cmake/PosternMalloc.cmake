@@ -1,7 +1,7 @@
 # The services allocate through jemalloc (Debian's libjemalloc2): memory a
 # burst of sessions used goes back to the system within seconds of its end,
 # where glibc's heap kept it (10,000 WebSocket sessions opened and closed:
-# edge, broker and connector 43-46 MiB each afterwards, against 315-415 MiB).
+# edge, broker and connector 41-49 MiB each afterwards, against 308-406 MiB).
 # Not with the sanitizers (they bring their own allocator) or
 # POSTERN_JEMALLOC=OFF; tune_malloc() then sets glibc's malloc up instead.
 option(POSTERN_JEMALLOC "Link the services with jemalloc" ON)

@@ -403,8 +403,8 @@ TEST_F(WebSockets, PoliciesAtTheUpgradeRefuseBeforeAny101) {
 
 // Memory a burst of sessions took goes back to the system once they have
 // closed (jemalloc with its background thread: cmake/PosternMalloc.cmake).
-// glibc's heap kept about all of it: after 10,000 sessions, 315-415 MiB per
-// service where 22-25 MiB had been enough before them.
+// glibc's heap kept about all of it: after 10,000 sessions, 308-406 MiB per
+// service where 21-25 MiB had been enough before them.
 TEST_F(WebSockets, MemoryABurstOfSessionsTookIsReturnedAfterTheyClose) {
 #ifndef POSTERN_SERVICES_JEMALLOC
   GTEST_SKIP() << "the services are not built with jemalloc here (sanitizers, or POSTERN_JEMALLOC=OFF)";
