@@ -18,6 +18,7 @@
 #include "common/event.hpp"
 #include "common/grpc/bridge.hpp"
 #include "common/grpc/channel.hpp"
+#include "common/grpc/mux.hpp"
 #include "common/grpc/snapshot_fanout.hpp"
 #include "common/policy/catalog.hpp"
 #include "common/net/tls.hpp"
@@ -32,6 +33,40 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using FrameStream = grpc::ServerAsyncReaderWriter<tv1::Frame, tv1::Frame>;
 using AttachStream = grpc::ServerAsyncReaderWriter<tv1::BrokerMessage, tv1::ConnectorMessage>;
+
+// One Sessions stream: an edge's (Relay.Sessions) or a connector's
+// (Registration.Sessions), with the routes of the sessions it carries.
+struct MuxRoute;
+struct SessionsCarrier {
+  SessionsCarrier(asio::any_io_executor ex, bool from_edge) : out(std::move(ex)), edge(from_edge) {}
+  grpc::ServerContext ctx;
+  FrameStream stream{&ctx};
+  grpc_bridge::Outbox out;
+  const bool edge;
+  std::shared_ptr<Session> attach;  // a connector's: its Attach session
+  std::map<std::uint64_t, std::shared_ptr<MuxRoute>> routes;  // by the session's id on this stream
+  std::uint64_t next_id = 1;  // a connector's: the id of the next session the broker opens on it
+  bool over = false;
+};
+
+// A WebSocket session routed from an edge's Sessions stream to a
+// connector's.
+struct MuxRoute {
+  explicit MuxRoute(asio::any_io_executor ex) : wake(std::move(ex)) {}
+  SessionsCarrier* edge = nullptr;
+  std::uint64_t edge_id = 0;
+  SessionsCarrier* connector = nullptr;  // null while a connector is looked for
+  std::uint64_t connector_id = 0;
+  std::shared_ptr<Session> session;  // counted in its in_flight
+  std::string alias, request_id;
+  std::chrono::steady_clock::time_point started;
+  int phase = 0;  // of the connector's frames (out_of_order)
+  bool edge_closed = false, connector_closed = false;  // each side's ws_close seen
+  bool broker_closed = false;  // a drain closed both sides: their messages are dropped
+  bool abandoned = false;      // the edge gave up while a connector was looked for
+  bool done = false;
+  Event wake;  // the edge gave up, or a connector may be there
+};
 
 struct AttachWriter {
   explicit AttachWriter(asio::any_io_executor ex) : lock(std::move(ex)) {}
@@ -60,6 +95,10 @@ struct Metrics {
   prometheus::Gauge& config_version;
   prometheus::Gauge& config_watchers;
   prometheus::Family<prometheus::Counter>& config_updates;
+  prometheus::Family<prometheus::Gauge>& session_streams;
+  prometheus::Gauge& session_streams_edge;
+  prometheus::Gauge& session_streams_connector;
+  prometheus::Gauge& ws_sessions;
 
   explicit Metrics(prometheus::Registry& r)
       : connectors(prometheus::BuildGauge()
@@ -139,7 +178,19 @@ struct Metrics {
         config_updates(prometheus::BuildCounter()
                            .Name("postern_broker_config_updates_total")
                            .Help("Snapshots received from connectors, by result: applied, stale, invalid")
-                           .Register(r)) {}
+                           .Register(r)),
+        session_streams(prometheus::BuildGauge()
+                            .Name("postern_broker_session_streams")
+                            .Help("Sessions streams open (Relay.Sessions from edges, Registration.Sessions from "
+                                  "connectors), each carrying many WebSocket sessions")
+                            .Register(r)),
+        session_streams_edge(session_streams.Add({{"from", "edge"}})),
+        session_streams_connector(session_streams.Add({{"from", "connector"}})),
+        ws_sessions(prometheus::BuildGauge()
+                        .Name("postern_broker_websocket_sessions")
+                        .Help("WebSocket sessions routed between Sessions streams right now")
+                        .Register(r)
+                        .Add({})) {}
 };
 
 // Every name the client certificate carries: SANs (URI, DNS), then the CN.
@@ -352,6 +403,8 @@ struct Broker::Impl {
     asio::co_spawn(ex, accept_attach(), asio::detached);
     asio::co_spawn(ex, accept_pull(), asio::detached);
     asio::co_spawn(ex, accept_invoke(), asio::detached);
+    asio::co_spawn(ex, accept_sessions(true), asio::detached);
+    asio::co_spawn(ex, accept_sessions(false), asio::detached);
     asio::co_spawn(ex, trim_loop(), asio::detached);
     asio::co_spawn(ex,
                    config_fanout.accept([this](grpc::ServerContext* ctx, policy::v1::WatchRequest* req,
@@ -1234,6 +1287,320 @@ struct Broker::Impl {
     co_return result;
   }
 
+  // ------------------------------------------------------------ Sessions
+  //
+  // WebSocket sessions on shared streams (tunnel.proto, Relay.Sessions): an
+  // edge's stream carries its sessions to this broker, a connector's those
+  // this broker hands it. The broker routes each frame by its session id;
+  // message credit is the edge's and the connector's business, so a route
+  // holds no messages: the only queue is each stream's outbox.
+
+  std::set<SessionsCarrier*> carriers;
+
+  asio::awaitable<void> accept_sessions(bool from_edge) {
+    for (;;) {
+      auto c = std::make_unique<SessionsCarrier>(ex, from_edge);
+      bool ok = co_await gb::op([&](void* tag) {
+        if (from_edge) {
+          relay_service.RequestSessions(&c->ctx, &c->stream, relay_cq, relay_cq, tag);
+        } else {
+          registration_service.RequestSessions(&c->ctx, &c->stream, relay_cq, registration_cq, tag);
+        }
+      });
+      if (!ok) co_return;
+      asio::co_spawn(ex, handle_sessions(std::move(c)), asio::detached);
+    }
+  }
+
+  asio::awaitable<void> handle_sessions(std::unique_ptr<SessionsCarrier> owned) {
+    auto& c = *owned;
+    gb::FrameReader reader;
+    tv1::Frame f;
+    if (!c.edge) {
+      // A connector's names its Attach session first.
+      bool ok;
+      {
+        Deadline d(ex, 10s, [&c] { c.ctx.TryCancel(); });
+        ok = co_await reader.read(c.stream, f);
+      }
+      std::shared_ptr<Session> session;
+      if (ok && f.has_park()) session = registry.find(f.park().session_id());
+      if (!session || !registry.set_carrier(session, &c)) {
+        const std::string why = !ok              ? "no Park"
+                                : !f.has_park() ? "expected Park first, got " + frame_kind(f)
+                                                : "no attached session '" + f.park().session_id() + "'";
+        POSTERN_LOG(warn, "sessions stream refused").kv("reason", why).kv("identity", join(peer_identities(c.ctx)));
+        const grpc::Status st(ok && f.has_park() ? grpc::StatusCode::FAILED_PRECONDITION
+                                                 : grpc::StatusCode::INVALID_ARGUMENT,
+                              why);
+        co_await finish(c.stream, st);
+        co_return;
+      }
+      c.attach = session;
+    }
+    (c.edge ? metrics.session_streams_edge : metrics.session_streams_connector).Increment();
+    carriers.insert(&c);
+    Event writer_done(ex);
+    asio::co_spawn(
+        ex, [&c]() -> asio::awaitable<void> {
+          const bool ok = co_await c.out.run(c.stream);
+          if (!ok) c.ctx.TryCancel();
+        },
+        [&writer_done](std::exception_ptr) { writer_done.set(); });
+    for (;;) {
+      const bool got = co_await reader.read(c.stream, f);
+      if (!got) break;
+      (c.edge ? metrics.messages_from_edges : metrics.messages_from_connectors).Increment();
+      if (c.edge) {
+        from_edge(c, std::move(f));
+      } else {
+        from_connector(c, std::move(f));
+      }
+      f.Clear();
+    }
+    // The stream is over, and with it every session it carried.
+    c.over = true;
+    carriers.erase(&c);
+    if (c.attach && c.attach->carrier == &c) registry.set_carrier(c.attach, nullptr);
+    auto routes = std::move(c.routes);
+    c.routes.clear();
+    for (auto& [_, r] : routes) {
+      if (c.edge) {
+        r->abandoned = true;
+        r->wake.set();
+        if (r->connector) cut(*r, false, tv1::ERROR_CODE_CLIENT_GONE, "the edge went away");
+        end_route(*r, "edge_gone");
+      } else {
+        cut(*r, true, tv1::ERROR_CODE_CONNECTOR_LOST,
+            "connector '" + (c.attach ? c.attach->connector_id : std::string()) + "' went away mid-session");
+        end_route(*r, "connector_lost");
+      }
+    }
+    c.out.close();
+    co_await writer_done.wait();
+    (c.edge ? metrics.session_streams_edge : metrics.session_streams_connector).Decrement();
+    co_await finish(c.stream, grpc::Status::OK);
+  }
+
+  // Sends one frame of route `r` to the edge (`to_edge`) or the connector,
+  // under the session's id on that side.
+  void send_on(MuxRoute& r, bool to_edge, tv1::Frame&& f) {
+    SessionsCarrier* c = to_edge ? r.edge : r.connector;
+    if (!c || c->over) return;
+    f.set_session(to_edge ? r.edge_id : r.connector_id);
+    c->out.push(std::move(f));
+  }
+
+  void cut(MuxRoute& r, bool to_edge, tv1::ErrorCode code, const std::string& why) {
+    send_on(r, to_edge, error_frame(code, why));
+  }
+
+  // The session is over: it leaves both streams' routes.
+  void end_route(MuxRoute& r, const std::string& result) {
+    if (r.done) return;
+    r.done = true;
+    if (r.edge) r.edge->routes.erase(r.edge_id);
+    if (r.connector) {
+      r.connector->routes.erase(r.connector_id);
+      registry.finished(r.session);
+      metrics.in_flight.Decrement();
+      metrics.ws_sessions.Decrement();
+      if (--exchanges_in_flight == 0) idle->set();
+      metrics.duration.Observe(std::chrono::duration<double>(Clock::now() - r.started).count());
+    }
+    metrics.exchanges.Add({{"alias", r.alias}, {"result", result}}).Increment();
+  }
+
+  void from_edge(SessionsCarrier& c, tv1::Frame&& f) {
+    std::vector<tv1::Frame> parts;
+    gb::split_frames(f, parts);
+    route_from_edge(c, std::move(f));
+    for (auto& p : parts) route_from_edge(c, std::move(p));
+  }
+
+  void route_from_edge(SessionsCarrier& c, tv1::Frame&& f) {
+    const auto it = c.routes.find(f.session());
+    if (it == c.routes.end()) {
+      if (f.has_request_head() && f.session() != 0) {
+        auto r = std::make_shared<MuxRoute>(ex);
+        r->edge = &c;
+        r->edge_id = f.session();
+        r->alias = f.request_head().alias();
+        r->request_id = f.request_head().request_id();
+        r->started = Clock::now();
+        c.routes[r->edge_id] = r;
+        asio::co_spawn(ex, open_route(r, std::move(f)), asio::detached);
+      }
+      return;  // a frame for a session that is over: dropped
+    }
+    auto r = it->second;
+    if (!r->connector) {
+      // Still looking for a connector: only the edge giving up counts.
+      if (f.has_error()) {
+        r->abandoned = true;
+        r->wake.set();
+      }
+      return;
+    }
+    switch (f.kind_case()) {
+      case tv1::Frame::kError:
+        send_on(*r, false, std::move(f));
+        end_route(*r, "edge_gone");
+        return;
+      case tv1::Frame::kWsClose:
+        r->edge_closed = true;
+        if (!r->broker_closed) send_on(*r, false, std::move(f));
+        if (r->connector_closed) end_route(*r, "ok");
+        return;
+      case tv1::Frame::kWsMessage:
+        if (r->broker_closed || r->edge_closed) return;
+        metrics.bytes_up.Increment(static_cast<double>(f.ws_message().data().size()));
+        send_on(*r, false, std::move(f));
+        return;
+      case tv1::Frame::kWsCredit:
+        send_on(*r, false, std::move(f));
+        return;
+      default:
+        return;  // nothing else belongs in a session from the edge
+    }
+  }
+
+  void from_connector(SessionsCarrier& c, tv1::Frame&& f) {
+    std::vector<tv1::Frame> parts;
+    gb::split_frames(f, parts);
+    route_from_connector(c, std::move(f));
+    for (auto& p : parts) route_from_connector(c, std::move(p));
+  }
+
+  void route_from_connector(SessionsCarrier& c, tv1::Frame&& f) {
+    const auto it = c.routes.find(f.session());
+    if (it == c.routes.end()) return;  // over: dropped
+    auto r = it->second;
+    if (f.has_ws_credit()) {
+      send_on(*r, true, std::move(f));
+      return;
+    }
+    // In a running session an end adds nothing (each side's ws_close ends
+    // its direction); out_of_order() lets it pass for the Invoke splice.
+    if (f.has_end() && r->phase == 2) return;
+    const std::string wrong = out_of_order(f, r->phase, true);
+    if (!wrong.empty()) {
+      const std::string connector = c.attach ? c.attach->connector_id : std::string();
+      POSTERN_LOG(error, "connector protocol violation")
+          .kv("connector", connector)
+          .kv("request_id", r->request_id)
+          .kv("error", wrong);
+      cut(*r, true, tv1::ERROR_CODE_UPSTREAM_PROTOCOL,
+          "connector '" + connector + "' broke the tunnel protocol: " + wrong);
+      cut(*r, false, tv1::ERROR_CODE_UPSTREAM_PROTOCOL, "broke the tunnel protocol: " + wrong);
+      end_route(*r, "protocol_error");
+      return;
+    }
+    if (f.has_error()) {
+      const std::string result(error_slug(f.error().code()));
+      send_on(*r, true, std::move(f));
+      end_route(*r, result);
+      return;
+    }
+    if (r->phase == 1) {
+      // A refusal: head, body, end, and the session is over.
+      const bool last = f.has_end();
+      send_on(*r, true, std::move(f));
+      if (last) end_route(*r, "ok");
+      return;
+    }
+    if (f.has_ws_close()) {
+      r->connector_closed = true;
+      if (!r->broker_closed) send_on(*r, true, std::move(f));
+      if (r->edge_closed) end_route(*r, "ok");
+      return;
+    }
+    if (f.has_ws_message()) {
+      if (r->broker_closed || r->connector_closed) return;
+      metrics.bytes_down.Increment(static_cast<double>(f.ws_message().data().size()));
+    }
+    send_on(*r, true, std::move(f));  // the 101, or a message
+  }
+
+  // Finds a connector with a Sessions stream for a session the edge opens,
+  // and opens it there; or refuses it to the edge.
+  asio::awaitable<void> open_route(std::shared_ptr<MuxRoute> r, tv1::Frame head) {
+    auto& edge = *r->edge;
+    auto refuse = [&](tv1::ErrorCode code, const std::string& why) {
+      POSTERN_LOG(info, "exchange rejected").kv("request_id", r->request_id).kv("alias", r->alias).kv("reason", why);
+      send_on(*r, true, error_frame(code, why));
+      end_route(*r, std::string(error_slug(code)));
+    };
+    const auto arrived = Clock::now();
+    const auto attach_until = std::min(arrived + park_wait,
+                                       arrived + std::chrono::milliseconds(head.request_head().connector_wait_ms()));
+    std::shared_ptr<Session> session;
+    for (;;) {
+      if (r->abandoned || edge.over) {
+        end_route(*r, "abandoned");
+        co_return;
+      }
+      if (draining) {
+        refuse(tv1::ERROR_CODE_DRAINING, "broker is draining");
+        co_return;
+      }
+      session = registry.take_carrier(r->alias);
+      if (session) break;
+      if (registry.serves(r->alias)) {
+        // Connectors are attached, but none has a Sessions stream (older
+        // ones, or one that attached a moment ago): the edge opens the
+        // session on an Invoke stream instead.
+        refuse(tv1::ERROR_CODE_SESSIONS_UNSUPPORTED,
+               "no connector attached for alias '" + r->alias + "' carries shared sessions");
+        co_return;
+      }
+      if (Clock::now() < attach_until && attach_expected(r->alias)) {
+        r->wake.reset();
+        auto id = registry.add_waiter(r->alias, [w = std::weak_ptr<MuxRoute>(r)] {
+          if (auto p = w.lock()) p->wake.set();
+        });
+        co_await r->wake.wait_for(attach_until - Clock::now());
+        registry.remove_waiter(id);
+        continue;
+      }
+      const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - arrived);
+      refuse(tv1::ERROR_CODE_NO_CONNECTOR, "no connector is attached for alias '" + r->alias + "'" +
+                                               (waited >= 1ms ? " (waited " + std::to_string(waited.count()) +
+                                                                    " ms for one)"
+                                                              : ""));
+      co_return;
+    }
+    auto* conn = session->carrier;
+    r->session = session;
+    r->connector = conn;
+    r->connector_id = conn->next_id++;
+    conn->routes[r->connector_id] = r;
+    ++exchanges_in_flight;
+    idle->reset();
+    metrics.in_flight.Increment();
+    metrics.ws_sessions.Increment();
+    head.clear_then();
+    send_on(*r, false, std::move(head));
+  }
+
+  // A drain closes every session with 1001 on both sides; each ends when
+  // both have answered with their close (or at the drain's end).
+  void close_routes() {
+    for (auto* c : carriers) {
+      if (!c->edge) continue;
+      for (auto& [_, r] : c->routes) {
+        if (!r->connector || r->broker_closed || r->done) continue;
+        r->broker_closed = true;
+        const std::string reason = "broker draining";
+        tv1::Frame f;
+        f.mutable_ws_close()->set_code(1001);
+        f.mutable_ws_close()->set_reason(reason);
+        if (!r->connector_closed) send_on(*r, true, tv1::Frame(f));
+        if (!r->edge_closed) send_on(*r, false, std::move(f));
+      }
+    }
+  }
+
   // ------------------------------------------------------------ drain
 
   static constexpr std::chrono::seconds kShutdownDeadline{2};
@@ -1246,6 +1613,7 @@ struct Broker::Impl {
     // WebSocket sessions would outlast any drain: both sides get 1001 now,
     // and the sessions end with their closing handshakes.
     for (const auto& entry : ws_splices) asio::co_spawn(ex, close_session(entry.first), asio::detached);
+    close_routes();
     // Streams kept for an edge's next request end now, with OK and nothing
     // answered: the edge sends what it may have just sent again elsewhere.
     for (InvokeCall* c : idle_invokes) {
@@ -1260,6 +1628,8 @@ struct Broker::Impl {
     }
     idle_invokes.clear();
     co_await idle->wait_for(drain_timeout);
+    // Sessions streams end with the sessions that outlived the wait.
+    for (auto* c : carriers) c->ctx.TryCancel();
     for (auto& s : registry.all()) registry.drain(s);
     // The connectors learn by their Attach streams' end and try again until
     // a broker answers at this address; nothing else is left to wait for.

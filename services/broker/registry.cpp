@@ -111,23 +111,42 @@ std::vector<PullSlot*> Registry::trim(std::chrono::steady_clock::time_point idle
   return out;
 }
 
-Registry::Pick Registry::take(const std::string& alias) {
-  // Fewest in flight wins; ties rotate so idle connectors share the load.
+std::shared_ptr<Session> Registry::least_busy(const std::string& alias, bool (*usable)(const Session&)) {
   std::vector<std::shared_ptr<Session>> tied;
   for (const auto& [id, s] : sessions_) {
-    if (s->draining || s->parked.empty() || !serves_alias(*s, alias)) continue;
+    if (s->draining || !usable(*s) || !serves_alias(*s, alias)) continue;
     if (!tied.empty() && s->in_flight > tied.front()->in_flight) continue;
     if (!tied.empty() && s->in_flight < tied.front()->in_flight) tied.clear();
     tied.push_back(s);
   }
-  if (tied.empty()) return {};
-  const auto& best = tied[rotation_++ % tied.size()];
+  if (tied.empty()) return nullptr;
+  return tied[rotation_++ % tied.size()];
+}
+
+Registry::Pick Registry::take(const std::string& alias) {
+  auto best = least_busy(alias, [](const Session& s) { return !s.parked.empty(); });
+  if (!best) return {};
   // Oldest parked stream first: it has been idle longest.
   PullSlot* slot = best->parked.front();
   best->parked.pop_front();
   best->in_flight++;
   notify();
   return {best, slot};
+}
+
+std::shared_ptr<Session> Registry::take_carrier(const std::string& alias) {
+  auto best = least_busy(alias, [](const Session& s) { return s.carrier != nullptr; });
+  if (!best) return nullptr;
+  best->in_flight++;
+  notify();
+  return best;
+}
+
+bool Registry::set_carrier(const std::shared_ptr<Session>& s, SessionsCarrier* carrier) {
+  if (carrier && (s->draining || !sessions_.contains(s->id))) return false;
+  s->carrier = carrier;
+  if (carrier) wake(*s);
+  return true;
 }
 
 void Registry::finished(const std::shared_ptr<Session>& s) {

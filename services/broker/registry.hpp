@@ -29,6 +29,10 @@ class PullSlot {
 /// defines it: its Attach stream, under a lock).
 struct AttachWriter;
 
+/// A connector's Registration.Sessions stream, where WebSocket sessions for
+/// its Attach session go (the broker defines it).
+struct SessionsCarrier;
+
 /// One Attach stream: one connector instance.
 struct Session {
   std::string id;
@@ -43,6 +47,8 @@ struct Session {
   // The connector paces response bodies by Credit (Hello.flow_control).
   bool flow_control = false;
   std::shared_ptr<AttachWriter> attach;
+  // The connector's Sessions stream, once it opened one (Hello.sessions).
+  SessionsCarrier* carrier = nullptr;
 };
 
 class Registry {
@@ -75,8 +81,16 @@ class Registry {
   /// Takes a parked stream from the serving session with the fewest
   /// exchanges in flight and counts the exchange against it.
   Pick take(const std::string& alias);
-  /// Call when an exchange taken with take() ends.
+  /// Call when an exchange taken with take() or take_carrier() ends.
   void finished(const std::shared_ptr<Session>& s);
+
+  /// Sets (or, with null, clears) the session's Sessions stream; waiters
+  /// for its aliases re-check. False if the session is gone or draining.
+  bool set_carrier(const std::shared_ptr<Session>& s, SessionsCarrier* carrier);
+  /// The serving session with a Sessions stream that has the fewest
+  /// exchanges in flight, the new WebSocket session counted against it;
+  /// null if none.
+  std::shared_ptr<Session> take_carrier(const std::string& alias);
 
   /// True if a session that is not draining serves the alias.
   bool serves(const std::string& alias) const;
@@ -104,6 +118,9 @@ class Registry {
   void notify() {
     if (observer_) observer_(*this);
   }
+  // The serving session (not draining, `usable`) with the fewest exchanges
+  // in flight; ties rotate so idle connectors share the load.
+  std::shared_ptr<Session> least_busy(const std::string& alias, bool (*usable)(const Session&));
   // Runs and removes the waiters for the aliases `s` serves.
   void wake(const Session& s);
   // Cancels the session's parked streams and wakes its waiters.

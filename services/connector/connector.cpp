@@ -20,6 +20,7 @@
 #include "common/grpc/channel.hpp"
 #include "common/grpc/frame_port.hpp"
 #include "common/grpc/frames.hpp"
+#include "common/grpc/mux.hpp"
 #include "common/grpc/send_credit.hpp"
 #include "common/grpc/snapshot_watcher.hpp"
 #include "common/net/http_client.hpp"
@@ -244,6 +245,76 @@ class PullSink final : public ResponseSink {
   bool ended_ = false;
 };
 
+// A WebSocket session's answer on a shared Sessions stream (the refusal,
+// or the 101 with the credit the edge starts with).
+class SharedSink final : public ResponseSink {
+ public:
+  explicit SharedSink(gb::MuxSession& s) : s_(s) {}
+  asio::awaitable<void> head(tv1::ResponseHead& h) override {
+    started_ = true;
+    status_ = h.status();
+    tv1::Frame f;
+    *f.mutable_response_head() = std::move(h);
+    if (status_ == 101) f.mutable_response_head()->set_request_credit(gb::kSessionWindow);
+    s_.send(std::move(f));
+    co_return;
+  }
+  asio::awaitable<void> body(std::string_view chunk) override {
+    tv1::Frame f;
+    f.mutable_body()->mutable_data()->assign(chunk.data(), chunk.size());
+    s_.send(std::move(f));
+    co_return;
+  }
+  asio::awaitable<void> end(const Trailers& trailers) override {
+    tv1::Frame f;
+    *f.mutable_end()->mutable_trailers() = trailers;
+    s_.send(std::move(f));
+    co_return;
+  }
+  unsigned status() const { return status_; }
+
+ private:
+  gb::MuxSession& s_;
+  unsigned status_ = 0;
+};
+
+// A WebSocket upgrade on a Sessions stream has no body.
+class NoBody final : public BodySource {
+ public:
+  asio::awaitable<bool> next(std::string_view&) override { co_return false; }
+};
+
+// Where a WebSocket session's messages cross the tunnel once the 101 went:
+// its Pull stream, or its place on a Sessions stream.
+class TunnelSide {
+ public:
+  virtual ~TunnelSide() = default;
+  virtual net::WsPort& port() = 0;
+  /// After the session: waits (bounded) for what the far side still sends.
+  virtual asio::awaitable<void> finish() = 0;
+};
+
+class PullSide final : public TunnelSide {
+ public:
+  template <class... A>
+  explicit PullSide(A&&... a) : port_(std::forward<A>(a)...) {}
+  net::WsPort& port() override { return port_; }
+  asio::awaitable<void> finish() override { return port_.drain(2s); }
+
+ private:
+  gb::FramePort port_;
+};
+
+class SharedSide final : public TunnelSide {
+ public:
+  explicit SharedSide(gb::MuxSession& s) : s_(s) {}
+  net::WsPort& port() override { return s_; }
+  asio::awaitable<void> finish() override { return s_.drain(2s); }
+
+ private:
+  gb::MuxSession& s_;
+};
+
 std::string status_class(unsigned status) { return status == 0 ? "error" : std::to_string(status / 100) + "xx"; }
 
 }  // namespace
@@ -270,6 +341,8 @@ struct Connector::Impl {
     // Exchanges paced by the broker's Credit messages on this Attach
     // session, by RequestHead.exchange_id.
     std::map<std::uint64_t, gb::SendCredit*> credits;
+    // The Sessions stream for this Attach session's WebSocket sessions.
+    std::shared_ptr<gb::Mux> mux;
   };
 
   asio::io_context& ioc;
@@ -456,6 +529,7 @@ struct Connector::Impl {
     l.stopping = true;
     if (l.attach_ctx) l.attach_ctx->TryCancel();
     for (auto* c : l.parked_calls) c->TryCancel();
+    if (l.mux) l.mux->close();
     l.wake->set();
   }
 
@@ -517,6 +591,7 @@ struct Connector::Impl {
       h->set_pool_size(static_cast<std::uint32_t>(pool_size));
       h->set_version("postern-connector/0.1");
       h->set_flow_control(true);
+      h->set_sessions(true);
       ok = co_await gb::write(*stream, hello);
     }
     if (ok) {
@@ -557,6 +632,7 @@ struct Connector::Impl {
         .kv("session", l.session_id);
     if (draining) request_drain(l);
     refill();
+    open_sessions(l);
 
     // Writer: heartbeats, and the drain request when asked.
     Event writer_done(ex);
@@ -568,6 +644,10 @@ struct Connector::Impl {
           bool drain_sent = false;
           l.config_sent = 0;
           while (l.attached && !l.stopping) {
+            // A Sessions stream the broker ended while the session lives on
+            // is opened again (until then, the broker's sessions for these
+            // aliases go on Pull streams).
+            if (l.mux && l.mux->ended().is_set() && !draining && !l.drain_requested) open_sessions(l);
             const bool config_due = catalog && catalog->version() > l.config_sent;
             if (!config_due) {
               co_await l.wake->wait_for(hb_interval);
@@ -619,6 +699,9 @@ struct Connector::Impl {
     // Exchanges of this session get no more credit: they go on unpaced.
     for (auto& [id, credit] : l.credits) credit->release();
     l.attached = false;
+    // Its WebSocket sessions run on; their stream closes after the last.
+    if (l.mux) asio::co_spawn(ex, close_when_idle(std::move(l.mux)), asio::detached);
+    l.mux.reset();
     update_attached_gauge();
     ctx.TryCancel();
     for (auto* c : l.parked_calls) c->TryCancel();
@@ -631,6 +714,32 @@ struct Connector::Impl {
       POSTERN_LOG(warn, "detached").kv("broker", l.name).kv("target", l.target).kv("error", st.error_message());
     }
     co_return true;
+  }
+
+  // Opens the Sessions stream that carries the Attach session's WebSocket
+  // sessions (tunnel.proto, Registration.Sessions).
+  void open_sessions(Link& l) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    auto stream = l.stub->PrepareAsyncSessions(ctx.get(), pump->cq());
+    l.mux = std::make_shared<gb::Mux>(ex, std::move(ctx), std::move(stream),
+                                      [this](std::shared_ptr<gb::MuxSession> s, tv1::RequestHead&& head) {
+                                        asio::co_spawn(ex, serve_shared(std::move(s), std::move(head)),
+                                                       asio::detached);
+                                      });
+    l.mux->set_max_message_bytes(max_ws_message_bytes);
+    l.mux->set_credit_wait(&metrics.credit_wait);
+    tv1::Frame park;
+    park.mutable_park()->set_session_id(l.session_id);
+    l.mux->start(std::move(park));
+  }
+
+  static asio::awaitable<void> close_when_idle(std::shared_ptr<gb::Mux> m) {
+    asio::steady_timer t(m->executor());
+    while (m->sessions() > 0 && !m->ended().is_set()) {
+      t.expires_after(1s);
+      co_await t.async_wait(use_nothrow);
+    }
+    m->close();
   }
 
   void request_drain(Link& l) {
@@ -759,15 +868,13 @@ struct Connector::Impl {
   asio::awaitable<bool> serve(Link& l, const std::string& session_id, grpc::ClientContext& ctx, FrameStream& stream,
                               gb::FrameReader& reader,
                               gb::FrameBatch& pending, const tv1::RequestHead& in_head) {
-    const auto started = Clock::now();
-    tv1::RequestHead head = in_head;
     PullBody body(stream, reader, metrics);
     // Paced by the broker's credit, when it asked for that and the Attach
     // session that carries the credit is still this stream's.
     std::optional<gb::SendCredit> credit;
-    const std::uint64_t exchange_id = head.exchange_id();
-    if (exchange_id && head.response_credit() && l.attached && l.session_id == session_id) {
-      credit.emplace(ex, head.response_credit(), metrics.credit_wait);
+    const std::uint64_t exchange_id = in_head.exchange_id();
+    if (exchange_id && in_head.response_credit() && l.attached && l.session_id == session_id) {
+      credit.emplace(ex, in_head.response_credit(), metrics.credit_wait);
       l.credits[exchange_id] = &*credit;
     }
     struct Unlist {
@@ -781,7 +888,55 @@ struct Connector::Impl {
       }
     } unlist{l, exchange_id, credit ? &*credit : nullptr};
     PullSink sink(stream, pending, metrics, credit ? &*credit : nullptr);
+    // Messages toward the client take the broker's credit, as a body does.
+    std::optional<PullSide> ws;
+    if (in_head.websocket()) ws.emplace(ex, stream, ctx, max_ws_message_bytes, credit ? &*credit : nullptr);
+    Answered a;
+    co_await answer(in_head, body, sink, ws ? &*ws : nullptr, a);
+    if (a.failure && a.failure->code() != tv1::ERROR_CODE_CLIENT_GONE) {
+      tv1::Frame f;
+      f.mutable_error()->set_code(a.failure->code());
+      f.mutable_error()->set_message(a.failure->what());
+      pending.add(std::move(f));
+      co_await pending.send(stream);
+    }
+    if (a.failure) pending.clear();
+    // A clean HTTP exchange leaves the stream open for the caller to park
+    // again; it is clean only once the request's End has been read too.
+    if (a.websocket_ran) {
+      pending.clear();
+      co_return false;
+    }
+    bool http_ok = !a.failure && !in_head.websocket() && sink.ended();
+    // Nothing in `pending` may wait past a half-close or a wait for the
+    // broker.
+    if (!http_ok) co_await pending.send_last(stream);
+    if (body.rest_buffered()) {
+      co_await body.drain();  // no I/O
+    } else {
+      if (!(co_await pending.send(stream))) http_ok = false;
+      Deadline d(ex, 5s, [&ctx] { ctx.TryCancel(); });
+      co_await body.drain();
+    }
+    const bool reusable = http_ok && body.end_seen();
+    if (http_ok && !reusable) co_await pending.send_last(stream);
+    co_return reusable;
+  }
 
+  // How answer() went: the error to send back (if none was sent yet), and
+  // whether a WebSocket session ran (its tunnel side is closed then).
+  struct Answered {
+    std::optional<ExchangeError> failure;
+    bool websocket_ran = false;
+  };
+
+  // Everything between a request head and its answer that is the same on
+  // any stream: green-zone policies, the native service (HTTP, or the
+  // WebSocket session on `ws`), metrics and the invocation record.
+  asio::awaitable<void> answer(const tv1::RequestHead& in_head, BodySource& body, ResponseSink& sink, TunnelSide* ws,
+                               Answered& out) {
+    const auto started = Clock::now();
+    tv1::RequestHead head = in_head;
     // The API this exchange belongs to: named by the edge, or (for a request
     // the edge sent to its default alias) found here by path.
     const auto cat = catalog;
@@ -806,8 +961,9 @@ struct Connector::Impl {
     policy::PolicedBody policed_body(body, policy::kNoThreatRules, false, capture.request);
     policy::PolicedSink policed_sink(sink, pol ? &pol->transform() : nullptr, capture.response);
 
-    std::optional<ExchangeError> failure;
-    bool websocket_ran = false;  // a session ran: its stream is already closed
+    std::optional<ExchangeError>& failure = out.failure;
+    bool& websocket_ran = out.websocket_ran;
+    unsigned status = 0;
     try {
       if (enforce) {
         std::string host;
@@ -822,6 +978,7 @@ struct Connector::Impl {
         if (!verdict.allowed()) {
           std::string problem;
           auto rh = policy::rejection(verdict, head.request_id(), problem);
+          status = rh.status();
           co_await policed_sink.head(rh);
           co_await policed_sink.body(problem);
           const Trailers none;
@@ -839,12 +996,13 @@ struct Connector::Impl {
         std::chrono::milliseconds head_timeout = it->second.read_timeout;
         if (head.timeout_ms() > 0) head_timeout = std::min(head_timeout, std::chrono::milliseconds(head.timeout_ms()));
         policed_sink.stamp_native(Clock::now(), identity.application);
-        if (head.websocket()) {
+        if (head.websocket() && ws) {
           const pv1::Policies* wpol = api ? &api->def->policies() : nullptr;
-          websocket_ran = co_await serve_websocket(ctx, stream, head, it->second, head_timeout, enforce ? wpol : nullptr,
-                                                   identity, decisions, sink, credit ? &*credit : nullptr);
+          websocket_ran = co_await serve_websocket(*ws, head, it->second, head_timeout, enforce ? wpol : nullptr,
+                                                   identity, decisions, sink, status);
         } else {
           co_await http.exchange(it->second, head, policed_body, policed_sink, head_timeout);
+          status = policed_sink.status();
         }
       }
     } catch (const ExchangeError& e) {
@@ -853,43 +1011,16 @@ struct Connector::Impl {
       failure = ExchangeError(tv1::ERROR_CODE_INTERNAL, e.what());
     }
     if (failure) {
+      status = 0;
       POSTERN_LOG(warn, "exchange failed")
           .kv("request_id", head.request_id())
           .kv("alias", head.alias())
           .kv("code", std::string(error_slug(failure->code())))
           .kv("error", failure->what());
-      if (failure->code() != tv1::ERROR_CODE_CLIENT_GONE) {
-        tv1::Frame f;
-        f.mutable_error()->set_code(failure->code());
-        f.mutable_error()->set_message(failure->what());
-        pending.add(std::move(f));
-        co_await pending.send(stream);
-      }
-      pending.clear();
-    }
-    // A clean HTTP exchange leaves the stream open for the caller to park
-    // again; it is clean only once the request's End has been read too.
-    bool reusable = false;
-    if (!websocket_ran) {
-      bool http_ok = !failure && !head.websocket() && sink.ended();
-      // Nothing in `pending` may wait past a half-close or a wait for the
-      // broker.
-      if (!http_ok) co_await pending.send_last(stream);
-      if (body.rest_buffered()) {
-        co_await body.drain();  // no I/O
-      } else {
-        if (!(co_await pending.send(stream))) http_ok = false;
-        Deadline d(ex, 5s, [&ctx] { ctx.TryCancel(); });
-        co_await body.drain();
-      }
-      reusable = http_ok && body.end_seen();
-      if (http_ok && !reusable) co_await pending.send_last(stream);
-    } else {
-      pending.clear();
     }
     const std::string alias = head.alias();
     metrics.requests.Add({{"alias", alias}, {"code", failure ? std::string(error_slug(failure->code()))
-                                                             : status_class(sink.status())}})
+                                                             : status_class(status)}})
         .Increment();
     metrics.duration.Add({{"alias", alias}}, kLatencyBuckets)
         .Observe(std::chrono::duration<double>(Clock::now() - started).count());
@@ -908,7 +1039,37 @@ struct Connector::Impl {
         invocations->write(*r, pol->log_invocation().compress_payload());
       }
     }
-    co_return reusable;
+  }
+
+  // A WebSocket session a broker opened on a link's Sessions stream.
+  asio::awaitable<void> serve_shared(std::shared_ptr<gb::MuxSession> s, tv1::RequestHead head) {
+    if (draining || in_flight >= max_concurrency) {
+      tv1::Frame f;
+      f.mutable_error()->set_code(draining ? tv1::ERROR_CODE_DRAINING : tv1::ERROR_CODE_NO_CAPACITY);
+      f.mutable_error()->set_message(draining ? "connector '" + cfg.id() + "' is draining"
+                                              : "connector '" + cfg.id() + "' runs " +
+                                                    std::to_string(max_concurrency) + " exchanges already");
+      s->send(std::move(f));
+      co_return;
+    }
+    ++in_flight;
+    idle->reset();
+    metrics.in_flight.Set(static_cast<double>(in_flight));
+    struct Over {
+      Impl& im;
+      ~Over() { im.exchange_over(); }
+    } over{*this};
+    SharedSink sink(*s);
+    SharedSide side(*s);
+    NoBody body;
+    Answered a;
+    co_await answer(head, body, sink, &side, a);
+    if (a.failure && a.failure->code() != tv1::ERROR_CODE_CLIENT_GONE) {
+      tv1::Frame f;
+      f.mutable_error()->set_code(a.failure->code());
+      f.mutable_error()->set_message(a.failure->what());
+      s->send(std::move(f));
+    }
   }
 
   // ------------------------------------------------------------ websocket
@@ -916,16 +1077,16 @@ struct Connector::Impl {
   // Opens the WebSocket to the native service; on its 101 answers 101 up
   // the tunnel and relays the session; on a refusal passes the refusal on.
   // Returns true when a session ran (the tunnel side is closed then).
-  asio::awaitable<bool> serve_websocket(grpc::ClientContext& ctx, FrameStream& stream, const tv1::RequestHead& head,
+  asio::awaitable<bool> serve_websocket(TunnelSide& tunnel, const tv1::RequestHead& head,
                                         const net::Origin& origin, std::chrono::milliseconds head_timeout,
                                         const pv1::Policies* pol, const policy::Identity& identity,
-                                        const policy::Decisions& decisions, PullSink& sink,
-                                        gb::SendCredit* credit) {
+                                        const policy::Decisions& decisions, ResponseSink& sink, unsigned& status) {
     net::WsStreamOptions o;
     o.max_message_bytes = max_ws_message_bytes;
     o.ping_interval = policy::WsSessionPolicies::ping_interval(pol);
     o.handshake_timeout = head_timeout;
     auto up = co_await http.websocket(origin, head, o);
+    status = up.head.status();
     if (!up.port) {
       co_await sink.head(up.head);
       if (!up.body.empty()) co_await sink.body(up.body);
@@ -935,13 +1096,11 @@ struct Connector::Impl {
     }
     const std::string subprotocol(policy::header_value(up.head.headers(), "sec-websocket-protocol"));
     co_await sink.head(up.head);
-    // Messages toward the client take the broker's credit, as a body does.
-    gb::FramePort tunnel(ex, stream, ctx, max_ws_message_bytes, credit);
     policy::WsSessionInfo info{head.request_id(), head.api(), identity.application, head.client_ip(),
                                head.target().substr(0, head.target().find('?')), subprotocol, "connector"};
     policy::WsSessionPolicies hooks(pol, std::move(info), *invocations, &transforms);
     auto& bytes = metrics.ws_bytes;
-    net::WsRelay session(ex, tunnel, *up.port, &hooks,
+    net::WsRelay session(ex, tunnel.port(), *up.port, &hooks,
                          policy::WsSessionPolicies::relay_options(
                              pol, bytes.Add({{"alias", head.alias()}, {"direction", "client_to_server"}}),
                              bytes.Add({{"alias", head.alias()}, {"direction", "server_to_client"}})));
@@ -954,7 +1113,7 @@ struct Connector::Impl {
         .Increment(static_cast<double>(st.messages[0]));
     metrics.ws_messages.Add({{"alias", head.alias()}, {"direction", "server_to_client"}})
         .Increment(static_cast<double>(st.messages[1]));
-    co_await tunnel.drain(2s);
+    co_await tunnel.finish();
     hooks.closed(st, decisions);
     co_return true;
   }

@@ -17,6 +17,7 @@
 #include "common/grpc/channel.hpp"
 #include "common/grpc/frame_port.hpp"
 #include "common/grpc/frames.hpp"
+#include "common/grpc/mux.hpp"
 #include "common/grpc/snapshot_watcher.hpp"
 #include "postern/tunnel/v1/tunnel.grpc.pb.h"
 
@@ -209,8 +210,14 @@ struct BrokerLink {
   // with when each came back: oldest first, taken newest first.
   std::vector<std::pair<std::unique_ptr<InvokeCall>, Clock::time_point>> kept;
   prometheus::Gauge* kept_gauge = nullptr;  // summed over every broker
+  // The Sessions stream that carries this edge's WebSocket sessions to the
+  // broker; a new one replaces it once it has ended.
+  std::shared_ptr<gb::Mux> mux;
 
-  ~BrokerLink() { retire_kept(Clock::time_point::max()); }
+  ~BrokerLink() {
+    retire_kept(Clock::time_point::max());
+    if (mux) mux->close();
+  }
 
   std::unique_ptr<InvokeCall> take_kept() {
     if (kept.empty()) return nullptr;
@@ -589,6 +596,13 @@ struct RelayClient::Impl {
                                                      std::chrono::milliseconds head_timeout,
                                                      std::size_t max_message_bytes, Retry& retry,
                                                      Patience patience);
+  asio::awaitable<std::unique_ptr<WsTunnel>> open_shared(const std::shared_ptr<BrokerLink>& b,
+                                                         const tv1::RequestHead& head,
+                                                         std::chrono::milliseconds budget,
+                                                         std::chrono::milliseconds head_timeout,
+                                                         std::size_t max_message_bytes, Retry& retry,
+                                                         Patience patience);
+  std::shared_ptr<gb::Mux> mux_for(BrokerLink& b, bool wait);
 };
 
 RelayClient::RelayClient(asio::any_io_executor ex, const config::v1::RelayClient& cfg, prometheus::Registry* metrics)
@@ -668,14 +682,17 @@ asio::awaitable<void> RelayClient::invoke(const tv1::RequestHead& head, BodySour
   }
 }
 
+// A session on the broker's Sessions stream; or, where no connector for
+// the alias carries shared sessions, on an Invoke stream of its own.
 struct WsTunnel::Impl {
   asio::any_io_executor ex;
   std::shared_ptr<void> broker;  // its channel outlives the call
-  grpc::ClientContext ctx;
+  std::shared_ptr<gb::MuxSession> session;
+  std::unique_ptr<grpc::ClientContext> ctx;  // Invoke only, as are the two below
   std::unique_ptr<FrameStream> stream;
+  std::unique_ptr<gb::FramePort> port;
   tv1::ResponseHead head;
   std::string body;
-  std::unique_ptr<gb::FramePort> port;
   bool finished = false;
 };
 
@@ -683,19 +700,125 @@ WsTunnel::WsTunnel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 WsTunnel::~WsTunnel() {
   // close() was not awaited (an exception on the way): cancel so that gRPC
   // lets go of the call; the tags complete into a queue that outlives us.
-  if (!impl_->finished) impl_->ctx.TryCancel();
+  // A shared session ends (error frame) as it is destroyed.
+  if (!impl_->finished && impl_->ctx) impl_->ctx->TryCancel();
 }
 const tv1::ResponseHead& WsTunnel::head() const { return impl_->head; }
 const std::string& WsTunnel::body() const { return impl_->body; }
-net::WsPort& WsTunnel::port() { return *impl_->port; }
+net::WsPort& WsTunnel::port() {
+  if (impl_->session) return *impl_->session;
+  return *impl_->port;
+}
 
 asio::awaitable<void> WsTunnel::close() {
   auto& im = *impl_;
   if (im.finished) co_return;
+  if (im.session) {
+    co_await im.session->drain(std::chrono::seconds(2));
+    im.session.reset();
+    im.finished = true;
+    co_return;
+  }
   co_await im.port->drain(std::chrono::seconds(2));
   grpc::Status st;
   co_await gb::op([&](void* tag) { im.stream->Finish(&st, tag); });
   im.finished = true;
+}
+
+std::shared_ptr<gb::Mux> RelayClient::Impl::mux_for(BrokerLink& b, bool wait) {
+  if (b.mux && !b.mux->ended().is_set()) return b.mux;
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  // As a new Invoke call: only the last broker tried waits for its channel,
+  // and then at most kWaitForBroker.
+  ctx->set_wait_for_ready(wait);
+  auto stream = b.stub->PrepareAsyncSessions(ctx.get(), pump->cq());
+  b.mux = std::make_shared<gb::Mux>(ex, std::move(ctx), std::move(stream));
+  b.mux->start();
+  if (wait) {
+    asio::co_spawn(
+        ex,
+        [m = b.mux]() -> asio::awaitable<void> {
+          const bool started = co_await m->started().wait_for(kWaitForBroker);
+          if (!started) m->close();
+        },
+        asio::detached);
+  }
+  return b.mux;
+}
+
+asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_shared(const std::shared_ptr<BrokerLink>& b,
+                                                                          const tv1::RequestHead& head,
+                                                                          std::chrono::milliseconds budget,
+                                                                          std::chrono::milliseconds head_timeout,
+                                                                          std::size_t max_message_bytes,
+                                                                          Retry& retry, Patience patience) {
+  auto mux = mux_for(*b, wait_for_channel(*b, patience));
+  const bool was_started = mux->started().is_set();
+  tv1::RequestHead h = head;
+  h.set_connector_wait_ms(static_cast<std::uint32_t>(patience.connector_wait.count()));
+  auto t = std::make_unique<WsTunnel::Impl>();
+  t->ex = ex;
+  t->broker = b;
+  t->session = mux->open(h, max_message_bytes);
+  auto& s = *t->session;
+  bool got_head = false, timed_out = false, anything = false;
+  std::optional<ExchangeError> failure;
+  {
+    Deadline head_deadline(ex, budget, [&] {
+      if (!got_head) {
+        timed_out = true;
+        s.abort();
+      }
+    });
+    tv1::Frame f;
+    for (;;) {
+      const bool got = co_await s.next(f);
+      if (!got) break;
+      const bool first = !anything;
+      anything = true;
+      if (f.has_response_head()) {
+        got_head = true;
+        head_deadline.disarm();
+        t->head = std::move(*f.mutable_response_head());
+        if (t->head.status() == 101) {
+          s.set_send_credit(t->head.request_credit());
+          co_return std::make_unique<WsTunnel>(std::move(t));
+        }
+      } else if (f.has_body()) {
+        if (t->body.size() < (1u << 20)) t->body.append(f.body().data());
+      } else if (f.has_end()) {
+        t->finished = true;
+        co_return std::make_unique<WsTunnel>(std::move(t));  // a refusal
+      } else if (f.has_error()) {
+        if (first && f.error().code() == tv1::ERROR_CODE_SESSIONS_UNSUPPORTED) {
+          t.reset();
+          co_return co_await open_on(b, head, budget, head_timeout, max_message_bytes, retry, patience);
+        }
+        if (first) retry = refusal(f.error().code());
+        failure.emplace(f.error().code(), f.error().message());
+        break;
+      }
+    }
+  }
+  t.reset();
+  if (retry == Retry::draining) avoid(*b, kAvoidDraining);
+  if (failure) throw *failure;
+  if (!timed_out && !anything) {
+    // The stream ended under the session: the broker could not be reached,
+    // or went. Nothing was answered, and an upgrade may be sent again.
+    co_await mux->ended().wait_for(std::chrono::seconds(1));
+    avoid(*b, kAvoidUnreachable);
+    // A stream that waited for its broker's channel and gave up (mux_for).
+    if (!was_started && !mux->started_ok() && mux->status().error_code() == grpc::StatusCode::CANCELLED) {
+      retry = Retry::unreachable;
+      throw_not_connected(b->shown);
+    }
+    retry = Retry::unreachable;
+    throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_UNREACHABLE,
+                        "cannot reach the broker at " + b->shown + ": " +
+                            (mux->ended().is_set() ? mux->status().error_message() : std::string("stream ended")));
+  }
+  throw_no_answer(timed_out, anything, grpc::Status::OK, head_timeout, b->shown, "no answer to the WebSocket upgrade");
 }
 
 asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std::shared_ptr<BrokerLink>& b,
@@ -708,19 +831,20 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std:
   t->ex = ex;
   t->broker = b;
   const bool wait_for_broker = wait_for_channel(*b, patience);
-  t->ctx.set_wait_for_ready(wait_for_broker);
-  t->stream = b->stub->PrepareAsyncInvoke(&t->ctx, pump->cq());
-  t->port = std::make_unique<gb::FramePort>(ex, *t->stream, t->ctx, max_message_bytes);
+  t->ctx = std::make_unique<grpc::ClientContext>();
+  t->ctx->set_wait_for_ready(wait_for_broker);
+  t->stream = b->stub->PrepareAsyncInvoke(t->ctx.get(), pump->cq());
+  t->port = std::make_unique<gb::FramePort>(ex, *t->stream, *t->ctx, max_message_bytes);
   auto tunnel = std::make_unique<WsTunnel>(std::move(t));
   auto& w = *tunnel->impl_;
   bool got_head = false, timed_out = false, anything = false, head_sent = false;
   std::optional<ExchangeError> failure;
-  ConnectWait connect_wait(ex, w.ctx, wait_for_broker);
+  ConnectWait connect_wait(ex, *w.ctx, wait_for_broker);
   {
     Deadline head_deadline(ex, budget, [&] {
       if (!got_head) {
         timed_out = true;
-        w.ctx.TryCancel();
+        w.ctx->TryCancel();
       }
     });
     bool ok = co_await gb::op([&](void* tag) { w.stream->StartCall(tag); });
@@ -768,7 +892,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std:
       co_return tunnel;
     }
   }
-  w.ctx.TryCancel();
+  w.ctx->TryCancel();
   grpc::Status st;
   co_await gb::op([&](void* tag) { w.stream->Finish(&st, tag); });
   w.finished = true;
@@ -796,8 +920,8 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::open_websocket(const tv1
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
     const auto budget = std::max(left, std::chrono::milliseconds(1));
     try {
-      tunnel = co_await im.open_on(plan[i], head, budget, head_timeout, max_message_bytes, retry,
-                                   Impl::patience(plan, i, budget));
+      tunnel = co_await im.open_shared(plan[i], head, budget, head_timeout, max_message_bytes, retry,
+                                       Impl::patience(plan, i, budget));
     } catch (...) {
       failure = std::current_exception();
     }

@@ -849,13 +849,25 @@ TEST(Reliability, SlowWebSocketClientHoldsUpTheConnectorNotTheBroker) {
   // (about 2 MB/s) for 3 s, then has the demo close the session and reads
   // on to the close.
   auto slow = std::async(std::launch::async, [&] {
-    return ws_client({"script", "ws://127.0.0.1:" + std::to_string(sys.edge_port) + "/gateway/chat/1.0/flood",
-                      "send=/flood 2000 65536", "slowrecv=100:0.03", "send=/close 1000 enough", "drain=20"},
-                     30s);
+    auto r = ws_client({"script", "ws://127.0.0.1:" + std::to_string(sys.edge_port) + "/gateway/chat/1.0/flood",
+                        "send=/flood 2000 65536", "slowrecv=100:0.03", "send=/close 1000 enough", "drain=20"},
+                       30s);
+    return std::make_pair(r, Clock::now());
+  });
+  // Another session on the same shared streams runs meanwhile: the slow one
+  // holds up only itself (its credit), not the stream.
+  auto echo_during = std::async(std::launch::async, [&] {
+    std::this_thread::sleep_for(1000ms);
+    auto r = ws_client({"script", "ws://127.0.0.1:" + std::to_string(sys.edge_port) + "/gateway/chat/1.0/",
+                        "binary=1000", "recv=1"});
+    return std::make_pair(r, Clock::now());
   });
   expect_connector_held_up(sys, "postern_connector_websocket_bytes_total", "postern_edge_websocket_bytes_total",
                            {{"direction", "server_to_client"}});
-  const auto ws = slow.get();
+  const auto [during, during_done] = echo_during.get();
+  ASSERT_EQ(during.at("received").as_array().size(), 1u) << boost::json::serialize(during);
+  const auto [ws, slow_done] = slow.get();
+  EXPECT_LT(during_done, slow_done) << "the other session waited for the slow one";
   EXPECT_EQ(num(ws, "status"), 101) << boost::json::serialize(ws);
   EXPECT_EQ(num(ws, "slow_received_bytes"), 100 * 65536) << boost::json::serialize(ws);
   EXPECT_EQ(num(ws, "close_code"), 1000) << boost::json::serialize(ws);
