@@ -292,6 +292,8 @@ class TunnelSide {
   virtual net::WsPort& port() = 0;
   /// After the session: waits (bounded) for what the far side still sends.
   virtual asio::awaitable<void> finish() = 0;
+  /// A session on a Sessions stream (it can run in a coroutine of its own).
+  virtual std::shared_ptr<gb::MuxSession> shared() { return nullptr; }
 };
 
 class PullSide final : public TunnelSide {
@@ -307,12 +309,13 @@ class PullSide final : public TunnelSide {
 
 class SharedSide final : public TunnelSide {
  public:
-  explicit SharedSide(gb::MuxSession& s) : s_(s) {}
-  net::WsPort& port() override { return s_; }
-  asio::awaitable<void> finish() override { return s_.drain(2s); }
+  explicit SharedSide(std::shared_ptr<gb::MuxSession> s) : s_(std::move(s)) {}
+  net::WsPort& port() override { return *s_; }
+  asio::awaitable<void> finish() override { return s_->drain(2s); }
+  std::shared_ptr<gb::MuxSession> shared() override { return s_; }
 
  private:
-  gb::MuxSession& s_;
+  std::shared_ptr<gb::MuxSession> s_;
 };
 
 std::string status_class(unsigned status) { return status == 0 ? "error" : std::to_string(status / 100) + "xx"; }
@@ -928,6 +931,9 @@ struct Connector::Impl {
   struct Answered {
     std::optional<ExchangeError> failure;
     bool websocket_ran = false;
+    // A shared session runs on in a coroutine of its own, which counts the
+    // exchange in flight until it ends.
+    bool detached = false;
   };
 
   // Everything between a request head and its answer that is the same on
@@ -999,7 +1005,7 @@ struct Connector::Impl {
         if (head.websocket() && ws) {
           const pv1::Policies* wpol = api ? &api->def->policies() : nullptr;
           websocket_ran = co_await serve_websocket(*ws, head, it->second, head_timeout, enforce ? wpol : nullptr,
-                                                   identity, decisions, sink, status);
+                                                   identity, decisions, sink, status, cat, hold, out.detached);
         } else {
           co_await http.exchange(it->second, head, policed_body, policed_sink, head_timeout);
           status = policed_sink.status();
@@ -1057,12 +1063,16 @@ struct Connector::Impl {
     metrics.in_flight.Set(static_cast<double>(in_flight));
     struct Over {
       Impl& im;
-      ~Over() { im.exchange_over(); }
-    } over{*this};
-    SharedSink sink(*s);
-    SharedSide side(*s);
-    NoBody body;
+      bool* handed_on;
+      ~Over() {
+        if (!*handed_on) im.exchange_over();
+      }
+    };
     Answered a;
+    Over over{*this, &a.detached};
+    SharedSink sink(*s);
+    SharedSide side(s);
+    NoBody body;
     co_await answer(head, body, sink, &side, a);
     if (a.failure && a.failure->code() != tv1::ERROR_CODE_CLIENT_GONE) {
       tv1::Frame f;
@@ -1080,7 +1090,9 @@ struct Connector::Impl {
   asio::awaitable<bool> serve_websocket(TunnelSide& tunnel, const tv1::RequestHead& head,
                                         const net::Origin& origin, std::chrono::milliseconds head_timeout,
                                         const pv1::Policies* pol, const policy::Identity& identity,
-                                        const policy::Decisions& decisions, ResponseSink& sink, unsigned& status) {
+                                        const policy::Decisions& decisions, ResponseSink& sink, unsigned& status,
+                                        const std::shared_ptr<const policy::Catalog>& cat,
+                                        policy::Limiter::Hold& hold, bool& detached) {
     net::WsStreamOptions o;
     o.max_message_bytes = max_ws_message_bytes;
     o.ping_interval = policy::WsSessionPolicies::ping_interval(pol);
@@ -1098,24 +1110,56 @@ struct Connector::Impl {
     co_await sink.head(up.head);
     policy::WsSessionInfo info{head.request_id(), head.api(), identity.application, head.client_ip(),
                                head.target().substr(0, head.target().find('?')), subprotocol, "connector"};
+    if (auto shared = tunnel.shared()) {
+      // The session runs on in a coroutine of its own, so that this
+      // exchange's coroutines (policies, the upgrade: about 4 KiB) end now
+      // rather than stay suspended under it for its whole life. It takes
+      // what it needs: the native stream, the policies (and the catalog that
+      // holds them), the concurrency slot.
+      detached = true;
+      asio::co_spawn(ex,
+                     run_shared(std::move(shared), std::move(up.port), cat, pol, std::move(info),
+                                policy::Decisions(decisions), std::move(hold), head.alias()),
+                     [this](std::exception_ptr e) {
+                       if (e) POSTERN_LOG(error, "websocket session failed");
+                       exchange_over();
+                     });
+      co_return true;
+    }
+    co_await relay_session(tunnel, *up.port, pol, std::move(info), decisions, head.alias());
+    co_return true;
+  }
+
+  asio::awaitable<void> run_shared(std::shared_ptr<gb::MuxSession> s, std::unique_ptr<net::WsPort> native,
+                                   std::shared_ptr<const policy::Catalog> cat, const pv1::Policies* pol,
+                                   policy::WsSessionInfo info, policy::Decisions decisions,
+                                   policy::Limiter::Hold hold, std::string alias) {
+    SharedSide side(std::move(s));
+    co_await relay_session(side, *native, pol, std::move(info), decisions, alias);
+  }
+
+  // Relays a session between the tunnel and the native service until both
+  // have closed; per-message policies, metrics and the invocation record.
+  asio::awaitable<void> relay_session(TunnelSide& tunnel, net::WsPort& native, const pv1::Policies* pol,
+                                      policy::WsSessionInfo info, const policy::Decisions& decisions,
+                                      const std::string& alias) {
     policy::WsSessionPolicies hooks(pol, std::move(info), *invocations, &transforms);
     auto& bytes = metrics.ws_bytes;
-    net::WsRelay session(ex, tunnel.port(), *up.port, &hooks,
+    net::WsRelay session(ex, tunnel.port(), native, &hooks,
                          policy::WsSessionPolicies::relay_options(
-                             pol, bytes.Add({{"alias", head.alias()}, {"direction", "client_to_server"}}),
-                             bytes.Add({{"alias", head.alias()}, {"direction", "server_to_client"}})));
+                             pol, bytes.Add({{"alias", alias}, {"direction", "client_to_server"}}),
+                             bytes.Add({{"alias", alias}, {"direction", "server_to_client"}})));
     hooks.opened();
     metrics.ws_sessions.Increment();
     co_await ws_sessions.run(session);
     metrics.ws_sessions.Decrement();
     const auto& st = session.stats();
-    metrics.ws_messages.Add({{"alias", head.alias()}, {"direction", "client_to_server"}})
+    metrics.ws_messages.Add({{"alias", alias}, {"direction", "client_to_server"}})
         .Increment(static_cast<double>(st.messages[0]));
-    metrics.ws_messages.Add({{"alias", head.alias()}, {"direction", "server_to_client"}})
+    metrics.ws_messages.Add({{"alias", alias}, {"direction", "server_to_client"}})
         .Increment(static_cast<double>(st.messages[1]));
     co_await tunnel.finish();
     hooks.closed(st, decisions);
-    co_return true;
   }
 
   // ------------------------------------------------------------ drain
