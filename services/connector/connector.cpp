@@ -594,7 +594,7 @@ struct Connector::Impl {
       h->set_pool_size(static_cast<std::uint32_t>(pool_size));
       h->set_version("postern-connector/0.1");
       h->set_flow_control(true);
-      h->set_sessions(true);
+      h->set_sessions(!cfg.websocket_stream_per_session());
       ok = co_await gb::write(*stream, hello);
     }
     if (ok) {
@@ -635,7 +635,7 @@ struct Connector::Impl {
         .kv("session", l.session_id);
     if (draining) request_drain(l);
     refill();
-    open_sessions(l);
+    if (!cfg.websocket_stream_per_session()) open_sessions(l);
 
     // Writer: heartbeats, and the drain request when asked.
     Event writer_done(ex);
@@ -650,7 +650,11 @@ struct Connector::Impl {
             // A Sessions stream the broker ended while the session lives on
             // is opened again (until then, the broker's sessions for these
             // aliases go on Pull streams).
-            if (l.mux && l.mux->ended().is_set() && !draining && !l.drain_requested) open_sessions(l);
+            // (Not a broker that has no such method: an older one.)
+            if (l.mux && l.mux->ended().is_set() && !draining && !l.drain_requested &&
+                l.mux->status().error_code() != grpc::StatusCode::UNIMPLEMENTED) {
+              open_sessions(l);
+            }
             const bool config_due = catalog && catalog->version() > l.config_sent;
             if (!config_due) {
               co_await l.wake->wait_for(hb_interval);
@@ -1049,12 +1053,13 @@ struct Connector::Impl {
 
   // A WebSocket session a broker opened on a link's Sessions stream.
   asio::awaitable<void> serve_shared(std::shared_ptr<gb::MuxSession> s, tv1::RequestHead head) {
-    if (draining || in_flight >= max_concurrency) {
+    // (While draining, a session that gets here before the broker has
+    // heard of the drain is closed with 1001 once open, as on Pull.)
+    if (in_flight >= max_concurrency) {
       tv1::Frame f;
-      f.mutable_error()->set_code(draining ? tv1::ERROR_CODE_DRAINING : tv1::ERROR_CODE_NO_CAPACITY);
-      f.mutable_error()->set_message(draining ? "connector '" + cfg.id() + "' is draining"
-                                              : "connector '" + cfg.id() + "' runs " +
-                                                    std::to_string(max_concurrency) + " exchanges already");
+      f.mutable_error()->set_code(tv1::ERROR_CODE_NO_CAPACITY);
+      f.mutable_error()->set_message("connector '" + cfg.id() + "' runs " + std::to_string(max_concurrency) +
+                                     " exchanges already");
       s->send(std::move(f));
       co_return;
     }

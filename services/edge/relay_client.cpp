@@ -213,6 +213,8 @@ struct BrokerLink {
   // The Sessions stream that carries this edge's WebSocket sessions to the
   // broker; a new one replaces it once it has ended.
   std::shared_ptr<gb::Mux> mux;
+  // The broker has no Sessions method (an older one): sessions go on Invoke.
+  bool no_sessions = false;
 
   ~BrokerLink() {
     retire_kept(Clock::time_point::max());
@@ -752,6 +754,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_shared(const 
                                                                           std::chrono::milliseconds head_timeout,
                                                                           std::size_t max_message_bytes,
                                                                           Retry& retry, Patience patience) {
+  if (b->no_sessions) co_return co_await open_on(b, head, budget, head_timeout, max_message_bytes, retry, patience);
   auto mux = mux_for(*b, wait_for_channel(*b, patience));
   const bool was_started = mux->started().is_set();
   tv1::RequestHead h = head;
@@ -807,6 +810,10 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_shared(const 
     // The stream ended under the session: the broker could not be reached,
     // or went. Nothing was answered, and an upgrade may be sent again.
     co_await mux->ended().wait_for(std::chrono::seconds(1));
+    if (mux->status().error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+      b->no_sessions = true;
+      co_return co_await open_on(b, head, budget, head_timeout, max_message_bytes, retry, patience);
+    }
     avoid(*b, kAvoidUnreachable);
     // A stream that waited for its broker's channel and gave up (mux_for).
     if (!was_started && !mux->started_ok() && mux->status().error_code() == grpc::StatusCode::CANCELLED) {

@@ -496,6 +496,34 @@ TEST_F(WebSockets, SessionsShareOneStreamPerHop) {
   EXPECT_EQ(metric_value(scrape(sys.broker_admin_port), "postern_broker_session_streams", {{"from", "edge"}}), 1);
 }
 
+// A connector that keeps a gRPC stream per session (websocket_stream_per_session,
+// as every connector before shared streams): the broker tells the edge that
+// no connector for the alias carries shared sessions, and the edge opens the
+// session on an Invoke stream of its own, spliced onto a Pull stream. The
+// sessions work as on shared streams: messages both ways, a large one, close
+// codes end to end.
+TEST_F(WebSockets, SessionsOnAStreamOfTheirOwnWhereTheConnectorAsks) {
+  connector_yaml = "websocket_stream_per_session: true\n";
+  start();
+  const double invokes_before =
+      metric_value(scrape(sys.broker_admin_port), "postern_broker_invoke_streams_total");
+  const auto big = ws_client({"script", ws("sized"), "binary=2097152", "recv=1", "close=1000"});
+  ASSERT_EQ(received(big).size(), 1u) << json::serialize(big);
+  EXPECT_EQ(str(received(big)[0].as_object(), "sha256"), str(big.at("sent").as_array()[0].as_object(), "sha256"));
+  const auto a = ws_client({"script", ws("chat", "/own-a"), "send=/close 4001 bye now", "wait_close=5"});
+  EXPECT_EQ(num(a, "close_code"), 4001) << json::serialize(a);
+  EXPECT_EQ(str(a, "close_reason"), "bye now");
+  const auto c = ws_client({"script", ws("chat", "/own-c"), "close=4002:done"});
+  EXPECT_EQ(num(c, "close_code"), 4002) << json::serialize(c);
+  sys.demo->wait_for_log("\"msg\":\"websocket closed\",\"path\":\"/api/demo/own-c\".*\"code\":4002", 5s);
+  const auto m = scrape(sys.broker_admin_port);
+  EXPECT_EQ(metric_value(m, "postern_broker_session_streams", {{"from", "connector"}}), 0) << m;
+  EXPECT_GE(metric_value(m, "postern_broker_invoke_streams_total"), invokes_before + 3) << m;
+  EXPECT_EQ(metric_value(m, "postern_broker_exchanges_total", {{"alias", "demo"}, {"result", "sessions-unsupported"}}),
+            3)
+      << m;
+}
+
 TEST_F(WebSockets, CloseCodesPropagateEndToEnd) {
   start();
   // The native service closes: the client sees its code and reason.
