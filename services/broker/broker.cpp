@@ -1580,6 +1580,12 @@ struct Broker::Impl {
     metrics.in_flight.Increment();
     metrics.ws_sessions.Increment();
     head.clear_then();
+    // Bytes toward the client the connector may send ahead: the edge's
+    // window, or this broker's response_window if that is smaller.
+    auto* rh = head.mutable_request_head();
+    if (rh->response_credit() == 0 || rh->response_credit() > response_window) {
+      rh->set_response_credit(response_window);
+    }
     send_on(*r, false, std::move(head));
   }
 

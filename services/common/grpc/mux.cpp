@@ -55,7 +55,6 @@ std::shared_ptr<MuxSession> Mux::open(const tv1::RequestHead& head, std::size_t 
   tv1::Frame f;
   *f.mutable_request_head() = head;
   f.mutable_request_head()->set_response_credit(kSessionWindow);
-  s->set_granted(kSessionWindow);
   s->send(std::move(f));
   if (dead_) s->cut();
   return s;
@@ -111,7 +110,8 @@ void Mux::dispatch(tv1::Frame&& f) {
 // ------------------------------------------------------------ MuxSession
 
 MuxSession::MuxSession(std::shared_ptr<Mux> mux, std::uint64_t id, std::size_t max_message_bytes)
-    : mux_(std::move(mux)), id_(id), max_(max_message_bytes), wake_(mux_->executor()) {
+    : mux_(std::move(mux)), id_(id), max_(max_message_bytes), wake_(mux_->executor()),
+      credit_wake_(mux_->executor()) {
   mux_->sessions_[id_] = this;
 }
 
@@ -154,7 +154,7 @@ asio::awaitable<bool> MuxSession::next(tv1::Frame& f) {
 
 void MuxSession::consumed(std::size_t n) {
   unacked_ += n;
-  if (unacked_ < std::max<std::uint64_t>(window_ / 4, 1) || over_ || dead_) return;
+  if (unacked_ < kCreditStep || over_ || dead_) return;
   tv1::Frame f;
   f.set_ws_credit(unacked_);
   unacked_ = 0;
@@ -224,8 +224,8 @@ asio::awaitable<bool> MuxSession::write(const net::WsMessage& m) {
     if (send_credit_ <= 0 && !dead_) {
       const auto since = std::chrono::steady_clock::now();
       while (send_credit_ <= 0 && !dead_) {
-        wake_.reset();
-        co_await wake_.wait();
+        credit_wake_.reset();
+        co_await credit_wake_.wait();
       }
       if (mux_->credit_wait_) {
         mux_->credit_wait_->Increment(

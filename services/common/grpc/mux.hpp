@@ -35,10 +35,13 @@
 namespace postern::grpc_bridge {
 
 /// Message bytes a session's receiver lets its sender have in flight
-/// (RequestHead.response_credit, ResponseHead.request_credit). A receiver
-/// credits them back as its client or native service takes them, a quarter
-/// at a time.
+/// (RequestHead.response_credit, ResponseHead.request_credit; the broker
+/// may lower the first to its response_window, at least 64 KiB).
 constexpr std::uint64_t kSessionWindow = 512u << 10;
+/// A receiver credits bytes back as its client or native service takes
+/// them, this many at a time: a quarter of the smallest window, so that
+/// the sender never waits for bytes the receiver has taken.
+constexpr std::uint64_t kCreditStep = 16u << 10;
 
 /// Frames waiting to be written on one stream.
 class Outbox {
@@ -171,7 +174,6 @@ class MuxSession final : public net::WsPort {
   /// Message bytes this side may send before the far side credits more
   /// (0: not paced), and what this side granted the far side.
   void set_send_credit(std::uint64_t bytes) { send_credit_ = bytes ? static_cast<std::int64_t>(bytes) : kUnpaced; }
-  void set_granted(std::uint64_t bytes) { window_ = bytes; }
   /// Waits (at most `limit`) for the far side's close once ours went.
   asio::awaitable<void> drain(std::chrono::milliseconds limit);
   /// The session is over for both sides (closes both ways, or an error).
@@ -187,11 +189,12 @@ class MuxSession final : public net::WsPort {
   void deliver(tunnel::v1::Frame&& f);
   void grant(std::uint64_t n) {
     send_credit_ += static_cast<std::int64_t>(n);
-    wake_.set();
+    credit_wake_.set();
   }
   void cut() {
     dead_ = true;
     wake_.set();
+    credit_wake_.set();
   }
   void consumed(std::size_t n);
 
@@ -200,9 +203,10 @@ class MuxSession final : public net::WsPort {
   std::size_t max_;
   std::vector<tunnel::v1::Frame> in_;
   std::size_t in_next_ = 0;
-  Event wake_;  // a frame, credit, or the end
+  // One waiter each (the reader; the writer), so that neither's reset
+  // swallows the other's wake-up: a frame or the end; credit or the end.
+  Event wake_, credit_wake_;
   std::int64_t send_credit_ = kUnpaced;
-  std::uint64_t window_ = kSessionWindow;
   std::uint64_t unacked_ = 0;  // taken since the last ws_credit we sent
   std::string joining_;
   bool dead_ = false;
