@@ -144,8 +144,8 @@ struct Metrics {
                          .Add({})),
         messages(prometheus::BuildCounter()
                      .Name("postern_broker_tunnel_messages_total")
-                     .Help("gRPC messages read on exchange streams (Relay.Invoke, Registration.Pull), by sender; "
-                           "frames ready together share one")
+                     .Help("gRPC messages read on exchange streams (Relay.Invoke, Registration.Pull, and the "
+                           "Sessions streams), by sender; frames ready together share one")
                      .Register(r)),
         messages_from_edges(messages.Add({{"from", "edge"}})),
         messages_from_connectors(messages.Add({{"from", "connector"}})),

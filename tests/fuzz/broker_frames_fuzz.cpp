@@ -3,13 +3,19 @@
 // A real broker runs in this process (registration port with mTLS, relay
 // port in the clear, on 127.0.0.1). Each input is a script of records
 // [kind][length: 2 bytes][payload], each payload a protobuf message:
-//   kind % 3 == 0  ConnectorMessage on the Attach stream (after a valid Hello)
-//   kind % 3 == 1  Frame from the connector on the Pull stream that got the request
-//   kind % 3 == 2  Frame from the edge on the Invoke stream, after its head
+//   kind % 5 == 0  ConnectorMessage on the Attach stream (after a valid Hello)
+//   kind % 5 == 1  Frame from the connector on the Pull stream that got the request
+//   kind % 5 == 2  Frame from the edge on the Invoke stream, after its head
+//   kind % 5 == 3  Frame from the connector on its Sessions stream, where the
+//                  broker opened a WebSocket session (session 0: that one's)
+//   kind % 5 == 4  Frame from the edge on its Sessions stream, where it
+//                  opened that session (session 0: its id, 1)
 // A payload that does not parse as its message is sent as a body chunk
 // holding those bytes. Whatever the frames, the exchange must end for the
-// edge with a response or an error, promptly, and the broker must still
-// accept the next connector; a hang or a crash is a finding.
+// edge with a response or an error, promptly, the edge's Sessions stream
+// must still answer a new session once the connector's has gone, and the
+// broker must still accept the next connector; a hang or a crash is a
+// finding.
 #include <grpcpp/grpcpp.h>
 #include <prometheus/registry.h>
 
@@ -86,7 +92,7 @@ std::vector<Record> parse_script(const std::uint8_t* data, std::size_t size) {
   std::vector<Record> out;
   std::size_t i = 0;
   while (i + 3 <= size && out.size() < 64) {
-    const int kind = data[i] % 3;
+    const int kind = data[i] % 5;
     const std::size_t len = std::min<std::size_t>(data[i + 1] | (data[i + 2] << 8), size - i - 3);
     out.push_back({kind, std::string(reinterpret_cast<const char*>(data) + i + 3, len)});
     i += 3 + len;
@@ -129,12 +135,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   const std::string session = welcome.welcome().session_id();
 
+  // The connector's Sessions stream, registered by the time the exchange
+  // below has made its round trip through the broker (nothing acknowledges
+  // it).
+  grpc::ClientContext csess_ctx;
+  deadline(csess_ctx, 5s);
+  auto csess = h.registration->Sessions(&csess_ctx);
+  tv1::Frame park;
+  park.mutable_park()->set_session_id(session);
+  csess->Write(park);
+
   // A parked Pull stream, then an edge's exchange for the alias.
   grpc::ClientContext pull_ctx;
   deadline(pull_ctx, 5s);
   auto pull = h.registration->Pull(&pull_ctx);
-  tv1::Frame park;
-  park.mutable_park()->set_session_id(session);
   pull->Write(park);
 
   grpc::ClientContext invoke_ctx;
@@ -152,15 +166,62 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   tv1::Frame handed;
   const bool got_head = pull->Read(&handed);
 
+  // Shared sessions: an edge's Sessions stream, with a WebSocket session
+  // opened on it (the connector's stream was opened before the Pull).
+  grpc::ClientContext esess_ctx;
+  deadline(esess_ctx, 8s);
+  auto esess = h.relay->Sessions(&esess_ctx);
+  tv1::Frame open;
+  open.set_session(1);
+  auto* wh = open.mutable_request_head();
+  wh->set_request_id("fuzz-ws");
+  wh->set_alias("fuzz");
+  wh->set_method("GET");
+  wh->set_target("/ws");
+  wh->set_websocket(true);
+  esess->Write(open);
+  tv1::Frame opened;
+  const bool routed = csess->Read(&opened) && opened.has_request_head();
+  const std::uint64_t routed_id = routed ? opened.session() : 0;
+
   for (const auto& r : script) {
     if (r.kind == 0) {
       tv1::ConnectorMessage m;
       if (m.ParseFromString(r.payload)) attach->Write(m);
     } else if (r.kind == 1) {
       if (got_head) pull->Write(as_frame(r.payload));
-    } else {
+    } else if (r.kind == 2) {
       invoke->Write(as_frame(r.payload));
+    } else if (r.kind == 3) {
+      auto f = as_frame(r.payload);
+      if (f.session() == 0) f.set_session(routed_id);
+      if (routed) csess->Write(f);
+    } else {
+      auto f = as_frame(r.payload);
+      if (f.session() == 0) f.set_session(1);
+      esess->Write(f);
     }
+  }
+  // The connector's Sessions stream goes away; a new session on the edge's
+  // stream is answered (no connector carries sessions now, or that one is
+  // lost), whatever came before.
+  csess->WritesDone();
+  csess_ctx.TryCancel();
+  (void)csess->Finish();
+  open.set_session(2);
+  esess->Write(open);
+  bool answered = false;
+  for (tv1::Frame g; !answered && esess->Read(&g);) {
+    // Frames ready together come in one message (Frame.then).
+    answered = g.session() == 2;
+    for (const auto& t : g.then()) answered = answered || t.session() == 2;
+  }
+  esess->WritesDone();
+  esess_ctx.TryCancel();
+  (void)esess->Finish();
+  if (!answered) {
+    std::fprintf(stderr, "a session opened on the edge's Sessions stream got no answer\n");
+    __builtin_trap();
   }
   // The connector goes away: whatever it sent, the edge's exchange ends.
   pull->WritesDone();
