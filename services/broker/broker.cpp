@@ -1377,6 +1377,7 @@ struct Broker::Impl {
       }
     }
     c.out.close();
+    c.ctx.TryCancel();  // a write the peer no longer reads must not hold this
     co_await writer_done.wait();
     (c.edge ? metrics.session_streams_edge : metrics.session_streams_connector).Decrement();
     co_await finish(c.stream, grpc::Status::OK);
@@ -1421,6 +1422,12 @@ struct Broker::Impl {
   void route_from_edge(SessionsCarrier& c, tv1::Frame&& f) {
     const auto it = c.routes.find(f.session());
     if (it == c.routes.end()) {
+      if (f.has_request_head() && f.session() != 0 && !f.request_head().websocket()) {
+        tv1::Frame bad = error_frame(tv1::ERROR_CODE_BAD_REQUEST, "a Sessions stream carries WebSocket sessions only");
+        bad.set_session(f.session());
+        c.out.push(std::move(bad));
+        return;
+      }
       if (f.has_request_head() && f.session() != 0) {
         auto r = std::make_shared<MuxRoute>(ex);
         r->edge = &c;

@@ -260,9 +260,16 @@ class SharedSink final : public ResponseSink {
     co_return;
   }
   asio::awaitable<void> body(std::string_view chunk) override {
-    tv1::Frame f;
-    f.mutable_body()->mutable_data()->assign(chunk.data(), chunk.size());
-    s_.send(std::move(f));
+    // A refusal's body, in pieces (a stream's messages are bounded), and at
+    // most 1 MiB of it, as the edge keeps.
+    while (!chunk.empty() && sent_ < kMaxRefusalBody) {
+      const std::size_t n = std::min({chunk.size(), kWsPieceBytes, kMaxRefusalBody - sent_});
+      tv1::Frame f;
+      f.mutable_body()->mutable_data()->assign(chunk.data(), n);
+      s_.send(std::move(f));
+      chunk.remove_prefix(n);
+      sent_ += n;
+    }
     co_return;
   }
   asio::awaitable<void> end(const Trailers& trailers) override {
@@ -274,8 +281,10 @@ class SharedSink final : public ResponseSink {
   unsigned status() const { return status_; }
 
  private:
+  static constexpr std::size_t kMaxRefusalBody = 1u << 20;
   gb::MuxSession& s_;
   unsigned status_ = 0;
+  std::size_t sent_ = 0;
 };
 
 // A WebSocket upgrade on a Sessions stream has no body.

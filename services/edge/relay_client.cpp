@@ -728,7 +728,7 @@ asio::awaitable<void> WsTunnel::close() {
 }
 
 std::shared_ptr<gb::Mux> RelayClient::Impl::mux_for(BrokerLink& b, bool wait) {
-  if (b.mux && !b.mux->ended().is_set()) return b.mux;
+  if (b.mux && b.mux->usable()) return b.mux;
   auto ctx = std::make_unique<grpc::ClientContext>();
   // As a new Invoke call: only the last broker tried waits for its channel,
   // and then at most kWaitForBroker.
@@ -776,7 +776,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_shared(const 
     tv1::Frame f;
     for (;;) {
       const bool got = co_await s.next(f);
-      if (!got) break;
+      if (!got || timed_out) break;
       const bool first = !anything;
       anything = true;
       if (f.has_response_head()) {

@@ -10,8 +10,10 @@ namespace postern::grpc_bridge {
 namespace tv1 = tunnel::v1;
 
 namespace {
-// One gRPC message carries at most this much of what is queued (the
-// broker takes messages up to 4 MiB), and at most this many frames.
+// One gRPC message carries at most this much of what is queued (every
+// service takes messages up to 4 MiB; heads count, at up to 64 KiB of
+// headers each), and at most this many frames. A single frame is never
+// larger than a head or a 64 KiB piece.
 constexpr std::size_t kBatchBytes = 512u << 10;
 constexpr std::size_t kBatchFrames = 256;
 }  // namespace
@@ -25,8 +27,11 @@ void Outbox::push(tv1::Frame&& f) {
 }
 
 void Outbox::take_batch() {
-  std::size_t n = 0;
-  while (!queue_.empty() && n < kBatchFrames && (n == 0 || batch_.payload_bytes() < kBatchBytes)) {
+  std::size_t n = 0, bytes = 0;
+  while (!queue_.empty() && n < kBatchFrames) {
+    const std::size_t size = queue_.front().ByteSizeLong();
+    if (n > 0 && bytes + size > kBatchBytes) break;
+    bytes += size;
     batch_.add(std::move(queue_.front()));
     queue_.pop_front();
     ++n;
@@ -80,6 +85,7 @@ asio::awaitable<void> Mux::run(std::shared_ptr<Mux> self, std::optional<tv1::Fra
       dispatch(std::move(f));
     }
     // The stream is over: nothing more goes out, and every session is cut.
+    winding_down_ = true;
     out_.close();
     ctx_->TryCancel();
     co_await writer_done.wait();
@@ -126,14 +132,17 @@ MuxSession::~MuxSession() {
 }
 
 void MuxSession::send(tv1::Frame&& f) {
-  if (f.has_error()) over_ = true;
+  if (f.has_error() || f.has_end()) over_ = true;  // an end only closes a refusal
   f.set_session(id_);
   mux_->push(std::move(f));
 }
 
 void MuxSession::deliver(tv1::Frame&& f) {
   // An end comes only as the last frame of a refusal.
-  if (f.has_error() || f.has_end()) over_ = true;
+  if (f.has_error() || f.has_end()) {
+    over_ = true;
+    credit_wake_.set();  // a writer waiting for credit gives up now
+  }
   in_.push_back(std::move(f));
   wake_.set();
 }

@@ -118,6 +118,8 @@ class Mux : public std::enable_shared_from_this<Mux> {
   /// Set once the call started (the broker was reached), or failed to.
   Event& started() { return *started_; }
   bool started_ok() const { return started_ok_; }
+  /// New sessions may go on this stream: it has not begun to end.
+  bool usable() const { return !dead_ && !out_.failed() && !winding_down_; }
   /// Set once the stream has ended and been finished.
   Event& ended() { return *ended_; }
   const grpc::Status& status() const { return status_; }
@@ -146,6 +148,7 @@ class Mux : public std::enable_shared_from_this<Mux> {
   Outbox out_;
   std::unique_ptr<Event> started_, ended_;
   bool started_ok_ = false;
+  bool winding_down_ = false;  // the read ended: the stream is being finished
   bool dead_ = false;
   grpc::Status status_;
   std::map<std::uint64_t, MuxSession*> sessions_;
