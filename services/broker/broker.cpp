@@ -219,6 +219,14 @@ tv1::Frame error_frame(tv1::ErrorCode code, std::string message) {
   return f;
 }
 
+// An exchange or session the broker refuses to the edge: logged, and the
+// error frame that tells the edge why. The caller counts it.
+tv1::Frame rejection(const std::string& request_id, const std::string& alias, tv1::ErrorCode code,
+                     const std::string& why) {
+  POSTERN_LOG(info, "exchange rejected").kv("request_id", request_id).kv("alias", alias).kv("reason", why);
+  return error_frame(code, why);
+}
+
 // The name of a frame's kind as the proto spells it ("response_head").
 std::string frame_kind(const tv1::Frame& f) {
   const auto* field = tv1::Frame::descriptor()->FindFieldByNumber(static_cast<int>(f.kind_case()));
@@ -938,11 +946,7 @@ struct Broker::Impl {
     // full-expression twice, so callers pass named values.
     auto reject = [&](tv1::ErrorCode code, const std::string& why) -> asio::awaitable<void> {
       metrics.exchanges.Add({{"alias", alias}, {"result", std::string(error_slug(code))}}).Increment();
-      POSTERN_LOG(info, "exchange rejected")
-          .kv("request_id", head.request_head().request_id())
-          .kv("alias", alias)
-          .kv("reason", why);
-      const auto f = error_frame(code, why);
+      const auto f = rejection(head.request_head().request_id(), alias, code, why);
       co_await gb::write(in, f);
       co_await finish(in, grpc::Status::OK);
     };
@@ -1351,10 +1355,11 @@ struct Broker::Impl {
       const bool got = co_await reader.read(c.stream, f);
       if (!got) break;
       (c.edge ? metrics.messages_from_edges : metrics.messages_from_connectors).Increment();
+      // One frame at a time: the reader splits coalesced ones.
       if (c.edge) {
-        from_edge(c, std::move(f));
+        route_from_edge(c, std::move(f));
       } else {
-        from_connector(c, std::move(f));
+        route_from_connector(c, std::move(f));
       }
       f.Clear();
     }
@@ -1412,13 +1417,6 @@ struct Broker::Impl {
     metrics.exchanges.Add({{"alias", r.alias}, {"result", result}}).Increment();
   }
 
-  void from_edge(SessionsCarrier& c, tv1::Frame&& f) {
-    std::vector<tv1::Frame> parts;
-    gb::split_frames(f, parts);
-    route_from_edge(c, std::move(f));
-    for (auto& p : parts) route_from_edge(c, std::move(p));
-  }
-
   void route_from_edge(SessionsCarrier& c, tv1::Frame&& f) {
     const auto it = c.routes.find(f.session());
     if (it == c.routes.end()) {
@@ -1470,13 +1468,6 @@ struct Broker::Impl {
       default:
         return;  // nothing else belongs in a session from the edge
     }
-  }
-
-  void from_connector(SessionsCarrier& c, tv1::Frame&& f) {
-    std::vector<tv1::Frame> parts;
-    gb::split_frames(f, parts);
-    route_from_connector(c, std::move(f));
-    for (auto& p : parts) route_from_connector(c, std::move(p));
   }
 
   void route_from_connector(SessionsCarrier& c, tv1::Frame&& f) {
@@ -1534,9 +1525,8 @@ struct Broker::Impl {
   asio::awaitable<void> open_route(std::shared_ptr<MuxRoute> r, tv1::Frame head) {
     auto& edge = *r->edge;
     auto refuse = [&](tv1::ErrorCode code, const std::string& why) {
-      POSTERN_LOG(info, "exchange rejected").kv("request_id", r->request_id).kv("alias", r->alias).kv("reason", why);
-      send_on(*r, true, error_frame(code, why));
-      end_route(*r, std::string(error_slug(code)));
+      send_on(*r, true, rejection(r->request_id, r->alias, code, why));
+      end_route(*r, std::string(error_slug(code)));  // counts it
     };
     const auto arrived = Clock::now();
     const auto attach_until = std::min(arrived + park_wait,

@@ -890,7 +890,7 @@ struct Connector::Impl {
     std::optional<gb::SendCredit> credit;
     const std::uint64_t exchange_id = in_head.exchange_id();
     if (exchange_id && in_head.response_credit() && l.attached && l.session_id == session_id) {
-      credit.emplace(ex, in_head.response_credit(), metrics.credit_wait);
+      credit.emplace(ex, in_head.response_credit(), &metrics.credit_wait);
       l.credits[exchange_id] = &*credit;
     }
     struct Unlist {

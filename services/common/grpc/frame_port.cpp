@@ -15,7 +15,7 @@ namespace tv1 = tunnel::v1;
 
 FramePort::FramePort(asio::any_io_executor ex, Stream& stream, grpc::ClientContext& ctx, std::size_t max_message_bytes,
                      SendCredit* credit)
-    : ex_(std::move(ex)), stream_(stream), ctx_(ctx), max_(max_message_bytes), credit_(credit) {}
+    : ex_(std::move(ex)), stream_(stream), ctx_(ctx), joiner_(max_message_bytes), credit_(credit) {}
 
 asio::awaitable<void> FramePort::read(net::WsMessage& m) {
   for (;;) {
@@ -28,25 +28,17 @@ asio::awaitable<void> FramePort::read(net::WsMessage& m) {
       co_return;
     }
     switch (in_.kind_case()) {
-      case tv1::Frame::kWsMessage: {
-        auto& piece = *in_.mutable_ws_message();
-        if (joining_.size() + piece.data().size() > max_) {
-          joining_.clear();
-          joining_.shrink_to_fit();
-          m = net::WsMessage::close(1009, "message too big");
-          co_return;
+      case tv1::Frame::kWsMessage:
+        switch (joiner_.add(*in_.mutable_ws_message(), m)) {
+          case WsPieceJoiner::Step::more:
+            continue;
+          case WsPieceJoiner::Step::whole:
+            co_return;
+          case WsPieceJoiner::Step::too_big:
+            m = net::WsMessage::close(1009, "message too big");
+            co_return;
         }
-        if (joining_.empty() && piece.last()) {
-          joining_ = std::move(*piece.mutable_data());
-        } else {
-          joining_.append(piece.data());
-        }
-        if (!piece.last()) continue;
-        m.kind = piece.binary() ? net::WsMessage::Kind::binary : net::WsMessage::Kind::text;
-        m.data = std::move(joining_);
-        joining_.clear();
-        co_return;
-      }
+        continue;
       case tv1::Frame::kWsClose:
         m = net::WsMessage::close(static_cast<std::uint16_t>(in_.ws_close().code()), in_.ws_close().reason());
         co_return;
@@ -82,14 +74,9 @@ asio::awaitable<bool> FramePort::write(const net::WsMessage& m) {
   if (close_sent_) co_return false;
   std::size_t off = 0;
   do {
-    const std::size_t n = std::min(kWsPieceBytes, m.data.size() - off);
-    if (credit_) co_await credit_->take(n);
+    if (credit_) co_await credit_->take(ws_piece_bytes(m, off));
     out_.Clear();
-    auto* piece = out_.mutable_ws_message();
-    piece->mutable_data()->assign(m.data.data() + off, n);
-    piece->set_binary(m.binary());
-    off += n;
-    piece->set_last(off >= m.data.size());
+    off = put_ws_piece(m, off, *out_.mutable_ws_message());
     const bool ok = co_await grpc_bridge::write(stream_, out_);
     if (!ok) co_return false;
   } while (off < m.data.size());

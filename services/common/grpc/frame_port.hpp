@@ -7,6 +7,7 @@
 #include <grpcpp/client_context.h>
 #include <grpcpp/support/async_stream.h>
 
+#include "common/grpc/ws_pieces.hpp"
 #include "common/net/ws_relay.hpp"
 #include "postern/tunnel/v1/tunnel.pb.h"
 
@@ -37,10 +38,9 @@ class FramePort final : public net::WsPort {
   asio::any_io_executor ex_;
   Stream& stream_;
   grpc::ClientContext& ctx_;
-  std::size_t max_;
+  WsPieceJoiner joiner_;
   SendCredit* credit_;
   tunnel::v1::Frame in_, out_;
-  std::string joining_;
   bool close_sent_ = false;
   bool ended_ = false;
 };

@@ -116,8 +116,8 @@ void Mux::dispatch(tv1::Frame&& f) {
 // ------------------------------------------------------------ MuxSession
 
 MuxSession::MuxSession(std::shared_ptr<Mux> mux, std::uint64_t id, std::size_t max_message_bytes)
-    : mux_(std::move(mux)), id_(id), max_(max_message_bytes), wake_(mux_->executor()),
-      credit_wake_(mux_->executor()) {
+    : mux_(std::move(mux)), id_(id), wake_(mux_->executor()),
+      send_credit_(mux_->executor(), kUnpaced, mux_->credit_wait_), joiner_(max_message_bytes) {
   mux_->sessions_[id_] = this;
 }
 
@@ -141,7 +141,7 @@ void MuxSession::deliver(tv1::Frame&& f) {
   // An end comes only as the last frame of a refusal.
   if (f.has_error() || f.has_end()) {
     over_ = true;
-    credit_wake_.set();  // a writer waiting for credit gives up now
+    send_credit_.release();  // a writer waiting for credit gives up now
   }
   in_.push_back(std::move(f));
   wake_.set();
@@ -179,26 +179,18 @@ asio::awaitable<void> MuxSession::read(net::WsMessage& m) {
       co_return;
     }
     switch (f.kind_case()) {
-      case tv1::Frame::kWsMessage: {
-        auto& piece = *f.mutable_ws_message();
-        consumed(piece.data().size());
-        if (joining_.size() + piece.data().size() > max_) {
-          joining_.clear();
-          joining_.shrink_to_fit();
-          m = net::WsMessage::close(1009, "message too big");
-          co_return;
+      case tv1::Frame::kWsMessage:
+        consumed(f.ws_message().data().size());
+        switch (joiner_.add(*f.mutable_ws_message(), m)) {
+          case WsPieceJoiner::Step::more:
+            continue;
+          case WsPieceJoiner::Step::whole:
+            co_return;
+          case WsPieceJoiner::Step::too_big:
+            m = net::WsMessage::close(1009, "message too big");
+            co_return;
         }
-        if (joining_.empty() && piece.last()) {
-          joining_ = std::move(*piece.mutable_data());
-        } else {
-          joining_.append(piece.data());
-        }
-        if (!piece.last()) continue;
-        m.kind = piece.binary() ? net::WsMessage::Kind::binary : net::WsMessage::Kind::text;
-        m.data = std::move(joining_);
-        joining_.clear();
-        co_return;
-      }
+        continue;
       case tv1::Frame::kWsClose:
         close_received_ = true;
         if (close_sent_) over_ = true;
@@ -230,26 +222,11 @@ asio::awaitable<bool> MuxSession::write(const net::WsMessage& m) {
   if (close_sent_ || dead_) co_return false;
   std::size_t off = 0;
   do {
-    if (send_credit_ <= 0 && !dead_) {
-      const auto since = std::chrono::steady_clock::now();
-      while (send_credit_ <= 0 && !dead_) {
-        credit_wake_.reset();
-        co_await credit_wake_.wait();
-      }
-      if (mux_->credit_wait_) {
-        mux_->credit_wait_->Increment(
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count());
-      }
-    }
+    co_await send_credit_.take(ws_piece_bytes(m, off));
+    // Let go (cut, or an error from the far side): the write fails.
     if (dead_ || over_) co_return false;
-    const std::size_t n = std::min(kWsPieceBytes, m.data.size() - off);
-    send_credit_ -= static_cast<std::int64_t>(n);
     tv1::Frame f;
-    auto* piece = f.mutable_ws_message();
-    piece->mutable_data()->assign(m.data.data() + off, n);
-    piece->set_binary(m.binary());
-    off += n;
-    piece->set_last(off >= m.data.size());
+    off = put_ws_piece(m, off, *f.mutable_ws_message());
     send(std::move(f));
   } while (off < m.data.size());
   co_return true;

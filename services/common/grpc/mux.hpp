@@ -29,6 +29,8 @@
 #include "common/event.hpp"
 #include "common/grpc/bridge.hpp"
 #include "common/grpc/frames.hpp"
+#include "common/grpc/send_credit.hpp"
+#include "common/grpc/ws_pieces.hpp"
 #include "common/net/ws_relay.hpp"
 #include "postern/tunnel/v1/tunnel.pb.h"
 
@@ -176,7 +178,7 @@ class MuxSession final : public net::WsPort {
   asio::awaitable<bool> next(tunnel::v1::Frame& f);
   /// Message bytes this side may send before the far side credits more
   /// (0: not paced), and what this side granted the far side.
-  void set_send_credit(std::uint64_t bytes) { send_credit_ = bytes ? static_cast<std::int64_t>(bytes) : kUnpaced; }
+  void set_send_credit(std::uint64_t bytes) { send_credit_.reset(bytes ? bytes : kUnpaced); }
   /// Waits (at most `limit`) for the far side's close once ours went.
   asio::awaitable<void> drain(std::chrono::milliseconds limit);
   /// The session is over for both sides (closes both ways, or an error).
@@ -188,30 +190,27 @@ class MuxSession final : public net::WsPort {
 
  private:
   friend class Mux;
-  static constexpr std::int64_t kUnpaced = INT64_MAX / 2;
+  static constexpr std::uint64_t kUnpaced = UINT64_MAX / 4;
   void deliver(tunnel::v1::Frame&& f);
-  void grant(std::uint64_t n) {
-    send_credit_ += static_cast<std::int64_t>(n);
-    credit_wake_.set();
-  }
+  void grant(std::uint64_t n) { send_credit_.grant(n); }
   void cut() {
     dead_ = true;
     wake_.set();
-    credit_wake_.set();
+    send_credit_.release();
   }
   void consumed(std::size_t n);
 
   std::shared_ptr<Mux> mux_;
   std::uint64_t id_;
-  std::size_t max_;
   std::vector<tunnel::v1::Frame> in_;
   std::size_t in_next_ = 0;
-  // One waiter each (the reader; the writer), so that neither's reset
-  // swallows the other's wake-up: a frame or the end; credit or the end.
-  Event wake_, credit_wake_;
-  std::int64_t send_credit_ = kUnpaced;
+  // The reader waits on wake_ (a frame or the end), the writer in
+  // send_credit_ (credit or the end): one waiter each, so that neither's
+  // reset swallows the other's wake-up.
+  Event wake_;
+  SendCredit send_credit_;
   std::uint64_t unacked_ = 0;  // taken since the last ws_credit we sent
-  std::string joining_;
+  WsPieceJoiner joiner_;
   bool dead_ = false;
   bool close_sent_ = false, close_received_ = false;
   bool over_ = false;

@@ -2,7 +2,8 @@
 // One exchange's send credit (tunnel.proto, Credit): the response bytes a
 // connector may still send before the broker has passed more on to the
 // edge. Taken by response bodies (connector) and by a WebSocket session's
-// messages toward the client (FramePort).
+// messages toward the client (FramePort), and by either side's messages on
+// a shared session (MuxSession).
 
 #include <prometheus/counter.h>
 
@@ -15,8 +16,8 @@ namespace postern::grpc_bridge {
 
 class SendCredit {
  public:
-  /// `waited` counts the seconds spent waiting for credit.
-  SendCredit(asio::any_io_executor ex, std::uint64_t bytes, prometheus::Counter& waited)
+  /// `waited` (if given) counts the seconds spent waiting for credit.
+  SendCredit(asio::any_io_executor ex, std::uint64_t bytes, prometheus::Counter* waited)
       : available_(static_cast<std::int64_t>(bytes)), wake_(std::move(ex)), waited_(waited) {}
   SendCredit(const SendCredit&) = delete;
   SendCredit& operator=(const SendCredit&) = delete;
@@ -30,10 +31,12 @@ class SendCredit {
         wake_.reset();
         co_await wake_.wait();
       }
-      waited_.Increment(std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count());
+      if (waited_) waited_->Increment(std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count());
     }
     available_ -= static_cast<std::int64_t>(n);
   }
+  /// Sets what is available, before anything was taken.
+  void reset(std::uint64_t bytes) { available_ = static_cast<std::int64_t>(bytes); }
   void grant(std::uint64_t n) {
     available_ += static_cast<std::int64_t>(n);
     wake_.set();
@@ -49,7 +52,7 @@ class SendCredit {
   std::int64_t available_;
   bool released_ = false;
   Event wake_;
-  prometheus::Counter& waited_;
+  prometheus::Counter* waited_;
 };
 
 }  // namespace postern::grpc_bridge
