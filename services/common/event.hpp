@@ -42,12 +42,13 @@ class Event {
     auto* self = this;
     // The limit wakes the waiter by cancelling the shared timer; a wake that
     // is not ours (set) or not the limit is re-checked against the clock.
+    // The timer's expiry stays at max: setting it again here would cancel
+    // the other waiters' waits, and theirs ours, in a loop until a limit.
     limit.async_wait([self, alive = alive_](boost::system::error_code ec) {
       if (!ec && *alive) self->timer_.cancel();
     });
     while (!set_ && std::chrono::steady_clock::now() < deadline) {
       co_await timer_.async_wait(use_nothrow);
-      if (!set_) timer_.expires_at(asio::steady_timer::time_point::max());
     }
     limit.cancel();
     co_return set_;

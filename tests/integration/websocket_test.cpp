@@ -562,6 +562,33 @@ TEST_F(WebSockets, LargeMessagesRoundTripAndOneOverTheLimitCloses1009) {
   EXPECT_TRUE(received(over).empty());
 }
 
+// A message over the connector's limit (the edge's is larger): the
+// connector closes with 1009, and lets go of the rest of the message as it
+// comes, crediting it, so that the edge finishes sending and the session
+// ends at once on both sides rather than when the connector stops waiting
+// for the close (2 s).
+TEST_F(WebSockets, AMessageOverTheConnectorsLimitEndsTheSessionPromptly) {
+  connector_yaml = "max_ws_message_bytes: 1048576\nadmin: {listen: \"127.0.0.1:0\"}\n";
+  start();
+  const auto connector_admin = sys.connectors[0]->wait_for_port("admin");
+  const auto over = ws_client({"script", ws("sized"), "binary=3145728", "wait_close=5"});
+  EXPECT_EQ(num(over, "close_code"), 1009) << json::serialize(over);
+  EXPECT_TRUE(received(over).empty());
+  const auto closed = std::chrono::steady_clock::now();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return metric_value(scrape(sys.edge_admin_port), "postern_edge_websocket_sessions") == 0 &&
+               metric_value(scrape(connector_admin), "postern_connector_websocket_sessions") == 0;
+      },
+      10s));
+  EXPECT_LT(std::chrono::steady_clock::now() - closed, 1s)
+      << "the session waited for the connector's 2 s drain: "
+      << std::chrono::duration<double>(std::chrono::steady_clock::now() - closed).count() << " s";
+  // The session after it works as ever.
+  const auto next = ws_client({"script", ws("sized"), "binary=524288", "recv=1", "close=1000"});
+  EXPECT_EQ(received(next).size(), 1u) << json::serialize(next);
+}
+
 TEST_F(WebSockets, TransformsChangeMessagesInBothDirections) {
   start(true);
   // Built-in edits: JSON field set and removed and text appended on the way

@@ -248,6 +248,9 @@ asio::awaitable<void> MuxSession::drain(std::chrono::milliseconds limit) {
     if (in_next_ < in_.size()) {
       tv1::Frame f;
       co_await next(f);
+      // The rest of a message still coming (one past our limit, say) is
+      // credited as it is let go, so that its sender gets to our close.
+      if (f.has_ws_message()) consumed(f.ws_message().data().size());
       if (f.has_ws_close()) close_received_ = over_ = true;
       if (f.has_error()) over_ = true;
       continue;
