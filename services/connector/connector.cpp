@@ -95,7 +95,7 @@ struct Metrics {
                      .Register(r)),
         duration(prometheus::BuildHistogram()
                      .Name("postern_connector_native_duration_seconds")
-                     .Help("Time from request head to end of the native response")
+                     .Help("Time from request head to end of the native response (of a WebSocket session: to its close)")
                      .Register(r)),
         bytes_in(prometheus::BuildCounter()
                      .Name("postern_connector_request_bytes_total")
@@ -1018,7 +1018,8 @@ struct Connector::Impl {
         if (head.websocket() && ws) {
           const pv1::Policies* wpol = api ? &api->def->policies() : nullptr;
           websocket_ran = co_await serve_websocket(*ws, head, it->second, head_timeout, enforce ? wpol : nullptr,
-                                                   identity, decisions, sink, status, cat, hold, out.detached);
+                                                   identity, decisions, sink, status, cat, hold, out.detached,
+                                                   started);
         } else {
           co_await http.exchange(it->second, head, policed_body, policed_sink, head_timeout);
           status = policed_sink.status();
@@ -1038,11 +1039,10 @@ struct Connector::Impl {
           .kv("error", failure->what());
     }
     const std::string alias = head.alias();
-    metrics.requests.Add({{"alias", alias}, {"code", failure ? std::string(error_slug(failure->code()))
-                                                             : status_class(status)}})
-        .Increment();
-    metrics.duration.Add({{"alias", alias}}, kLatencyBuckets)
-        .Observe(std::chrono::duration<double>(Clock::now() - started).count());
+    // A shared session counts when it ends (run_shared), as on Pull.
+    if (!out.detached) {
+      count_exchange(alias, failure ? std::string(error_slug(failure->code())) : status_class(status), started);
+    }
     if (enforce) decisions_metrics.count(api->name, decisions);
     if (pol && pol->has_log_invocation() && !websocket_ran) {
       if (auto r = policy::exchange_record(pol->log_invocation(), policed_body, policed_sink, failure)) {
@@ -1098,6 +1098,12 @@ struct Connector::Impl {
 
   // ------------------------------------------------------------ websocket
 
+  void count_exchange(const std::string& alias, const std::string& code, Clock::time_point started) {
+    metrics.requests.Add({{"alias", alias}, {"code", code}}).Increment();
+    metrics.duration.Add({{"alias", alias}}, kLatencyBuckets)
+        .Observe(std::chrono::duration<double>(Clock::now() - started).count());
+  }
+
   // Opens the WebSocket to the native service; on its 101 answers 101 up
   // the tunnel and relays the session; on a refusal passes the refusal on.
   // Returns true when a session ran (the tunnel side is closed then).
@@ -1106,7 +1112,7 @@ struct Connector::Impl {
                                         const pv1::Policies* pol, const policy::Identity& identity,
                                         const policy::Decisions& decisions, ResponseSink& sink, unsigned& status,
                                         const std::shared_ptr<const policy::Catalog>& cat,
-                                        policy::Limiter::Hold& hold, bool& detached) {
+                                        policy::Limiter::Hold& hold, bool& detached, Clock::time_point started) {
     net::WsStreamOptions o;
     o.max_message_bytes = max_ws_message_bytes;
     o.ping_interval = policy::WsSessionPolicies::ping_interval(pol);
@@ -1133,7 +1139,7 @@ struct Connector::Impl {
       detached = true;
       asio::co_spawn(ex,
                      run_shared(std::move(shared), std::move(up.port), cat, pol, std::move(info),
-                                policy::Decisions(decisions), std::move(hold), head.alias()),
+                                policy::Decisions(decisions), std::move(hold), head.alias(), started),
                      [this](std::exception_ptr e) {
                        if (e) POSTERN_LOG(error, "websocket session failed");
                        exchange_over();
@@ -1147,9 +1153,10 @@ struct Connector::Impl {
   asio::awaitable<void> run_shared(std::shared_ptr<gb::MuxSession> s, std::unique_ptr<net::WsPort> native,
                                    std::shared_ptr<const policy::Catalog> cat, const pv1::Policies* pol,
                                    policy::WsSessionInfo info, policy::Decisions decisions,
-                                   policy::Limiter::Hold hold, std::string alias) {
+                                   policy::Limiter::Hold hold, std::string alias, Clock::time_point started) {
     SharedSide side(std::move(s));
     co_await relay_session(side, *native, pol, std::move(info), decisions, alias);
+    count_exchange(alias, status_class(101), started);
   }
 
   // Relays a session between the tunnel and the native service until both

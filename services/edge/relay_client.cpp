@@ -50,6 +50,9 @@ void retire(std::unique_ptr<InvokeCall> call) {
 // tried only after the others.
 constexpr auto kAvoidDraining = 2s;
 constexpr auto kAvoidUnreachable = 1s;
+// A broker without the Sessions method gets WebSocket sessions on Invoke
+// streams for this long before the method is tried again.
+constexpr auto kNoSessionsFor = 60s;
 // A failure asks for the names to be resolved again, at most this often.
 constexpr auto kMinResolveGap = 1s;
 // When every broker's channel is down, the last one tried is waited for this
@@ -213,8 +216,10 @@ struct BrokerLink {
   // The Sessions stream that carries this edge's WebSocket sessions to the
   // broker; a new one replaces it once it has ended.
   std::shared_ptr<gb::Mux> mux;
-  // The broker has no Sessions method (an older one): sessions go on Invoke.
-  bool no_sessions = false;
+  // The broker had no Sessions method (an older one): until then, sessions
+  // go on Invoke. Then the method is tried again: a broker upgraded at the
+  // same address carries them.
+  Clock::time_point no_sessions_until{};
 
   ~BrokerLink() {
     retire_kept(Clock::time_point::max());
@@ -754,7 +759,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_shared(const 
                                                                           std::chrono::milliseconds head_timeout,
                                                                           std::size_t max_message_bytes,
                                                                           Retry& retry, Patience patience) {
-  if (b->no_sessions) co_return co_await open_on(b, head, budget, head_timeout, max_message_bytes, retry, patience);
+  if (Clock::now() < b->no_sessions_until) co_return co_await open_on(b, head, budget, head_timeout, max_message_bytes, retry, patience);
   auto mux = mux_for(*b, wait_for_channel(*b, patience));
   const bool was_started = mux->started().is_set();
   tv1::RequestHead h = head;
@@ -811,7 +816,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_shared(const 
     // or went. Nothing was answered, and an upgrade may be sent again.
     co_await mux->ended().wait_for(std::chrono::seconds(1));
     if (mux->status().error_code() == grpc::StatusCode::UNIMPLEMENTED) {
-      b->no_sessions = true;
+      b->no_sessions_until = Clock::now() + kNoSessionsFor;
       co_return co_await open_on(b, head, budget, head_timeout, max_message_bytes, retry, patience);
     }
     avoid(*b, kAvoidUnreachable);

@@ -584,9 +584,19 @@ TEST_F(WebSockets, AMessageOverTheConnectorsLimitEndsTheSessionPromptly) {
   EXPECT_LT(std::chrono::steady_clock::now() - closed, 1s)
       << "the session waited for the connector's 2 s drain: "
       << std::chrono::duration<double>(std::chrono::steady_clock::now() - closed).count() << " s";
-  // The session after it works as ever.
-  const auto next = ws_client({"script", ws("sized"), "binary=524288", "recv=1", "close=1000"});
+  // The session after it works as ever. The connector counts each session
+  // as it ends, with its whole length.
+  const auto next = ws_client({"script", ws("sized"), "binary=524288", "recv=1", "sleep=1", "close=1000"});
   EXPECT_EQ(received(next).size(), 1u) << json::serialize(next);
+  std::string m;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        m = scrape(connector_admin);
+        return metric_value(m, "postern_connector_requests_total", {{"alias", "demo"}, {"code", "1xx"}}) == 2;
+      },
+      5s))
+      << m;
+  EXPECT_GE(metric_value(m, "postern_connector_native_duration_seconds_sum", {{"alias", "demo"}}), 1.0) << m;
 }
 
 TEST_F(WebSockets, TransformsChangeMessagesInBothDirections) {
