@@ -670,10 +670,9 @@ struct EdgeServer::Impl {
     const policy::ThreatRules& threats = papi ? papi->threats : cat ? cat->threats() : policy::kNoThreatRules;
     policy::Decisions decisions;
     policy::Identity identity;
-    auto finish = [&](unsigned status, const std::string& api, std::uint64_t bytes_out_count) {
+    auto finish = [&](unsigned status, const std::string& api) {
       finish_exchange(started, status, api, decisions, request_id, client_ip, std::string(req.method_string()),
                       std::string(req.target().substr(0, req.target().find('?'))), identity.application);
-      (void)bytes_out_count;
     };
 
     // Threat protection first, for every request.
@@ -690,7 +689,7 @@ struct EdgeServer::Impl {
       if (!verdict.allowed()) {
         const bool ka = keep_alive && !body_expected;
         co_await write_rejection(stream, version, verdict, request_id, ka);
-        finish(verdict.status, api_name, 0);
+        finish(verdict.status, api_name);
         co_return ka;
       }
     }
@@ -704,7 +703,7 @@ struct EdgeServer::Impl {
       const bool ka = keep_alive && !body_expected;
       co_await write_problem(stream, version, 503, "destination_unavailable", body, request_id, ka,
                              "no policy snapshot yet");
-      finish(503, "", 0);
+      finish(503, "");
       co_return ka;
     }
     if (!route) {
@@ -716,7 +715,7 @@ struct EdgeServer::Impl {
       // An unread body would be taken for the next request.
       const bool ka = keep_alive && !body_expected;
       co_await write_problem(stream, version, 404, "destination_not_found", body, request_id, ka, "no API for path");
-      finish(404, "", 0);
+      finish(404, "");
       co_return ka;
     }
     const bool upgrade = websocket::is_upgrade(req);
@@ -731,7 +730,7 @@ struct EdgeServer::Impl {
           "\"detail\":\"a WebSocket upgrade request carries no body\",\"request_id\":\"" + request_id + "\"}\n";
       co_await write_problem(stream, version, 400, "http_request_error", body, request_id, false,
                              "upgrade with a body");
-      finish(400, api_name, 0);
+      finish(400, api_name);
       co_return false;
     }
     if (knows_type && upgrade != ws_api) {
@@ -746,7 +745,7 @@ struct EdgeServer::Impl {
       const bool ka = keep_alive && !body_expected && !upgrade;
       const std::string_view offer = ws_api ? "websocket" : "";
       co_await write_problem(stream, version, status, "http_request_error", body, request_id, ka, detail, offer);
-      finish(static_cast<unsigned>(status), api_name, 0);
+      finish(static_cast<unsigned>(status), api_name);
       co_return ka;
     }
 
@@ -813,7 +812,7 @@ struct EdgeServer::Impl {
       if (!verdict.allowed()) {
         const bool ka = keep_alive && !body_expected;
         co_await write_rejection(stream, version, verdict, request_id, ka);
-        finish(verdict.status, api_name, 0);
+        finish(verdict.status, api_name);
         co_return ka;
       }
       policy::transform_request(pol->transform(), head);
@@ -825,7 +824,7 @@ struct EdgeServer::Impl {
       WsKeep keep{cat, std::move(hold), started};
       const unsigned status = co_await websocket_exchange(stream, req, head, *route, pol, threats, identity, decisions,
                                                           request_id, client_ip, head_timeout, upgraded, keep);
-      if (status != 0) finish(status, api_name, 0);
+      if (status != 0) finish(status, api_name);
       co_return false;
     }
 
@@ -851,7 +850,7 @@ struct EdgeServer::Impl {
         if (!verdict.allowed()) {
           const bool ka = keep_alive && parser.is_done();
           co_await write_rejection(stream, version, verdict, request_id, ka);
-          finish(verdict.status, api_name, 0);
+          finish(verdict.status, api_name);
           co_return ka;
         }
       }
@@ -892,23 +891,23 @@ struct EdgeServer::Impl {
           .kv("code", std::string(error_slug(failure->code())))
           .kv("error", failure->what());
       if (failure->code() == tv1::ERROR_CODE_CLIENT_GONE) {
-        finish(499, route->api, 0);
+        finish(499, route->api);
         co_return false;
       }
       if (sink.started()) {
         // Too late for an error response: cut the connection so the client
         // sees a truncated response, never a complete-looking one.
-        finish(sink.status(), route->api, 0);
+        finish(sink.status(), route->api);
         co_return false;
       }
       const bool ka = keep_alive && parser.is_done();
       const std::string_view alias =
           route->kind == Route::Kind::reverse_invoke ? std::string_view(route->alias) : std::string_view();
       const bool written = co_await write_error(stream, version, *failure, request_id, ka, alias);
-      finish(static_cast<unsigned>(http_status(failure->code())), route->api, 0);
+      finish(static_cast<unsigned>(http_status(failure->code())), route->api);
       co_return written && ka;
     }
-    finish(sink.status(), route->api, 0);
+    finish(sink.status(), route->api);
     // A body the upstream did not read would be taken for the next request.
     co_return client_sink.keep_alive && parser.is_done() && !draining;
   }
