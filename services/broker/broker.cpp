@@ -61,6 +61,12 @@ struct MuxRoute {
   std::string alias, request_id;
   std::chrono::steady_clock::time_point started;
   int phase = 0;  // of the connector's frames (out_of_order)
+  // Message bytes each side may still send: the window the other side
+  // announced, plus the credit it has returned since (-1: not paced). A
+  // sender waits while it has none, so a message piece that arrives when
+  // this is not above zero breaks the protocol; the broker's own view is
+  // never behind the sender's, since the credit passes through here.
+  std::int64_t edge_may_send = -1, connector_may_send = -1;
   bool edge_closed = false, connector_closed = false;  // each side's ws_close seen
   bool broker_closed = false;  // a drain closed both sides: their messages are dropped
   bool abandoned = false;      // the edge gave up while a connector was looked for
@@ -1458,11 +1464,17 @@ struct Broker::Impl {
         if (r->connector_closed) end_route(*r, "ok");
         return;
       case tv1::Frame::kWsMessage:
+        if (!take_credit(r->edge_may_send, f)) {
+          violation(*r, "edge", r->edge ? join(peer_identities(r->edge->ctx)) : std::string(),
+                    "a WebSocket message past its credit");
+          return;
+        }
         if (r->broker_closed || r->edge_closed) return;
         metrics.bytes_up.Increment(static_cast<double>(f.ws_message().data().size()));
         send_on(*r, false, std::move(f));
         return;
       case tv1::Frame::kWsCredit:
+        if (r->connector_may_send >= 0) r->connector_may_send += static_cast<std::int64_t>(f.ws_credit());
         send_on(*r, false, std::move(f));
         return;
       default:
@@ -1475,24 +1487,21 @@ struct Broker::Impl {
     if (it == c.routes.end()) return;  // over: dropped
     auto r = it->second;
     if (f.has_ws_credit()) {
+      if (r->edge_may_send >= 0) r->edge_may_send += static_cast<std::int64_t>(f.ws_credit());
       send_on(*r, true, std::move(f));
       return;
     }
     // In a running session an end adds nothing (each side's ws_close ends
     // its direction); out_of_order() lets it pass for the Invoke splice.
     if (f.has_end() && r->phase == 2) return;
-    const std::string wrong = out_of_order(f, r->phase, true);
+    std::string wrong = out_of_order(f, r->phase, true);
+    if (wrong.empty() && !take_credit(r->connector_may_send, f)) wrong = "a WebSocket message past its credit";
     if (!wrong.empty()) {
-      const std::string connector = c.attach ? c.attach->connector_id : std::string();
-      POSTERN_LOG(error, "connector protocol violation")
-          .kv("connector", connector)
-          .kv("request_id", r->request_id)
-          .kv("error", wrong);
-      cut(*r, true, tv1::ERROR_CODE_UPSTREAM_PROTOCOL,
-          "connector '" + connector + "' broke the tunnel protocol: " + wrong);
-      cut(*r, false, tv1::ERROR_CODE_UPSTREAM_PROTOCOL, "broke the tunnel protocol: " + wrong);
-      end_route(*r, "protocol_error");
+      violation(*r, "connector", c.attach ? c.attach->connector_id : std::string(), wrong);
       return;
+    }
+    if (f.has_response_head() && r->phase == 2 && f.response_head().request_credit() > 0) {
+      r->edge_may_send = static_cast<std::int64_t>(f.response_head().request_credit());
     }
     if (f.has_error()) {
       const std::string result(error_slug(f.error().code()));
@@ -1518,6 +1527,28 @@ struct Broker::Impl {
       metrics.bytes_down.Increment(static_cast<double>(f.ws_message().data().size()));
     }
     send_on(*r, true, std::move(f));  // the 101, or a message
+  }
+
+  // Takes a message piece's bytes from what its sender may send; false when
+  // it had nothing left (other frames, and unpaced senders, always pass).
+  static bool take_credit(std::int64_t& may_send, const tv1::Frame& f) {
+    if (!f.has_ws_message() || may_send < 0) return true;
+    if (may_send == 0) return false;
+    may_send = std::max<std::int64_t>(0, may_send - static_cast<std::int64_t>(f.ws_message().data().size()));
+    return true;
+  }
+
+  // One side of a shared session broke the tunnel protocol: logged, and the
+  // session ends on both sides with UPSTREAM_PROTOCOL.
+  void violation(MuxRoute& r, const char* side, const std::string& who, const std::string& wrong) {
+    POSTERN_LOG(error, std::string(side) + " protocol violation")
+        .kv(side, who)
+        .kv("request_id", r.request_id)
+        .kv("error", wrong);
+    const std::string named = std::string(side) + (who.empty() ? "" : " '" + who + "'");
+    cut(r, true, tv1::ERROR_CODE_UPSTREAM_PROTOCOL, named + " broke the tunnel protocol: " + wrong);
+    cut(r, false, tv1::ERROR_CODE_UPSTREAM_PROTOCOL, named + " broke the tunnel protocol: " + wrong);
+    end_route(r, "protocol_error");
   }
 
   // Finds a connector with a Sessions stream for a session the edge opens,
@@ -1583,6 +1614,7 @@ struct Broker::Impl {
     if (rh->response_credit() == 0 || rh->response_credit() > response_window) {
       rh->set_response_credit(response_window);
     }
+    r->connector_may_send = static_cast<std::int64_t>(rh->response_credit());
     send_on(*r, false, std::move(head));
   }
 

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <csignal>
+#include <deque>
 #include <filesystem>
 #include <future>
 #include <map>
@@ -37,8 +38,9 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 namespace tv1 = tunnel::v1;
 
-// The default APIs, plus: "broken" (served by the fake connector below),
-// "guarded" (a 1000-byte body limit) and a WebSocket API.
+// The default APIs, plus: "broken" (served by the fake connector below, as
+// is the WebSocket API "brokenws"), "guarded" (a 1000-byte body limit) and
+// a WebSocket API.
 const char* kPolicy = R"(apis:
   - {name: demo, version: "1.0", routing: "apigateway://demo/"}
   - {name: broken, version: "1.0", routing: "apigateway://broken/"}
@@ -49,6 +51,7 @@ const char* kPolicy = R"(apis:
       threat_protection:
         max_body_bytes: {max: 1000}
   - {name: chat, version: "1.0", type: websocket, routing: "apigateway://demo/api/demo/"}
+  - {name: brokenws, version: "1.0", type: websocket, routing: "apigateway://broken/"}
   - {name: hasty, version: "1.0", routing: "apigateway://demo/", timeout: 400ms}
 )";
 
@@ -1381,6 +1384,16 @@ class FakeConnector {
     p->stream->Write(first);
     return p;
   }
+  /// A Registration.Sessions stream for this connector's Attach session.
+  std::unique_ptr<Pull> sessions() {
+    auto p = std::make_unique<Pull>();
+    p->ctx.set_deadline(std::chrono::system_clock::now() + 30s);
+    p->stream = stub_->Sessions(&p->ctx);
+    tv1::Frame park;
+    park.mutable_park()->set_session_id(session_);
+    p->stream->Write(park);
+    return p;
+  }
   std::unique_ptr<Pull> park() {
     tv1::Frame f;
     f.mutable_park()->set_session_id(session_);
@@ -1533,6 +1546,152 @@ TEST(Reliability, ConnectorBreakingTheTunnelProtocolIsRejected) {
   EXPECT_GE(metric_value(m, "postern_broker_exchanges_total", {{"alias", "broken"}, {"result", "protocol_error"}}),
             4.0)
       << m;
+}
+
+// Shared WebSocket sessions cross on credit (tunnel.proto, Relay.Sessions).
+// An edge or a connector that sends message bytes past the credit it was
+// given would make the DMZ broker queue them: the broker ends that session
+// on both sides with a logged error instead, and carries on. Both ends here
+// are fakes that never return credit, so the flood is certain.
+// Reads the next frame of a tunnel stream, one at a time: frames that came
+// together in one message (Frame.then) are handed out in order.
+template <class Stream>
+bool read_frame(Stream& stream, std::deque<tv1::Frame>& buffered, tv1::Frame& out) {
+  if (buffered.empty()) {
+    tv1::Frame m;
+    if (!stream.Read(&m)) return false;
+    for (auto& f : *m.mutable_then()) buffered.push_back(std::move(f));
+    m.clear_then();
+    buffered.push_front(std::move(m));
+  }
+  out = std::move(buffered.front());
+  buffered.pop_front();
+  return true;
+}
+
+TEST(Reliability, SharedSessionSenderPastItsCreditIsCut) {
+  System sys;
+  sys.start_policy(kPolicy);
+  sys.start_all();
+  std::optional<FakeConnector> fake;
+  ASSERT_NO_THROW(fake.emplace(sys.certs(), sys.registration_port, "broken"));
+  sys.broker->wait_for_log("\"msg\":\"connector attached\".*\"connector\":\"fake-connector\"");
+  auto carrier = fake->sessions();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return metric_value(scrape(sys.broker_admin_port), "postern_broker_session_streams", {{"from", "connector"}}) >=
+               2;  // the real connector's and the fake's
+      },
+      10s));
+
+  // The test system's relay port is plaintext (System::start_broker).
+  auto relay = tv1::Relay::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(sys.relay_port), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext edge_ctx;
+  edge_ctx.set_deadline(std::chrono::system_clock::now() + 30s);
+  auto edge = relay->Sessions(&edge_ctx);
+  std::deque<tv1::Frame> edge_in, carrier_in;
+  constexpr std::uint64_t kWindow = 64 * 1024;
+  const std::string piece(16 * 1024, 'x');
+
+  // Opens session `id` from the fake edge; the fake connector answers 101.
+  // Returns the session's id on the connector's stream.
+  auto open = [&](std::uint64_t id, const std::string& request_id) -> std::uint64_t {
+    tv1::Frame head;
+    head.set_session(id);
+    auto* h = head.mutable_request_head();
+    h->set_alias("broken");
+    h->set_websocket(true);
+    h->set_method("GET");
+    h->set_target("/x");
+    h->set_request_id(request_id);
+    h->set_response_credit(kWindow);
+    EXPECT_TRUE(edge->Write(head));
+    tv1::Frame in;
+    while (read_frame(*carrier->stream, carrier_in, in) && !in.has_request_head()) {
+    }
+    EXPECT_TRUE(in.has_request_head()) << "the session never reached the fake connector";
+    EXPECT_EQ(in.request_head().response_credit(), kWindow);
+    tv1::Frame ok;
+    ok.set_session(in.session());
+    ok.mutable_response_head()->set_status(101);
+    ok.mutable_response_head()->set_request_credit(kWindow);
+    EXPECT_TRUE(carrier->stream->Write(ok));
+    tv1::Frame answer;
+    EXPECT_TRUE(read_frame(*edge, edge_in, answer));
+    EXPECT_EQ(answer.session(), id);
+    EXPECT_EQ(answer.response_head().status(), 101u) << answer.DebugString();
+    return in.session();
+  };
+  // Reads the fake edge's stream up to the error for session `id`.
+  auto error_for = [&](std::uint64_t id) {
+    tv1::Frame f;
+    while (read_frame(*edge, edge_in, f)) {
+      if (f.session() == id && f.has_error()) return f.error();
+    }
+    ADD_FAILURE() << "the edge's stream ended without an error for session " << id;
+    return tv1::Error();
+  };
+  const std::size_t log0 = sys.broker->log_size();
+
+  // The edge sends 5 pieces of 16 KiB on a 64 KiB window, and no credit
+  // comes back: the fifth is past it.
+  open(1, "flood-up");
+  for (int i = 0; i < 5; ++i) {
+    tv1::Frame m;
+    m.set_session(1);
+    m.mutable_ws_message()->set_data(piece);
+    m.mutable_ws_message()->set_last(true);
+    ASSERT_TRUE(edge->Write(m));
+  }
+  const auto up = error_for(1);
+  EXPECT_EQ(up.code(), tv1::ERROR_CODE_UPSTREAM_PROTOCOL);
+  EXPECT_NE(up.message().find("past its credit"), std::string::npos) << up.message();
+  sys.broker->wait_for_log("\"msg\":\"edge protocol violation\".*past its credit", 5s, log0);
+
+  // The connector does the same toward the edge.
+  const std::uint64_t down_id = open(2, "flood-down");
+  for (int i = 0; i < 5; ++i) {
+    tv1::Frame m;
+    m.set_session(down_id);
+    m.mutable_ws_message()->set_data(piece);
+    m.mutable_ws_message()->set_last(true);
+    ASSERT_TRUE(carrier->stream->Write(m));
+  }
+  const auto down = error_for(2);
+  EXPECT_EQ(down.code(), tv1::ERROR_CODE_UPSTREAM_PROTOCOL);
+  EXPECT_NE(down.message().find("connector 'fake-connector' broke the tunnel protocol"), std::string::npos)
+      << down.message();
+  sys.broker->wait_for_log("\"msg\":\"connector protocol violation\".*past its credit", 5s, log0);
+
+  // Within the window, the same session goes through: credit is counted,
+  // not guessed.
+  const std::uint64_t fine = open(3, "within");
+  for (int i = 0; i < 4; ++i) {
+    tv1::Frame m;
+    m.set_session(3);
+    m.mutable_ws_message()->set_data(piece);
+    m.mutable_ws_message()->set_last(true);
+    ASSERT_TRUE(edge->Write(m));
+  }
+  int pieces = 0;
+  tv1::Frame in;
+  while (pieces < 4 && read_frame(*carrier->stream, carrier_in, in)) {
+    if (in.session() == fine && in.has_ws_message()) ++pieces;
+    EXPECT_FALSE(in.session() == fine && in.has_error()) << in.DebugString();
+  }
+  EXPECT_EQ(pieces, 4);
+
+  const auto m = scrape(sys.broker_admin_port);
+  EXPECT_EQ(metric_value(m, "postern_broker_exchanges_total", {{"alias", "broken"}, {"result", "protocol_error"}}), 2)
+      << m;
+  edge_ctx.TryCancel();
+  edge->Finish();
+  carrier->ctx.TryCancel();
+  carrier->stream->Finish();
+  fake.reset();
+  EXPECT_TRUE(sys.broker->running());
+  EXPECT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
 }
 
 }  // namespace
