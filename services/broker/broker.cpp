@@ -67,6 +67,7 @@ struct MuxRoute {
   // this is not above zero breaks the protocol; the broker's own view is
   // never behind the sender's, since the credit passes through here.
   std::int64_t edge_may_send = -1, connector_may_send = -1;
+  std::size_t refusal_bytes = 0;  // of a refusal's body
   bool edge_closed = false, connector_closed = false;  // each side's ws_close seen
   bool broker_closed = false;  // a drain closed both sides: their messages are dropped
   bool abandoned = false;      // the edge gave up while a connector was looked for
@@ -1496,6 +1497,12 @@ struct Broker::Impl {
     if (f.has_end() && r->phase == 2) return;
     std::string wrong = out_of_order(f, r->phase, true);
     if (wrong.empty() && !take_credit(r->connector_may_send, f)) wrong = "a WebSocket message past its credit";
+    // A refusal's body (every session here is a WebSocket one) is bounded
+    // by what the edge keeps of it.
+    if (wrong.empty() && r->phase == 1 && f.has_body() &&
+        (r->refusal_bytes += f.body().data().size()) > kMaxRefusalBodyBytes) {
+      wrong = "a refusal body over " + std::to_string(kMaxRefusalBodyBytes >> 20) + " MiB";
+    }
     if (!wrong.empty()) {
       violation(*r, "connector", c.attach ? c.attach->connector_id : std::string(), wrong);
       return;

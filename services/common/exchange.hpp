@@ -22,6 +22,10 @@ inline constexpr std::size_t kChunkBytes = 256 * 1024;
 /// WebSocket messages cross the tunnel in pieces of at most this size.
 inline constexpr std::size_t kWsPieceBytes = 64 * 1024;
 
+/// A refused WebSocket upgrade's body: the edge keeps at most this much of
+/// it for the client, and on a shared stream no more of it crosses.
+inline constexpr std::size_t kMaxRefusalBodyBytes = 1u << 20;
+
 /// Trailer fields of a chunked body (empty for most bodies).
 using Trailers = google::protobuf::RepeatedPtrField<tunnel::v1::Header>;
 

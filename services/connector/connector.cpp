@@ -262,8 +262,8 @@ class SharedSink final : public ResponseSink {
   asio::awaitable<void> body(std::string_view chunk) override {
     // A refusal's body, in pieces (a stream's messages are bounded), and at
     // most 1 MiB of it, as the edge keeps.
-    while (!chunk.empty() && sent_ < kMaxRefusalBody) {
-      const std::size_t n = std::min({chunk.size(), kWsPieceBytes, kMaxRefusalBody - sent_});
+    while (!chunk.empty() && sent_ < kMaxRefusalBodyBytes) {
+      const std::size_t n = std::min({chunk.size(), kWsPieceBytes, kMaxRefusalBodyBytes - sent_});
       tv1::Frame f;
       f.mutable_body()->mutable_data()->assign(chunk.data(), n);
       s_.send(std::move(f));
@@ -281,7 +281,6 @@ class SharedSink final : public ResponseSink {
   unsigned status() const { return status_; }
 
  private:
-  static constexpr std::size_t kMaxRefusalBody = 1u << 20;
   gb::MuxSession& s_;
   unsigned status_ = 0;
   std::size_t sent_ = 0;

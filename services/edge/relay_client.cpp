@@ -793,7 +793,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_shared(const 
           co_return std::make_unique<WsTunnel>(std::move(t));
         }
       } else if (f.has_body()) {
-        if (t->body.size() < (1u << 20)) t->body.append(f.body().data());
+        if (t->body.size() < kMaxRefusalBodyBytes) t->body.append(f.body().data());
       } else if (f.has_end()) {
         t->finished = true;
         co_return std::make_unique<WsTunnel>(std::move(t));  // a refusal
@@ -884,7 +884,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std:
         w.head = std::move(*f.mutable_response_head());
         if (w.head.status() == 101) co_return tunnel;
       } else if (f.has_body()) {
-        if (w.body.size() < (1u << 20)) w.body.append(f.body().data());
+        if (w.body.size() < kMaxRefusalBodyBytes) w.body.append(f.body().data());
       } else if (f.has_end()) {
         ended = true;
         break;

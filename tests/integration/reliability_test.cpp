@@ -1551,7 +1551,8 @@ TEST(Reliability, ConnectorBreakingTheTunnelProtocolIsRejected) {
 // Shared WebSocket sessions cross on credit (tunnel.proto, Relay.Sessions).
 // An edge or a connector that sends message bytes past the credit it was
 // given would make the DMZ broker queue them: the broker ends that session
-// on both sides with a logged error instead, and carries on. Both ends here
+// on both sides with a logged error instead, and carries on; so for a
+// connector's refusal body past the 1 MiB the edge keeps. Both ends here
 // are fakes that never return credit, so the flood is certain.
 // Reads the next frame of a tunnel stream, one at a time: frames that came
 // together in one message (Frame.then) are handed out in order.
@@ -1682,8 +1683,41 @@ TEST(Reliability, SharedSessionSenderPastItsCreditIsCut) {
   }
   EXPECT_EQ(pieces, 4);
 
+  // A refusal's body is bounded as well (the edge keeps 1 MiB of it): a
+  // connector that sends more has the session cut.
+  {
+    tv1::Frame head;
+    head.set_session(4);
+    auto* h = head.mutable_request_head();
+    h->set_alias("broken");
+    h->set_websocket(true);
+    h->set_method("GET");
+    h->set_target("/x");
+    h->set_request_id("long-refusal");
+    h->set_response_credit(kWindow);
+    ASSERT_TRUE(edge->Write(head));
+    tv1::Frame in;
+    while (read_frame(*carrier->stream, carrier_in, in) && !in.has_request_head()) {
+    }
+    ASSERT_TRUE(in.has_request_head());
+    const std::uint64_t id = in.session();
+    tv1::Frame no;
+    no.set_session(id);
+    no.mutable_response_head()->set_status(403);
+    ASSERT_TRUE(carrier->stream->Write(no));
+    for (int i = 0; i < 17; ++i) {  // 1 MiB and a piece
+      tv1::Frame b;
+      b.set_session(id);
+      b.mutable_body()->set_data(std::string(64 * 1024, 'n'));
+      ASSERT_TRUE(carrier->stream->Write(b));
+    }
+    const auto refusal = error_for(4);
+    EXPECT_EQ(refusal.code(), tv1::ERROR_CODE_UPSTREAM_PROTOCOL);
+    EXPECT_NE(refusal.message().find("a refusal body over 1 MiB"), std::string::npos) << refusal.message();
+  }
+
   const auto m = scrape(sys.broker_admin_port);
-  EXPECT_EQ(metric_value(m, "postern_broker_exchanges_total", {{"alias", "broken"}, {"result", "protocol_error"}}), 2)
+  EXPECT_EQ(metric_value(m, "postern_broker_exchanges_total", {{"alias", "broken"}, {"result", "protocol_error"}}), 3)
       << m;
   edge_ctx.TryCancel();
   edge->Finish();
