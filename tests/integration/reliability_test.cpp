@@ -1594,10 +1594,8 @@ TEST(Reliability, SharedSessionSenderPastItsCreditIsCut) {
   std::deque<tv1::Frame> edge_in, carrier_in;
   constexpr std::uint64_t kWindow = 64 * 1024;
   const std::string piece(16 * 1024, 'x');
-
-  // Opens session `id` from the fake edge; the fake connector answers 101.
-  // Returns the session's id on the connector's stream.
-  auto open = [&](std::uint64_t id, const std::string& request_id) -> std::uint64_t {
+  // A WebSocket upgrade head for alias "broken", as an edge sends it.
+  auto head_frame = [&](std::uint64_t id, const std::string& request_id) {
     tv1::Frame head;
     head.set_session(id);
     auto* h = head.mutable_request_head();
@@ -1607,7 +1605,21 @@ TEST(Reliability, SharedSessionSenderPastItsCreditIsCut) {
     h->set_target("/x");
     h->set_request_id(request_id);
     h->set_response_credit(kWindow);
-    EXPECT_TRUE(edge->Write(head));
+    return head;
+  };
+  // One whole message of session `id`, as a single piece.
+  auto message_frame = [](std::uint64_t id, const std::string& data) {
+    tv1::Frame m;
+    m.set_session(id);
+    m.mutable_ws_message()->set_data(data);
+    m.mutable_ws_message()->set_last(true);
+    return m;
+  };
+
+  // Opens session `id` from the fake edge; the fake connector answers 101.
+  // Returns the session's id on the connector's stream.
+  auto open = [&](std::uint64_t id, const std::string& request_id) -> std::uint64_t {
+    EXPECT_TRUE(edge->Write(head_frame(id, request_id)));
     tv1::Frame in;
     while (read_frame(*carrier->stream, carrier_in, in) && !in.has_request_head()) {
     }
@@ -1639,11 +1651,7 @@ TEST(Reliability, SharedSessionSenderPastItsCreditIsCut) {
   // comes back: the fifth is past it.
   open(1, "flood-up");
   for (int i = 0; i < 5; ++i) {
-    tv1::Frame m;
-    m.set_session(1);
-    m.mutable_ws_message()->set_data(piece);
-    m.mutable_ws_message()->set_last(true);
-    ASSERT_TRUE(edge->Write(m));
+    ASSERT_TRUE(edge->Write(message_frame(1, piece)));
   }
   const auto up = error_for(1);
   EXPECT_EQ(up.code(), tv1::ERROR_CODE_UPSTREAM_PROTOCOL);
@@ -1653,11 +1661,7 @@ TEST(Reliability, SharedSessionSenderPastItsCreditIsCut) {
   // The connector does the same toward the edge.
   const std::uint64_t down_id = open(2, "flood-down");
   for (int i = 0; i < 5; ++i) {
-    tv1::Frame m;
-    m.set_session(down_id);
-    m.mutable_ws_message()->set_data(piece);
-    m.mutable_ws_message()->set_last(true);
-    ASSERT_TRUE(carrier->stream->Write(m));
+    ASSERT_TRUE(carrier->stream->Write(message_frame(down_id, piece)));
   }
   const auto down = error_for(2);
   EXPECT_EQ(down.code(), tv1::ERROR_CODE_UPSTREAM_PROTOCOL);
@@ -1669,11 +1673,7 @@ TEST(Reliability, SharedSessionSenderPastItsCreditIsCut) {
   // not guessed.
   const std::uint64_t fine = open(3, "within");
   for (int i = 0; i < 4; ++i) {
-    tv1::Frame m;
-    m.set_session(3);
-    m.mutable_ws_message()->set_data(piece);
-    m.mutable_ws_message()->set_last(true);
-    ASSERT_TRUE(edge->Write(m));
+    ASSERT_TRUE(edge->Write(message_frame(3, piece)));
   }
   int pieces = 0;
   tv1::Frame in;
@@ -1687,11 +1687,7 @@ TEST(Reliability, SharedSessionSenderPastItsCreditIsCut) {
   // must not carry a sender far past its window.
   open(5, "big-piece");
   {
-    tv1::Frame m;
-    m.set_session(5);
-    m.mutable_ws_message()->set_data(std::string(80 * 1024, 'b'));
-    m.mutable_ws_message()->set_last(true);
-    ASSERT_TRUE(edge->Write(m));
+    ASSERT_TRUE(edge->Write(message_frame(5, std::string(80 * 1024, 'b'))));
     const auto big = error_for(5);
     EXPECT_EQ(big.code(), tv1::ERROR_CODE_UPSTREAM_PROTOCOL);
     EXPECT_NE(big.message().find("over 64 KiB"), std::string::npos) << big.message();
@@ -1700,16 +1696,7 @@ TEST(Reliability, SharedSessionSenderPastItsCreditIsCut) {
   // A refusal's body is bounded as well (the edge keeps 1 MiB of it): a
   // connector that sends more has the session cut.
   {
-    tv1::Frame head;
-    head.set_session(4);
-    auto* h = head.mutable_request_head();
-    h->set_alias("broken");
-    h->set_websocket(true);
-    h->set_method("GET");
-    h->set_target("/x");
-    h->set_request_id("long-refusal");
-    h->set_response_credit(kWindow);
-    ASSERT_TRUE(edge->Write(head));
+    ASSERT_TRUE(edge->Write(head_frame(4, "long-refusal")));
     tv1::Frame in;
     while (read_frame(*carrier->stream, carrier_in, in) && !in.has_request_head()) {
     }

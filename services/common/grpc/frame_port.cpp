@@ -29,15 +29,7 @@ asio::awaitable<void> FramePort::read(net::WsMessage& m) {
     }
     switch (in_.kind_case()) {
       case tv1::Frame::kWsMessage:
-        switch (joiner_.add(*in_.mutable_ws_message(), m)) {
-          case WsPieceJoiner::Step::more:
-            continue;
-          case WsPieceJoiner::Step::whole:
-            co_return;
-          case WsPieceJoiner::Step::too_big:
-            m = net::WsMessage::close(1009, "message too big");
-            co_return;
-        }
+        if (joiner_.add(*in_.mutable_ws_message(), m)) co_return;
         continue;
       case tv1::Frame::kWsClose:
         m = net::WsMessage::close(static_cast<std::uint16_t>(in_.ws_close().code()), in_.ws_close().reason());

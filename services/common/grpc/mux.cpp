@@ -181,15 +181,7 @@ asio::awaitable<void> MuxSession::read(net::WsMessage& m) {
     switch (f.kind_case()) {
       case tv1::Frame::kWsMessage:
         consumed(f.ws_message().data().size());
-        switch (joiner_.add(*f.mutable_ws_message(), m)) {
-          case WsPieceJoiner::Step::more:
-            continue;
-          case WsPieceJoiner::Step::whole:
-            co_return;
-          case WsPieceJoiner::Step::too_big:
-            m = net::WsMessage::close(1009, "message too big");
-            co_return;
-        }
+        if (joiner_.add(*f.mutable_ws_message(), m)) co_return;
         continue;
       case tv1::Frame::kWsClose:
         close_received_ = true;

@@ -18,26 +18,26 @@ class WsPieceJoiner {
  public:
   explicit WsPieceJoiner(std::size_t max_message_bytes) : max_(max_message_bytes) {}
 
-  enum class Step { more, whole, too_big };
-  /// Takes `piece` (its data moved from). `whole`: `m` now holds the
-  /// message. `too_big`: the message passed the limit; what was joined is
-  /// let go (the caller closes the session with 1009).
-  Step add(tunnel::v1::WsMessage& piece, net::WsMessage& m) {
+  /// Takes `piece` (its data moved from). True when `m` now holds what the
+  /// reader hands on: the whole message, or, once the message passed the
+  /// limit, a 1009 close (what was joined is let go). False: more to come.
+  bool add(tunnel::v1::WsMessage& piece, net::WsMessage& m) {
     if (joining_.size() + piece.data().size() > max_) {
       joining_.clear();
       joining_.shrink_to_fit();
-      return Step::too_big;
+      m = net::WsMessage::close(1009, "message too big");
+      return true;
     }
     if (joining_.empty() && piece.last()) {
       joining_ = std::move(*piece.mutable_data());
     } else {
       joining_.append(piece.data());
     }
-    if (!piece.last()) return Step::more;
+    if (!piece.last()) return false;
     m.kind = piece.binary() ? net::WsMessage::Kind::binary : net::WsMessage::Kind::text;
     m.data = std::move(joining_);
     joining_.clear();
-    return Step::whole;
+    return true;
   }
 
  private:
