@@ -264,6 +264,15 @@ def report(raw_path, json_path, txt_path):
       "edge+broker+connector)")
     if all(v is not None for _, v in split):
         p("  Postern CPU split per 10k req: " + ", ".join(f"{s} {v:.3f} s" for s, v in split))
+    fl = g("floor")
+    if isinstance(fl, dict):
+        fcpu = g("floor.cpu_s_per_10k")
+        p(f"  gRPC floor (two hops of kept gRPC streams alone: no HTTP, no TLS, no policies, no wrk or nginx beside it; "
+          f"{fl.get('failed_streams', 0)} failed streams): {fl['exchanges_per_s']:.0f} exchanges/s, "
+          f"p50 {fl['p50_ms']:.2f} ms, p99 {fl['p99_ms']:.2f} ms, CPU {fmt(fcpu, '{:.3f}')} s/10k")
+        p(f"    its CPU per exchange: {fmt(ratio(fcpu, g('small.postern.cpu_s_per_10k')))}x Postern's, "
+          f"{fmt(ratio(fcpu, g('small.ssh.cpu_s_per_10k')))}x ssh -R's, "
+          f"{fmt(ratio(fcpu, g('small.nginx.cpu_s_per_10k')))}x the nginx proxy's per request")
     p("")
     p(f"Bulk: curl, one {size_mib} MiB transfer each way (MB/s = 10^6 bytes/s)")
     p(f"  {'path':<8} {'download MB/s':>14} {'×direct':>8} {'CPU s/GiB':>10} {'ctx/64KiB':>10} "
@@ -275,6 +284,10 @@ def report(raw_path, json_path, txt_path):
           f"{fmt(u, '{:.0f}'):>12} {fmt(ratio(u, g('bulk.direct.up_mbps'))):>8} {fmt(g(f'bulk.{key}.up_cpu_s_per_gib')):>10} "
           f"{fmt(g(f'bulk.{key}.up_ctx_per_64k')):>10}")
     p("  (CPU of the proxy's processes only; the upload sink is nginx DAV PUT into tmpfs, checked for the full size)")
+    fb = g("floor_bulk")
+    if isinstance(fb, dict):
+        p(f"  gRPC floor (the two hops alone, no HTTP, no TLS, 256 KiB pieces): download {fmt(fb['down_mbps'], '{:.0f}')} MB/s, "
+          f"upload {fmt(fb['up_mbps'], '{:.0f}')} MB/s, {fmt(g('floor_bulk.cpu_s_per_gib'))} CPU s/GiB (client, relay and server)")
     p("")
     p(f"Head-of-line: small-request p99 (wrk -t1 -c8 -d{g('meta.hol_seconds')}s) alone and while {size_mib} MiB "
       f"transfers run back to back on the same route")

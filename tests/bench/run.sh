@@ -106,9 +106,9 @@ rec() { echo "$1 $2" >> "$raw"; }   # key value (value: JSON)
 
 # Free ports: bind them all at once so they are distinct.
 read -r native_port proxy_port ssh_port tunnel_port edge_port relay_port reg_port policy_port demo_port \
-  edge_admin broker_admin connector_admin policy_admin < <("$py" -c '
+  edge_admin broker_admin connector_admin policy_admin floor_port floor_up_port < <("$py" -c '
 import socket
-ss = [socket.socket() for _ in range(13)]
+ss = [socket.socket() for _ in range(15)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in ss))')
 
@@ -444,6 +444,47 @@ for pair in "edge $edge_pid" "broker $broker_pid" "connector $connector_pid"; do
   dt="$(awk -v p="$2" '$1 == p {print $2}' "$work/cpu.small.postern.txt")"
   rec "small.postern.cpu_s_per_10k.$1" "$(awk -v t="$dt" -v h="$tck" -v r="$req" 'BEGIN{printf "%.4f", (r > 0 ? t / h / r * 10000 : 0)}')"
 done
+
+# ------------------------------------------------------------------ the gRPC floor
+# Two gRPC hops alone (client -> relay -> server, kept streams, one message
+# each way per hop, no HTTP, no TLS, no policies), through the same bridge as
+# the services: what any design with a gRPC message per exchange per hop
+# costs at least. Run with the rest of the paths idle.
+say "gRPC floor: two hops, no HTTP"
+"$bin/postern-bench-grpc-floor" server --listen "127.0.0.1:$floor_up_port" > "$work/floor-server.log" 2>&1 & pids+=($!)
+floor_server=$!
+"$bin/postern-bench-grpc-floor" relay --listen "127.0.0.1:$floor_port" --upstream "127.0.0.1:$floor_up_port" \
+  > "$work/floor-relay.log" 2>&1 & pids+=($!)
+floor_relay=$!
+sleep 0.5
+floor_c0="$(cpu_ticks "$floor_server" "$floor_relay")"
+timeout $((small_s + warm_s + 30)) "$bin/postern-bench-grpc-floor" client --target "127.0.0.1:$floor_port" \
+  --streams 64 --seconds "$small_s" --warmup "$warm_s" > "$work/floor.json" 2> "$work/floor-client.log" ||
+  say "gRPC floor client failed: $(tail -n 3 "$work/floor-client.log")"
+if [ -s "$work/floor.json" ]; then
+  rec floor "$(cat "$work/floor.json")"
+  # CPU of the three processes over the warm-up and the measured seconds,
+  # per exchange of both (the client reports its own).
+  rec floor.cpu_s_per_10k "$("$py" -c '
+import json, sys
+f = json.load(open(sys.argv[1]))
+cpu = int(sys.argv[2]) / int(sys.argv[3]) + f["client_cpu_s"]
+print("%.4f" % (cpu / f["exchanges_total"] * 10000 if f["exchanges_total"] else 0))' \
+    "$work/floor.json" "$(($(cpu_ticks "$floor_server" "$floor_relay") - floor_c0))" "$tck")"
+fi
+# Bulk on the same two hops: one download and one upload of bulk_mib.
+floor_c0="$(cpu_ticks "$floor_server" "$floor_relay")"
+timeout "$bulk_timeout" "$bin/postern-bench-grpc-floor" client --target "127.0.0.1:$floor_port" --bulk-mib "$bulk_mib" \
+  > "$work/floor-bulk.json" 2>> "$work/floor-client.log" || say "gRPC floor bulk failed: $(tail -n 3 "$work/floor-client.log")"
+if [ -s "$work/floor-bulk.json" ]; then
+  rec floor_bulk "$(cat "$work/floor-bulk.json")"
+  rec floor_bulk.cpu_s_per_gib "$("$py" -c '
+import json, sys
+f = json.load(open(sys.argv[1]))
+print("%.3f" % ((int(sys.argv[2]) / int(sys.argv[3]) + f["client_cpu_s"]) / (2 * f["mib"] / 1024)))' \
+    "$work/floor-bulk.json" "$(($(cpu_ticks "$floor_server" "$floor_relay") - floor_c0))" "$tck")"
+fi
+kill -TERM "$floor_server" "$floor_relay" 2>/dev/null || true
 
 # ------------------------------------------------------------------ bulk
 per_gib() {  # TICKS -> CPU seconds per GiB moved
