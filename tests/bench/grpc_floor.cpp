@@ -329,7 +329,9 @@ int run_client(const std::string& target, int streams, double seconds, double wa
   auto stub = tv1::Relay::NewStub(dial(target));
   auto run_for = [&](double s, Tally& tally) {
     const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
-    for (int i = 0; i < streams; ++i) asio::co_spawn(ioc, exchange_loop(*stub, pump.cq(), until, tally), asio::detached);
+    for (int i = 0; i < streams; ++i) {
+      asio::co_spawn(ioc, exchange_loop(*stub, pump.cq(), until, tally), asio::detached);
+    }
     ioc.restart();
     ioc.run();
   };
@@ -340,7 +342,9 @@ int run_client(const std::string& target, int streams, double seconds, double wa
   const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
   auto& l = tally.latencies_ms;
   std::sort(l.begin(), l.end());
-  auto pct = [&](double p) { return l.empty() ? 0.0 : l[std::min(l.size() - 1, static_cast<std::size_t>(p * l.size()))]; };
+  auto pct = [&](double p) {
+    return l.empty() ? 0.0 : l[std::min(l.size() - 1, static_cast<std::size_t>(p * static_cast<double>(l.size())))];
+  };
   std::printf(
       "{\"exchanges\": %zu, \"seconds\": %.3f, \"exchanges_per_s\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, "
       "\"max_ms\": %.3f, \"failed_streams\": %llu, \"exchanges_total\": %zu, \"client_cpu_s\": %.3f}\n",
