@@ -67,6 +67,8 @@ struct ClientCall {
 std::unique_ptr<ClientCall> open_call(tv1::Relay::Stub& stub, grpc::CompletionQueue* cq) {
   auto c = std::make_unique<ClientCall>();
   c->ctx.set_initial_metadata_corked(true);
+  // A relay or server still starting is waited for, not a failure.
+  c->ctx.set_wait_for_ready(true);
   c->stream = stub.PrepareAsyncInvoke(&c->ctx, cq);
   gb::start_detached(*c->stream);
   return c;
