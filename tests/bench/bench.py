@@ -266,7 +266,11 @@ def report(raw_path, json_path, txt_path):
         p("  Postern CPU split per 10k req: " + ", ".join(f"{s} {v:.3f} s" for s, v in split))
     fl = g("floor")
     if isinstance(fl, dict):
-        fcpu = g("floor.cpu_s_per_10k")
+        # CPU of all three processes over the warm-up and the measured
+        # seconds, per exchange of both.
+        fcpu = ((g("floor.others_cpu_s") + fl["client_cpu_s"]) / fl["exchanges_total"] * 10000
+                if fl.get("exchanges_total") and g("floor.others_cpu_s") is not None else None)
+        raw["floor.cpu_s_per_10k"] = fcpu
         p(f"  gRPC floor (two hops of kept gRPC streams alone: no HTTP, no TLS, no policies, no wrk or nginx beside it; "
           f"{fl.get('failed_streams', 0)} failed streams): {fl['exchanges_per_s']:.0f} exchanges/s, "
           f"p50 {fl['p50_ms']:.2f} ms, p99 {fl['p99_ms']:.2f} ms, CPU {fmt(fcpu, '{:.3f}')} s/10k")
@@ -286,6 +290,8 @@ def report(raw_path, json_path, txt_path):
     p("  (CPU of the proxy's processes only; the upload sink is nginx DAV PUT into tmpfs, checked for the full size)")
     fb = g("floor_bulk")
     if isinstance(fb, dict):
+        if g("floor_bulk.others_cpu_s") is not None:
+            raw["floor_bulk.cpu_s_per_gib"] = (g("floor_bulk.others_cpu_s") + fb["client_cpu_s"]) / (2 * fb["mib"] / 1024)
         p(f"  gRPC floor (the two hops alone, no HTTP, no TLS, 256 KiB pieces): download {fmt(fb['down_mbps'], '{:.0f}')} MB/s, "
           f"upload {fmt(fb['up_mbps'], '{:.0f}')} MB/s, {fmt(g('floor_bulk.cpu_s_per_gib'))} CPU s/GiB (client, relay and server)")
     p("")

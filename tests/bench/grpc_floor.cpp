@@ -114,9 +114,19 @@ asio::awaitable<void> accept(tv1::Relay::AsyncService& svc, grpc::ServerCompleti
 
 constexpr std::size_t kPiece = 256 * 1024;
 
-tv1::Frame body_frame(std::size_t bytes) {
+// One 256 KiB body piece, built once per process and sent again and again.
+const tv1::Frame& bulk_piece() {
+  static const tv1::Frame piece = [] {
+    tv1::Frame f;
+    f.mutable_body()->mutable_data()->assign(kPiece, 'x');
+    return f;
+  }();
+  return piece;
+}
+
+tv1::Frame end_frame() {
   tv1::Frame f;
-  f.mutable_body()->mutable_data()->assign(bytes, 'x');
+  f.mutable_end();
   return f;
 }
 
@@ -124,7 +134,6 @@ tv1::Frame body_frame(std::size_t bytes) {
 // once its body's End has come, anything else with a small body.
 asio::awaitable<void> serve(std::shared_ptr<ServerCall> call) {
   const tv1::Frame answer = response_frame();
-  const tv1::Frame piece = body_frame(kPiece);
   tv1::Frame in;
   for (;;) {
     const bool got = co_await gb::read(call->stream, in);
@@ -135,9 +144,10 @@ asio::awaitable<void> serve(std::shared_ptr<ServerCall> call) {
       head.mutable_response_head()->set_status(200);
       bool sent = co_await gb::write(call->stream, head);
       const std::size_t total = std::stoull(target.substr(6)) << 20;
-      for (std::size_t done = 0; sent && done < total; done += kPiece) sent = co_await gb::write(call->stream, piece);
-      tv1::Frame end;
-      end.mutable_end();
+      for (std::size_t done = 0; sent && done < total; done += kPiece) {
+        sent = co_await gb::write(call->stream, bulk_piece());
+      }
+      const tv1::Frame end = end_frame();
       if (sent) sent = co_await gb::write(call->stream, end);
       if (!sent) break;
       continue;
@@ -226,8 +236,7 @@ asio::awaitable<double> transfer(tv1::Relay::Stub& stub, grpc::CompletionQueue* 
   bool ok = true;
   tv1::Frame in;
   if (down) {
-    request.clear_then();
-    request.add_then()->mutable_end();
+    // The request's End rides with its head (request_frame's `then`).
     ok = co_await gb::write(*call->stream, request);
     std::size_t got = 0;
     bool ended = false;
@@ -238,12 +247,12 @@ asio::awaitable<double> transfer(tv1::Relay::Stub& stub, grpc::CompletionQueue* 
     }
     ok = ok && got == (mib << 20);
   } else {
-    request.clear_then();
+    request.clear_then();  // the body follows the head; the End comes after it
     ok = co_await gb::write(*call->stream, request);
-    const tv1::Frame piece = body_frame(kPiece);
-    for (std::size_t done = 0; ok && done < (mib << 20); done += kPiece) ok = co_await gb::write(*call->stream, piece);
-    tv1::Frame end;
-    end.mutable_end();
+    for (std::size_t done = 0; ok && done < (mib << 20); done += kPiece) {
+      ok = co_await gb::write(*call->stream, bulk_piece());
+    }
+    const tv1::Frame end = end_frame();
     if (ok) ok = co_await gb::write(*call->stream, end);
     if (ok) ok = co_await gb::read(*call->stream, in);
     ok = ok && in.has_response_head();

@@ -456,34 +456,22 @@ floor_server=$!
 "$bin/postern-bench-grpc-floor" relay --listen "127.0.0.1:$floor_port" --upstream "127.0.0.1:$floor_up_port" \
   > "$work/floor-relay.log" 2>&1 & pids+=($!)
 floor_relay=$!
+floor_cpu_since() {  # TICKS -> CPU seconds the relay and the server used since (the client reports its own)
+  awk -v t=$(($(cpu_ticks "$floor_server" "$floor_relay") - $1)) -v h="$tck" 'BEGIN{printf "%.3f", t / h}'
+}
 sleep 0.5
 floor_c0="$(cpu_ticks "$floor_server" "$floor_relay")"
 timeout $((small_s + warm_s + 30)) "$bin/postern-bench-grpc-floor" client --target "127.0.0.1:$floor_port" \
   --streams 64 --seconds "$small_s" --warmup "$warm_s" > "$work/floor.json" 2> "$work/floor-client.log" ||
   say "gRPC floor client failed: $(tail -n 3 "$work/floor-client.log")"
-if [ -s "$work/floor.json" ]; then
-  rec floor "$(cat "$work/floor.json")"
-  # CPU of the three processes over the warm-up and the measured seconds,
-  # per exchange of both (the client reports its own).
-  rec floor.cpu_s_per_10k "$("$py" -c '
-import json, sys
-f = json.load(open(sys.argv[1]))
-cpu = int(sys.argv[2]) / int(sys.argv[3]) + f["client_cpu_s"]
-print("%.4f" % (cpu / f["exchanges_total"] * 10000 if f["exchanges_total"] else 0))' \
-    "$work/floor.json" "$(($(cpu_ticks "$floor_server" "$floor_relay") - floor_c0))" "$tck")"
-fi
+if [ -s "$work/floor.json" ]; then rec floor "$(cat "$work/floor.json")"; fi
+rec floor.others_cpu_s "$(floor_cpu_since "$floor_c0")"
 # Bulk on the same two hops: one download and one upload of bulk_mib.
 floor_c0="$(cpu_ticks "$floor_server" "$floor_relay")"
 timeout "$bulk_timeout" "$bin/postern-bench-grpc-floor" client --target "127.0.0.1:$floor_port" --bulk-mib "$bulk_mib" \
   > "$work/floor-bulk.json" 2>> "$work/floor-client.log" || say "gRPC floor bulk failed: $(tail -n 3 "$work/floor-client.log")"
-if [ -s "$work/floor-bulk.json" ]; then
-  rec floor_bulk "$(cat "$work/floor-bulk.json")"
-  rec floor_bulk.cpu_s_per_gib "$("$py" -c '
-import json, sys
-f = json.load(open(sys.argv[1]))
-print("%.3f" % ((int(sys.argv[2]) / int(sys.argv[3]) + f["client_cpu_s"]) / (2 * f["mib"] / 1024)))' \
-    "$work/floor-bulk.json" "$(($(cpu_ticks "$floor_server" "$floor_relay") - floor_c0))" "$tck")"
-fi
+if [ -s "$work/floor-bulk.json" ]; then rec floor_bulk "$(cat "$work/floor-bulk.json")"; fi
+rec floor_bulk.others_cpu_s "$(floor_cpu_since "$floor_c0")"
 kill -TERM "$floor_server" "$floor_relay" 2>/dev/null || true
 
 # ------------------------------------------------------------------ bulk
