@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Makes a DEVELOPMENT / TEST PKI for Postern: a CA, server certificates for
 # the broker, the edge and an HTTPS native service, client certificates for
-# two connectors, and a second, untrusted CA with a look-alike connector
-# certificate (for "a certificate from another CA is refused" tests).
+# two connectors and for the edge (the relay port's mTLS), a second,
+# untrusted CA with a look-alike connector certificate (for "a certificate
+# from another CA is refused" tests), and the Ed25519 key pair the policy
+# service signs snapshots with (plus a rogue one nobody trusts).
 #
 # Every subject carries O=Postern DEV ONLY. The output is generated on demand
 # by deploy/local/up.sh and the tests, and is never committed.
@@ -30,8 +32,10 @@ for arg in "$@"; do
 done
 [ -n "$out" ] || usage
 
-if [ -f "$out/ca.crt" ] && [ "$force" -eq 0 ]; then
-  echo "make-dev-certs: $out/ca.crt exists, leaving $out alone (use --force to regenerate)" >&2
+# A set is complete when its last files are there (a set from an older
+# version of this script lacks the newer ones, and is made again).
+if [ -f "$out/ca.crt" ] && [ -f "$out/policy-signing.key" ] && [ -f "$out/edge-client.crt" ] && [ "$force" -eq 0 ]; then
+  echo "make-dev-certs: $out holds a complete set, leaving it alone (use --force to regenerate)" >&2
   exit 0
 fi
 
@@ -109,6 +113,17 @@ make_leaf edge ca edge serverAuth "DNS:localhost, DNS:edge, IP:127.0.0.1"
 make_leaf connector ca connector-green clientAuth "URI:spiffe://postern.dev/connector/green, DNS:connector-green"
 make_leaf connector-other ca connector-other clientAuth "URI:spiffe://postern.dev/connector/other, DNS:connector-other"
 make_leaf native ca native serverAuth "DNS:localhost, IP:127.0.0.1"
+make_leaf edge-client ca edge-client clientAuth "URI:spiffe://postern.dev/edge, DNS:edge-client"
+
+# Snapshot signing: the private key stays in the green zone (policy), the
+# public key goes to every connector, broker and edge.
+new_signing_key() {  # name
+  openssl genpkey -algorithm ed25519 -out "$1.key" 2>/dev/null
+  chmod 0600 "$1.key"
+  openssl pkey -in "$1.key" -pubout -out "$1.pub"
+}
+new_signing_key policy-signing
+new_signing_key rogue-signing
 
 make_ca rogue-ca "Postern Rogue CA (untrusted)"
 # Same CN and SAN as connector.crt; only the issuer differs.
@@ -128,13 +143,16 @@ connector.crt / .key             clientAuth: CN=connector-green, spiffe://poster
 connector-other.crt / .key       clientAuth: CN=connector-other, spiffe://postern.dev/connector/other
 rogue-ca.crt / rogue-ca.key      a second CA that nothing trusts
 rogue-connector.crt / .key       clientAuth from rogue-ca, same CN and SAN as connector.crt
+edge-client.crt / .key           clientAuth: CN=edge-client, spiffe://postern.dev/edge (the relay port's mTLS)
+policy-signing.key / .pub        Ed25519: the policy service signs snapshots; every hop trusts the .pub
+rogue-signing.key / .pub         Ed25519 that nothing trusts (forged-config tests)
 EOF
 
 # Check the set before handing it out.
 for name in broker edge native; do
   openssl verify -CAfile ca.crt -purpose sslserver "$name.crt" >/dev/null
 done
-for name in connector connector-other; do
+for name in connector connector-other edge-client; do
   openssl verify -CAfile ca.crt -purpose sslclient "$name.crt" >/dev/null
 done
 openssl verify -CAfile rogue-ca.crt -purpose sslclient rogue-connector.crt >/dev/null
@@ -143,9 +161,9 @@ if openssl verify -CAfile ca.crt rogue-connector.crt >/dev/null 2>&1; then
   exit 1
 fi
 
-chmod 0644 ./*.crt README.txt
+chmod 0644 ./*.crt ./*.pub README.txt
 chmod 0600 ./*.key
-for f in ./*.key ./*.crt README.txt; do
+for f in ./*.key ./*.crt ./*.pub README.txt; do
   [ "$f" = ./ca.crt ] || mv -f "$f" "../$(basename "$f")"
 done
 mv -f ca.crt ../ca.crt

@@ -1,6 +1,7 @@
 #include "broker/broker.hpp"
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/security/auth_metadata_processor.h>
 #include <grpcpp/security/server_credentials.h>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
@@ -21,6 +22,8 @@
 #include "common/grpc/mux.hpp"
 #include "common/grpc/snapshot_fanout.hpp"
 #include "common/policy/catalog.hpp"
+#include "common/policy/signed_snapshot.hpp"
+#include "common/file_watch.hpp"
 #include "common/net/tls.hpp"
 #include "common/observability/log.hpp"
 #include "postern/tunnel/v1/tunnel.grpc.pb.h"
@@ -129,7 +132,7 @@ struct Metrics {
                       .Register(r)),
         refusals(prometheus::BuildCounter()
                      .Name("postern_broker_registration_refusals_total")
-                     .Help("Attach attempts refused, by reason")
+                     .Help("Calls refused on the registration and relay ports, by reason")
                      .Register(r)),
         attaches(prometheus::BuildCounter()
                      .Name("postern_broker_attaches_total")
@@ -186,7 +189,9 @@ struct Metrics {
                             .Add({})),
         config_updates(prometheus::BuildCounter()
                            .Name("postern_broker_config_updates_total")
-                           .Help("Snapshots received from connectors, by result: applied, stale, invalid")
+                           .Help("Snapshots received from connectors, by result: applied, unchanged, untrusted (no "
+                                 "valid signature by a trusted key), invalid, not_permitted (an identity without "
+                                 "publish_config)")
                            .Register(r)),
         session_streams(prometheus::BuildGauge()
                             .Name("postern_broker_session_streams")
@@ -203,18 +208,46 @@ struct Metrics {
 };
 
 // Every name the client certificate carries: SANs (URI, DNS), then the CN.
-std::vector<std::string> peer_identities(const grpc::ServerContext& ctx) {
+std::vector<std::string> peer_identities(const grpc::AuthContext& auth) {
   std::vector<std::string> out;
-  auto auth = ctx.auth_context();
-  if (!auth) return out;
   for (const char* prop : {"peer_uri", "x509_subject_alternative_name", "peer_dns", "x509_common_name"}) {
-    for (const auto& v : auth->FindPropertyValues(prop)) {
+    for (const auto& v : auth.FindPropertyValues(prop)) {
       std::string s(v.data(), v.size());
       if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
     }
   }
   return out;
 }
+
+std::vector<std::string> peer_identities(const grpc::ServerContext& ctx) {
+  auto auth = ctx.auth_context();
+  return auth ? peer_identities(*auth) : std::vector<std::string>{};
+}
+
+// The relay port with client certificates: every call (Invoke, Sessions,
+// WatchConfig) must come from an edge identity the config names, checked by
+// gRPC before the call reaches a handler. A connector's certificate from the
+// same CA does not make it an edge.
+class EdgeIdentityCheck final : public grpc::AuthMetadataProcessor {
+ public:
+  EdgeIdentityCheck(std::vector<std::string> allowed, prometheus::Counter& refused)
+      : allowed_(std::move(allowed)), refused_(refused) {}
+  bool IsBlocking() const override { return false; }
+  grpc::Status Process(const InputMetadata&, grpc::AuthContext* context, OutputMetadata*, OutputMetadata*) override {
+    const auto ids = context ? peer_identities(*context) : std::vector<std::string>{};
+    for (const auto& id : ids) {
+      if (std::find(allowed_.begin(), allowed_.end(), id) != allowed_.end()) return grpc::Status::OK;
+    }
+    refused_.Increment();
+    const std::string who = ids.empty() ? std::string("(no identity)") : ids.front();
+    POSTERN_LOG(warn, "relay call refused").kv("identity", who).kv("reason", "not an edge identity");
+    return {grpc::StatusCode::PERMISSION_DENIED, "identity '" + who + "' is not an edge identity (edge_identities)"};
+  }
+
+ private:
+  std::vector<std::string> allowed_;
+  prometheus::Counter& refused_;
+};
 
 template <class Stream>
 asio::awaitable<bool> finish(Stream& s, const grpc::Status& st) {
@@ -361,6 +394,34 @@ struct Broker::Impl {
     for (auto& [alias, n] : parked) metrics.parked.Add({{"alias", alias}}).Set(static_cast<double>(n));
   }
 
+  // A connector's Pull or Sessions stream names an Attach session: only the
+  // identity that attached it may use it. Anyone else is refused, logged
+  // and counted (postern_broker_registration_refusals_total, reason
+  // "session_identity_mismatch").
+  static inline const grpc::Status kForeignSession{grpc::StatusCode::PERMISSION_DENIED,
+                                                   "the named session belongs to another identity"};
+  bool bound_to(const grpc::ServerContext& ctx, const Session& s, const char* stream) {
+    const auto ids = peer_identities(ctx);
+    const std::string caller = ids.empty() ? std::string("(none)") : ids.front();
+    if (caller == s.identity) return true;
+    metrics.refusals.Add({{"reason", "session_identity_mismatch"}}).Increment();
+    POSTERN_LOG(warn, "stream refused: it names another identity's session")
+        .kv("stream", stream)
+        .kv("identity", caller)
+        .kv("session", s.label)
+        .kv("session_identity", s.identity);
+    return false;
+  }
+
+  // Enough of a session id for a log line, never the whole secret.
+  static std::string shown_id(const std::string& id) { return id.size() <= 8 ? id : id.substr(0, 8) + "..."; }
+
+  bool may_publish(const std::vector<std::string>& ids) const {
+    return std::any_of(cfg.identities().begin(), cfg.identities().end(), [&](const config::v1::IdentityGrant& g) {
+      return g.publish_config() && std::find(ids.begin(), ids.end(), g.identity()) != ids.end();
+    });
+  }
+
   bool identity_allows(const std::vector<std::string>& ids, const std::string& alias, std::string& matched) const {
     for (const auto& grant : cfg.identities()) {
       if (std::find(ids.begin(), ids.end(), grant.identity()) == ids.end()) continue;
@@ -389,28 +450,35 @@ struct Broker::Impl {
           "registration.tls needs cert_file, key_file and client_ca_file: connectors must present a client "
           "certificate");
     }
-    grpc::SslServerCredentialsOptions opts(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-    opts.pem_root_certs = net::read_pem_file(reg.tls().client_ca_file(), "registration client CA");
-    opts.pem_key_cert_pairs.push_back({net::read_pem_file(reg.tls().key_file(), "registration private key"),
-                                       net::read_pem_file(reg.tls().cert_file(), "registration certificate")});
-    registration_server = build(reg.listen(), grpc::SslServerCredentials(opts), registration_service,
-                                registration_port, registration_q, registration_cq, "registration",
-                                /*within_dmz=*/false);
+    const std::vector<std::string> key_files(cfg.trusted_config_keys().begin(), cfg.trusted_config_keys().end());
+    trusted_keys = policy::SnapshotKeys::load(key_files, "trusted_config_keys");
+    const auto refresh = gb::refresh_seconds(cfg.file_check_interval());
+    registration_server = build(reg.listen(), gb::server_credentials(reg.tls(), "registration", refresh),
+                                registration_service, registration_port, registration_q, registration_cq,
+                                "registration", /*within_dmz=*/false);
 
     const auto& relay = cfg.relay();
     if (relay.listen().empty()) throw std::runtime_error("relay.listen is required");
     std::shared_ptr<grpc::ServerCredentials> relay_creds = grpc::InsecureServerCredentials();
     if (relay.has_tls()) {
-      grpc::SslServerCredentialsOptions ropts(relay.tls().client_ca_file().empty()
-                                                  ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-                                                  : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+      relay_creds = gb::server_credentials(relay.tls(), "relay", refresh);
       if (!relay.tls().client_ca_file().empty()) {
-        ropts.pem_root_certs = net::read_pem_file(relay.tls().client_ca_file(), "relay client CA");
+        if (cfg.edge_identities().empty()) {
+          throw std::runtime_error(
+              "edge_identities: required when relay.tls.client_ca_file is set (the identities edges present; a "
+              "connector certificate from the same CA must not pass for an edge)");
+        }
+        relay_creds->SetAuthMetadataProcessor(std::make_shared<EdgeIdentityCheck>(
+            std::vector<std::string>(cfg.edge_identities().begin(), cfg.edge_identities().end()),
+            metrics.refusals.Add({{"reason", "not_an_edge"}})));
       }
-      ropts.pem_key_cert_pairs.push_back({net::read_pem_file(relay.tls().key_file(), "relay private key"),
-                                          net::read_pem_file(relay.tls().cert_file(), "relay certificate")});
-      relay_creds = grpc::SslServerCredentials(ropts);
+    } else if (!cfg.edge_identities().empty()) {
+      throw std::runtime_error("edge_identities: needs relay.tls with client_ca_file (edges prove who they are "
+                               "with a client certificate)");
     }
+    asio::co_spawn(ex, watch_files(key_files, std::chrono::seconds(refresh), [this, key_files] {
+      return reload_keys(key_files);
+    }, &draining), asio::detached);
     relay_server = build(relay.listen(), relay_creds, relay_service, relay_port, relay_q, relay_cq, "relay",
                          /*within_dmz=*/true);
     std::vector<std::unique_ptr<grpc::CompletionQueue>> side;
@@ -425,27 +493,81 @@ struct Broker::Impl {
     asio::co_spawn(ex, trim_loop(), asio::detached);
     asio::co_spawn(ex,
                    config_fanout.accept([this](grpc::ServerContext* ctx, policy::v1::WatchRequest* req,
-                                               grpc::ServerAsyncWriter<policy::v1::Snapshot>* w, void* tag) {
+                                               grpc::ServerAsyncWriter<policy::v1::SignedSnapshot>* w, void* tag) {
                      relay_service.RequestWatchConfig(ctx, req, w, relay_cq, relay_cq, tag);
                    }),
                    asio::detached);
   }
 
-  // A connector forwards what its policy service published. Newer versions
-  // replace older ones atomically; one that does not compile is refused and
-  // the current one keeps serving.
-  void accept_snapshot(const policy::v1::Snapshot& snap, const std::string& connector) {
-    const auto& cur = config_fanout.current();
+  // ------------------------------------------------------------ config
+  //
+  // A connector relays what its policy service signed. The broker takes it
+  // only from an identity granted publish_config and only with a valid
+  // signature by a trusted key, and serves edges the newest version among
+  // what its attached connectors hold now: when the connector that relayed
+  // the newest leaves, edges follow the others back (none left: the last
+  // one stays).
+
+  // Each attached publisher's latest snapshot, by session id.
+  std::map<std::string, policy::SignedCatalog> published;
+  std::shared_ptr<const policy::SnapshotKeys> trusted_keys;
+
+  void accept_snapshot(const policy::v1::SignedSnapshot& wire, const Session& from) {
+    auto count = [&](const char* result) { metrics.config_updates.Add({{"result", result}}).Increment(); };
+    if (!from.may_publish) {
+      count("not_permitted");
+      POSTERN_LOG(warn, "policy snapshot refused")
+          .kv("connector", from.connector_id)
+          .kv("identity", from.identity)
+          .kv("reason", "identity '" + from.identity + "' may not publish config (identities[].publish_config)");
+      return;
+    }
+    const auto mine = published.find(from.id);
     policy::SnapshotOutcome outcome;
-    auto cat = policy::compile_newer(cur ? cur->version() : 0, snap, "connector " + connector, &outcome);
-    metrics.config_updates
-        .Add({{"result", outcome == policy::SnapshotOutcome::applied ? "applied"
-                         : outcome == policy::SnapshotOutcome::stale ? "stale"
-                                                                     : "invalid"}})
-        .Increment();
-    if (!cat) return;
-    metrics.config_version.Set(static_cast<double>(cat->version()));
-    config_fanout.publish(std::shared_ptr<const policy::v1::Snapshot>(cat, &cat->snapshot()));
+    auto got = policy::open_snapshot(*trusted_keys, std::make_shared<const policy::v1::SignedSnapshot>(wire),
+                                     mine == published.end() ? nullptr : mine->second.catalog.get(),
+                                     "connector " + from.connector_id, outcome);
+    count(policy::outcome_label(outcome));
+    if (!got) return;
+    published[from.id] = std::move(*got);
+    serve_newest();
+  }
+
+  // The session's snapshot no longer counts once it detaches.
+  void forget_publisher(const Session& s) {
+    if (published.erase(s.id) > 0) serve_newest();
+  }
+
+  // Edges get the newest version an attached publisher holds.
+  void serve_newest() {
+    const policy::SignedCatalog* best = nullptr;
+    for (const auto& [_, p] : published) {
+      if (!best || p.catalog->version() > best->catalog->version()) best = &p;
+    }
+    if (!best || best->wire == config_fanout.current()) return;
+    metrics.config_version.Set(static_cast<double>(best->catalog->version()));
+    POSTERN_LOG(info, "policy snapshot served to edges")
+        .kv("version", best->catalog->version())
+        .kv("digest", best->catalog->snapshot().digest().substr(0, 16));
+    config_fanout.publish(best->wire, best->catalog->version());
+  }
+
+  // New trusted keys (a rotation): snapshots no longer signed by one of them
+  // stop counting, and edges fall back to the newest that still does.
+  bool reload_keys(const std::vector<std::string>& files) {
+    try {
+      trusted_keys = policy::SnapshotKeys::load(files, "trusted_config_keys");
+    } catch (const std::exception& e) {
+      POSTERN_LOG(error, "trusted keys not reloaded; the old ones stay").kv("error", e.what());
+      return true;
+    }
+    POSTERN_LOG(info, "trusted keys reloaded").kv("keys", trusted_keys->ids());
+    std::erase_if(published, [&](const auto& p) {
+      policy::v1::Snapshot ignored;
+      return !trusted_keys->open(*p.second.wire, ignored).empty();
+    });
+    serve_newest();
+    return true;
   }
 
   std::unique_ptr<grpc::Server> build(const std::string& listen, std::shared_ptr<grpc::ServerCredentials> creds,
@@ -559,12 +681,13 @@ struct Broker::Impl {
     auto session = registry.add(hello.connector_id(), identity, aliases);
     session->pool_size = hello.pool_size();
     session->flow_control = hello.flow_control();
+    session->may_publish = may_publish(ids);
     auto writer = std::make_shared<AttachWriter>(ex);
     writer->stream = &stream;
     session->attach = writer;
     metrics.attaches.Add({}).Increment();
     POSTERN_LOG(info, "connector attached")
-        .kv("session", session->id)
+        .kv("session", session->label)
         .kv("connector", hello.connector_id())
         .kv("identity", identity)
         .kv("aliases", join(aliases));
@@ -596,11 +719,11 @@ struct Broker::Impl {
         if (m.has_heartbeat()) {
           reply.mutable_heartbeat()->set_seq(m.heartbeat().seq());
         } else if (m.has_drain()) {
-          POSTERN_LOG(info, "connector draining").kv("session", session->id).kv("connector", session->connector_id);
+          POSTERN_LOG(info, "connector draining").kv("session", session->label).kv("connector", session->connector_id);
           registry.drain(session);
           reply.mutable_drain()->set_reason("ack");
         } else if (m.has_config()) {
-          accept_snapshot(m.config(), session->connector_id);
+          accept_snapshot(m.config(), *session);
           continue;
         } else {
           continue;
@@ -619,8 +742,9 @@ struct Broker::Impl {
     writer->stream = nullptr;
     writer->lock.unlock();
     registry.remove(session);
+    forget_publisher(*session);
     POSTERN_LOG(info, "connector detached")
-        .kv("session", session->id)
+        .kv("session", session->label)
         .kv("connector", session->connector_id)
         .kv("reason", reason);
     if (attach_calls.empty()) attaches_ended->set();
@@ -752,6 +876,10 @@ struct Broker::Impl {
     }
     for (bool again = false;; again = true) {
       auto session = registry.find(park.park().session_id());
+      if (session && !bound_to(call->ctx, *session, "pull")) {
+        co_await finish(call->stream, kForeignSession);
+        co_return;
+      }
       if (!session || !registry.park(session, call.get())) {
         if (again) {
           // The session drained or went while the stream carried an exchange.
@@ -760,10 +888,10 @@ struct Broker::Impl {
           co_return;
         }
         POSTERN_LOG(warn, "pull refused")
-            .kv("reason", "no attached session '" + park.park().session_id() + "'")
+            .kv("reason", "no attached session '" + shown_id(park.park().session_id()) + "'")
             .kv("identity", join(peer_identities(call->ctx)));
         const grpc::Status st(grpc::StatusCode::FAILED_PRECONDITION,
-                              "no attached session '" + park.park().session_id() + "'");
+                              "no attached session '" + shown_id(park.park().session_id()) + "'");
         co_await finish(call->stream, st);
         co_return;
       }
@@ -784,7 +912,7 @@ struct Broker::Impl {
               c->violation = "a " + frame_kind(c->first) + " frame before any request";
               POSTERN_LOG(error, "connector protocol violation")
                   .kv("connector", session->connector_id)
-                  .kv("session", session->id)
+                  .kv("session", session->label)
                   .kv("error", c->violation);
             }
             c->cancel();
@@ -818,7 +946,7 @@ struct Broker::Impl {
           st = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a " + frame_kind(park) + " frame after an exchange");
           POSTERN_LOG(error, "connector protocol violation")
               .kv("connector", session->connector_id)
-              .kv("session", session->id)
+              .kv("session", session->label)
               .kv("error", st.error_message());
         }
         co_await finish(call->stream, st);
@@ -1338,10 +1466,14 @@ struct Broker::Impl {
       }
       std::shared_ptr<Session> session;
       if (ok && f.has_park()) session = registry.find(f.park().session_id());
+      if (session && !bound_to(c.ctx, *session, "sessions")) {
+        co_await finish(c.stream, kForeignSession);
+        co_return;
+      }
       if (!session || !registry.set_carrier(session, &c)) {
         const std::string why = !ok              ? "no Park"
                                 : !f.has_park() ? "expected Park first, got " + frame_kind(f)
-                                                : "no attached session '" + f.park().session_id() + "'";
+                                                : "no attached session '" + shown_id(f.park().session_id()) + "'";
         POSTERN_LOG(warn, "sessions stream refused").kv("reason", why).kv("identity", join(peer_identities(c.ctx)));
         const grpc::Status st(ok && f.has_park() ? grpc::StatusCode::FAILED_PRECONDITION
                                                  : grpc::StatusCode::INVALID_ARGUMENT,

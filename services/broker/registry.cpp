@@ -1,7 +1,8 @@
 #include "broker/registry.hpp"
 
 #include <algorithm>
-#include <random>
+
+#include "common/crypto/random.hpp"
 
 namespace postern::broker {
 
@@ -11,19 +12,15 @@ bool serves_alias(const Session& s, const std::string& alias) {
   return std::find(s.aliases.begin(), s.aliases.end(), alias) != s.aliases.end();
 }
 
-std::string random_suffix() {
-  static std::mt19937_64 rng{std::random_device{}()};
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
-  return buf;
-}
-
 }  // namespace
 
 std::shared_ptr<Session> Registry::add(std::string connector_id, std::string identity,
                                        std::vector<std::string> aliases) {
   auto s = std::make_shared<Session>();
-  s->id = "s" + std::to_string(next_id_++) + "-" + random_suffix();
+  // The id is a bearer token (a Pull or Sessions call names it): 128 bits
+  // from the CSPRNG, never logged. Logs say the label.
+  s->id = crypto::random_hex(16);
+  s->label = "s" + std::to_string(next_id_++);
   s->connector_id = std::move(connector_id);
   s->identity = std::move(identity);
   s->aliases = std::move(aliases);

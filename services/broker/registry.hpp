@@ -35,7 +35,11 @@ struct SessionsCarrier;
 
 /// One Attach stream: one connector instance.
 struct Session {
+  /// Secret: 128 random bits, named by the connector's Pull and Sessions
+  /// calls, which must come from `identity` too. Never logged.
   std::string id;
+  /// For logs: "s7", the 7th session since the broker started.
+  std::string label;
   std::string connector_id;
   std::string identity;
   std::vector<std::string> aliases;
@@ -46,6 +50,8 @@ struct Session {
   std::deque<PullSlot*> parked;
   // The connector paces response bodies by Credit (Hello.flow_control).
   bool flow_control = false;
+  // Its identity may relay policy snapshots (IdentityGrant.publish_config).
+  bool may_publish = false;
   std::shared_ptr<AttachWriter> attach;
   // The connector's Sessions stream, once it opened one (Hello.sessions).
   SessionsCarrier* carrier = nullptr;

@@ -25,7 +25,12 @@
 #include "common/grpc/snapshot_watcher.hpp"
 #include "common/net/http_client.hpp"
 #include "common/net/http_headers.hpp"
+#include "common/file_watch.hpp"
+#include "common/net/request_target.hpp"
+#include "common/net/trailers.hpp"
+#include "common/policy/basic_verifier.hpp"
 #include "common/policy/catalog.hpp"
+#include "common/policy/signed_snapshot.hpp"
 #include "common/policy/decision_metrics.hpp"
 #include "common/policy/engine.hpp"
 #include "common/policy/invocation.hpp"
@@ -59,6 +64,7 @@ struct Metrics {
   prometheus::Counter& bytes_out;
   prometheus::Counter& credit_wait;
   prometheus::Gauge& config_version;
+  prometheus::Family<prometheus::Counter>& config_updates;
   prometheus::Gauge& ws_sessions;
   prometheus::Family<prometheus::Counter>& ws_messages;
   prometheus::Family<prometheus::Counter>& ws_bytes;
@@ -118,6 +124,11 @@ struct Metrics {
                            .Help("Version of the policy snapshot in force (0: none)")
                            .Register(r)
                            .Add({})),
+        config_updates(prometheus::BuildCounter()
+                           .Name("postern_connector_config_updates_total")
+                           .Help("Policy snapshots received from the policy service, by result: applied, unchanged, "
+                                 "untrusted (no valid signature by a trusted key), invalid")
+                           .Register(r)),
         ws_sessions(prometheus::BuildGauge()
                         .Name("postern_connector_websocket_sessions")
                         .Help("WebSocket sessions open to native services right now")
@@ -155,6 +166,13 @@ class PullBody final : public BodySource {
         ended_ = true;
         end_seen_ = true;
         trailers_ = frame_.end().trailers();
+        // Whatever the edge did, no forbidden or unwritable trailer reaches
+        // a native service.
+        net::drop_forbidden_trailers(trailers_);
+        for (int i = trailers_.size() - 1; i >= 0; --i) {
+          const auto& t = trailers_.Get(i);
+          if (!net::is_token(t.name()) || !net::is_safe_field_value(t.value())) trailers_.DeleteSubrange(i, 1);
+        }
         co_return false;
       }
       if (frame_.has_error()) {
@@ -348,7 +366,8 @@ struct Connector::Impl {
     grpc::ClientContext* attach_ctx = nullptr;
     std::unique_ptr<Event> wake;     // wakes the heartbeat writer
     std::unique_ptr<Event> stopped;  // set when the run loop has ended
-    std::uint64_t config_sent = 0;   // snapshot version pushed on this session
+    // The signed snapshot pushed on this session (the broker has it).
+    std::shared_ptr<const pv1::SignedSnapshot> config_sent;
     // Exchanges paced by the broker's Credit messages on this Attach
     // session, by RequestHead.exchange_id.
     std::map<std::uint64_t, gb::SendCredit*> credits;
@@ -372,8 +391,13 @@ struct Connector::Impl {
   std::unique_ptr<Event> idle;
   std::mt19937 rng{std::random_device{}()};
 
-  // Policies: the newest snapshot from the policy service, compiled.
+  // Policies: the policy service's current snapshot, compiled, and the
+  // signed bytes it came in (relayed to brokers unchanged).
   std::shared_ptr<const policy::Catalog> catalog;
+  std::shared_ptr<const pv1::SignedSnapshot> catalog_wire;
+  std::shared_ptr<const policy::SnapshotKeys> trusted_keys;
+  policy::BasicVerifier basic_verifier;
+  std::chrono::seconds file_check_interval{10};
   std::unique_ptr<grpc_bridge::SnapshotWatcher> policy_watch;
   std::unique_ptr<pv1::Policy::Stub> policy_stub;
   policy::Limiter limiter;
@@ -415,11 +439,11 @@ struct Connector::Impl {
     if (t.ca_file().empty() || t.cert_file().empty() || t.key_file().empty()) {
       throw std::runtime_error("tls: ca_file, cert_file and key_file are required (the broker demands mutual TLS)");
     }
-    grpc::SslCredentialsOptions o;
-    o.pem_root_certs = net::read_pem_file(t.ca_file(), "tls.ca_file");
-    o.pem_cert_chain = net::read_pem_file(t.cert_file(), "tls.cert_file");
-    o.pem_private_key = net::read_pem_file(t.key_file(), "tls.key_file");
-    creds = grpc::SslCredentials(o);
+    file_check_interval = gb::refresh_seconds(cfg.file_check_interval());
+    {
+      grpc::ChannelArguments unused;
+      creds = gb::client_credentials(&t, "brokers", unused, file_check_interval);
+    }
     for (const auto& [alias, svc] : cfg.aliases()) {
       try {
         auto origin = net::Origin::parse(svc.url(), svc.ca_file());
@@ -433,7 +457,15 @@ struct Connector::Impl {
     }
     pump = std::make_unique<gb::Pump>(std::make_unique<grpc::CompletionQueue>(), "cq-client");
     invocations = std::make_unique<policy::InvocationLog>(cfg.invocation_log_file());
-    if (!cfg.policy().address().empty()) start_policy_watch();
+    if (!cfg.policy().address().empty()) {
+      const std::vector<std::string> key_files(cfg.trusted_config_keys().begin(), cfg.trusted_config_keys().end());
+      trusted_keys = policy::SnapshotKeys::load(key_files, "trusted_config_keys");
+      asio::co_spawn(ex, watch_files(key_files, file_check_interval, [this, key_files] { return reload_keys(key_files); },
+                                     &draining),
+                     asio::detached);
+      start_policy_watch();
+    }
+    watch_native_cas();
     asio::co_spawn(ex, resolve_loop(), asio::detached);
   }
 
@@ -442,7 +474,7 @@ struct Connector::Impl {
   void start_policy_watch() {
     const auto& pc = cfg.policy();
     grpc::ChannelArguments args = gb::client_channel_args();
-    auto pcreds = gb::client_credentials(pc.has_tls() ? &pc.tls() : nullptr, "policy", args);
+    auto pcreds = gb::client_credentials(pc.has_tls() ? &pc.tls() : nullptr, "policy", args, file_check_interval);
     policy_stub = pv1::Policy::NewStub(grpc::CreateCustomChannel(pc.address(), pcreds, args));
     policy_watch = std::make_unique<grpc_bridge::SnapshotWatcher>(ex, "policy", pc.address(), cfg.id());
     asio::co_spawn(ex,
@@ -451,17 +483,63 @@ struct Connector::Impl {
                          return policy_stub->PrepareAsyncWatch(ctx, req, pump->cq());
                        },
                        [this] { return catalog ? catalog->version() : std::uint64_t{0}; },
-                       [this](pv1::Snapshot&& s) { apply_snapshot(std::move(s)); }),
+                       [this](pv1::SignedSnapshot&& s) { apply_snapshot(std::move(s)); }),
                    asio::detached);
   }
 
-  void apply_snapshot(pv1::Snapshot&& s) {
-    auto cat = policy::compile_newer(catalog ? catalog->version() : 0, std::move(s), "policy");
-    if (!cat) return;
-    catalog = std::move(cat);
+  // The policy service's current snapshot, whatever its version (it is the
+  // source of truth), if it carries a valid signature by a trusted key.
+  void apply_snapshot(pv1::SignedSnapshot&& s) {
+    policy::SnapshotOutcome outcome;
+    auto got = policy::open_snapshot(*trusted_keys, std::make_shared<const pv1::SignedSnapshot>(std::move(s)),
+                                     catalog.get(), "policy", outcome);
+    metrics.config_updates.Add({{"result", policy::outcome_label(outcome)}}).Increment();
+    if (!got) return;
+    catalog = std::move(got->catalog);
+    catalog_wire = std::move(got->wire);
     metrics.config_version.Set(static_cast<double>(catalog->version()));
     // Outward: each attached broker gets it on its Attach stream.
     for (auto& [_, l] : links) l->wake->set();
+  }
+
+  // New trusted keys: a snapshot no longer signed by one of them is dropped
+  // (green policies then refuse with 503 until a trusted one comes).
+  bool reload_keys(const std::vector<std::string>& files) {
+    try {
+      trusted_keys = policy::SnapshotKeys::load(files, "trusted_config_keys");
+    } catch (const std::exception& e) {
+      POSTERN_LOG(error, "trusted keys not reloaded; the old ones stay").kv("error", e.what());
+      return true;
+    }
+    POSTERN_LOG(info, "trusted keys reloaded").kv("keys", trusted_keys->ids());
+    pv1::Snapshot ignored;
+    if (catalog_wire && !trusted_keys->open(*catalog_wire, ignored).empty()) {
+      POSTERN_LOG(warn, "policy snapshot dropped: its signing key is no longer trusted")
+          .kv("version", catalog->version());
+      catalog.reset();
+      catalog_wire.reset();
+      metrics.config_version.Set(0);
+      if (policy_watch) policy_watch->restart();
+    }
+    return true;
+  }
+
+  // A native service's CA bundle renewed: connections from now on verify
+  // against the new one.
+  void watch_native_cas() {
+    for (auto& [alias, origin] : origins) {
+      if (!origin.tls || origin.ca_file.empty()) continue;
+      asio::co_spawn(ex, watch_files({origin.ca_file}, file_check_interval, [this, alias = alias] {
+        auto& o = origins.at(alias);
+        try {
+          o.tls_context = net::make_client_tls(o.ca_file, "aliases." + alias + ".ca_file");
+          POSTERN_LOG(info, "native CA bundle reloaded").kv("alias", alias).kv("ca_file", o.ca_file);
+        } catch (const std::exception& e) {
+          POSTERN_LOG(error, "native CA bundle not reloaded; the old one stays").kv("alias", alias).kv("error", e.what());
+        }
+        return true;
+      }, &draining), asio::detached);
+    }
   }
 
   // ------------------------------------------------------------ resolution
@@ -653,7 +731,7 @@ struct Connector::Impl {
         [&]() -> asio::awaitable<void> {
           std::uint64_t seq = 0;
           bool drain_sent = false;
-          l.config_sent = 0;
+          l.config_sent.reset();
           while (l.attached && !l.stopping) {
             // A Sessions stream the broker ended while the session lives on
             // is opened again (until then, the broker's sessions for these
@@ -663,7 +741,7 @@ struct Connector::Impl {
                 l.mux->status().error_code() != grpc::StatusCode::UNIMPLEMENTED) {
               open_sessions(l);
             }
-            const bool config_due = catalog && catalog->version() > l.config_sent;
+            const bool config_due = catalog_wire && catalog_wire != l.config_sent;
             if (!config_due) {
               co_await l.wake->wait_for(hb_interval);
               l.wake->reset();
@@ -673,10 +751,9 @@ struct Connector::Impl {
             if (l.drain_requested && !drain_sent) {
               m.mutable_drain()->set_reason("connector shutting down");
               drain_sent = true;
-            } else if (catalog && catalog->version() > l.config_sent) {
-              const auto cat = catalog;  // alive across the write
-              *m.mutable_config() = cat->snapshot();
-              l.config_sent = cat->version();
+            } else if (catalog_wire && catalog_wire != l.config_sent) {
+              *m.mutable_config() = *catalog_wire;
+              l.config_sent = catalog_wire;
             } else {
               auto* hb = m.mutable_heartbeat();
               hb->set_seq(++seq);
@@ -955,21 +1032,16 @@ struct Connector::Impl {
                                Answered& out) {
     const auto started = Clock::now();
     tv1::RequestHead head = in_head;
-    // The API this exchange belongs to: named by the edge, or (for a request
-    // the edge sent to its default alias) found here by path.
     const auto cat = catalog;
-    const policy::CompiledApi* api = nullptr;
-    if (cat) {
-      if (!head.api().empty()) {
-        api = cat->api(head.api());
-      } else if (auto m = cat->route(head.target()); m && m->api->reverse_invoke) {
-        api = m->api;
-        head.set_api(api->name);
-        head.set_alias(api->alias);
-        head.set_target(m->target);
-      }
-    }
-    const bool enforce = api && api->green;
+    // Nothing from the other zone is taken on trust: the head must be one a
+    // sound edge sends, and the API is found here, from alias and path.
+    std::string bad = head_problem(head);
+    const policy::CompiledApi* api = bad.empty() ? own_api(cat.get(), head) : nullptr;
+    // Policies the edge says it enforced are skipped only for exactly that
+    // API, and only if it is one the DMZ enforces; anything else (a green
+    // API, an API the edge did not name, as with its default alias) is
+    // enforced here.
+    const bool enforce = api && (api->green || api->name != in_head.api());
     const pv1::Policies* pol = enforce ? &api->def->policies() : nullptr;
     const auto capture = policy::capture_limits(pol);
     policy::Decisions decisions;
@@ -977,13 +1049,16 @@ struct Connector::Impl {
     policy::Limiter::Hold hold;
     // Threat protection is the edge's.
     policy::PolicedBody policed_body(body, policy::kNoThreatRules, false, capture.request);
+    if (enforce) policed_body.filter_trailers_for(api);
     policy::PolicedSink policed_sink(sink, pol ? &pol->transform() : nullptr, capture.response);
 
     std::optional<ExchangeError>& failure = out.failure;
     bool& websocket_ran = out.websocket_ran;
     unsigned status = 0;
     try {
+      if (!bad.empty()) throw ExchangeError(tv1::ERROR_CODE_BAD_REQUEST, "refused at the connector: " + bad);
       if (enforce) {
+        co_await basic_verifier.prepare(cat, *api, head);
         std::string host;
         for (const auto& h : head.headers()) {
           if (net::iequals(h.name(), "x-forwarded-host")) host = h.value();
@@ -1050,13 +1125,59 @@ struct Connector::Impl {
         r->application = identity.application;
         r->client_ip = head.client_ip();
         r->method = head.method();
-        r->path = head.target().substr(0, head.target().find('?'));
+        r->path = policy::log_path(head.target());
         r->enforced_by = "connector";
         r->total_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
         r->decisions = std::move(decisions);
         invocations->write(*r, pol->log_invocation().compress_payload());
       }
     }
+  }
+
+  // What makes a request head from the tunnel unfit to write to a native
+  // service: a method or header name that is no token, a value with CR, LF
+  // or NUL (request splitting), a target that is not the normalised path
+  // the edge routes. "" when it is fine.
+  static std::string head_problem(const tv1::RequestHead& head) {
+    if (!net::is_token(head.method())) return "a method that is not a token";
+    for (unsigned char c : head.target()) {
+      if (c <= 0x20 || c == 0x7f) return "a request target with a space or a control character";
+    }
+    if (!net::is_normalized_target(head.target())) return "a request target that is not a normalised path";
+    for (const auto& h : head.headers()) {
+      if (!net::is_token(h.name())) return "a header name that is not a token";
+      if (!net::is_safe_field_value(h.value())) return "header '" + h.name() + "' has CR, LF or NUL in its value";
+    }
+    return {};
+  }
+
+  // The API `head` belongs to in this connector's own catalog: for a request
+  // the edge routed to its default alias (it names no API), the API whose
+  // base path matches (the target becomes its native path); then, always,
+  // the API on the alias whose native prefix holds the target (the longest:
+  // the most specific). Null: no API (the request passes by alias only).
+  static const policy::CompiledApi* own_api(const policy::Catalog* cat, tv1::RequestHead& head) {
+    if (!cat) return nullptr;
+    if (head.api().empty()) {
+      if (auto m = cat->route(head.target()); m && m->api->reverse_invoke) {
+        head.set_alias(m->api->alias);
+        head.set_target(m->target);
+      }
+    }
+    const std::string_view path = std::string_view(head.target()).substr(0, head.target().find('?'));
+    const policy::CompiledApi* best = nullptr;
+    for (const auto& a : cat->apis()) {
+      if (!a.reverse_invoke || a.alias != head.alias()) continue;
+      const bool holds = a.prefix.empty() || (path.starts_with(a.prefix) &&
+                                              (path.size() == a.prefix.size() || path[a.prefix.size()] == '/'));
+      if (!holds) continue;
+      // Equally specific APIs (allow_overlap): the one the edge named.
+      const bool longer = !best || a.prefix.size() > best->prefix.size();
+      const bool tie_named = best && a.prefix.size() == best->prefix.size() && a.name == head.api();
+      if (longer || tie_named) best = &a;
+    }
+    if (best) head.set_api(best->name);
+    return best;
   }
 
   // A WebSocket session a broker opened on a link's Sessions stream.
@@ -1128,7 +1249,7 @@ struct Connector::Impl {
     const std::string subprotocol(policy::header_value(up.head.headers(), "sec-websocket-protocol"));
     co_await sink.head(up.head);
     policy::WsSessionInfo info{head.request_id(), head.api(), identity.application, head.client_ip(),
-                               head.target().substr(0, head.target().find('?')), subprotocol, "connector"};
+                               policy::log_path(head.target()), subprotocol, "connector"};
     if (auto shared = tunnel.shared()) {
       // The session runs on in a coroutine of its own, so that this
       // exchange's coroutines (policies, the upgrade: about 4 KiB) end now

@@ -192,8 +192,19 @@ class Session {
     co_return co_await route(*target);
   }
 
+  // The quick start gives each of its APIs a native prefix of its own, so
+  // that no API's path reaches another API's resources: the demo serves the
+  // same endpoints under each (/open/headers is /headers).
+  static std::string unmounted(const std::string& path) {
+    for (std::string_view mount : {"/open", "/keyed", "/inside"}) {
+      if (path == mount) return "/";
+      if (path.starts_with(mount) && path[mount.size()] == '/') return path.substr(mount.size());
+    }
+    return path;
+  }
+
   asio::awaitable<bool> route(const Target& target) {
-    const std::string& path = target.path();
+    const std::string path = unmounted(target.path());
     POSTERN_LOG(debug, "request").kv("method", sv(req().method_string())).kv("target", sv(req().target()));
     if (beast::websocket::is_upgrade(req())) {
       if (path.starts_with("/refuse/")) {
@@ -416,7 +427,7 @@ class Session {
   // Reads the body; answers chunked "trailers\n" with trailer fields: every
   // request trailer as X-Echo-<name>, plus X-Demo-Trailer: yes.
   asio::awaitable<bool> handle_trailers() {
-    const std::size_t head_fields = std::distance(req().begin(), req().end());
+    const auto head_fields = postern::net::count_fields(req());
     const bool drained = co_await discard_body();
     if (!drained) co_return false;
     http::fields trailer;

@@ -16,18 +16,23 @@
 
 #include "common/config/yaml_proto.hpp"
 #include "common/event.hpp"
+#include "common/file_watch.hpp"
 #include "common/net/beast_ws_port.hpp"
 #include "common/net/body_reader.hpp"
 #include "common/net/http_client.hpp"
 #include "common/net/http_headers.hpp"
 #include "common/net/listen.hpp"
+#include "common/net/request_target.hpp"
 #include "common/net/tls.hpp"
 #include "common/net/trailers.hpp"
 #include "common/observability/log.hpp"
+#include "common/policy/basic_verifier.hpp"
 #include "common/policy/decision_metrics.hpp"
 #include "common/policy/engine.hpp"
 #include "common/policy/invocation.hpp"
+#include "common/policy/signed_snapshot.hpp"
 #include "common/policy/ws_policies.hpp"
+#include "edge/forwarding.hpp"
 #include "edge/relay_client.hpp"
 #include "edge/router.hpp"
 
@@ -152,16 +157,26 @@ struct EdgeServer::Impl {
   // Policies: the newest snapshot from the broker, compiled. A request keeps
   // the version it started with.
   std::shared_ptr<const policy::Catalog> catalog;
+  // The public keys a snapshot must be signed by (trusted_config_keys).
+  std::shared_ptr<const policy::SnapshotKeys> trusted_keys;
+  std::shared_ptr<const pv1::SignedSnapshot> catalog_wire;  // the signed bytes `catalog` came from
+  prometheus::Family<prometheus::Counter>& config_updates;
   bool config_received = false;
   std::unique_ptr<Event> first_config;  // set with config_received
   policy::Limiter limiter;
+  policy::BasicVerifier basic_verifier;
+  // Peers whose X-Forwarded-For and Forwarded are believed (trusted_proxies).
+  policy::IpRanges trusted_proxies;
+  std::chrono::seconds file_check_interval{10};
   policy::DecisionMetrics decision_metrics;
   std::unique_ptr<policy::InvocationLog> invocations;
   prometheus::Gauge& config_version;
   struct Listener {
     std::unique_ptr<tcp::acceptor> acceptor;
+    // Replaced when the files change; a connection keeps the one it began with.
     std::shared_ptr<ssl::context> tls;
     std::string name;
+    std::string cert_file, key_file;
   };
   std::vector<Listener> listeners;
 
@@ -204,6 +219,11 @@ struct EdgeServer::Impl {
 
   Impl(asio::io_context& io, config::v1::EdgeConfig c, std::shared_ptr<prometheus::Registry> p)
       : ioc(io), ex(io.get_executor()), cfg(std::move(c)), prom(std::move(p)), metrics(*prom), http(ex),
+        config_updates(prometheus::BuildCounter()
+                           .Name("postern_edge_config_updates_total")
+                           .Help("Policy snapshots received from the broker, by result: applied, unchanged, empty, "
+                                 "untrusted (no valid signature by a trusted key), invalid")
+                           .Register(*prom)),
         decision_metrics(*prom, "edge"),
         config_version(prometheus::BuildGauge()
                            .Name("postern_edge_config_version")
@@ -229,13 +249,26 @@ struct EdgeServer::Impl {
     } catch (const std::invalid_argument& e) {
       throw std::runtime_error(e.what());
     }
+    const std::vector<std::string> key_files(cfg.trusted_config_keys().begin(), cfg.trusted_config_keys().end());
+    trusted_keys = policy::SnapshotKeys::load(key_files, "trusted_config_keys");
+    for (int i = 0; i < cfg.trusted_proxies_size(); ++i) {
+      if (std::string why = trusted_proxies.add(cfg.trusted_proxies(i)); !why.empty()) {
+        throw std::runtime_error("trusted_proxies[" + std::to_string(i) + "]: " + why);
+      }
+    }
+    file_check_interval = std::chrono::duration_cast<std::chrono::seconds>(
+        config::duration_or(cfg.file_check_interval(), std::chrono::seconds(10)));
+    if (file_check_interval < 1s) file_check_interval = 1s;
     invocations = std::make_unique<policy::InvocationLog>(cfg.invocation_log_file());
-    relay = std::make_unique<RelayClient>(ex, cfg.broker(), prom.get());
+    relay = std::make_unique<RelayClient>(ex, cfg.broker(), prom.get(), file_check_interval);
     asio::co_spawn(ex,
                    relay->watch_config(
                        cfg.id().empty() ? "edge" : cfg.id(),
                        [this] { return catalog ? catalog->version() : std::uint64_t{0}; },
-                       [this](policy::v1::Snapshot&& s) { apply_snapshot(std::move(s)); }),
+                       [this](policy::v1::SignedSnapshot&& s) { apply_snapshot(std::move(s)); }),
+                   asio::detached);
+    asio::co_spawn(ex, watch_files(key_files, file_check_interval, [this, key_files] { return reload_keys(key_files); },
+                                   &draining),
                    asio::detached);
     if (cfg.listeners().empty()) throw std::runtime_error("listeners: at least one external listener is required");
     for (int i = 0; i < cfg.listeners_size(); ++i) {
@@ -249,6 +282,8 @@ struct EdgeServer::Impl {
           throw std::runtime_error("listeners[" + std::to_string(i) + "].tls: " + e.what());
         }
         L.name = i == 0 ? "external-tls" : L.name + "-tls";
+        L.cert_file = l.tls().cert_file();
+        L.key_file = l.tls().key_file();
       }
       tcp::endpoint ep;
       try {
@@ -270,22 +305,74 @@ struct EdgeServer::Impl {
           .kv("tls", static_cast<bool>(L.tls));
       listeners.push_back(std::move(L));
     }
-    for (auto& l : listeners) asio::co_spawn(ex, accept_loop(l), asio::detached);
+    for (auto& l : listeners) {
+      asio::co_spawn(ex, accept_loop(l), asio::detached);
+      if (l.tls) {
+        asio::co_spawn(ex, watch_files({l.cert_file, l.key_file}, file_check_interval,
+                                       [this, &l] { return reload_listener_tls(l); }, &draining),
+                       asio::detached);
+      }
+    }
     if (!cfg.public_url().empty()) POSTERN_LOG(info, "public url").kv("url", cfg.public_url());
   }
 
-  // A newer snapshot replaces the current one atomically; one that does not
-  // compile is refused and the current one keeps serving.
-  void apply_snapshot(policy::v1::Snapshot&& s) {
-    if (!config_received) {
+  // The broker's current snapshot replaces ours atomically, whatever its
+  // version: the broker serves what the green zone holds now, so an edge
+  // follows it back as well as forward. Only with a valid signature by a
+  // trusted key; one that does not compile is refused, and the current one
+  // keeps serving.
+  void apply_snapshot(policy::v1::SignedSnapshot&& s) {
+    policy::SnapshotOutcome outcome;
+    auto got = policy::open_snapshot(*trusted_keys, std::make_shared<const policy::v1::SignedSnapshot>(std::move(s)),
+                                     catalog.get(), "broker", outcome);
+    config_updates.Add({{"result", policy::outcome_label(outcome)}}).Increment();
+    if (!config_received && outcome != policy::SnapshotOutcome::untrusted) {
       config_received = true;
       first_config->set();
-      POSTERN_LOG(info, "config received from broker").kv("version", s.version());
+      POSTERN_LOG(info, "config received from broker").kv("version", got ? got->catalog->version() : 0);
     }
-    auto cat = policy::compile_newer(catalog ? catalog->version() : 0, std::move(s), "broker");
-    if (!cat) return;
-    catalog = std::move(cat);
+    if (!got) return;
+    catalog = std::move(got->catalog);
+    catalog_wire = std::move(got->wire);
     config_version.Set(static_cast<double>(catalog->version()));
+  }
+
+  // New trusted keys (a rotation): the snapshot in force must still carry a
+  // signature by one of them, or it is dropped (the edge answers 503 until
+  // the broker sends one that does).
+  bool reload_keys(const std::vector<std::string>& files) {
+    try {
+      trusted_keys = policy::SnapshotKeys::load(files, "trusted_config_keys");
+    } catch (const std::exception& e) {
+      POSTERN_LOG(error, "trusted keys not reloaded; the old ones stay").kv("error", e.what());
+      return true;
+    }
+    POSTERN_LOG(info, "trusted keys reloaded").kv("keys", trusted_keys->ids());
+    if (catalog && !catalog_wire_trusted()) {
+      POSTERN_LOG(warn, "policy snapshot dropped: its signing key is no longer trusted")
+          .kv("version", catalog->version());
+      catalog.reset();
+      catalog_wire.reset();
+      config_version.Set(0);
+      relay->restart_watch();
+    }
+    return true;
+  }
+
+  bool catalog_wire_trusted() const {
+    pv1::Snapshot ignored;
+    return catalog_wire && trusted_keys->open(*catalog_wire, ignored).empty();
+  }
+
+  // A renewed certificate serves every connection from now on.
+  bool reload_listener_tls(Listener& l) {
+    try {
+      l.tls = net::make_server_tls(l.cert_file, l.key_file);
+      POSTERN_LOG(info, "tls certificate reloaded").kv("listener", l.name).kv("cert_file", l.cert_file);
+    } catch (const std::exception& e) {
+      POSTERN_LOG(error, "tls certificate not reloaded; the old one stays").kv("listener", l.name).kv("error", e.what());
+    }
+    return true;
   }
 
   const net::Origin& direct_origin(const Route& r) {
@@ -320,8 +407,11 @@ struct EdgeServer::Impl {
     socket.set_option(tcp::no_delay(true), ec);
     auto peer = socket.remote_endpoint(ec);
     if (l.tls) {
+      // This connection's context, whatever a reload brings (a copy: the
+      // arguments may be evaluated in any order).
+      const auto tls = l.tls;
       asio::co_spawn(ex,
-                     tls_session(beast::ssl_stream<beast::tcp_stream>(std::move(socket), *l.tls), peer, Fresh(*this)),
+                     tls_session(beast::ssl_stream<beast::tcp_stream>(std::move(socket), *tls), tls, peer, Fresh(*this)),
                      [](std::exception_ptr e) { log_session_failure(e); });
     } else {
       asio::co_spawn(ex, plain_session(beast::tcp_stream(std::move(socket)), peer, Fresh(*this)),
@@ -355,7 +445,10 @@ struct EdgeServer::Impl {
     }
   }
 
-  asio::awaitable<void> tls_session(beast::ssl_stream<beast::tcp_stream> stream, tcp::endpoint peer, Fresh fresh) {
+  // `tls` is the stream's context, kept for as long as the stream lives.
+  asio::awaitable<void> tls_session(beast::ssl_stream<beast::tcp_stream> stream,
+                                    [[maybe_unused]] std::shared_ptr<ssl::context> tls, tcp::endpoint peer,
+                                    Fresh fresh) {
     beast::get_lowest_layer(stream).expires_after(header_timeout);
     auto [ec] = co_await stream.async_handshake(ssl::stream_base::server, use_nothrow);
     if (ec) {
@@ -379,12 +472,12 @@ struct EdgeServer::Impl {
     Clock::duration timeout;
     Metrics& metrics;
     net::PieceBuffer buf;
-    std::size_t head_fields;
+    net::HeadCounts head_fields;
     Trailers trailers_;
     ClientBody(Stream& s, beast::flat_buffer& b, http::request_parser<http::buffer_body>& p, Clock::duration t,
                Metrics& m)
         : stream(s), buffer(b), parser(p), timeout(t), metrics(m), buf(p.content_length_remaining()),
-          head_fields(std::distance(p.get().begin(), p.get().end())) {}
+          head_fields(net::count_fields(p.get())) {}
 
     const Trailers& trailers() const override { return trailers_; }
 
@@ -620,6 +713,59 @@ struct EdgeServer::Impl {
     if (!upgraded) co_await close(stream);
   }
 
+  // Every value of header `name`, joined with ", " (RFC 9110 5.3).
+  static std::string joined_field(const http::request<http::buffer_body>& req, std::string_view name) {
+    std::string out;
+    for (const auto& f : req) {
+      if (!net::iequals(f.name_string(), name)) continue;
+      if (!out.empty()) out += ", ";
+      out += f.value();
+    }
+    return out;
+  }
+
+  // What makes a request unsafe to pass on whatever its API: framing that
+  // two HTTP parsers could read differently (RFC 9112 6.3), a missing,
+  // repeated or malformed Host (RFC 9112 3.2), a target that is not a plain
+  // normalised path. Returns the reason ("" when fine) and sets the
+  // normalised target and the Host.
+  static std::string check_request(const http::request<http::buffer_body>& req, std::string& target,
+                                   std::string& host) {
+    std::size_t te = 0, cl = 0, hosts = 0;
+    std::string te_value;
+    for (const auto& f : req) {
+      if (f.name() == http::field::transfer_encoding) {
+        ++te;
+        te_value = std::string(f.value());
+      } else if (f.name() == http::field::content_length) {
+        ++cl;
+      } else if (f.name() == http::field::host) {
+        ++hosts;
+        host = std::string(f.value());
+      }
+    }
+    if (te > 0) {
+      if (req.version() < 11) return "Transfer-Encoding in an HTTP/1.0 request";
+      std::string_view v = te_value;
+      while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+      while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+      if (te > 1 || !net::iequals(v, "chunked")) {
+        return "Transfer-Encoding '" + (te > 1 ? std::string("(repeated)") : std::string(v)) +
+               "': only a single 'chunked' is accepted";
+      }
+      if (cl > 0) return "both Content-Length and Transfer-Encoding";
+    }
+    if (hosts > 1) return "more than one Host header";
+    if (hosts == 0 && req.version() >= 11) return "no Host header (HTTP/1.1 requires one)";
+    if (hosts == 1) {
+      if (auto why = host_problem(host)) return *why;
+    }
+    auto n = net::normalize_target(req.target());
+    if (!n.ok()) return n.error;
+    target = std::move(n.target);
+    return {};
+  }
+
   // An exchange in flight: a drain waits until none is.
   void begin_in_flight() {
     ++in_flight;
@@ -652,7 +798,7 @@ struct EdgeServer::Impl {
 
   template <class Stream>
   asio::awaitable<bool> handle(Stream& stream, beast::flat_buffer& buffer,
-                               http::request_parser<http::buffer_body>& parser, const std::string& client_ip,
+                               http::request_parser<http::buffer_body>& parser, const std::string& peer_ip,
                                bool tls, bool& upgraded) {
     const auto started = Clock::now();
     auto& req = parser.get();
@@ -662,8 +808,26 @@ struct EdgeServer::Impl {
     const bool body_expected = parser.chunked() || (parser.content_length() && *parser.content_length() > 0);
     bool keep_alive = req.keep_alive() && !draining;
 
+    // Framing, Host and the target, before anything routes or looks at them.
+    std::string target, host;
+    if (const std::string bad = check_request(req, target, host); !bad.empty()) {
+      POSTERN_LOG(info, "bad request").kv("request_id", request_id).kv("client", peer_ip).kv("error", bad);
+      std::string body =
+          "{\"type\":\"https://postern.dev/problems/bad-request\",\"title\":\"Bad Request\",\"status\":400,\"detail\":\"";
+      log::json_escape(body, bad);
+      body += "\",\"request_id\":\"" + request_id + "\"}\n";
+      co_await write_problem(stream, version, 400, "http_request_error", body, request_id, false, bad);
+      finish_exchange(started, 400, "", {}, request_id, peer_ip, std::string(req.method_string()), "", "");
+      co_return false;
+    }
+    req.target(target);  // what was routed is what is sent on, and logged
+    const std::string path = policy::log_path(target);  // for logs: no query, no path-parameter values
+    const ClientAddress who = client_address(peer_ip, trusted_proxies, joined_field(req, "x-forwarded-for"),
+                                             joined_field(req, "forwarded"), tls ? "https" : "http", host);
+    const std::string& client_ip = who.client_ip;
+
     const auto cat = catalog;  // this request's snapshot, whatever arrives meanwhile
-    auto route = router->route(cat.get(), req.target());
+    auto route = router->route(cat.get(), target);
     const policy::CompiledApi* papi = route ? route->policy_api : nullptr;
     const std::string api_name = route ? route->api : std::string();
     // The API's threat rules, or the global ones when no API matches.
@@ -671,8 +835,8 @@ struct EdgeServer::Impl {
     policy::Decisions decisions;
     policy::Identity identity;
     auto finish = [&](unsigned status, const std::string& api) {
-      finish_exchange(started, status, api, decisions, request_id, client_ip, std::string(req.method_string()),
-                      std::string(req.target().substr(0, req.target().find('?'))), identity.application);
+      finish_exchange(started, status, api, decisions, request_id, client_ip, std::string(req.method_string()), path,
+                      identity.application);
     };
 
     // Threat protection first, for every request.
@@ -707,7 +871,6 @@ struct EdgeServer::Impl {
       co_return ka;
     }
     if (!route) {
-      const std::string path(req.target().substr(0, req.target().find('?')));
       std::string body = "{\"type\":\"https://postern.dev/problems/no-api\",\"title\":\"No API matches\",\"status\":404,"
                          "\"detail\":\"no API is registered for path '";
       log::json_escape(body, path);
@@ -758,19 +921,15 @@ struct EdgeServer::Impl {
     head.set_client_ip(client_ip);
     head.set_http_version(version);
     const auto connection = req[http::field::connection];
-    std::string xff, forwarded;
-    std::string host(req[http::field::host]);
     for (const auto& f : req) {
       const auto name = f.name_string();
       if (net::is_hop_by_hop(name) || net::listed_in_connection(connection, name)) continue;
-      if (net::iequals(name, "host") || net::iequals(name, "expect") || net::iequals(name, "x-request-id")) continue;
-      if (net::iequals(name, "x-forwarded-for")) {
-        xff = std::string(f.value());
-        continue;
-      }
-      if (net::iequals(name, "x-forwarded-proto") || net::iequals(name, "x-forwarded-host")) continue;
-      if (net::iequals(name, "forwarded")) {
-        forwarded = std::string(f.value());
+      // Written by the edge itself below (client_address() decided what of
+      // the client's own to keep).
+      static constexpr std::string_view kOwn[] = {"host",           "expect",           "x-request-id",
+                                                  "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+                                                  "forwarded",      "x-real-ip"};
+      if (std::any_of(std::begin(kOwn), std::end(kOwn), [&](std::string_view n) { return net::iequals(name, n); })) {
         continue;
       }
       auto* h = head.add_headers();
@@ -782,14 +941,10 @@ struct EdgeServer::Impl {
       h->set_name(std::move(name));
       h->set_value(std::move(value));
     };
-    const std::string proto = tls ? "https" : "http";
-    add("X-Forwarded-For", xff.empty() ? client_ip : xff + ", " + client_ip);
-    add("X-Forwarded-Proto", proto);
+    add("X-Forwarded-For", who.x_forwarded_for);
+    add("X-Forwarded-Proto", tls ? "https" : "http");
     if (!host.empty()) add("X-Forwarded-Host", host);
-    std::string fwd_for = client_ip.find(':') != std::string::npos ? "\"[" + client_ip + "]\"" : client_ip;
-    std::string fwd = "for=" + fwd_for + ";proto=" + proto;
-    if (!host.empty()) fwd += ";host=\"" + host + "\"";
-    add("Forwarded", forwarded.empty() ? fwd : forwarded + ", " + fwd);
+    add("Forwarded", who.forwarded);
     add("X-Request-Id", request_id);
     if (parser.chunked()) {
       head.set_content_length(-1);
@@ -806,6 +961,7 @@ struct EdgeServer::Impl {
     const policy::v1::Policies* pol = enforce ? &papi->def->policies() : nullptr;
     policy::Limiter::Hold hold;
     if (enforce) {
+      co_await basic_verifier.prepare(cat, *papi, head);
       auto verdict = policy::identify(*cat, *papi, head, host, std::chrono::system_clock::now(), identity, decisions);
       if (verdict.allowed() && upgrade) verdict = policy::check_origin(*papi, req[http::field::origin], decisions);
       if (verdict.allowed()) verdict = limiter.admit(*papi, identity, client_ip, Clock::now(), hold, decisions);
@@ -839,6 +995,7 @@ struct EdgeServer::Impl {
     ClientBody<Stream> client_body(stream, buffer, parser, idle_timeout, metrics);
     policy::PolicedBody body(client_body, threats, policy::is_json_content_type(req[http::field::content_type]),
                              capture.request);
+    if (enforce) body.filter_trailers_for(papi);
     ClientSink<Stream> client_sink(stream, version, keep_alive, req.method() == http::verb::head, request_id,
                                    idle_timeout, metrics);
     policy::PolicedSink sink(client_sink, pol ? &pol->transform() : nullptr, capture.response);
@@ -873,7 +1030,7 @@ struct EdgeServer::Impl {
         r->application = identity.application;
         r->client_ip = client_ip;
         r->method = std::string(req.method_string());
-        r->path = std::string(req.target().substr(0, req.target().find('?')));
+        r->path = path;
         r->enforced_by = "edge";
         r->total_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
         if (sink.started()) {
@@ -1014,8 +1171,8 @@ struct EdgeServer::Impl {
     // The session runs on in a coroutine of its own, so that the HTTP
     // connection's coroutines (request parser, exchange state: about 10 KiB)
     // end now rather than stay suspended under it for its whole life.
-    policy::WsSessionInfo info{request_id, route.api, identity.application, client_ip,
-                               std::string(req.target().substr(0, req.target().find('?'))), subprotocol, "edge"};
+    policy::WsSessionInfo info{request_id, route.api, identity.application, client_ip, policy::log_path(req.target()),
+                               subprotocol, "edge"};
     begin_in_flight();  // until the session ends: a drain waits for it
     asio::co_spawn(ex,
                    ws_session(std::move(ws), std::move(tunnel), std::move(direct), pol, std::move(info),

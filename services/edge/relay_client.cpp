@@ -612,7 +612,8 @@ struct RelayClient::Impl {
   std::shared_ptr<gb::Mux> mux_for(BrokerLink& b, bool wait);
 };
 
-RelayClient::RelayClient(asio::any_io_executor ex, const config::v1::RelayClient& cfg, prometheus::Registry* metrics)
+RelayClient::RelayClient(asio::any_io_executor ex, const config::v1::RelayClient& cfg, prometheus::Registry* metrics,
+                         std::chrono::seconds file_check_interval)
     : impl_(std::make_shared<Impl>()) {
   auto& im = *impl_;
   im.ex = ex;
@@ -634,7 +635,7 @@ RelayClient::RelayClient(asio::any_io_executor ex, const config::v1::RelayClient
     im.names_text += n;
   }
   grpc::ChannelArguments unused;
-  im.creds = gb::client_credentials(cfg.has_tls() ? &cfg.tls() : nullptr, "broker", unused);
+  im.creds = gb::client_credentials(cfg.has_tls() ? &cfg.tls() : nullptr, "broker", unused, file_check_interval);
   im.resolve_interval = config::duration_or(cfg.resolve_interval(), 30s);
   im.resolved = std::make_unique<Event>(ex);
   im.resolve_now = std::make_unique<Event>(ex);
@@ -945,7 +946,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::open_websocket(const tv1
 }
 
 asio::awaitable<void> RelayClient::watch_config(std::string client_id, std::function<std::uint64_t()> known,
-                                                std::function<void(policy::v1::Snapshot&&)> on_snapshot) {
+                                                std::function<void(policy::v1::SignedSnapshot&&)> on_snapshot) {
   auto& im = *impl_;
   im.watcher = std::make_unique<gb::SnapshotWatcher>(im.ex, "broker", im.names_text, std::move(client_id));
   while (!im.resolved->is_set() && !im.watch_stopped) {
@@ -964,6 +965,10 @@ asio::awaitable<void> RelayClient::watch_config(std::string client_id, std::func
         return im.watching->stub->PrepareAsyncWatchConfig(ctx, req, im.pump->cq());
       },
       std::move(known), std::move(on_snapshot));
+}
+
+void RelayClient::restart_watch() {
+  if (impl_->watcher) impl_->watcher->restart();
 }
 
 void RelayClient::stop_watch() {

@@ -47,7 +47,9 @@ class RelayClient {
   /// the resolution of every broker name (`address`, `addresses`), again
   /// every resolve_interval. `metrics` (may be null) gets the failover
   /// counters. Use on `ex` only.
-  RelayClient(asio::any_io_executor ex, const config::v1::RelayClient& cfg, prometheus::Registry* metrics = nullptr);
+  /// TLS files are read again every `file_check_interval`.
+  RelayClient(asio::any_io_executor ex, const config::v1::RelayClient& cfg, prometheus::Registry* metrics = nullptr,
+              std::chrono::seconds file_check_interval = std::chrono::seconds(10));
   ~RelayClient();
 
   /// Runs one exchange through a broker. Throws ExchangeError with the
@@ -76,7 +78,10 @@ class RelayClient {
   /// held; `on_snapshot` gets each snapshot, including a broker's "version
   /// 0: none yet".
   asio::awaitable<void> watch_config(std::string client_id, std::function<std::uint64_t()> known,
-                                     std::function<void(policy::v1::Snapshot&&)> on_snapshot);
+                                     std::function<void(policy::v1::SignedSnapshot&&)> on_snapshot);
+  /// Ends the current WatchConfig stream; the next asks with the version
+  /// known() gives then (0 after a dropped snapshot: send me yours).
+  void restart_watch();
   void stop_watch();
 
  private:

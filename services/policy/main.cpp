@@ -1,11 +1,18 @@
 // postern-policy: wiring only (flags, config, contexts, signals), plus
-// `postern-policy validate FILE` for users' CI pipelines.
+// `postern-policy validate FILE` for users' CI pipelines and
+// `postern-policy hash-password` for Basic credentials in the policy file.
 #include <prometheus/registry.h>
 
 #include <boost/asio/io_context.hpp>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <string>
+
+#include <termios.h>
+#include <unistd.h>
+
+#include "common/crypto/password.hpp"
 
 #include "common/observability/admin_server.hpp"
 #include "common/observability/log.hpp"
@@ -30,10 +37,56 @@ int validate(int argc, char** argv) {
                 << (loaded.errors.size() == 1 ? "" : "s") << ")\n";
       continue;
     }
+    for (const auto& w : loaded.catalog->warnings()) std::cerr << argv[i] << ": warning: " << w << '\n';
     const auto& c = loaded.catalog->snapshot().config();
     std::cout << argv[i] << ": ok (" << c.apis_size() << " APIs, " << c.applications_size() << " applications)\n";
   }
   return bad ? 1 : 0;
+}
+
+// Reads the password from standard input (never from the command line,
+// where `ps` and the shell history would keep it): without echo on a
+// terminal, else the first line.
+int hash_password(int argc, char** argv) {
+  std::uint32_t iterations = postern::crypto::kPasswordIterations;
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--iterations" && i + 1 < argc) {
+      iterations = static_cast<std::uint32_t>(std::strtoul(argv[++i], nullptr, 10));
+    } else {
+      std::cerr << "usage: postern-policy hash-password [--iterations N] < password\n"
+                   "  prints \"$pbkdf2-sha256$i=N$SALT$HASH\" for a policy file's basic[].password_hash;\n"
+                   "  reads the password from standard input (asks for it on a terminal)\n";
+      return 2;
+    }
+  }
+  const bool tty = isatty(STDIN_FILENO) == 1;
+  termios saved{};
+  if (tty) {
+    std::cerr << "password: " << std::flush;
+    tcgetattr(STDIN_FILENO, &saved);
+    termios quiet = saved;
+    quiet.c_lflag &= static_cast<tcflag_t>(~ECHO);
+    tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+  }
+  std::string password;
+  std::getline(std::cin, password);
+  if (tty) {
+    tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    std::cerr << '\n';
+  }
+  if (!password.empty() && password.back() == '\r') password.pop_back();
+  if (password.empty()) {
+    std::cerr << "postern-policy hash-password: empty password\n";
+    return 1;
+  }
+  try {
+    std::cout << postern::crypto::hash_password(password, iterations) << '\n';
+  } catch (const std::exception& e) {
+    std::cerr << "postern-policy hash-password: " << e.what() << '\n';
+    return 2;
+  }
+  return 0;
 }
 
 }  // namespace
@@ -41,6 +94,7 @@ int validate(int argc, char** argv) {
 int main(int argc, char** argv) {
   using namespace postern;
   if (argc >= 2 && std::strcmp(argv[1], "validate") == 0) return validate(argc, argv);
+  if (argc >= 2 && std::strcmp(argv[1], "hash-password") == 0) return hash_password(argc, argv);
   tune_malloc();
   auto cl = parse_command_line(argc, argv, "policy");
   config::v1::PolicyServiceConfig cfg;

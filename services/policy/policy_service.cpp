@@ -5,19 +5,22 @@
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
-#include <sys/stat.h>
 
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <optional>
 #include <thread>
 
 #include "common/config/yaml_proto.hpp"
+#include "common/crypto/keys.hpp"
 #include "common/event.hpp"
+#include "common/file_watch.hpp"
 #include "common/grpc/bridge.hpp"
 #include "common/grpc/channel.hpp"
 #include "common/grpc/snapshot_fanout.hpp"
 #include "common/net/tls.hpp"
 #include "common/observability/log.hpp"
+#include "common/policy/signed_snapshot.hpp"
 #include "policy/policy_file.hpp"
 #include "postern/policy/v1/policy.grpc.pb.h"
 
@@ -59,21 +62,6 @@ struct Metrics {
                          .Add({})) {}
 };
 
-struct FileStamp {
-  std::int64_t mtime_ns = 0;
-  std::int64_t size = -1;
-  std::uint64_t inode = 0;
-  bool operator==(const FileStamp&) const = default;
-};
-
-FileStamp stamp(const std::string& path) {
-  struct stat st {};
-  // stat() follows symlinks: a ConfigMap update swaps a symlink.
-  if (::stat(path.c_str(), &st) != 0) return {};
-  return {static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec,
-          static_cast<std::int64_t>(st.st_size), static_cast<std::uint64_t>(st.st_ino)};
-}
-
 std::uint64_t now_ms() {
   return static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -104,6 +92,7 @@ struct PolicyService::Impl {
   std::shared_ptr<prometheus::Registry> prom;
   Metrics metrics;
   std::shared_ptr<const policy::Catalog> current;
+  std::optional<crypto::SigningKey> signing_key;
   FileStamp last_stamp;
   std::uint64_t last_version = 0;
 
@@ -130,7 +119,18 @@ struct PolicyService::Impl {
 
   void start() {
     if (cfg.policy_file().empty()) throw std::runtime_error("policy_file is required");
-    last_stamp = stamp(cfg.policy_file());
+    if (cfg.signing_key_file().empty()) {
+      throw std::runtime_error(
+          "signing_key_file is required: every snapshot is signed, and connectors, brokers and edges take only "
+          "signed ones (make a key with `openssl genpkey -algorithm ed25519 -out signing.key`)");
+    }
+    try {
+      signing_key = crypto::SigningKey::from_file(cfg.signing_key_file());
+    } catch (const std::exception& e) {
+      throw std::runtime_error(std::string("signing_key_file: ") + e.what());
+    }
+    POSTERN_LOG(info, "signing key loaded").kv("file", cfg.signing_key_file()).kv("key", signing_key->key_id());
+    last_stamp = stamp_file(cfg.policy_file());
     auto loaded = load_policy_file(cfg.policy_file(), candidate_version(), source());
     if (!loaded.catalog) {
       std::string all = "policy file is invalid:";
@@ -142,16 +142,9 @@ struct PolicyService::Impl {
 
     const auto& l = cfg.listen();
     if (l.listen().empty()) throw std::runtime_error("listen.listen is required (host:port for connectors)");
+    const auto refresh = gb::refresh_seconds(cfg.file_check_interval());
     std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
-    if (l.has_tls()) {
-      grpc::SslServerCredentialsOptions o(l.tls().client_ca_file().empty()
-                                              ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-                                              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-      if (!l.tls().client_ca_file().empty()) o.pem_root_certs = net::read_pem_file(l.tls().client_ca_file(), "listen.tls.client_ca_file");
-      o.pem_key_cert_pairs.push_back({net::read_pem_file(l.tls().key_file(), "listen.tls.key_file"),
-                                      net::read_pem_file(l.tls().cert_file(), "listen.tls.cert_file")});
-      creds = grpc::SslServerCredentials(o);
-    }
+    if (l.has_tls()) creds = gb::server_credentials(l.tls(), "listen", refresh);
     grpc::ServerBuilder b;
     b.AddListeningPort(l.listen(), creds, &port);
     b.RegisterService(&service);
@@ -170,11 +163,36 @@ struct PolicyService::Impl {
         .kv("port", port);
     asio::co_spawn(ex,
                    fanout.accept([this](grpc::ServerContext* ctx, pv1::WatchRequest* req,
-                                        grpc::ServerAsyncWriter<pv1::Snapshot>* w, void* tag) {
+                                        grpc::ServerAsyncWriter<pv1::SignedSnapshot>* w, void* tag) {
                      service.RequestWatch(ctx, req, w, cq, cq, tag);
                    }),
                    asio::detached);
     asio::co_spawn(ex, reload_loop(), asio::detached);
+    asio::co_spawn(ex, watch_files({cfg.signing_key_file()}, refresh, [this] { return reload_signing_key(); }, &draining),
+                   asio::detached);
+  }
+
+  // A new signing key (a rotation through the Secret) signs the current
+  // config again under a new version, so every hop gets it. A file that
+  // does not load yet (half written) is retried at the next change.
+  bool reload_signing_key() {
+    try {
+      auto key = crypto::SigningKey::from_file(cfg.signing_key_file());
+      if (key.key_id() == signing_key->key_id()) return true;
+      POSTERN_LOG(info, "signing key changed")
+          .kv("file", cfg.signing_key_file())
+          .kv("old_key", signing_key->key_id())
+          .kv("key", key.key_id());
+      signing_key = std::move(key);
+    } catch (const std::exception& e) {
+      POSTERN_LOG(error, "signing key not reloaded; the old key keeps signing").kv("error", e.what());
+      return true;
+    }
+    pv1::Snapshot again = current->snapshot();
+    again.set_version(candidate_version());
+    std::vector<policy::Issue> issues;
+    if (auto cat = policy::Catalog::compile(std::move(again), issues)) publish(std::move(cat));
+    return true;
   }
 
   void publish(std::shared_ptr<const policy::Catalog> cat) {
@@ -184,13 +202,16 @@ struct PolicyService::Impl {
     metrics.version.Set(static_cast<double>(s.version()));
     metrics.apis.Set(s.config().apis_size());
     metrics.applications.Set(s.config().applications_size());
+    for (const auto& w : current->warnings()) {
+      POSTERN_LOG(warn, "policy file warning").kv("file", cfg.policy_file()).kv("warning", w);
+    }
     POSTERN_LOG(info, "policy snapshot published")
         .kv("version", s.version())
         .kv("digest", s.digest().substr(0, 16))
+        .kv("key", signing_key->key_id())
         .kv("apis", s.config().apis_size())
         .kv("applications", s.config().applications_size());
-    // Aliasing pointer: the snapshot keeps its catalog alive.
-    fanout.publish(std::shared_ptr<const pv1::Snapshot>(current, &current->snapshot()));
+    fanout.publish(std::make_shared<const pv1::SignedSnapshot>(policy::sign_snapshot(s, *signing_key)), s.version());
   }
 
   asio::awaitable<void> reload_loop() {
@@ -200,7 +221,7 @@ struct PolicyService::Impl {
       timer.expires_after(interval);
       co_await timer.async_wait(use_nothrow);
       if (draining) break;
-      const FileStamp now = stamp(cfg.policy_file());
+      const FileStamp now = stamp_file(cfg.policy_file());
       if (now == last_stamp) continue;
       last_stamp = now;
       auto loaded = load_policy_file(cfg.policy_file(), candidate_version(), source());

@@ -57,6 +57,7 @@ struct Harness {
          certs.ca + "\"}\n";
     y += "relay: {listen: \"127.0.0.1:0\"}\n";
     y += "identities: [{identity: \"spiffe://postern.dev/connector/green\", aliases: [fuzz]}]\n";
+    y += "trusted_config_keys: [\"" + certs.signing_pub + "\"]\n";
     y += "heartbeat_interval: 1s\nheartbeat_timeout: 5s\npark_wait: 300ms\ndrain_timeout: 1s\n";
     postern::config::v1::BrokerConfig cfg;
     postern::config::load_yaml_string(y, "broker-fuzz.yaml", cfg);

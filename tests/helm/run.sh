@@ -15,10 +15,15 @@ if [ ! -x "$helm" ] || [ ! -d "$here/node_modules/kubernetes-models" ]; then
 fi
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
+# The snapshot-signing key pair every install needs (SECURITY.md): the
+# private half is a green-zone Secret, the public half goes to both zones.
+openssl genpkey -algorithm ed25519 -out "$out/signing.key" 2>/dev/null
+openssl pkey -in "$out/signing.key" -pubout -out "$out/signing.pub"
+keys=(--set-file "configSigning.publicKeys[0]=$out/signing.pub")
 
 for zone in dmz green; do
   for values in default production; do
-    args=(--set "zone=$zone")
+    args=(--set "zone=$zone" "${keys[@]}")
     if [ "$values" = production ]; then args+=(-f "$root/deploy/helm/values-$zone-production.yaml"); fi
     echo "== $zone, $values values"
     "$helm" lint "$chart" "${args[@]}" --quiet
@@ -46,6 +51,32 @@ for zone in dmz green; do
     done
   done
 done
+
+echo "== signed config: the private key stays green, the public key reaches every hop"
+for values in default production; do
+  dmz="$out/dmz-$values.yaml" green="$out/green-$values.yaml"
+  # The DMZ render names no private key and mounts no signing Secret.
+  if grep -q "postern-config-signing\|signing_key_file\|signing.key" "$dmz"; then
+    echo "the DMZ render ($values) refers to the signing key" >&2
+    exit 1
+  fi
+  # The policy pod mounts the Secret; its config names the key.
+  grep -q "secretName: postern-config-signing" "$green"
+  grep -q "signing_key_file: /etc/postern/signing/signing.key" "$out/cfg-green-$values/policy-config.yaml"
+  # Every verifying hop trusts the mounted public key, the same key in both zones.
+  for cfg in "$out/cfg-dmz-$values/edge-config.yaml" "$out/cfg-dmz-$values/broker-config.yaml" \
+             "$out/cfg-green-$values/connector-config.yaml"; do
+    grep -q "/etc/postern/config-keys/key-0.pub" "$cfg" || { echo "$cfg trusts no key" >&2; exit 1; }
+  done
+  for render in "$dmz" "$green"; do
+    grep -q "$(sed -n 2p "$out/signing.pub")" "$render" || { echo "$render lacks the public key" >&2; exit 1; }
+  done
+  # The relay port wants the edge's client certificate, and the edge has one.
+  grep -q "client_ca_file: /etc/postern/tls/ca.crt" "$out/cfg-dmz-$values/broker-config.yaml"
+  grep -q "spiffe://postern.dev/edge" "$out/cfg-dmz-$values/broker-config.yaml"
+  grep -q "cert_file: /etc/postern/relay-tls/tls.crt" "$out/cfg-dmz-$values/edge-config.yaml"
+done
+echo "signed config and relay mTLS rendered as intended"
 
 echo "== NetworkPolicy proof (green zone)"
 node "$here/netpol.mjs" "$out/green-default.yaml"
@@ -82,8 +113,10 @@ expect_fail() {
   grep -q "$pattern" "$out/err" || { echo "no '$pattern' in the error for $what:" >&2; cat "$out/err" >&2; exit 1; }
   echo "refused $what"
 }
+expect_fail "a zone without the config public key" "configSigning.publicKeys" --set zone=dmz
+expect_fail "a public key that is not PEM" "publicKeys" --set zone=green --set "configSigning.publicKeys[0]=nope"
 expect_fail "an unknown zone" "zone" --set zone=bogus
 expect_fail "a missing zone" "zone"
-expect_fail "a typo in values" "replicaz" --set zone=dmz --set edge.replicaz=3
-expect_fail "a string for a number" "replicas" --set zone=green --set-string connector.replicas=two
+expect_fail "a typo in values" "replicaz" --set zone=dmz "${keys[@]}" --set edge.replicaz=3
+expect_fail "a string for a number" "replicas" --set zone=green "${keys[@]}" --set-string connector.replicas=two
 echo "helm chart tests passed"

@@ -105,14 +105,15 @@ TEST(Firewall, GreenZoneAdmitsNoInboundConnectionYetRequestsCross) {
        "apis:\n"
        "  - {name: demo, version: \"1.0\", routing: \"apigateway://demo/\"}\n"
        "  - {name: chat, version: \"1.0\", type: websocket, routing: \"apigateway://demo/api/demo/\"}\n"
-       "  - name: keyed\n    version: \"1.0\"\n    routing: apigateway://demo/\n    enforcement: GREEN\n"
+       "  - name: keyed\n    version: \"1.0\"\n    routing: apigateway://demo/\n    allow_overlap: true\n    enforcement: GREEN\n"
        "    policies: {identify: {identifiers: [API_KEY]}}\n"
        "applications:\n  - {name: app, api_keys: [{key_file: keys/app}], apis: [keyed]}\n");
   auto policy = Process::start(
       z.in_green({binary_path("postern-policy"), "--config",
                   file("policy-service.yaml", "id: policy-fw\nadmin: {listen: \"127.0.0.1:0\"}\n"
                                               "listen: {listen: \"0.0.0.0:0\"}\npolicy_file: \"" +
-                                                  sys.dir().file("policy.yaml") + "\"\n")}),
+                                                  sys.dir().file("policy.yaml") + "\"\nsigning_key_file: \"" +
+                                                  c.signing_key + "\"\n")}),
       sys.dir().file("policy.log"));
   const auto policy_port = policy->wait_for_port("policy");
 
@@ -123,14 +124,16 @@ TEST(Firewall, GreenZoneAdmitsNoInboundConnectionYetRequestsCross) {
                                         "registration:\n  listen: \"" + kDmzIp + ":0\"\n  tls: {cert_file: \"" +
                                         c.broker_crt + "\", key_file: \"" + c.broker_key + "\", client_ca_file: \"" +
                                         c.ca + "\"}\nrelay: {listen: \"127.0.0.1:0\"}\nidentities:\n" +
-                                        "  - {identity: \"spiffe://postern.dev/connector/green\", aliases: [demo]}\n")}),
+                                        "  - {identity: \"spiffe://postern.dev/connector/green\", aliases: [demo], "
+                                        "publish_config: true}\ntrusted_config_keys: [\"" + c.signing_pub + "\"]\n")}),
       sys.dir().file("broker.log"));
   const auto reg_port = broker->wait_for_port("registration");
   const auto relay_port = broker->wait_for_port("relay");
   auto edge = Process::start(
       z.in_dmz({binary_path("postern-edge"), "--config",
                 file("edge.yaml", "id: edge-fw\nadmin: {listen: \"127.0.0.1:0\"}\nlisteners: [{listen: \"127.0.0.1:0\"}]\n"
-                                  "broker: {address: \"127.0.0.1:" + std::to_string(relay_port) + "\"}\n")}),
+                                  "broker: {address: \"127.0.0.1:" + std::to_string(relay_port) + "\"}\n"
+                                  "trusted_config_keys: [\"" + c.signing_pub + "\"]\n")}),
       sys.dir().file("edge.log"));
   const auto edge_port = edge->wait_for_port("external");
   edge->wait_for_log("\"msg\":\"edge ready\"");
@@ -151,7 +154,8 @@ TEST(Firewall, GreenZoneAdmitsNoInboundConnectionYetRequestsCross) {
                            "\"]\ntls: {ca_file: \"" + c.ca + "\", cert_file: \"" + c.connector_crt +
                            "\", key_file: \"" + c.connector_key + "\", server_name: localhost}\n"
                            "aliases:\n  demo: {url: \"http://127.0.0.1:" + std::to_string(demo_port) + "\"}\n"
-                           "policy: {address: \"127.0.0.1:" + std::to_string(policy_port) + "\"}\n")}),
+                           "policy: {address: \"127.0.0.1:" + std::to_string(policy_port) + "\"}\n"
+                           "trusted_config_keys: [\"" + c.signing_pub + "\"]\n")}),
       sys.dir().file("connector.log"));
   connector->wait_for_log("\"msg\":\"attached\"");
   edge->wait_for_log("\"msg\":\"policy snapshot applied\"");

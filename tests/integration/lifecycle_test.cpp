@@ -72,7 +72,8 @@ TEST(Lifecycle, ConnectorAttachesToEveryAddressOfABrokerName) {
                        "\"\n  cert_file: \"" + sys.certs().connector_crt + "\"\n  key_file: \"" +
                        sys.certs().connector_key + "\"\n  server_name: localhost\n" +
                        "pool_size: 2\nresolve_interval: 500ms\naliases:\n  demo: {url: \"" + sys.demo_url("") + "\"}\n" +
-                       "policy: {address: \"127.0.0.1:" + std::to_string(sys.policy_port) + "\"}\n");
+                       "policy: {address: \"127.0.0.1:" + std::to_string(sys.policy_port) + "\"}\n" +
+                       "trusted_config_keys: [\"" + sys.certs().signing_pub + "\"]\n");
   auto connector = Process::start(
       {"unshare", "-m", "--propagation", "private", "sh", "-c",
        "mount --bind \"$0\" /etc/hosts && exec \"$1\" --config \"$2\"", hosts, binary_path("postern-connector"), ccfg},

@@ -25,32 +25,37 @@ constexpr const char* kBetaKey = "beta-key-9876543210";
 const char* kPolicies = R"(threat_protection:
   max_url_length: {max: 300}
 apis:
-  - {name: open, version: "1.0", routing: "apigateway://demo/"}
+  - {name: open, version: "1.0", routing: "apigateway://demo/", allow_overlap: true}
   - name: keyed
     version: "1.0"
     routing: apigateway://demo/
+    allow_overlap: true
     policies:
       identify: {identifiers: [API_KEY]}
   - name: basic
     version: "1.0"
     routing: apigateway://demo/
+    allow_overlap: true
     policies:
       identify: {identifiers: [BASIC]}
   - name: limited
     version: "1.0"
     routing: apigateway://demo/
+    allow_overlap: true
     policies:
       throttling:
         rate: [{key: API, requests: 2, per: 60s}]
   - name: concurrent
     version: "1.0"
     routing: apigateway://demo/
+    allow_overlap: true
     policies:
       throttling:
         concurrency: [{key: API, max: 1, retry_after: 2s}]
   - name: guarded
     version: "1.0"
     routing: apigateway://demo/
+    allow_overlap: true
     policies:
       threat_protection:
         max_url_length: {max: 100}
@@ -61,18 +66,21 @@ apis:
   - name: reported
     version: "1.0"
     routing: apigateway://demo/
+    allow_overlap: true
     policies:
       threat_protection:
         max_url_length: {max: 10, mode: REPORT}
   - name: denied
     version: "1.0"
     routing: apigateway://demo/
+    allow_overlap: true
     policies:
       threat_protection:
         ip_deny: {cidrs: [127.0.0.0/8]}
   - name: mediated
     version: "1.0"
     routing: apigateway://demo/
+    allow_overlap: true
     policies:
       transform:
         request_headers: {add: {X-Added: yes-added}, remove: [X-Drop], rename: {X-Old: X-New}}
@@ -81,7 +89,8 @@ apis:
 applications:
   - name: alpha
     api_keys: [{key_file: keys/alpha}]
-    basic: [{username: alice, password_sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8}]
+    # "password", hashed by `postern-policy hash-password --iterations 100000`
+    basic: [{username: alice, password_hash: "$pbkdf2-sha256$i=100000$cG9zdGVybi10ZXN0LXNhbHQ$li7O6u0WRCpOnbn3goqACv9ozFKc0WNDGT7sNrUVOX8"}]
     apis: [keyed, basic]
   - name: beta
     api_keys: [{key_file: keys/beta}]
@@ -232,8 +241,8 @@ TEST_F(Policies, FileEditReachesTheEdgeWithinTwoSecondsAndABadEditIsRejected) {
 
   // Lock the open API: the edit must change what the edge does, no restart.
   std::string locked = kPolicies;
-  locked.replace(locked.find(R"(  - {name: open, version: "1.0", routing: "apigateway://demo/"})"),
-                 std::string(R"(  - {name: open, version: "1.0", routing: "apigateway://demo/"})").size(),
+  locked.replace(locked.find(R"(  - {name: open, version: "1.0", routing: "apigateway://demo/", allow_overlap: true})"),
+                 std::string(R"(  - {name: open, version: "1.0", routing: "apigateway://demo/", allow_overlap: true})").size(),
                  "  - {name: open, version: \"1.0\", routing: \"apigateway://demo/\", policies: {identify: "
                  "{identifiers: [API_KEY]}}}");
   // A second edge replica on the same broker: every edge must follow.
@@ -295,7 +304,7 @@ TEST_F(Policies, ConfigMapSymlinkSwapIsAHotReload) {
   ASSERT_EQ(curl({url("open")}).status, 200);
 
   std::string locked = kPolicies;
-  const std::string open_api = R"(  - {name: open, version: "1.0", routing: "apigateway://demo/"})";
+  const std::string open_api = R"(  - {name: open, version: "1.0", routing: "apigateway://demo/", allow_overlap: true})";
   locked.replace(locked.find(open_api), open_api.size(),
                  "  - {name: open, version: \"1.0\", routing: \"apigateway://demo/\", policies: {identify: "
                  "{identifiers: [API_KEY]}}}");
@@ -311,6 +320,7 @@ TEST_F(Policies, Scenario2PoliciesEnforcedInTheGreenZone) {
   - name: inside
     version: "1.0"
     routing: apigateway://demo/
+    allow_overlap: true
     enforcement: GREEN
     policies:
       identify: {identifiers: [API_KEY]}
@@ -348,6 +358,7 @@ TEST_F(Policies, LogInvocationStoresCompressedPayloadsThatDecode) {
   - name: logged
     version: "1.0"
     routing: apigateway://demo/
+    allow_overlap: true
     policies:
       identify: {identifiers: [API_KEY]}
       log_invocation: {store_request_payload: true, store_response_payload: true, compress_payload: true}
@@ -499,6 +510,7 @@ TEST(PoliciesJwt, BearerTokensFromAJwksFile) {
   - name: jwt
     version: "1.0"
     routing: apigateway://demo/
+    allow_overlap: true
     policies:
       identify:
         identifiers: [JWT]

@@ -31,12 +31,13 @@ std::string http_get(std::uint16_t port, const std::string& path) {
 // APIs whose traffic makes every family the dashboard reads appear: a
 // WebSocket API, and API-key checks at the edge (DMZ) and the connector.
 const char* kPolicy = R"(apis:
-  - {name: demo, version: "1.0", routing: "apigateway://demo/"}
+  - {name: demo, version: "1.0", routing: "apigateway://demo/", allow_overlap: true}
   - {name: chat, version: "1.0", type: websocket, routing: "apigateway://demo/api/demo/"}
-  - {name: keyed, version: "1.0", routing: "apigateway://demo/", policies: {identify: {identifiers: [API_KEY]}}}
+  - {name: keyed, version: "1.0", routing: "apigateway://demo/", policies: {identify: {identifiers: [API_KEY]}}, allow_overlap: true}
   - name: keyed-green
     version: "1.0"
     routing: apigateway://demo/
+    allow_overlap: true
     enforcement: GREEN
     policies: {identify: {identifiers: [API_KEY]}}
 )";

@@ -46,7 +46,7 @@ const char* kPolicies = R"(apis:
       - {name: blob, origin: client, type: binary, description: "sent back as is"}
   - {name: refusing, version: "1.0", type: websocket, routing: "apigateway://demo/refuse/403"}
   - {name: dmz-chat, version: "1.0", type: websocket, routing: "ws://127.0.0.1:@DEMO@/api/dmz/"}
-  - {name: rest, version: "1.0", routing: "apigateway://demo/"}
+  - {name: rest, version: "1.0", routing: "apigateway://demo/", allow_overlap: true}
   - name: keyed
     version: "1.0"
     type: websocket

@@ -34,6 +34,12 @@ Certs make_certs(const TempDir& dir) {
       {&certs.rogue_ca, "rogue-ca.crt"},
       {&certs.rogue_connector_crt, "rogue-connector.crt"},
       {&certs.rogue_connector_key, "rogue-connector.key"},
+      {&certs.edge_client_crt, "edge-client.crt"},
+      {&certs.edge_client_key, "edge-client.key"},
+      {&certs.signing_key, "policy-signing.key"},
+      {&certs.signing_pub, "policy-signing.pub"},
+      {&certs.rogue_signing_key, "rogue-signing.key"},
+      {&certs.rogue_signing_pub, "rogue-signing.pub"},
   };
   std::string missing;
   for (const auto& [field, name] : files) {

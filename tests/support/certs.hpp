@@ -16,6 +16,9 @@ struct Certs {
   std::string native_crt, native_key;                    ///< a native service's client identity
   std::string rogue_ca;                                  ///< rogue-ca.crt: a CA nobody trusts
   std::string rogue_connector_crt, rogue_connector_key;  ///< signed by the rogue CA
+  std::string edge_client_crt, edge_client_key;          ///< the edge's identity on the relay port
+  std::string signing_key, signing_pub;                  ///< Ed25519: the policy service signs snapshots
+  std::string rogue_signing_key, rogue_signing_pub;      ///< Ed25519 that nothing trusts
 };
 
 /// Runs `bash deploy/certs/make-dev-certs.sh DIR` once per test process, into a

@@ -1,10 +1,45 @@
 #include "support/system.hpp"
 
+#include <filesystem>
 #include <stdexcept>
 
 namespace postern::testing {
 
 System::System() : dir_("postern-sys"), certs_(&test_certs()) {}
+
+const Certs& System::use_private_certs() {
+  namespace fs = std::filesystem;
+  const std::string to = dir_.file("certs");
+  fs::create_directories(to);
+  for (const auto& e : fs::directory_iterator(test_certs().dir)) {
+    fs::copy_file(e.path(), to + "/" + e.path().filename().string(), fs::copy_options::overwrite_existing);
+  }
+  own_certs_ = test_certs();
+  auto moved = [&](std::string& path) {
+    if (path.starts_with(test_certs().dir)) path = to + path.substr(test_certs().dir.size());
+  };
+  Certs& c = own_certs_;
+  c.dir = to;
+  for (std::string* p : {&c.ca, &c.broker_crt, &c.broker_key, &c.edge_crt, &c.edge_key, &c.connector_crt,
+                         &c.connector_key, &c.connector_other_crt, &c.connector_other_key, &c.native_crt,
+                         &c.native_key, &c.rogue_ca, &c.rogue_connector_crt, &c.rogue_connector_key,
+                         &c.edge_client_crt, &c.edge_client_key, &c.signing_key, &c.signing_pub,
+                         &c.rogue_signing_key, &c.rogue_signing_pub}) {
+    moved(*p);
+  }
+  certs_ = &own_certs_;
+  return own_certs_;
+}
+
+std::string System::trusted_keys_yaml() const {
+  std::string y = "trusted_config_keys: [";
+  if (trusted_key_files.empty()) {
+    y += "\"" + certs_->signing_pub + "\"";
+  } else {
+    for (std::size_t i = 0; i < trusted_key_files.size(); ++i) y += (i ? ", \"" : "\"") + trusted_key_files[i] + "\"";
+  }
+  return y + "]\n";
+}
 
 System::~System() {
   // Edge first, native service last: the order a user would stop them in.
@@ -17,7 +52,9 @@ System::~System() {
 
 Process& System::start_demo(bool tls) {
   demo_tls = tls;
-  std::vector<std::string> argv{binary_path("postern-demo"), "--listen", "127.0.0.1:0"};
+  // Debug: the demo logs every request target it receives, so tests can
+  // tell what reached the native service.
+  std::vector<std::string> argv{binary_path("postern-demo"), "--listen", "127.0.0.1:0", "--log-level", "debug"};
   if (tls) {
     argv.insert(argv.end(), {"--tls-cert", certs_->native_crt, "--tls-key", certs_->native_key});
   }
@@ -55,6 +92,7 @@ Process& System::start_policy(const std::string& policy_yaml) {
   y += "}\n";
   y += "policy_file: \"" + (policy_path_override.empty() ? policy_file() : policy_path_override) + "\"\n";
   y += "reload_interval: 200ms\n";
+  y += "signing_key_file: \"" + (signing_key.empty() ? certs_->signing_key : signing_key) + "\"\n";
   write_file(cfg, y);
   policy = Process::start({binary_path("postern-policy"), "--config", cfg}, dir_.file("policy.log"));
   policy_port = policy->wait_for_port("policy");
@@ -74,12 +112,17 @@ Process& System::start_broker(const std::string& extra_yaml) {
   y += "  tls: {cert_file: \"" + certs_->broker_crt + "\", key_file: \"" + certs_->broker_key +
        "\", client_ca_file: \"" + certs_->ca + "\"}\n";
   y += "relay:\n  listen: \"127.0.0.1:" + std::to_string(restart ? relay_port : 0) + "\"\n";
-  if (relay_tls) {
-    y += "  tls: {cert_file: \"" + certs_->broker_crt + "\", key_file: \"" + certs_->broker_key + "\"}\n";
+  if (relay_tls || relay_mtls) {
+    y += "  tls: {cert_file: \"" + certs_->broker_crt + "\", key_file: \"" + certs_->broker_key + "\"" +
+         (relay_mtls ? ", client_ca_file: \"" + certs_->ca + "\"" : std::string()) + "}\n";
   }
+  if (relay_mtls) y += "edge_identities: [\"spiffe://postern.dev/edge\"]\n";
+  y += trusted_keys_yaml();
   y += "identities:\n";
-  y += "  - {identity: \"spiffe://postern.dev/connector/green\", aliases: [demo, slow, other, broken]}\n";
-  y += "  - {identity: \"spiffe://postern.dev/connector/other\", aliases: [other]}\n";
+  y += "  - {identity: \"spiffe://postern.dev/connector/green\", aliases: [demo, slow, other, broken], "
+       "publish_config: true}\n";
+  y += std::string("  - {identity: \"spiffe://postern.dev/connector/other\", aliases: [other]") +
+       (other_may_publish ? ", publish_config: true}\n" : "}\n");
   y += "heartbeat_interval: 1s\nheartbeat_timeout: 3s\npark_wait: 2s\ndrain_timeout: 5s\n";
   y += extra_yaml;
   write_file(cfg, y);
@@ -105,6 +148,7 @@ Process& System::start_connector(ConnectorOptions o, bool wait_attached) {
   y += "  key_file: \"" + (o.key.empty() ? certs_->connector_key : o.key) + "\"\n";
   y += "pool_size: 4\n";
   if (policy_port) {
+    y += trusted_keys_yaml();
     y += "policy:\n  address: \"127.0.0.1:" + std::to_string(policy_port) + "\"\n";
     if (policy_tls) {
       y += "  tls: {ca_file: \"" + certs_->ca + "\", cert_file: \"" + certs_->connector_crt + "\", key_file: \"" +
@@ -151,6 +195,11 @@ Process& System::start_edge(const std::string& extra_yaml, const std::string& ap
     y += "]\n";
   }
   if (relay_tls) y += "  tls: {ca_file: \"" + certs_->ca + "\", server_name: localhost}\n";
+  if (relay_mtls) {
+    y += "  tls: {ca_file: \"" + certs_->ca + "\", server_name: localhost, cert_file: \"" + certs_->edge_client_crt +
+         "\", key_file: \"" + certs_->edge_client_key + "\"}\n";
+  }
+  y += trusted_keys_yaml();
   if (apis_yaml.empty()) {
     if (demo_port) {
       y += "apis:\n";

@@ -31,6 +31,13 @@ class System {
   ~System();
 
   const Certs& certs() const { return *certs_; }
+  /// Copies the test PKI into this system's directory and uses the copies
+  /// from now on (call before starting anything): for tests that replace
+  /// certificate or key files.
+  const Certs& use_private_certs();
+  /// Set before starting services: the public key files every hop trusts
+  /// (trusted_config_keys); empty: the dev policy-signing key.
+  std::vector<std::string> trusted_key_files;
   TempDir& dir() { return dir_; }
 
   /// Starts the demo native service (plain HTTP, or HTTPS with tls).
@@ -75,13 +82,24 @@ class System {
   bool edge_tls = false;
   /// Set before start_broker/start_edge: TLS between edge and broker relay port.
   bool relay_tls = false;
+  /// Set before start_broker/start_edge: mutual TLS there (the edge presents
+  /// the dev edge-client certificate; the broker admits only its identity).
+  bool relay_mtls = false;
+  /// Set before start_broker: the second connector identity (alias
+  /// "other") may relay policy snapshots too (the first one always may).
+  bool other_may_publish = false;
+  /// Set before start_policy: the key snapshots are signed with (default:
+  /// the dev policy-signing key every hop trusts).
+  std::string signing_key;
   /// Set before start_edge: the edge's brokers (host:port each, as
   /// broker.addresses); empty: broker.address, this System's broker.
   std::vector<std::string> edge_brokers;
 
  private:
+  std::string trusted_keys_yaml() const;
   TempDir dir_;
   const Certs* certs_;
+  Certs own_certs_;
   int broker_starts_ = 0;
 };
 

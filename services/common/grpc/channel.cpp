@@ -1,6 +1,11 @@
 #include "common/grpc/channel.hpp"
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_certificate_verifier.h>
+#include <grpcpp/security/tls_credentials_options.h>
+
+#include <algorithm>
 
 #include <string>
 
@@ -35,18 +40,64 @@ grpc::ChannelArguments client_channel_args(std::chrono::milliseconds connect_tim
   return args;
 }
 
+namespace {
+
+namespace gx = grpc::experimental;
+
+unsigned refresh_arg(std::chrono::seconds refresh) { return static_cast<unsigned>(std::max<long>(1, refresh.count())); }
+
+}  // namespace
+
+std::chrono::seconds refresh_seconds(const google::protobuf::Duration& d, std::chrono::seconds fallback) {
+  if (d.seconds() == 0 && d.nanos() == 0) return fallback;
+  return std::chrono::seconds(std::max<std::int64_t>(1, d.seconds()));
+}
+
 std::shared_ptr<grpc::ChannelCredentials> client_credentials(const config::v1::ClientTls* tls, std::string_view field,
-                                                             grpc::ChannelArguments& args) {
+                                                             grpc::ChannelArguments& args, std::chrono::seconds refresh) {
   if (!tls) return grpc::InsecureChannelCredentials();
   const std::string f(field);
-  grpc::SslCredentialsOptions o;
-  if (!tls->ca_file().empty()) o.pem_root_certs = net::read_pem_file(tls->ca_file(), (f + ".tls.ca_file").c_str());
-  if (!tls->cert_file().empty()) {
-    o.pem_cert_chain = net::read_pem_file(tls->cert_file(), (f + ".tls.cert_file").c_str());
-    o.pem_private_key = net::read_pem_file(tls->key_file(), (f + ".tls.key_file").c_str());
+  // Checked here, so that a bad file stops the start with its name rather
+  // than fail every handshake later.
+  if (!tls->ca_file().empty()) net::make_client_tls(tls->ca_file(), f + ".tls.ca_file");
+  const bool identity = !tls->cert_file().empty() || !tls->key_file().empty();
+  if (identity) net::check_key_pair(tls->cert_file(), tls->key_file(), f + ".tls");
+  gx::TlsChannelCredentialsOptions o;
+  std::shared_ptr<gx::CertificateProviderInterface> provider;
+  if (identity) {
+    provider = std::make_shared<gx::FileWatcherCertificateProvider>(tls->key_file(), tls->cert_file(),
+                                                                      tls->ca_file(), refresh_arg(refresh));
+  } else if (!tls->ca_file().empty()) {
+    provider = std::make_shared<gx::FileWatcherCertificateProvider>(tls->ca_file(), refresh_arg(refresh));
   }
+  if (provider) {
+    o.set_certificate_provider(provider);
+    if (!tls->ca_file().empty()) o.watch_root_certs();
+    if (identity) o.watch_identity_key_cert_pairs();
+  }
+  o.set_verify_server_certs(true);
+  o.set_certificate_verifier(std::make_shared<gx::HostNameCertificateVerifier>());
   if (!tls->server_name().empty()) args.SetSslTargetNameOverride(tls->server_name());
-  return grpc::SslCredentials(o);
+  return gx::TlsCredentials(o);
+}
+
+std::shared_ptr<grpc::ServerCredentials> server_credentials(const config::v1::ServerTls& tls, std::string_view field,
+                                                            std::chrono::seconds refresh) {
+  const std::string f(field);
+  if (tls.cert_file().empty() || tls.key_file().empty()) {
+    throw std::runtime_error(f + ".tls: cert_file and key_file are required");
+  }
+  net::check_key_pair(tls.cert_file(), tls.key_file(), f + ".tls");
+  const bool mutual = !tls.client_ca_file().empty();
+  if (mutual) net::make_client_tls(tls.client_ca_file(), f + ".tls.client_ca_file");
+  auto provider = std::make_shared<gx::FileWatcherCertificateProvider>(tls.key_file(), tls.cert_file(),
+                                                                       tls.client_ca_file(), refresh_arg(refresh));
+  gx::TlsServerCredentialsOptions o(provider);
+  o.watch_identity_key_cert_pairs();
+  if (mutual) o.watch_root_certs();
+  o.set_cert_request_type(mutual ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                 : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  return gx::TlsServerCredentials(o);
 }
 
 void apply_dmz_link_args(grpc::ChannelArguments& args) { args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0); }

@@ -4,6 +4,7 @@
 // and TLS from a ClientTls config block. Include only in .cpp files.
 
 #include <grpcpp/security/credentials.h>
+#include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 #include <grpcpp/support/channel_arguments.h>
 
@@ -38,12 +39,31 @@ grpc::ChannelArguments client_channel_args(std::chrono::milliseconds connect_tim
 void apply_dmz_link_args(grpc::ChannelArguments& args);
 void apply_dmz_link_server_args(grpc::ServerBuilder& builder);
 
-/// TLS credentials from `tls` (CA; client certificate and key when set), or
-/// insecure ones when `tls` is null. Sets the name override in `args` when
-/// tls.server_name is set. Throws std::runtime_error naming `field`.tls.* for
-/// unreadable PEM files.
+/// How often gRPC reads TLS files again by default (file_check_interval).
+inline constexpr std::chrono::seconds kFileCheckInterval{10};
+
+/// TLS credentials from `tls` (CA, or the system's; client certificate and
+/// key when set), or insecure ones when `tls` is null. The server's name is
+/// verified (tls.server_name, set as the name override in `args`, or the
+/// host dialled). gRPC reads the files again every `refresh`: a renewed
+/// certificate or CA bundle is used from the next connection on, and
+/// established ones carry on. Throws std::runtime_error naming
+/// `field`.tls.* when a file is unreadable, not PEM, or a key does not match
+/// its certificate.
 std::shared_ptr<grpc::ChannelCredentials> client_credentials(const config::v1::ClientTls* tls, std::string_view field,
-                                                             grpc::ChannelArguments& args);
+                                                             grpc::ChannelArguments& args,
+                                                             std::chrono::seconds refresh = kFileCheckInterval);
+
+/// Server TLS credentials from `tls` (certificate and key; with
+/// client_ca_file, clients must present a certificate it issued), read again
+/// every `refresh` like client_credentials(). Throws std::runtime_error
+/// naming `field`.tls.* for bad files.
+std::shared_ptr<grpc::ServerCredentials> server_credentials(const config::v1::ServerTls& tls, std::string_view field,
+                                                            std::chrono::seconds refresh = kFileCheckInterval);
+
+/// A Duration config field as whole seconds for gRPC's file refresh (at
+/// least 1 s); `fallback` when unset.
+std::chrono::seconds refresh_seconds(const google::protobuf::Duration& d, std::chrono::seconds fallback = kFileCheckInterval);
 
 /// The server side of the same keepalive: pings every 10 s, and clients may
 /// ping every 5 s, even without calls, without being sent away.

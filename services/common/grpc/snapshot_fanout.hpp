@@ -1,8 +1,10 @@
 #pragma once
 // Server side of a snapshot watch (policy Watch -> connectors, broker
-// WatchConfig -> edges): every watcher gets the newest snapshot at once if it
-// is newer than what the watcher says it has, then each newer one, until it
-// goes away or the fanout closes. Include only in .cpp files (gRPC headers).
+// WatchConfig -> edges): every watcher gets the current signed snapshot at
+// once unless it says it has that version, then each one published after
+// it, newer or not (the source decides what is current: a broker falls back
+// when the connector that relayed the newest one leaves), until it goes away
+// or the fanout closes. Include only in .cpp files (gRPC headers).
 
 #include <grpcpp/server_context.h>
 #include <grpcpp/support/async_stream.h>
@@ -22,19 +24,23 @@ namespace postern::grpc_bridge {
 /// Single-threaded: use on the executor it was made with.
 class SnapshotFanout {
  public:
-  using Snapshot = policy::v1::Snapshot;
+  using Snapshot = policy::v1::SignedSnapshot;
 
   /// `peer` names the watchers in logs ("connector", "edge"). With
   /// `announce_empty`, a watcher is told "version 0" at once while there is
-  /// no snapshot yet, so it can tell "nothing yet" from "no answer".
+  /// no snapshot yet (no bytes), so it can tell "nothing yet" from "no
+  /// answer".
   SnapshotFanout(asio::any_io_executor ex, std::string peer, bool announce_empty)
       : ex_(std::move(ex)), peer_(std::move(peer)), announce_empty_(announce_empty) {}
 
-  void publish(std::shared_ptr<const Snapshot> s) {
+  /// Makes `s` (version `version`) the current snapshot; every watcher gets it.
+  void publish(std::shared_ptr<const Snapshot> s, std::uint64_t version) {
     current_ = std::move(s);
+    version_ = version;
     for (auto* c : calls_) c->wake.set();
   }
   const std::shared_ptr<const Snapshot>& current() const { return current_; }
+  std::uint64_t version() const { return version_; }
   std::size_t watchers() const { return calls_.size(); }
   /// Called with the watcher count whenever it changes.
   std::function<void(std::size_t)> on_watchers;
@@ -79,16 +85,19 @@ class SnapshotFanout {
         .kv("peer", peer_)
         .kv("client", client)
         .kv("known_version", call->request.known_version());
-    std::uint64_t sent = call->request.known_version();
+    // What the watcher holds (kept alive, so that a new snapshot is never
+    // taken for it): nothing sent yet, but the version it named counts.
+    std::shared_ptr<const Snapshot> sent;
+    if (current_ && version_ == call->request.known_version()) sent = current_;
     bool told_empty = false;
     for (;;) {
       call->wake.reset();
       if (call->gone || closed_) break;
-      if (current_ && current_->version() > sent) {
+      if (current_ && current_ != sent) {
         const auto snap = current_;  // alive across the write
         const bool ok = co_await write(call->writer, *snap);
         if (!ok) break;
-        sent = snap->version();
+        sent = snap;
         continue;
       }
       if (!current_ && announce_empty_ && !told_empty) {
@@ -112,6 +121,7 @@ class SnapshotFanout {
   bool announce_empty_;
   bool closed_ = false;
   std::shared_ptr<const Snapshot> current_;
+  std::uint64_t version_ = 0;
   std::set<Call*> calls_;
 };
 

@@ -11,6 +11,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 
 #include "common/grpc/bridge.hpp"
 #include "common/observability/log.hpp"
@@ -21,7 +22,7 @@ namespace postern::grpc_bridge {
 /// Single-threaded: use on the executor it was made with.
 class SnapshotWatcher {
  public:
-  using Snapshot = policy::v1::Snapshot;
+  using Snapshot = policy::v1::SignedSnapshot;
   using Reader = grpc::ClientAsyncReader<Snapshot>;
 
   /// `peer` and `address` name the far side in logs.
@@ -59,6 +60,7 @@ class SnapshotWatcher {
       ctx_ = nullptr;
       if (on_end) on_end(st);
       if (stopped_) break;
+      if (std::exchange(restart_, false)) continue;
       POSTERN_LOG(warn, "snapshot stream ended, reconnecting")
           .kv("peer", peer_)
           .kv("address", address_)
@@ -81,10 +83,17 @@ class SnapshotWatcher {
     if (ctx_) ctx_->TryCancel();
   }
 
+  /// Ends the current stream; the next one starts at once.
+  void restart() {
+    restart_ = true;
+    if (ctx_) ctx_->TryCancel();
+  }
+
  private:
   asio::any_io_executor ex_;
   std::string peer_, address_, client_id_;
   bool stopped_ = false;
+  bool restart_ = false;
   grpc::ClientContext* ctx_ = nullptr;
 };
 

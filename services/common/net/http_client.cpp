@@ -71,6 +71,7 @@ Origin Origin::parse(std::string_view url, const std::string& ca_file) {
   o.port = port.empty() ? (o.tls ? "443" : "80") : std::string(port);
   o.base_path = std::string(path);
   if (o.tls) o.tls_context = make_client_tls(ca_file);
+  o.ca_file = ca_file;
   return o;
 }
 
@@ -288,7 +289,7 @@ asio::awaitable<bool> run_exchange(Stream& s, Conn& c, const Origin& o, const tu
   }
   const bool keep_alive = res.keep_alive();
   const bool response_chunked = parser->chunked();
-  const std::size_t head_fields = std::distance(res.begin(), res.end());
+  const HeadCounts head_fields = count_fields(res);
   co_await sink.head(rh);
 
   if (!parser->is_done()) {

@@ -23,7 +23,10 @@ struct Origin {
   std::string port;
   /// Path prefix prepended to every target ("" or "/base", no trailing slash).
   std::string base_path;
+  /// Built from ca_file; replaced when the bundle changes on disk (a
+  /// connection keeps the context it began with).
   std::shared_ptr<boost::asio::ssl::context> tls_context;
+  std::string ca_file;
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds read_timeout{60000};
   std::size_t max_idle = 32;

@@ -16,6 +16,15 @@ bool is_hop_by_hop(std::string_view name);
 /// True if `name` is listed in a Connection header value ("close, x-foo").
 bool listed_in_connection(std::string_view connection_value, std::string_view name);
 
+/// True for an RFC 9110 token (a field name, a method): one or more of
+/// ALPHA DIGIT and !#$%&'*+-.^_`|~.
+bool is_token(std::string_view s);
+
+/// True if `value` may be written as a field value: no CR, LF or NUL (the
+/// bytes that would end the field, or the head, early). Other octets,
+/// obs-text included, are the sender's business.
+bool is_safe_field_value(std::string_view value);
+
 /// `s` with every byte but RFC 3986's unreserved ones as %XX.
 std::string percent_encode(std::string_view s);
 

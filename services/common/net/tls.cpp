@@ -53,7 +53,7 @@ std::shared_ptr<ssl::context> make_server_tls(const std::string& cert_file, cons
   return ctx;
 }
 
-std::shared_ptr<ssl::context> make_client_tls(const std::string& ca_file) {
+std::shared_ptr<ssl::context> make_client_tls(const std::string& ca_file, const std::string& what) {
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
   ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                    ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
@@ -61,12 +61,23 @@ std::shared_ptr<ssl::context> make_client_tls(const std::string& ca_file) {
   if (ca_file.empty()) {
     ctx->set_default_verify_paths(ec);
   } else {
-    read_pem_file(ca_file, "CA bundle");
+    read_pem_file(ca_file, what.c_str());
     ctx->load_verify_file(ca_file, ec);
-    if (ec) throw std::runtime_error("bad CA bundle '" + ca_file + "': " + why(ec));
+    if (ec) throw std::runtime_error(what + ": bad CA bundle '" + ca_file + "': " + why(ec));
   }
   ctx->set_verify_mode(ssl::verify_peer);
   return ctx;
+}
+
+void check_key_pair(const std::string& cert_file, const std::string& key_file, const std::string& what) {
+  if (cert_file.empty() || key_file.empty()) {
+    throw std::runtime_error(what + ": cert_file and key_file go together (a client certificate needs its key)");
+  }
+  try {
+    make_server_tls(cert_file, key_file);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(what + ": " + e.what());
+  }
 }
 
 }  // namespace postern::net

@@ -9,13 +9,27 @@
 #include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include <map>
+#include <string>
+
 #include "common/exchange.hpp"
 
 namespace postern::net {
 
-/// Fields past the first `head_fields` of `fields`, minus framing and
-/// hop-by-hop names (which may never travel as trailers).
-Trailers trailers_after(const boost::beast::http::fields& fields, std::size_t head_fields);
+/// How many fields of each (lower-case) name a message head has.
+using HeadCounts = std::map<std::string, std::size_t>;
+HeadCounts count_fields(const boost::beast::http::fields& fields);
+
+/// The fields of `fields` (a parsed chunked message: head, then trailers)
+/// beyond those its head had (`head`, from count_fields() before the body),
+/// minus the names that may never travel as trailers (RFC 9110 6.5.1:
+/// framing, routing, authentication, request modifiers, forwarding and
+/// request-id fields).
+Trailers trailers_after(const boost::beast::http::fields& fields, const HeadCounts& head);
+
+/// Removes from `trailers` what trailers_after() would never return (for
+/// trailers that come from another hop).
+void drop_forbidden_trailers(Trailers& trailers);
 
 /// Trailers as Beast fields, for http::make_chunk_last.
 boost::beast::http::fields to_fields(const Trailers& trailers);

@@ -8,6 +8,8 @@
 #include <ctime>
 #include <mutex>
 
+#include "common/utf8.hpp"
+
 namespace postern::log {
 namespace {
 
@@ -57,21 +59,27 @@ bool parse_level(std::string_view text, Level& out) {
 bool enabled(Level level) { return static_cast<int>(level) >= g_min.load(std::memory_order_relaxed); }
 
 void json_escape(std::string& out, std::string_view text) {
-  for (unsigned char c : text) {
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
+      case '"': out += "\\\""; continue;
+      case '\\': out += "\\\\"; continue;
+      case '\n': out += "\\n"; continue;
+      case '\r': out += "\\r"; continue;
+      case '\t': out += "\\t"; continue;
+      default: break;
+    }
+    if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else if (const std::size_t n = utf8_sequence(text, i); n > 0) {
+      out.append(text.substr(i, n));
+      i += n - 1;
+    } else {
+      // A byte that is not UTF-8 would make the whole line invalid JSON:
+      // it becomes U+FFFD, as JSON encoders do.
+      out += "\\ufffd";
     }
   }
 }

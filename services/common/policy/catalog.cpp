@@ -6,10 +6,17 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <mutex>
+#include <unordered_map>
 #include <set>
 #include <sstream>
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+
 #include "common/config/yaml_proto.hpp"
+#include "common/crypto/password.hpp"
+#include "common/crypto/random.hpp"
 #include "common/observability/log.hpp"
 #include "common/policy/codec.hpp"
 #include "common/policy/jwt.hpp"
@@ -107,6 +114,88 @@ void check_field_ops(const pv1::FieldOps& ops, const std::string& path, bool hea
   }
 }
 
+// Where an API's requests land on the far side: the alias (or upstream
+// origin) and the native path prefix. ws(s) and http(s) of one origin reach
+// the same server.
+struct NativeMount {
+  std::string where;   // "alias 'demo'" or "upstream 'http://host:port'"
+  std::string prefix;  // "" or "/x/y", no trailing slash
+};
+
+NativeMount native_mount(const CompiledApi& c) {
+  if (c.reverse_invoke) return {"alias '" + c.alias + "'", c.prefix};
+  std::string url = c.url;
+  if (url.starts_with("ws://")) url = "http://" + url.substr(5);
+  if (url.starts_with("wss://")) url = "https://" + url.substr(6);
+  const auto host_start = url.find("://") + 3;
+  const auto path_start = url.find('/', host_start);
+  std::string origin = lower(url.substr(0, path_start));
+  std::string path = path_start == std::string::npos ? "" : url.substr(path_start);
+  path = path.substr(0, path.find_first_of("?#"));
+  path = strip_trailing_slashes(path);
+  if (path == "/") path.clear();
+  return {"upstream '" + origin + "'", path};
+}
+
+// True if `outer` (a native prefix) contains `inner` on whole segments.
+bool contains_prefix(std::string_view outer, std::string_view inner) {
+  if (outer.empty()) return true;
+  return inner.starts_with(outer) && (inner.size() == outer.size() || inner[outer.size()] == '/');
+}
+
+// The policies that decide who may reach an API, as one comparable string.
+std::string policy_fingerprint(const pv1::Api& api) {
+  std::string out = std::to_string(static_cast<int>(api.enforcement())) + ":";
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream sos(&bytes);
+    google::protobuf::io::CodedOutputStream cos(&sos);
+    cos.SetSerializationDeterministic(true);
+    api.policies().SerializeToCodedStream(&cos);
+  }
+  return out + bytes;
+}
+
+// Two APIs whose native prefixes on one alias (or upstream) nest, with
+// different policies: the outer one reaches the inner one's resources under
+// its own, laxer or just other, policies. Refused unless either allows it.
+void check_overlaps(const std::vector<CompiledApi>& apis, std::vector<Issue>& issues,
+                    std::vector<std::string>& warnings) {
+  std::vector<NativeMount> mounts;
+  std::vector<std::string> prints;
+  for (const auto& a : apis) {
+    mounts.push_back(native_mount(a));
+    prints.push_back(policy_fingerprint(*a.def));
+  }
+  for (std::size_t i = 0; i < apis.size(); ++i) {
+    for (std::size_t j = 0; j < i; ++j) {
+      if (mounts[i].where != mounts[j].where || prints[i] == prints[j]) continue;
+      const bool i_outer = contains_prefix(mounts[i].prefix, mounts[j].prefix);
+      const bool j_outer = contains_prefix(mounts[j].prefix, mounts[i].prefix);
+      if (!i_outer && !j_outer) continue;
+      const std::size_t outer = i_outer ? i : j, inner = i_outer ? j : i;
+      auto shown = [](const std::string& p) { return p.empty() ? std::string("/") : p; };
+      const std::string advice = "; give each API its own native prefix, or set allow_overlap: true on one of them";
+      const std::string message =
+          i_outer && j_outer
+              ? "APIs '" + apis[j].name + "' and '" + apis[i].name + "' both reach native prefix '" +
+                    shown(mounts[i].prefix) + "' on " + mounts[i].where +
+                    " with different policies, so a client could bypass either API's policies through the other" +
+                    advice
+              : "native prefix '" + shown(mounts[inner].prefix) + "' on " + mounts[i].where + " of API '" +
+                    apis[inner].name + "' is also reached by API '" + apis[outer].name + "' (native prefix '" +
+                    shown(mounts[outer].prefix) + "') with different policies, so a client could bypass API '" +
+                    apis[inner].name + "''s policies through API '" + apis[outer].name + "'" + advice;
+      const std::string path = "apis[" + std::to_string(i) + "].routing";
+      if (apis[i].def->allow_overlap() || apis[j].def->allow_overlap()) {
+        warnings.push_back(path + ": " + message);
+      } else {
+        issues.push_back({path, message});
+      }
+    }
+  }
+}
+
 }  // namespace
 
 std::string default_base_path(const pv1::Api& api) {
@@ -116,6 +205,7 @@ std::string default_base_path(const pv1::Api& api) {
 std::shared_ptr<const Catalog> Catalog::compile(pv1::Snapshot snapshot, std::vector<Issue>& issues) {
   const std::size_t issues_before = issues.size();
   auto cat = std::shared_ptr<Catalog>(new Catalog());
+  cat->basic_cache_ = std::make_shared<BasicCache>();
   cat->snapshot_ = std::move(snapshot);
   const auto& cfg = cat->snapshot_.config();
   merge_threats(cat->threats_, cfg.threat_protection(), "threat_protection", issues);
@@ -261,7 +351,8 @@ std::shared_ptr<const Catalog> Catalog::compile(pv1::Snapshot snapshot, std::vec
     cat->apis_.push_back(std::move(c));
   }
 
-  std::set<std::string> seen_keys;
+  check_overlaps(cat->apis_, issues, cat->warnings_);
+
   for (int i = 0; i < cfg.applications_size(); ++i) {
     const auto& app = cfg.applications(i);
     const std::string where = "applications[" + std::to_string(i) + "]";
@@ -300,8 +391,10 @@ std::shared_ptr<const Catalog> Catalog::compile(pv1::Snapshot snapshot, std::vec
       if (b.username().empty() || b.username().find(':') != std::string::npos) {
         issues.push_back({bp + ".username", "required, and must not contain ':'"});
       }
-      if (!is_sha256_hex(b.password_sha256())) {
-        issues.push_back({bp + ".password_sha256", "expected 64 hex digits (the SHA-256 of the password)"});
+      if (auto why = crypto::password_hash_problem(b.password_hash())) {
+        issues.push_back({bp + ".password_hash", *why});
+      } else {
+        cat->basic_users_.emplace(b.username(), std::make_pair(&app, b.password_hash()));
       }
     }
     for (int k = 0; k < app.apis_size(); ++k) {
@@ -383,46 +476,48 @@ const pv1::Application* Catalog::by_jwt_subject(std::string_view subject) const 
   return it == subjects_.end() ? nullptr : it->second;
 }
 
-const pv1::Application* Catalog::by_basic(std::string_view user, std::string_view password) const {
-  const std::string hash = sha256_hex(password);
-  for (const auto& [name, app] : apps_) {
-    for (const auto& b : app->basic()) {
-      if (b.username() == user && constant_time_equal(lower(b.password_sha256()), hash)) return app;
-    }
+struct Catalog::BasicCache {
+  static constexpr std::size_t kMaxEntries = 10000;
+  const std::string pepper = crypto::random_bytes(32);
+  std::mutex lock;
+  std::unordered_map<std::string, const pv1::Application*> results;
+
+  std::string key(std::string_view user, std::string_view password) const {
+    std::string in = pepper;
+    in += user;
+    in += '\0';
+    in += password;
+    return sha256_hex(in);
   }
-  return nullptr;
+};
+
+Catalog::BasicResult Catalog::cached_basic(std::string_view user, std::string_view password,
+                                           const pv1::Application*& app) const {
+  app = nullptr;
+  if (basic_users_.find(user) == basic_users_.end()) return BasicResult::no_match;
+  const std::string k = basic_cache_->key(user, password);
+  std::lock_guard<std::mutex> g(basic_cache_->lock);
+  const auto it = basic_cache_->results.find(k);
+  if (it == basic_cache_->results.end()) return BasicResult::unchecked;
+  app = it->second;
+  return app ? BasicResult::match : BasicResult::no_match;
+}
+
+void Catalog::verify_basic(std::string_view user, std::string_view password) const {
+  const pv1::Application* found = nullptr;
+  const auto [from, to] = basic_users_.equal_range(user);
+  for (auto it = from; it != to && !found; ++it) {
+    if (crypto::verify_password(password, it->second.second)) found = it->second.first;
+  }
+  const std::string k = basic_cache_->key(user, password);
+  std::lock_guard<std::mutex> g(basic_cache_->lock);
+  // Bounded: a flood of guesses clears it rather than grow it.
+  if (basic_cache_->results.size() >= BasicCache::kMaxEntries) basic_cache_->results.clear();
+  basic_cache_->results[k] = found;
 }
 
 bool Catalog::allows(const pv1::Application& app, std::string_view api) {
   return std::find(app.apis().begin(), app.apis().end(), api) != app.apis().end();
-}
-
-std::shared_ptr<const Catalog> compile_newer(std::uint64_t current_version, pv1::Snapshot snapshot,
-                                             std::string_view from, SnapshotOutcome* outcome) {
-  SnapshotOutcome dummy;
-  SnapshotOutcome& out = outcome ? *outcome : dummy;
-  const auto version = snapshot.version();
-  if (version == 0 || version <= current_version) {
-    out = SnapshotOutcome::stale;
-    return nullptr;
-  }
-  std::vector<Issue> issues;
-  auto cat = Catalog::compile(std::move(snapshot), issues);
-  if (!cat) {
-    out = SnapshotOutcome::invalid;
-    POSTERN_LOG(error, "policy snapshot refused; keeping the current one")
-        .kv("from", from)
-        .kv("version", version)
-        .kv("error", issues.empty() ? std::string() : issues.front().path + ": " + issues.front().message);
-    return nullptr;
-  }
-  out = SnapshotOutcome::applied;
-  POSTERN_LOG(info, "policy snapshot applied")
-      .kv("from", from)
-      .kv("version", version)
-      .kv("digest", cat->snapshot().digest().substr(0, 16))
-      .kv("apis", cat->snapshot().config().apis_size());
-  return cat;
 }
 
 namespace {

@@ -95,9 +95,20 @@ class Catalog {
   const pv1::Application* by_ip(std::string_view ip) const;
   const pv1::Application* by_host(std::string_view host) const;
   const pv1::Application* by_jwt_subject(std::string_view subject) const;
-  const pv1::Application* by_basic(std::string_view user, std::string_view password) const;
+  /// Basic credentials. Stored hashes are slow on purpose (PBKDF2), so each
+  /// result is cached for the catalog's life (bounded): verify_basic() does
+  /// the slow part (thread-safe: meant for a worker thread), and
+  /// cached_basic() answers from the cache alone. A user name nobody has is
+  /// `no_match` at once.
+  enum class BasicResult { match, no_match, unchecked };
+  BasicResult cached_basic(std::string_view user, std::string_view password, const pv1::Application*& app) const;
+  void verify_basic(std::string_view user, std::string_view password) const;
   /// True if `app` lists API `api`.
   static bool allows(const pv1::Application& app, std::string_view api);
+
+  /// Things compile() accepted but a user should hear of (an overlap
+  /// allowed with allow_overlap), as "field.path: message".
+  const std::vector<std::string>& warnings() const { return warnings_; }
 
  private:
   pv1::Snapshot snapshot_;
@@ -106,18 +117,14 @@ class Catalog {
   ThreatRules threats_;
   std::map<std::string, const pv1::Application*, std::less<>> apps_, keys_, hosts_, subjects_;
   std::vector<std::pair<IpRanges, const pv1::Application*>> ip_apps_;
+  std::vector<std::string> warnings_;
+  // user -> (application, stored hash) for Basic credentials.
+  std::multimap<std::string, std::pair<const pv1::Application*, std::string>, std::less<>> basic_users_;
+  // Verified Basic results by a keyed hash of user and password (never the
+  // password itself); nullptr: no match.
+  struct BasicCache;
+  std::shared_ptr<BasicCache> basic_cache_;
 };
-
-/// What a hop did with a snapshot it received.
-enum class SnapshotOutcome { applied, stale, invalid };
-
-/// A hop's handling of a snapshot received (connector, broker, edge): a
-/// version not newer than `current_version` (or 0, "none yet") is stale; one
-/// that does not compile is refused and logged with its first problem
-/// ("policy snapshot refused"); otherwise the compiled catalog is returned
-/// and logged ("policy snapshot applied"). `from` names the sender in logs.
-std::shared_ptr<const Catalog> compile_newer(std::uint64_t current_version, pv1::Snapshot snapshot,
-                                             std::string_view from, SnapshotOutcome* outcome = nullptr);
 
 /// Policy service only: replaces each ApiKey.key_file with the SHA-256 of
 /// the file's content (trailing newline stripped) and fills JwtRule.jwks

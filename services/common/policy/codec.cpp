@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <stdexcept>
 
+#include "common/utf8.hpp"
+
 namespace postern::policy {
 namespace {
 
@@ -191,38 +193,10 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
 }
 
 bool is_utf8(std::string_view data) {
-  const auto* p = reinterpret_cast<const unsigned char*>(data.data());
-  const std::size_t n = data.size();
-  std::size_t i = 0;
-  while (i < n) {
-    const unsigned char c = p[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    std::size_t len = 0;
-    // Bounds on the second byte rule out overlongs (E0, F0), surrogates (ED)
-    // and code points above U+10FFFF (F4) — RFC 3629 section 4.
-    unsigned char lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf) {
-      len = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      len = 3;
-      if (c == 0xe0) lo = 0xa0;
-      if (c == 0xed) hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      len = 4;
-      if (c == 0xf0) lo = 0x90;
-      if (c == 0xf4) hi = 0x8f;
-    } else {
-      return false;  // continuation byte first, C0/C1 overlong lead, or F5-FF
-    }
-    if (n - i < len) return false;
-    if (p[i + 1] < lo || p[i + 1] > hi) return false;
-    for (std::size_t k = 2; k < len; ++k) {
-      if (p[i + k] < 0x80 || p[i + k] > 0xbf) return false;
-    }
-    i += len;
+  for (std::size_t i = 0; i < data.size();) {
+    const std::size_t n = utf8_sequence(data, i);
+    if (n == 0) return false;
+    i += n;
   }
   return true;
 }

@@ -233,6 +233,37 @@ Verdict check_threats(const ThreatRules& rules, const RequestShape& shape, Decis
 
 // ---------------------------------------------------------------- identify
 
+std::optional<std::pair<std::string, std::string>> decode_basic(std::string_view authorization) {
+  if (authorization.size() <= 6 || !net::iequals(authorization.substr(0, 6), "basic ")) return std::nullopt;
+  std::string_view b64 = authorization.substr(6);
+  while (!b64.empty() && b64.front() == ' ') b64.remove_prefix(1);
+  std::string decoded;
+  try {
+    decoded = base64_decode(b64);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  const auto colon = decoded.find(':');
+  if (colon == std::string::npos) return std::nullopt;
+  return std::make_pair(decoded.substr(0, colon), decoded.substr(colon + 1));
+}
+
+std::optional<std::pair<std::string, std::string>> basic_to_check(const Catalog& catalog, const CompiledApi& api,
+                                                                  const tv1::RequestHead& head) {
+  const auto& pol = api.def->policies();
+  if (!pol.has_identify()) return std::nullopt;
+  const auto& ids = pol.identify().identifiers();
+  if (std::find(ids.begin(), ids.end(), pv1::IDENTIFIER_TYPE_BASIC) == ids.end()) return std::nullopt;
+  const auto* auth = find_header(head.headers(), "authorization");
+  if (!auth) return std::nullopt;
+  auto creds = decode_basic(auth->value());
+  const pv1::Application* app = nullptr;
+  if (!creds || catalog.cached_basic(creds->first, creds->second, app) != Catalog::BasicResult::unchecked) {
+    return std::nullopt;
+  }
+  return creds;
+}
+
 Verdict identify(const Catalog& catalog, const CompiledApi& api, tv1::RequestHead& head, std::string_view host,
                  std::chrono::system_clock::time_point now, Identity& identity, Decisions& decisions) {
   identity = {};
@@ -256,6 +287,7 @@ Verdict identify(const Catalog& catalog, const CompiledApi& api, tv1::RequestHea
   }
 
   std::string jwt_error;
+  bool password_busy = false;  // Basic credentials nobody could check yet
   std::vector<Attempt> attempts;
   for (int t : id.identifiers()) {
     Attempt a;
@@ -305,21 +337,23 @@ Verdict identify(const Catalog& catalog, const CompiledApi& api, tv1::RequestHea
             }
           }
         } else if (t == pv1::IDENTIFIER_TYPE_BASIC && basic) {
-          std::string decoded;
-          try {
-            decoded = base64_decode(v.substr(6));
-          } catch (const std::exception&) {
-            decoded.clear();
-          }
-          const auto colon = decoded.find(':');
-          if (colon == std::string::npos) {
+          const auto creds = decode_basic(v);
+          if (!creds) {
             a.found = Found::invalid;
             a.error = "malformed Basic credentials";
           } else {
-            a.app = catalog.by_basic(std::string_view(decoded).substr(0, colon),
-                                     std::string_view(decoded).substr(colon + 1));
-            a.found = a.app ? Found::app : Found::invalid;
-            if (!a.app) a.error = "unknown user name or password";
+            switch (catalog.cached_basic(creds->first, creds->second, a.app)) {
+              case Catalog::BasicResult::match:
+                a.found = Found::app;
+                break;
+              case Catalog::BasicResult::no_match:
+                a.found = Found::invalid;
+                a.error = "unknown user name or password";
+                break;
+              case Catalog::BasicResult::unchecked:
+                password_busy = true;
+                break;
+            }
           }
         }
         break;
@@ -352,6 +386,13 @@ Verdict identify(const Catalog& catalog, const CompiledApi& api, tv1::RequestHea
     return v;
   };
   if (!invalid.empty()) return unauthorized("invalid_credential", invalid);
+  if (password_busy && !app) {
+    Verdict v = Verdict::refuse(503, "identify", "password_check_busy",
+                                "too many password checks are under way; retry shortly");
+    v.headers.emplace_back("Retry-After", "1");
+    decisions.push_back({"identify", "rejected", v.reason});
+    return v;
+  }
   // "all": a request with some identifiers but not every one is refused;
   // one with none at all may still pass as anonymous.
   if (all && missing && app) {
@@ -375,6 +416,18 @@ Verdict identify(const Catalog& catalog, const CompiledApi& api, tv1::RequestHea
   return {};
 }
 
+void filter_request_trailers(const CompiledApi* api, google::protobuf::RepeatedPtrField<tv1::Header>& trailers) {
+  if (!api || trailers.empty()) return;
+  const auto& pol = api->def->policies();
+  if (pol.has_identify()) {
+    const auto& id = pol.identify();
+    remove_headers(trailers, id.api_key_header().empty() ? kDefaultKeyName : std::string_view(id.api_key_header()));
+  }
+  const auto& ops = pol.transform().request_headers();
+  for (const auto& name : ops.remove()) remove_headers(trailers, name);
+  for (const auto& [from, to] : ops.rename()) remove_headers(trailers, from);
+}
+
 // ---------------------------------------------------------------- throttling
 
 struct Limiter::Bucket {
@@ -383,7 +436,23 @@ struct Limiter::Bucket {
   Clock::duration per;
   std::uint32_t burst;
   Clock::time_point last;
+  std::list<std::string>::iterator pos;  // in lru_
 };
+
+// The least recently used buckets go first: those idle past kIdleForget are
+// full again and forgetting them changes nothing; beyond kMaxBuckets the
+// oldest is forgotten whatever its state, so the table stays bounded. Each
+// key is added once and removed once: O(1) per request, amortised.
+void Limiter::forget_idle(Clock::time_point now) {
+  while (!lru_.empty() && now - buckets_.at(lru_.back())->last > kIdleForget) forget(lru_.back());
+}
+
+void Limiter::forget(const std::string& key) {
+  const auto it = buckets_.find(key);
+  if (it == buckets_.end()) return;
+  lru_.erase(it->second->pos);
+  buckets_.erase(it);
+}
 
 Limiter::Limiter() = default;
 Limiter::~Limiter() = default;
@@ -453,12 +522,7 @@ Verdict Limiter::admit(const CompiledApi& api, const Identity& identity, std::st
                        Clock::time_point now, Hold& hold, Decisions& decisions) {
   const auto& th = api.def->policies().throttling();
   if (th.rate_size() == 0 && th.concurrency_size() == 0) return {};
-  // Bound the table: idle buckets are full again and can be forgotten.
-  if (buckets_.size() > 100000) {
-    for (auto it = buckets_.begin(); it != buckets_.end();) {
-      it = now - it->second->last > 10min ? buckets_.erase(it) : std::next(it);
-    }
-  }
+  forget_idle(now);
   for (int i = 0; i < th.rate_size(); ++i) {
     const auto& r = th.rate(i);
     const auto per = std::chrono::duration_cast<Clock::duration>(config::duration_or(r.per(), 1000ms));
@@ -466,7 +530,10 @@ Verdict Limiter::admit(const CompiledApi& api, const Identity& identity, std::st
     const std::string key = throttle_key(api.name, "rate", i, r.key(), identity, client_ip);
     auto& b = buckets_[key];
     if (!b) {
-      b = std::make_unique<Bucket>(Bucket{TokenBucket(r.requests(), per, burst, now), r.requests(), per, burst, now});
+      lru_.push_front(key);
+      b = std::make_unique<Bucket>(
+          Bucket{TokenBucket(r.requests(), per, burst, now), r.requests(), per, burst, now, lru_.begin()});
+      if (buckets_.size() > kMaxBuckets) forget(lru_.back());
     } else if (b->rate != r.requests() || b->per != per || b->burst != burst) {
       b->bucket.reconfigure(r.requests(), per, burst, now);
       b->rate = r.requests();
@@ -474,6 +541,7 @@ Verdict Limiter::admit(const CompiledApi& api, const Identity& identity, std::st
       b->burst = burst;
     }
     b->last = now;
+    lru_.splice(lru_.begin(), lru_, b->pos);
     const auto res = b->bucket.take(now);
     if (!res.allowed) {
       Verdict v = Verdict::refuse(429, "throttling", "rate_limited",
@@ -604,6 +672,31 @@ std::string redact_target(std::string_view target, std::string_view key_param) {
     if (percent_decode(p.raw_name) == key_param) p.raw_value = "REDACTED";
   }
   return join_target(target.substr(0, qm), params);
+}
+
+std::string log_path(std::string_view target) {
+  const std::string_view path = target.substr(0, target.find('?'));
+  std::string out;
+  out.reserve(path.size());
+  bool in_value = false;  // inside ";name=value", up to the next '/' or ';'
+  for (char c : path) {
+    if (c == '/' || c == ';') {
+      if (in_value) out += "REDACTED";
+      in_value = false;
+      out += c;
+      continue;
+    }
+    if (in_value) continue;
+    out += c;
+    if (c == '=') {
+      // '=' after a ';' in this segment starts a parameter value.
+      const auto seg = out.rfind('/');
+      const auto semi = out.rfind(';');
+      in_value = semi != std::string::npos && (seg == std::string::npos || semi > seg);
+    }
+  }
+  if (in_value) out += "REDACTED";
+  return out;
 }
 
 const tv1::Header* find_header(const google::protobuf::RepeatedPtrField<tv1::Header>& headers, std::string_view name) {

@@ -8,7 +8,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <list>
 #include <map>
+#include <unordered_map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -67,6 +69,17 @@ struct Identity {
 Verdict identify(const Catalog& catalog, const CompiledApi& api, tunnel::v1::RequestHead& head, std::string_view host,
                  std::chrono::system_clock::time_point now, Identity& identity, Decisions& decisions);
 
+/// The user name and password of an `Authorization: Basic` value, or
+/// nullopt when it is not one (bad base64, no ':').
+std::optional<std::pair<std::string, std::string>> decode_basic(std::string_view authorization);
+
+/// The Basic credentials identify() will need for `api` that `catalog` has
+/// not checked yet (Catalog::verify_basic), or nullopt. Without a check
+/// identify() answers 503 (Retry-After) for them: the caller runs the slow
+/// check off its thread first (BasicVerifier).
+std::optional<std::pair<std::string, std::string>> basic_to_check(const Catalog& catalog, const CompiledApi& api,
+                                                                  const tunnel::v1::RequestHead& head);
+
 /// Request-rate buckets and concurrency counts. Lives as long as the
 /// process, across snapshot changes; counts are per replica.
 class Limiter {
@@ -95,12 +108,19 @@ class Limiter {
                 Hold& hold, Decisions& decisions);
 
   std::size_t in_use(const std::string& key) const;
+  /// Rate-limit buckets held (bounded by kMaxBuckets).
+  std::size_t buckets() const { return buckets_.size(); }
+  static constexpr std::size_t kMaxBuckets = 100000;
+  static constexpr std::chrono::minutes kIdleForget{10};
 
  private:
   struct Bucket;
-  std::map<std::string, std::unique_ptr<Bucket>> buckets_;
+  std::unordered_map<std::string, std::unique_ptr<Bucket>> buckets_;
+  std::list<std::string> lru_;  // bucket keys, most recently used first
   std::map<std::string, std::uint32_t> in_use_;
   void release(const std::string& key);
+  void forget_idle(Clock::time_point now);
+  void forget(const std::string& key);
 
  public:
   Limiter();
@@ -111,6 +131,11 @@ class Limiter {
 /// the response head.
 void transform_request(const pv1::Transform& t, tunnel::v1::RequestHead& head);
 void transform_response(const pv1::Transform& t, tunnel::v1::ResponseHead& head);
+
+/// Request trailers for `api` (null: none) lose what its policies take from
+/// the head: the API key header, and the fields the transform removes or
+/// renames. (Forbidden names are gone already: net::trailers_after.)
+void filter_request_trailers(const CompiledApi* api, google::protobuf::RepeatedPtrField<tunnel::v1::Header>& trailers);
 
 /// The response for a refused request: head and problem+json body.
 tunnel::v1::ResponseHead rejection(const Verdict& v, std::string_view request_id, std::string& body);
@@ -129,5 +154,10 @@ std::string_view header_value(const google::protobuf::RepeatedPtrField<tunnel::v
 
 /// The target with credentials (the API key query parameter) blanked, for logs.
 std::string redact_target(std::string_view target, std::string_view key_param);
+
+/// The path of `target` as logs show it: no query, and every path
+/// parameter's value (";name=value", where a client may put an API key)
+/// replaced by "REDACTED".
+std::string log_path(std::string_view target);
 
 }  // namespace postern::policy

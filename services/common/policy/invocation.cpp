@@ -212,6 +212,13 @@ asio::awaitable<Verdict> PolicedBody::prefetch(Decisions& decisions) {
   co_return Verdict{};
 }
 
+const Trailers& PolicedBody::trailers() const {
+  if (!trailer_api_) return inner_.trailers();
+  filtered_ = inner_.trailers();
+  filter_request_trailers(trailer_api_, filtered_);
+  return filtered_;
+}
+
 asio::awaitable<bool> PolicedBody::next(std::string_view& chunk) {
   if (prefetched_done_) {
     if (served_prefetch_ || prefetched_.empty()) co_return false;

@@ -87,7 +87,11 @@ class PolicedBody final : public BodySource {
   asio::awaitable<Verdict> prefetch(Decisions& decisions);
   bool wants_prefetch() const;
   asio::awaitable<bool> next(std::string_view& chunk) override;
-  const Trailers& trailers() const override { return inner_.trailers(); }
+  /// The inner body's trailers, less what `api`'s policies take from a head
+  /// (set by filter_trailers_for: the API key field, transform removals).
+  const Trailers& trailers() const override;
+  /// The API whose policies this body's trailers answer to (null: none).
+  void filter_trailers_for(const CompiledApi* api) { trailer_api_ = api; }
 
   std::uint64_t bytes() const { return total_; }
   std::optional<Payload> payload() const;
@@ -105,6 +109,8 @@ class PolicedBody final : public BodySource {
   std::string prefetched_;
   bool prefetched_done_ = false;
   bool served_prefetch_ = false;
+  const CompiledApi* trailer_api_ = nullptr;
+  mutable Trailers filtered_;
   void account(std::string_view chunk);
 };
 

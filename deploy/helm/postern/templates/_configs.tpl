@@ -4,6 +4,15 @@ proto/postern/config/v1/config.proto; the keys below are its field names.
 Built as dicts and rendered with toYaml, so quoting is always right.
 */}}
 
+{{/* trusted_config_keys: the mounted public keys. ctx: root. */}}
+{{- define "postern.trustedKeys" -}}
+{{- $keys := list -}}
+{{- range $i, $_ := .Values.configSigning.publicKeys -}}
+{{- $keys = append $keys (printf "/etc/postern/config-keys/key-%d.pub" $i) -}}
+{{- end -}}
+{{- toJson $keys -}}
+{{- end }}
+
 {{/* EdgeConfig */}}
 {{- define "postern.edge.config" -}}
 {{- $e := .Values.edge -}}
@@ -16,12 +25,19 @@ Built as dicts and rendered with toYaml, so quoting is always right.
 {{- /* The headless Service: one address per ready broker, so that the edge
        spreads exchanges over every broker and fails over between them. */ -}}
 {{- $relay := printf "%s:%s" (include "postern.serviceFqdn" (dict "root" . "name" "broker-headless")) (include "postern.port.brokerRelay" .) -}}
+{{- $broker := dict "address" $relay -}}
+{{- if .Values.broker.relayTls.enabled -}}
+{{- $rt := dict "ca_file" "/etc/postern/relay-tls/ca.crt" "cert_file" "/etc/postern/relay-tls/tls.crt" "key_file" "/etc/postern/relay-tls/tls.key" -}}
+{{- with $e.relayTls.serverName }}{{ $_ := set $rt "server_name" . }}{{ end -}}
+{{- $_ := set $broker "tls" $rt -}}
+{{- end -}}
 {{- $c := dict
       "id" (include "postern.name" (dict "root" . "name" "edge"))
       "admin" (dict "listen" (printf "0.0.0.0:%s" (include "postern.port.edgeAdmin" .)))
       "log" (dict "level" .Values.logLevel)
       "listeners" $listeners
-      "broker" (dict "address" $relay)
+      "broker" $broker
+      "trusted_config_keys" (include "postern.trustedKeys" . | fromJsonArray)
       "upstream_timeout" $e.upstreamTimeout
       "idle_timeout" $e.idleTimeout
       "header_timeout" $e.headerTimeout
@@ -30,6 +46,7 @@ Built as dicts and rendered with toYaml, so quoting is always right.
 {{- with $e.publicUrl }}{{ $_ := set $c "public_url" . }}{{ end -}}
 {{- with $e.defaultAlias }}{{ $_ := set $c "default_alias" . }}{{ end -}}
 {{- with $e.apis }}{{ $_ := set $c "apis" . }}{{ end -}}
+{{- with $e.trustedProxies }}{{ $_ := set $c "trusted_proxies" . }}{{ end -}}
 # EdgeConfig (proto/postern/config/v1/config.proto), rendered by the chart.
 {{ toYaml $c }}
 {{- end }}
@@ -37,6 +54,10 @@ Built as dicts and rendered with toYaml, so quoting is always right.
 {{/* BrokerConfig */}}
 {{- define "postern.broker.config" -}}
 {{- $b := .Values.broker -}}
+{{- $relay := dict "listen" (printf "0.0.0.0:%s" (include "postern.port.brokerRelay" .)) -}}
+{{- if $b.relayTls.enabled -}}
+{{- $_ := set $relay "tls" (dict "cert_file" "/etc/postern/tls/tls.crt" "key_file" "/etc/postern/tls/tls.key" "client_ca_file" "/etc/postern/tls/ca.crt") -}}
+{{- end -}}
 {{- $c := dict
       "id" (include "postern.name" (dict "root" . "name" "broker"))
       "admin" (dict "listen" (printf "0.0.0.0:%s" (include "postern.port.brokerAdmin" .)))
@@ -47,13 +68,15 @@ Built as dicts and rendered with toYaml, so quoting is always right.
               "cert_file" "/etc/postern/tls/tls.crt"
               "key_file" "/etc/postern/tls/tls.key"
               "client_ca_file" "/etc/postern/tls/ca.crt"))
-      "relay" (dict "listen" (printf "0.0.0.0:%s" (include "postern.port.brokerRelay" .)))
+      "relay" $relay
       "identities" $b.identities
+      "trusted_config_keys" (include "postern.trustedKeys" . | fromJsonArray)
       "heartbeat_interval" $b.heartbeatInterval
       "heartbeat_timeout" $b.heartbeatTimeout
       "park_wait" $b.parkWait
       "response_window" (int64 $b.responseWindow)
       "drain_timeout" (include "postern.seconds" $b.drainSeconds) -}}
+{{- if $b.relayTls.enabled }}{{ $_ := set $c "edge_identities" $b.edgeIdentities }}{{ end -}}
 # BrokerConfig (proto/postern/config/v1/config.proto), rendered by the chart.
 {{ toYaml $c }}
 {{- end }}
@@ -75,6 +98,7 @@ Built as dicts and rendered with toYaml, so quoting is always right.
       "tls" $tls
       "aliases" ($n.aliases | default dict)
       "policy" (dict "address" $policy)
+      "trusted_config_keys" (include "postern.trustedKeys" . | fromJsonArray)
       "pool_size" (int $n.poolSize)
       "max_concurrency" (int $n.maxConcurrency)
       "reconnect_max" $n.reconnectMax
@@ -93,6 +117,7 @@ Built as dicts and rendered with toYaml, so quoting is always right.
       "log" (dict "level" .Values.logLevel)
       "listen" (dict "listen" (printf "0.0.0.0:%s" (include "postern.port.policyGrpc" .)))
       "policy_file" "/etc/postern/policy/policy.yaml"
+      "signing_key_file" "/etc/postern/signing/signing.key"
       "reload_interval" .Values.policy.reloadInterval -}}
 # PolicyServiceConfig (proto/postern/config/v1/config.proto), rendered by the chart.
 {{ toYaml $c }}

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/config/yaml_proto.hpp"
+#include "common/crypto/password.hpp"
 #include "common/policy/codec.hpp"
 #include "common/policy/jwt.hpp"
 #include "support/jwt_keys.hpp"
@@ -124,7 +125,7 @@ applications:
     ip_ranges: ["10.0.0.0/8", "::1"]
     hostnames: [alpha.example.com]
     jwt_subjects: [alice]
-    basic: [{username: ann, password_sha256: )" + sha256_hex("pw") + R"(}]
+    basic: [{username: ann, password_hash: ")" + postern::crypto::hash_password("pw", 100000) + R"("}]
     apis: [orders, local]
 )");
   s.mutable_config()->mutable_apis(0)->mutable_policies()->mutable_identify()->mutable_jwt()->set_jwks(jwks);
@@ -540,13 +541,13 @@ applications:
     ip_ranges: ["10.1.0.0/16", "2001:db8::/32"]
     hostnames: [Alpha.Example.com]
     jwt_subjects: [alice]
-    basic: [{username: ann, password_sha256: )" + sha256_hex("pw-ann") + R"(}]
+    basic: [{username: ann, password_hash: ")" + postern::crypto::hash_password("pw-ann", 100000) + R"("}]
     apis: [orders]
   - name: bravo
     api_keys: [{sha256: )" + upper_b + R"(}]
     ip_ranges: ["10.2.0.0/16"]
     hostnames: [bravo.example.com]
-    basic: [{username: bob, password_sha256: )" + sha256_hex("pw-bob") + R"(}]
+    basic: [{username: bob, password_hash: ")" + postern::crypto::hash_password("pw-bob", 100000) + R"("}]
     apis: [orders, billing]
 )");
   ASSERT_NE(cat, nullptr);
@@ -577,12 +578,25 @@ applications:
   EXPECT_EQ(cat->by_jwt_subject("alice"), alpha);
   EXPECT_EQ(cat->by_jwt_subject("Alice"), nullptr);
 
-  EXPECT_EQ(cat->by_basic("ann", "pw-ann"), alpha);
-  EXPECT_EQ(cat->by_basic("bob", "pw-bob"), bravo);
-  EXPECT_EQ(cat->by_basic("ann", "pw-bob"), nullptr);
-  EXPECT_EQ(cat->by_basic("bob", "pw-ann"), nullptr);
-  EXPECT_EQ(cat->by_basic("carl", "pw-ann"), nullptr);
-  EXPECT_EQ(cat->by_basic("ann", ""), nullptr);
+  // Basic: nothing is known until the slow check ran, then it is cached.
+  auto basic = [&](std::string_view user, std::string_view pw) -> std::pair<Catalog::BasicResult, const pv1::Application*> {
+    const pv1::Application* app = nullptr;
+    auto r = cat->cached_basic(user, pw, app);
+    if (r != Catalog::BasicResult::unchecked) return {r, app};
+    cat->verify_basic(user, pw);
+    r = cat->cached_basic(user, pw, app);
+    return {r, app};
+  };
+  const pv1::Application* none = nullptr;
+  const pv1::Application* app = nullptr;
+  EXPECT_EQ(cat->cached_basic("ann", "pw-ann", app), Catalog::BasicResult::unchecked);
+  EXPECT_EQ(basic("ann", "pw-ann"), std::make_pair(Catalog::BasicResult::match, alpha));
+  EXPECT_EQ(cat->cached_basic("ann", "pw-ann", app), Catalog::BasicResult::match);
+  EXPECT_EQ(basic("bob", "pw-bob"), std::make_pair(Catalog::BasicResult::match, bravo));
+  EXPECT_EQ(basic("ann", "pw-bob"), std::make_pair(Catalog::BasicResult::no_match, none));
+  EXPECT_EQ(basic("bob", "pw-ann"), std::make_pair(Catalog::BasicResult::no_match, none));
+  EXPECT_EQ(cat->cached_basic("carl", "pw-ann", app), Catalog::BasicResult::no_match);  // no such user: no hash
+  EXPECT_EQ(basic("ann", ""), std::make_pair(Catalog::BasicResult::no_match, none));
 
   EXPECT_TRUE(Catalog::allows(*alpha, "orders"));
   EXPECT_FALSE(Catalog::allows(*alpha, "billing"));
@@ -591,10 +605,71 @@ applications:
 
 TEST(Catalog, BasicCredentialChecks) {
   const auto issues = compile_bad(R"(applications:
-  - {name: x, basic: [{username: "a:b", password_sha256: )" + kHashA + R"(}, {username: c, password_sha256: pw}]}
+  - name: x
+    basic:
+      - {username: "a:b", password_hash: ")" + postern::crypto::hash_password("pw", 100000) + R"("}
+      - {username: c, password_hash: )" + kHashA + R"(}
+      - {username: d, password_hash: "$pbkdf2-sha256$i=1000$c2FsdHNhbHQ$AAAA"}
 )");
   EXPECT_TRUE(has_issue(issues, "applications[0].basic[0].username", "':'"));
-  EXPECT_TRUE(has_issue(issues, "applications[0].basic[1].password_sha256", "64 hex digits"));
+  // An unsalted SHA-256 (what the field used to hold) is refused.
+  EXPECT_TRUE(has_issue(issues, "applications[0].basic[1].password_hash", "hash-password"));
+  EXPECT_TRUE(has_issue(issues, "applications[0].basic[2].password_hash", "iteration count 1000"));
+}
+
+// ---------------------------------------------------------------- overlaps
+
+// The quick start once shipped an open API and a keyed one on the same
+// native prefix: the key protected nothing.
+TEST(Catalog, NestedNativePrefixesWithDifferentPoliciesAreRefused) {
+  auto issues = compile_bad(R"(apis:
+  - {name: open, routing: "apigateway://demo/"}
+  - {name: keyed, routing: "apigateway://demo/", policies: {identify: {identifiers: [API_KEY]}}}
+)");
+  EXPECT_TRUE(has_issue(issues, "apis[1].routing", "APIs 'open' and 'keyed' both reach native prefix '/'"))
+      << describe(issues);
+  issues = compile_bad(R"(apis:
+  - {name: chat, type: websocket, routing: "apigateway://demo/api/demo/"}
+  - name: chat-secured
+    type: websocket
+    routing: "apigateway://demo/api/demo/secured/"
+    policies: {identify: {identifiers: [API_KEY]}}
+)");
+  EXPECT_TRUE(has_issue(issues, "apis[1].routing", "native prefix '/api/demo/secured'")) << describe(issues);
+  // The inner one first: still found.
+  issues = compile_bad(R"(apis:
+  - {name: files-priv, routing: "apigateway://files/priv", policies: {identify: {identifiers: [API_KEY]}}}
+  - {name: files, routing: "apigateway://files/"}
+)");
+  EXPECT_TRUE(has_issue(issues, "apis[1].routing", "API 'files-priv'")) << describe(issues);
+  // The same upstream through ws:// and http://.
+  issues = compile_bad(R"(apis:
+  - {name: a, routing: "http://Up.example:80/"}
+  - {name: b, type: websocket, routing: "ws://up.example:80/x", policies: {websocket: {idle_timeout: 5s}}}
+)");
+  EXPECT_TRUE(has_issue(issues, "apis[1].routing", "upstream 'http://up.example:80'")) << describe(issues);
+}
+
+TEST(Catalog, SeparatePrefixesSamePoliciesOrAllowOverlapAreAccepted) {
+  // Siblings, and prefixes that only share characters ("/api" vs "/apix").
+  compile_ok(R"(apis:
+  - {name: open, routing: "apigateway://demo/open"}
+  - {name: keyed, routing: "apigateway://demo/keyed", policies: {identify: {identifiers: [API_KEY]}}}
+  - {name: k2, routing: "apigateway://demo/openx", policies: {identify: {identifiers: [API_KEY]}}}
+  - {name: other-alias, routing: "apigateway://other/"}
+)");
+  // Nested, but the same policies: nothing to bypass.
+  compile_ok(R"(apis:
+  - {name: v1, routing: "apigateway://demo/"}
+  - {name: v2, routing: "apigateway://demo/v2"}
+)");
+  // Nested on purpose: a warning, not an error.
+  auto cat = compile_ok(R"(apis:
+  - {name: open, routing: "apigateway://demo/", allow_overlap: true}
+  - {name: keyed, routing: "apigateway://demo/keyed", policies: {identify: {identifiers: [API_KEY]}}}
+)");
+  ASSERT_EQ(cat->warnings().size(), 1u);
+  EXPECT_NE(cat->warnings()[0].find("apis[1].routing: "), std::string::npos) << cat->warnings()[0];
 }
 
 // ---------------------------------------------------------------- resolve_files

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/config/yaml_proto.hpp"
+#include "common/crypto/password.hpp"
 #include "common/policy/codec.hpp"
 #include "common/policy/invocation.hpp"
 #include "common/policy/jwt.hpp"
@@ -62,42 +63,42 @@ const World& world() {
     s.set_version(1);
     config::load_yaml_string(R"(
 apis:
-  - {name: orders, base_path: /orders, routing: "apigateway://A", policies: {identify: {identifiers: [API_KEY]}}}
+  - {name: orders, base_path: /orders, routing: "apigateway://A/orders", policies: {identify: {identifiers: [API_KEY]}}}
   - name: custom
     base_path: /custom
-    routing: "apigateway://A"
+    routing: "apigateway://A/custom"
     policies: {identify: {identifiers: [API_KEY], api_key_header: X-Api-Token, api_key_query: token, realm: shop}}
   - name: anon
     base_path: /anon
-    routing: "apigateway://A"
+    routing: "apigateway://A/anon"
     policies: {identify: {identifiers: [API_KEY], allow_anonymous: true}}
-  - {name: byip, base_path: /byip, routing: "apigateway://A", policies: {identify: {identifiers: [IP]}}}
-  - {name: byhost, base_path: /byhost, routing: "apigateway://A", policies: {identify: {identifiers: [HOST]}}}
-  - {name: any, base_path: /any, routing: "apigateway://A", policies: {identify: {identifiers: [API_KEY, IP]}}}
+  - {name: byip, base_path: /byip, routing: "apigateway://A/byip", policies: {identify: {identifiers: [IP]}}}
+  - {name: byhost, base_path: /byhost, routing: "apigateway://A/byhost", policies: {identify: {identifiers: [HOST]}}}
+  - {name: any, base_path: /any, routing: "apigateway://A/any", policies: {identify: {identifiers: [API_KEY, IP]}}}
   - name: all
     base_path: /all
-    routing: "apigateway://A"
+    routing: "apigateway://A/all"
     policies: {identify: {identifiers: [API_KEY, IP], condition: ALL}}
-  - {name: basic, base_path: /basic, routing: "apigateway://A", policies: {identify: {identifiers: [BASIC]}}}
-  - {name: jwt, base_path: /jwt, routing: "apigateway://A", policies: {identify: {identifiers: [JWT]}}}
-  - {name: open, base_path: /open, routing: "apigateway://A"}
-  - {name: private, base_path: /private, routing: "apigateway://A", policies: {identify: {identifiers: [API_KEY]}}}
-  - {name: rate, base_path: /rate, routing: "apigateway://A", policies: {throttling: {rate: [{requests: 2, per: 1s}]}}}
+  - {name: basic, base_path: /basic, routing: "apigateway://A/basic", policies: {identify: {identifiers: [BASIC]}}}
+  - {name: jwt, base_path: /jwt, routing: "apigateway://A/jwt", policies: {identify: {identifiers: [JWT]}}}
+  - {name: open, base_path: /open, routing: "apigateway://A/open"}
+  - {name: private, base_path: /private, routing: "apigateway://A/private", policies: {identify: {identifiers: [API_KEY]}}}
+  - {name: rate, base_path: /rate, routing: "apigateway://A/rate", policies: {throttling: {rate: [{requests: 2, per: 1s}]}}}
   - name: perapp
     base_path: /perapp
-    routing: "apigateway://A"
+    routing: "apigateway://A/perapp"
     policies: {throttling: {rate: [{key: APPLICATION, requests: 1, per: 1m}]}}
   - name: perip
     base_path: /perip
-    routing: "apigateway://A"
+    routing: "apigateway://A/perip"
     policies: {throttling: {rate: [{key: IP, requests: 1, per: 1m}]}}
   - name: conc
     base_path: /conc
-    routing: "apigateway://A"
+    routing: "apigateway://A/conc"
     policies: {throttling: {concurrency: [{max: 1, retry_after: 3s}]}}
   - name: conc2
     base_path: /conc2
-    routing: "apigateway://A"
+    routing: "apigateway://A/conc2"
     policies: {throttling: {concurrency: [{max: 2}, {key: IP, max: 1}]}}
 applications:
   - name: alpha
@@ -105,7 +106,7 @@ applications:
     ip_ranges: ["10.1.0.0/16"]
     hostnames: [Alpha.Example.com]
     jwt_subjects: [alice]
-    basic: [{username: ann, password_sha256: )" + sha256_hex("pw-ann") + R"(}]
+    basic: [{username: ann, password_hash: ")" + postern::crypto::hash_password("pw-ann", 100000) + R"("}]
     apis: [orders, custom, anon, byip, byhost, any, all, basic, jwt]
   - name: bravo
     api_keys: [{sha256: )" + sha256_hex(kKeyBravo) + R"(}]
@@ -178,6 +179,8 @@ Outcome run_identify(const std::string& api_name, tv1::RequestHead head, std::st
                      system_clock::time_point now = kNowTp) {
   Outcome o;
   o.head = std::move(head);
+  // What BasicVerifier does off the service's thread, here inline.
+  if (auto creds = basic_to_check(catalog(), api(api_name), o.head)) catalog().verify_basic(creds->first, creds->second);
   o.verdict = identify(catalog(), api(api_name), o.head, host, now, o.identity, o.decisions);
   return o;
 }
@@ -573,6 +576,22 @@ TEST(Identify, BasicCredentials) {
   EXPECT_EQ(o.verdict.status, 401u);
   EXPECT_EQ(o.verdict.reason, "missing_credential");
   EXPECT_TRUE(header(o.verdict.headers, "WWW-Authenticate")->starts_with("Basic realm="));
+}
+
+// The slow hash is never computed on the caller's thread: credentials that
+// nobody checked yet (BasicVerifier was busy) get 503 with Retry-After,
+// never a 401 that would tell a guesser anything.
+TEST(Identify, UncheckedBasicCredentialsAre503) {
+  auto head = request("/basic", {{"Authorization", basic("ann:not-checked-yet")}});
+  Identity id;
+  Decisions d;
+  const auto v = identify(catalog(), api("basic"), head, "", kNowTp, id, d);
+  EXPECT_EQ(v.status, 503u);
+  EXPECT_EQ(v.reason, "password_check_busy");
+  EXPECT_EQ(header(v.headers, "Retry-After"), "1");
+  // Unknown users need no slow hash: 401 at once.
+  head = request("/basic", {{"Authorization", basic("nobody:x")}});
+  EXPECT_EQ(identify(catalog(), api("basic"), head, "", kNowTp, id, d).status, 401u);
 }
 
 TEST(Identify, JwtRs256) {
@@ -1135,6 +1154,51 @@ TEST(Invocation, BinaryPayloadIsBase64WhenNotCompressed) {
   const auto at = f.find(R"("response_payload":{"bytes":4,"truncated":false,"encoding":"base64","data":")");
   ASSERT_NE(at, std::string::npos) << f;
   EXPECT_EQ(base64_decode(string_member(f, "data", at)), bin);
+}
+
+}  // namespace
+}  // namespace postern::policy
+
+namespace postern::policy {
+namespace {
+
+TEST(LogPath, NoQueryAndNoPathParameterValues) {
+  EXPECT_EQ(log_path("/a/b?x-Gateway-APIKey=secret"), "/a/b");
+  EXPECT_EQ(log_path("/a;x-Gateway-APIKey=secret/b"), "/a;x-Gateway-APIKey=REDACTED/b");
+  EXPECT_EQ(log_path("/a;k=1;j=2"), "/a;k=REDACTED;j=REDACTED");
+  EXPECT_EQ(log_path("/a=b/c;flag"), "/a=b/c;flag");
+}
+
+// Finding 12 of the security review: past 100k keys every request scanned
+// the whole rate-limit table. Now past kMaxBuckets keys the oldest goes: the
+// table stays bounded and a request costs the same however many keys came
+// before (no scan).
+TEST(SecurityLimiter, AFloodOfKeysStaysBoundedAndIdleOnesAreForgotten) {
+  pv1::Snapshot s;
+  s.set_version(1);
+  config::load_yaml_string(R"(apis:
+  - {name: perip, routing: "apigateway://A", policies: {throttling: {rate: [{key: IP, requests: 1, per: 1m}]}}}
+)",
+                           "p.yaml", *s.mutable_config());
+  std::vector<Issue> issues;
+  auto cat = Catalog::compile(s, issues);
+  ASSERT_TRUE(cat);
+  Limiter lim;
+  const auto t0 = std::chrono::steady_clock::now();
+  Decisions d;
+  Identity id;
+  auto admit = [&](std::size_t ip, std::chrono::steady_clock::time_point at) {
+    Limiter::Hold h;
+    return lim.admit(*cat->api("perip"), id, "ip-" + std::to_string(ip), at, h, d);
+  };
+  for (std::size_t i = 0; i < Limiter::kMaxBuckets + 10; ++i) EXPECT_TRUE(admit(i, t0).allowed());
+  EXPECT_EQ(lim.buckets(), Limiter::kMaxBuckets);
+  // The newest keys are still counted; the oldest were forgotten.
+  EXPECT_FALSE(admit(Limiter::kMaxBuckets + 9, t0).allowed());
+  EXPECT_TRUE(admit(0, t0).allowed());
+  // After the idle time, everything idle is forgotten at the next request.
+  EXPECT_TRUE(admit(7, t0 + Limiter::kIdleForget + std::chrono::seconds(1)).allowed());
+  EXPECT_EQ(lim.buckets(), 1u);
 }
 
 }  // namespace

@@ -54,7 +54,7 @@ std::shared_ptr<const Catalog> compile(const std::string& yaml, std::vector<Issu
 TEST(OriginCheck, ListedOriginsOnlyAndNoneMeansAny) {
   std::vector<Issue> issues;
   auto cat = compile(R"(apis:
-  - {name: a, type: websocket, routing: "apigateway://x/", policies: {websocket: {allowed_origins: ["https://ok.example"]}}}
+  - {name: a, type: websocket, routing: "apigateway://x/a", policies: {websocket: {allowed_origins: ["https://ok.example"]}}}
   - {name: b, type: websocket, routing: "apigateway://x/b"}
 )",
                      issues);
