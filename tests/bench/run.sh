@@ -272,6 +272,7 @@ id: policy-bench
 admin: {listen: "127.0.0.1:$policy_admin"}
 listen: {listen: "127.0.0.1:$policy_port"}
 policy_file: "$work/policy.yaml"
+signing_key_file: "$c/policy-signing.key"
 EOF
 cat > "$work/broker.yaml" <<EOF
 id: broker-bench
@@ -281,7 +282,8 @@ registration:
   tls: {cert_file: "$c/broker.crt", key_file: "$c/broker.key", client_ca_file: "$c/ca.crt"}
 relay: {listen: "127.0.0.1:$relay_port"}
 identities:
-  - {identity: "spiffe://postern.dev/connector/green", aliases: [nginx, demo]}
+  - {identity: "spiffe://postern.dev/connector/green", aliases: [nginx, demo], publish_config: true}
+trusted_config_keys: ["$c/policy-signing.pub"]
 EOF
 connector_max=$((sessions + 1000 > 2000 ? sessions + 1000 : 2000))
 cat > "$work/connector.yaml" <<EOF
@@ -293,6 +295,7 @@ aliases:
   nginx: {url: "http://127.0.0.1:$native_port", max_idle_connections: 128, read_timeout: 300s}
   demo: {url: "http://127.0.0.1:$demo_port"}
 policy: {address: "127.0.0.1:$policy_port"}
+trusted_config_keys: ["$c/policy-signing.pub"]
 # Above the WebSocket session count: each session holds one exchange.
 max_concurrency: $connector_max
 EOF
@@ -301,6 +304,7 @@ id: edge-bench
 admin: {listen: "127.0.0.1:$edge_admin"}
 listeners: [{listen: "127.0.0.1:$edge_port"}]
 broker: {address: "127.0.0.1:$relay_port"}
+trusted_config_keys: ["$c/policy-signing.pub"]
 upstream_timeout: 300s
 idle_timeout: 300s
 EOF

@@ -55,6 +55,7 @@ id: policy-soak
 admin: {listen: "127.0.0.1:$policy_admin"}
 listen: {listen: "127.0.0.1:$policy_port"}
 policy_file: "$work/policy.yaml"
+signing_key_file: "$c/policy-signing.key"
 EOF
 cat > "$work/broker.yaml" <<EOF
 id: broker-soak
@@ -63,7 +64,8 @@ registration:
   listen: "127.0.0.1:$reg_port"
   tls: {cert_file: "$c/broker.crt", key_file: "$c/broker.key", client_ca_file: "$c/ca.crt"}
 relay: {listen: "127.0.0.1:$relay_port"}
-identities: [{identity: "spiffe://postern.dev/connector/green", aliases: [demo]}]
+identities: [{identity: "spiffe://postern.dev/connector/green", aliases: [demo], publish_config: true}]
+trusted_config_keys: ["$c/policy-signing.pub"]
 EOF
 cat > "$work/connector.yaml" <<EOF
 id: connector-soak
@@ -72,12 +74,14 @@ brokers: ["localhost:$reg_port"]
 tls: {ca_file: "$c/ca.crt", cert_file: "$c/connector.crt", key_file: "$c/connector.key"}
 aliases: {demo: {url: "http://127.0.0.1:$demo_port"}}
 policy: {address: "127.0.0.1:$policy_port"}
+trusted_config_keys: ["$c/policy-signing.pub"]
 EOF
 cat > "$work/edge.yaml" <<EOF
 id: edge-soak
 admin: {listen: "127.0.0.1:$edge_admin"}
 listeners: [{listen: "127.0.0.1:$edge_port"}]
 broker: {address: "127.0.0.1:$relay_port"}
+trusted_config_keys: ["$c/policy-signing.pub"]
 EOF
 "$bin/postern-demo" --listen "127.0.0.1:$demo_port" > "$work/demo.log" 2>&1 & pids+=($!)
 "$bin/postern-policy" --config "$work/policy-service.yaml" --log-level warn > "$work/policy.log" 2>&1 & pids+=($!)

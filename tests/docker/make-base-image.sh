@@ -14,7 +14,18 @@ for image in debian:bookworm-slim debian:bookworm; do
 done
 [ ${#need[@]} -eq 0 ] && exit 0
 
-mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# The mirrors this machine's apt uses (deb822 .sources or one-line lists):
+# the repository names no registry of its own.
+apt_uri() {  # suite -> the first URI apt has for it
+  local suite="$1"
+  awk -v s="$suite" '
+    /^URIs:/ {uri=$2} /^Suites:/ {for (i = 2; i <= NF; i++) if ($i == s && !found) {print uri; found=1}}
+    /^deb / && $0 !~ /^#/ {for (i = 3; i <= NF; i++) if ($i == s && !found) {print $2; found=1; break}}
+    /^$/ {uri=""}' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -n 1
+}
+mirror="${DEBIAN_MIRROR:-$(apt_uri bookworm)}"
+security="${DEBIAN_SECURITY_MIRROR:-$(apt_uri bookworm-security)}"
+[ -n "$mirror" ] || { echo "make-base-image: no bookworm mirror in /etc/apt: set DEBIAN_MIRROR" >&2; exit 1; }
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT
 echo "make-base-image: debootstrap bookworm (minbase) from $mirror for ${need[*]}"
@@ -22,8 +33,10 @@ debootstrap --variant=minbase bookworm "$root" "$mirror" >/dev/null
 # As slim as the official image: no docs, no apt lists, no caches.
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/usr/share/doc/* "$root"/usr/share/man/* \
        "$root"/usr/share/info/*
-printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb http://deb.debian.org/debian-security bookworm-security main\n' \
-  "$mirror" "$mirror" > "$root/etc/apt/sources.list"
+{
+  printf 'deb %s bookworm main\ndeb %s bookworm-updates main\n' "$mirror" "$mirror"
+  [ -z "$security" ] || printf 'deb %s bookworm-security main\n' "$security"
+} > "$root/etc/apt/sources.list"
 tar -C "$root" -c . | docker import --change 'CMD ["bash"]' - debian:bookworm-slim >/dev/null
 docker tag debian:bookworm-slim debian:bookworm
 docker image ls debian
