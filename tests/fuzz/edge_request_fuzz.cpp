@@ -22,6 +22,8 @@
 #include "common/policy/catalog.hpp"
 #include "common/policy/engine.hpp"
 #include "common/policy/json_depth.hpp"
+#include "common/net/request_target.hpp"
+#include "edge/forwarding.hpp"
 #include "edge/router.hpp"
 
 namespace {
@@ -39,7 +41,7 @@ threat_protection:
   max_body_bytes: {max: 65536}
   ip_deny: {cidrs: ["10.9.0.0/16"]}
 apis:
-  - {name: open, version: "1.0", routing: "apigateway://demo/"}
+  - {name: open, version: "1.0", routing: "apigateway://demo/", allow_overlap: true}
   - name: keyed
     base_path: /k
     routing: apigateway://demo/inner
@@ -52,14 +54,14 @@ apis:
         request_headers: {add: {X-Gateway: postern}, remove: [Cookie], rename: {X-Old: X-New}}
         request_query: {add: {via: gw}, remove: [debug]}
       threat_protection: {max_json_depth: {max: 8}}
-  - {name: green, base_path: /g/, routing: "apigateway://demo/", enforcement: ENFORCEMENT_GREEN,
+  - {name: green, base_path: /g/, routing: "apigateway://demo/", enforcement: ENFORCEMENT_GREEN, allow_overlap: true,
      policies: {identify: {identifiers: [API_KEY]}}}
   - {name: chat, type: websocket, base_path: /ws/, routing: "apigateway://demo/api/demo/"}
   - {name: local, base_path: /local, routing: "http://127.0.0.1:9/x"}
 applications:
   - name: app
     api_keys: [{sha256: 231e9b2f757db8d48ecd0711b60135e1cc57a3a807be9dc12638856f17a7872c}]
-    basic: [{username: ann, password_sha256: 30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4}]
+    basic: [{username: ann, password_hash: "$pbkdf2-sha256$i=100000$cG9zdGVybi10ZXN0LXNhbHQ$li7O6u0WRCpOnbn3goqACv9ozFKc0WNDGT7sNrUVOX8"}]
     hostnames: [app.example]
     ip_ranges: ["127.0.0.0/8"]
     apis: [keyed, green, chat]
@@ -120,6 +122,12 @@ bool one_request(World& w, boost::beast::flat_buffer& buffer, std::string_view& 
     if (ec) return false;  // the edge answers 400/431 and closes
   }
   auto& req = parser.get();
+  // As the edge: the target normalised (a refusal is a 400 and close), the
+  // Host checked, before anything routes.
+  const auto normalized = postern::net::normalize_target(req.target());
+  if (!normalized.ok()) return false;
+  if (auto host = req[http::field::host]; !host.empty() && postern::edge::host_problem(host)) return false;
+  req.target(normalized.target);
 
   auto route = w.router->route(w.catalog.get(), req.target());
   const policy::CompiledApi* papi = route ? route->policy_api : nullptr;
@@ -161,7 +169,7 @@ bool one_request(World& w, boost::beast::flat_buffer& buffer, std::string_view& 
   }
 
   // The body, in the edge's chunk size, through the JSON depth guard.
-  const std::size_t head_fields = static_cast<std::size_t>(std::distance(req.begin(), req.end()));
+  const auto head_fields = postern::net::count_fields(req);
   policy::JsonDepthScanner depth(threats.json_depth.max ? static_cast<std::uint32_t>(threats.json_depth.max) : 64);
   char chunk[4096];
   while (!parser.is_done()) {
