@@ -1,6 +1,7 @@
 #pragma once
 // The broker: registration port for connectors (gRPC, mTLS), relay port for
-// edges (gRPC), splicing each edge Invoke onto a connector's parked Pull.
+// edges (gRPC); each exchange an edge opens on one of its lanes is routed to
+// a lane of a connector serving its alias (exchange_router.hpp).
 
 #include <boost/asio/io_context.hpp>
 #include <memory>

@@ -12,13 +12,21 @@ bool serves_alias(const Session& s, const std::string& alias) {
   return std::find(s.aliases.begin(), s.aliases.end(), alias) != s.aliases.end();
 }
 
+SessionLane* least_busy_lane(const Session& s) {
+  SessionLane* best = nullptr;
+  for (auto* l : s.lanes) {
+    if (l->usable() && (!best || l->in_flight < best->in_flight)) best = l;
+  }
+  return best;
+}
+
 }  // namespace
 
 std::shared_ptr<Session> Registry::add(std::string connector_id, std::string identity,
                                        std::vector<std::string> aliases) {
   auto s = std::make_shared<Session>();
-  // The id is a bearer token (a Pull or Sessions call names it): 128 bits
-  // from the CSPRNG, never logged. Logs say the label.
+  // The id is a bearer token (a lane names it): 128 bits from the CSPRNG,
+  // never logged. Logs say the label.
   s->id = crypto::random_hex(16);
   s->label = "s" + std::to_string(next_id_++);
   s->connector_id = std::move(connector_id);
@@ -49,12 +57,9 @@ void Registry::stop_taking(Session& s) {
       if (!serves(alias)) lost_[alias] = now;
     }
   }
-  auto parked = std::move(s.parked);
-  s.parked.clear();
-  for (auto* slot : parked) slot->cancel();
   notify();
-  // Requests waiting for this session's streams learn at once that it
-  // serves them no more, rather than when their wait runs out.
+  // Requests waiting for this session's lanes learn at once that it serves
+  // them no more, rather than when their wait runs out.
   wake(s);
 }
 
@@ -77,78 +82,46 @@ void Registry::wake_all() {
   for (auto& [id, w] : all) w.fn();
 }
 
-bool Registry::park(const std::shared_ptr<Session>& s, PullSlot* slot) {
+bool Registry::add_lane(const std::shared_ptr<Session>& s, SessionLane* lane) {
   if (s->draining || !sessions_.contains(s->id)) return false;
-  slot->parked_at = std::chrono::steady_clock::now();
-  s->parked.push_back(slot);
+  s->lanes.push_back(lane);
   notify();
-  // Every waiter for an alias this session serves re-checks.
   wake(*s);
   return true;
 }
 
-void Registry::unpark(const std::shared_ptr<Session>& s, PullSlot* slot) {
-  auto it = std::find(s->parked.begin(), s->parked.end(), slot);
-  if (it != s->parked.end()) {
-    s->parked.erase(it);
-    notify();
-  }
+void Registry::remove_lane(const std::shared_ptr<Session>& s, SessionLane* lane) {
+  std::erase(s->lanes, lane);
+  notify();
 }
 
-std::vector<PullSlot*> Registry::trim(std::chrono::steady_clock::time_point idle_before) {
-  std::vector<PullSlot*> out;
+Registry::Pick Registry::pick(const std::string& alias) {
+  std::vector<std::pair<std::shared_ptr<Session>, SessionLane*>> tied;
   for (const auto& [id, s] : sessions_) {
-    // take() hands out the oldest first: the front has been idle longest.
-    while (s->pool_size && s->parked.size() > s->pool_size && s->parked.front()->parked_at < idle_before) {
-      out.push_back(s->parked.front());
-      s->parked.pop_front();
-    }
+    if (s->draining || !serves_alias(*s, alias)) continue;
+    if (s->capacity > 0 && s->in_flight >= s->capacity) continue;
+    SessionLane* lane = least_busy_lane(*s);
+    if (!lane) continue;
+    if (!tied.empty() && s->in_flight > tied.front().first->in_flight) continue;
+    if (!tied.empty() && s->in_flight < tied.front().first->in_flight) tied.clear();
+    tied.emplace_back(s, lane);
   }
-  if (!out.empty()) notify();
-  return out;
-}
-
-std::shared_ptr<Session> Registry::least_busy(const std::string& alias, bool (*usable)(const Session&)) {
-  std::vector<std::shared_ptr<Session>> tied;
-  for (const auto& [id, s] : sessions_) {
-    if (s->draining || !usable(*s) || !serves_alias(*s, alias)) continue;
-    if (!tied.empty() && s->in_flight > tied.front()->in_flight) continue;
-    if (!tied.empty() && s->in_flight < tied.front()->in_flight) tied.clear();
-    tied.push_back(s);
-  }
-  if (tied.empty()) return nullptr;
-  return tied[rotation_++ % tied.size()];
-}
-
-Registry::Pick Registry::take(const std::string& alias) {
-  auto best = least_busy(alias, [](const Session& s) { return !s.parked.empty(); });
-  if (!best) return {};
-  // Oldest parked stream first: it has been idle longest.
-  PullSlot* slot = best->parked.front();
-  best->parked.pop_front();
-  best->in_flight++;
+  if (tied.empty()) return {};
+  auto& [session, lane] = tied[rotation_++ % tied.size()];
+  session->in_flight++;
+  lane->in_flight++;
   notify();
-  return {best, slot};
+  return Pick{session, lane};
 }
 
-std::shared_ptr<Session> Registry::take_carrier(const std::string& alias) {
-  auto best = least_busy(alias, [](const Session& s) { return s.carrier != nullptr; });
-  if (!best) return nullptr;
-  best->in_flight++;
+void Registry::finished(const Pick& p) {
+  const bool was_full = p.session && p.session->capacity > 0 && p.session->in_flight >= p.session->capacity;
+  if (p.session && p.session->in_flight > 0) p.session->in_flight--;
+  // The lane may be gone from the session; its object lives as long as
+  // the exchanges it carries.
+  if (p.lane && p.lane->in_flight > 0) p.lane->in_flight--;
   notify();
-  return best;
-}
-
-bool Registry::set_carrier(const std::shared_ptr<Session>& s, SessionsCarrier* carrier) {
-  if (carrier && (s->draining || !sessions_.contains(s->id))) return false;
-  s->carrier = carrier;
-  if (carrier) wake(*s);
-  return true;
-}
-
-void Registry::finished(const std::shared_ptr<Session>& s) {
-  if (s->in_flight > 0) s->in_flight--;
-  notify();
+  if (was_full && !p.session->draining) wake(*p.session);
 }
 
 bool Registry::serves(const std::string& alias) const {
@@ -176,14 +149,6 @@ std::map<std::string, std::size_t> Registry::connectors_per_alias() const {
   std::map<std::string, std::size_t> out;
   for (const auto& [id, s] : sessions_) {
     for (const auto& a : s->aliases) out[a] += s->draining ? 0 : 1;
-  }
-  return out;
-}
-
-std::map<std::string, std::size_t> Registry::parked_per_alias() const {
-  std::map<std::string, std::size_t> out;
-  for (const auto& [id, s] : sessions_) {
-    for (const auto& a : s->aliases) out[a] += s->parked.size();
   }
   return out;
 }

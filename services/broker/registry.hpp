@@ -1,11 +1,10 @@
 #pragma once
-// Which connectors are attached, for which aliases, and their parked Pull
-// streams. Pure logic: no gRPC, so unit tests drive it directly.
+// Which connectors are attached, for which aliases, and their lanes. Pure
+// logic: no gRPC, so unit tests drive it directly.
 // Not thread-safe: the broker uses it from its single io thread.
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -15,28 +14,20 @@
 
 namespace postern::broker {
 
-/// A parked Pull stream as the registry sees it.
-class PullSlot {
+/// A connector lane as the registry sees it.
+class SessionLane {
  public:
-  virtual ~PullSlot() = default;
-  /// Ends the parked stream without an exchange (session gone or draining).
-  virtual void cancel() = 0;
-  /// When it was last parked (set by Registry::park).
-  std::chrono::steady_clock::time_point parked_at{};
+  virtual ~SessionLane() = default;
+  /// New exchanges may go on it.
+  virtual bool usable() const = 0;
+  /// Exchanges it carries now (kept by the registry's pick/finished).
+  std::size_t in_flight = 0;
 };
-
-/// Where Credit messages for a session's exchanges are written (the broker
-/// defines it: its Attach stream, under a lock).
-struct AttachWriter;
-
-/// A connector's Registration.Sessions stream, where WebSocket sessions for
-/// its Attach session go (the broker defines it).
-struct SessionsCarrier;
 
 /// One Attach stream: one connector instance.
 struct Session {
-  /// Secret: 128 random bits, named by the connector's Pull and Sessions
-  /// calls, which must come from `identity` too. Never logged.
+  /// Secret: 128 random bits, named by the connector's lanes, which must
+  /// come from `identity` too. Never logged.
   std::string id;
   /// For logs: "s7", the 7th session since the broker started.
   std::string label;
@@ -44,17 +35,13 @@ struct Session {
   std::string identity;
   std::vector<std::string> aliases;
   std::uint32_t in_flight = 0;
-  // Parked streams the connector wants at most (Hello.pool_size); 0: no limit.
-  std::uint32_t pool_size = 0;
+  /// Exchanges the connector runs at once at most (its Hello; 0: no
+  /// bound). A session at its capacity is not picked: exchanges wait here.
+  std::uint32_t capacity = 0;
   bool draining = false;
-  std::deque<PullSlot*> parked;
-  // The connector paces response bodies by Credit (Hello.flow_control).
-  bool flow_control = false;
   // Its identity may relay policy snapshots (IdentityGrant.publish_config).
   bool may_publish = false;
-  std::shared_ptr<AttachWriter> attach;
-  // The connector's Sessions stream, once it opened one (Hello.sessions).
-  SessionsCarrier* carrier = nullptr;
+  std::vector<SessionLane*> lanes;
 };
 
 class Registry {
@@ -64,39 +51,30 @@ class Registry {
   void set_observer(Observer o) { observer_ = std::move(o); }
 
   std::shared_ptr<Session> add(std::string connector_id, std::string identity, std::vector<std::string> aliases);
-  /// Removes the session and cancels its parked streams.
+  /// Removes the session (its lanes are the caller's to end).
   void remove(const std::shared_ptr<Session>& s);
   std::shared_ptr<Session> find(const std::string& session_id) const;
-  /// The session stops taking exchanges; its parked streams are cancelled.
+  /// The session takes no new exchanges.
   void drain(const std::shared_ptr<Session>& s);
 
-  /// Parks a stream; false if the session is gone or draining.
-  bool park(const std::shared_ptr<Session>& s, PullSlot* slot);
-  /// Removes a slot that ended on its own.
-  void unpark(const std::shared_ptr<Session>& s, PullSlot* slot);
-  /// Removes and returns, from each session with more than its pool_size
-  /// parked, the streams beyond pool_size parked since before
-  /// `idle_before`, oldest first: a burst is over and nothing took them.
-  /// The caller ends them.
-  std::vector<PullSlot*> trim(std::chrono::steady_clock::time_point idle_before);
+  /// Adds a lane to the session; false if the session is gone or draining.
+  /// Waiters for its aliases re-check.
+  bool add_lane(const std::shared_ptr<Session>& s, SessionLane* lane);
+  void remove_lane(const std::shared_ptr<Session>& s, SessionLane* lane);
 
   struct Pick {
     std::shared_ptr<Session> session;
-    PullSlot* slot = nullptr;
+    SessionLane* lane = nullptr;
+    explicit operator bool() const { return lane != nullptr; }
   };
-  /// Takes a parked stream from the serving session with the fewest
-  /// exchanges in flight and counts the exchange against it.
-  Pick take(const std::string& alias);
-  /// Call when an exchange taken with take() or take_carrier() ends.
-  void finished(const std::shared_ptr<Session>& s);
-
-  /// Sets (or, with null, clears) the session's Sessions stream; waiters
-  /// for its aliases re-check. False if the session is gone or draining.
-  bool set_carrier(const std::shared_ptr<Session>& s, SessionsCarrier* carrier);
-  /// The serving session with a Sessions stream that has the fewest
-  /// exchanges in flight, the new WebSocket session counted against it;
-  /// null if none.
-  std::shared_ptr<Session> take_carrier(const std::string& alias);
+  /// The serving session with the fewest exchanges in flight that has a
+  /// usable lane and room under its capacity (ties rotate, so idle
+  /// connectors share the load), and its least busy lane; the exchange is
+  /// counted against both.
+  Pick pick(const std::string& alias);
+  /// Call when an exchange taken with pick() ends. A session that was at
+  /// its capacity wakes the waiters for its aliases.
+  void finished(const Pick& p);
 
   /// True if a session that is not draining serves the alias.
   bool serves(const std::string& alias) const;
@@ -105,8 +83,9 @@ class Registry {
   std::optional<std::chrono::steady_clock::time_point> lost_at(const std::string& alias) const;
 
   /// Callbacks run once when what a waiter for one of their aliases may
-  /// get changes: a stream is parked, or a serving session drains or goes.
-  /// The waiter re-checks with take() and serves().
+  /// get changes: a lane is added, a session at capacity finishes an
+  /// exchange, or a serving session drains or goes.
+  /// The waiter re-checks with pick() and serves().
   using Waiter = std::function<void()>;
   std::uint64_t add_waiter(const std::string& alias, Waiter w);
   void remove_waiter(std::uint64_t id);
@@ -115,7 +94,6 @@ class Registry {
 
   // Observability.
   std::map<std::string, std::size_t> connectors_per_alias() const;
-  std::map<std::string, std::size_t> parked_per_alias() const;
   std::size_t in_flight() const;
   std::size_t sessions() const { return sessions_.size(); }
   std::vector<std::shared_ptr<Session>> all() const;
@@ -124,12 +102,8 @@ class Registry {
   void notify() {
     if (observer_) observer_(*this);
   }
-  // The serving session (not draining, `usable`) with the fewest exchanges
-  // in flight; ties rotate so idle connectors share the load.
-  std::shared_ptr<Session> least_busy(const std::string& alias, bool (*usable)(const Session&));
   // Runs and removes the waiters for the aliases `s` serves.
   void wake(const Session& s);
-  // Cancels the session's parked streams and wakes its waiters.
   void stop_taking(Session& s);
 
   std::map<std::string, std::shared_ptr<Session>> sessions_;

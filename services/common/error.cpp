@@ -69,8 +69,6 @@ std::string_view error_slug(ErrorCode code) {
     case tunnel::v1::ERROR_CODE_BAD_REQUEST: return "bad-request";
     case tunnel::v1::ERROR_CODE_CLIENT_GONE: return "client-gone";
     case tunnel::v1::ERROR_CODE_PAYLOAD_TOO_LARGE: return "body-too-large";
-    // Never shown to a client: the edge opens the session on Invoke instead.
-    case tunnel::v1::ERROR_CODE_SESSIONS_UNSUPPORTED: return "sessions-unsupported";
     default: return "internal";
   }
 }

@@ -1,7 +1,7 @@
 #pragma once
 // The two halves of an exchange as seen by whoever moves it one hop further:
 // a request body to read and a response to write. The edge's client
-// connection, a Relay/Pull gRPC stream and a native HTTP connection all
+// connection, an exchange on a tunnel lane and a native HTTP connection all
 // implement one side or the other, so each hop is "read from one, write to
 // the other" with backpressure from the awaits.
 

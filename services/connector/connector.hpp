@@ -1,7 +1,7 @@
 #pragma once
-// The connector: dials OUT to every broker replica over mTLS, keeps parked
-// Pull streams there, and runs each exchange against the native service its
-// alias maps to. It listens on nothing but its (loopback) admin port.
+// The connector: dials OUT to every broker replica over mTLS, attaches and
+// keeps its lanes there (broker_link.hpp), and runs each exchange a broker
+// opens on them against the native service its alias maps to. It listens on nothing but its (loopback) admin port.
 
 #include <boost/asio/io_context.hpp>
 #include <memory>
@@ -24,7 +24,8 @@ class Connector {
   /// Validates TLS material and native URLs (throws std::runtime_error
   /// naming the field), then starts resolving and attaching.
   void start();
-  /// Stops parking, finishes exchanges in flight (bounded), detaches.
+  /// Asks every broker for no new exchanges, finishes those in flight
+  /// (bounded), closes its lanes, detaches.
   asio::awaitable<void> drain();
   /// True while attached to at least one broker.
   bool attached() const;

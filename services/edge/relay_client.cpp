@@ -1,9 +1,9 @@
 #include "edge/relay_client.hpp"
 
 #include <grpcpp/grpcpp.h>
-
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
 #include <algorithm>
@@ -15,57 +15,35 @@
 #include "common/event.hpp"
 #include "common/grpc/bridge.hpp"
 #include "common/grpc/channel.hpp"
-#include "common/grpc/frame_port.hpp"
-#include "common/grpc/frames.hpp"
-#include "common/grpc/mux.hpp"
 #include "common/grpc/snapshot_watcher.hpp"
+#include "common/tunnel/exchange_io.hpp"
+#include "common/tunnel/lane_io.hpp"
 #include "postern/tunnel/v1/tunnel.grpc.pb.h"
 
 namespace postern::edge {
 
 namespace tv1 = tunnel::v1;
 namespace gb = grpc_bridge;
-using FrameStream = grpc::ClientAsyncReaderWriter<tv1::Frame, tv1::Frame>;
-
-// One Relay.Invoke call and what it needs alive.
-struct InvokeCall {
-  grpc::ClientContext ctx;
-  std::unique_ptr<FrameStream> stream;
-  grpc::Status status;
-  bool wait_for_broker = false;  // waits for its broker's channel to connect
-};
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 namespace {
 
-// Ends a call whatever state it is in (a kept stream gets no status from
-// the broker unless it is cancelled); it lives until gRPC lets go of it.
-void retire(std::unique_ptr<InvokeCall> call) {
-  call->ctx.TryCancel();
-  gb::finish_detached(std::move(call));
-}
-
 // How long a broker that said it is draining, or could not be reached, is
 // tried only after the others.
 constexpr auto kAvoidDraining = 2s;
 constexpr auto kAvoidUnreachable = 1s;
-// A broker without the Sessions method gets WebSocket sessions on Invoke
-// streams for this long before the method is tried again.
-constexpr auto kNoSessionsFor = 60s;
 // A failure asks for the names to be resolved again, at most this often.
 constexpr auto kMinResolveGap = 1s;
-// When every broker's channel is down, the last one tried is waited for this
-// long to connect again: a broker restarting while the other one drains is
-// then a short wait, not a 502. Longer than gRPC's longest reconnect backoff
-// (1 s, jittered by 20 %), so a broker that is back is reached; short enough
-// that no broker at all still fails fast.
+// When no lane to a broker is up, the last broker tried is waited for this
+// long: a broker restarting while the other one drains is then a short
+// wait, not a 502. Longer than gRPC's longest reconnect backoff (1 s,
+// jittered by 20 %), so a broker that is back is reached; short enough that
+// no broker at all still fails fast.
 constexpr auto kWaitForBroker = 1500ms;
 // One connect attempt to a broker may take this long. Edges and brokers
 // share the DMZ, so a connect takes milliseconds; a broker that accepts and
-// then says nothing is given up on (and ranked last) after this, rather
-// than after gRPC's 20 s, and a request or the config watch that went to it
-// first moves on to the next.
+// then says nothing is given up on (and ranked last) after this.
 constexpr auto kBrokerConnectTimeout = 2000ms;
 // The last broker that can be reached may hold a request this long for a
 // connector to attach, when it has none for the alias but expects one (it
@@ -73,85 +51,25 @@ constexpr auto kBrokerConnectTimeout = 2000ms;
 // RequestHead.connector_wait_ms). A connector's attach backoff is at most
 // 1 s, jittered by 20 %.
 constexpr auto kWaitForConnector = 2000ms;
+// A lane that ended is opened again after this, growing to 1 s while it
+// keeps failing.
+constexpr auto kLaneRetry = 100ms;
 
 // How long one attempt may wait. Attempts with a better broker left to try
 // fail fast instead, so that the next one is tried.
 struct Patience {
-  // The last broker of the plan: a new call waits up to kWaitForBroker for
-  // its channel if that is not connected when the call is made.
+  // The last broker of the plan: it waits up to kWaitForBroker for a lane.
   bool last = false;
   // How long the broker may hold the exchange for a connector to attach
-  // (RequestHead.connector_wait_ms): on the last broker that can be
-  // reached, within what is left of the exchange's time.
+  // (RequestHead.connector_wait_ms).
   std::chrono::milliseconds connector_wait{0};
 };
-
-// A call waiting for its broker's channel (wait_for_ready) is cancelled if
-// its request head has not left within kWaitForBroker; expired() then says
-// why it ended, and throw_not_connected() tells the client.
-class ConnectWait {
- public:
-  ConnectWait(asio::any_io_executor ex, grpc::ClientContext& ctx, bool armed) {
-    if (armed) {
-      deadline_.emplace(ex, kWaitForBroker, [this, &ctx] {
-        expired_ = true;
-        ctx.TryCancel();
-      });
-    }
-  }
-  ConnectWait(const ConnectWait&) = delete;
-  ConnectWait& operator=(const ConnectWait&) = delete;
-  /// The request head has been written (or the call failed): no more wait.
-  void over() { deadline_.reset(); }
-  bool expired() const { return expired_; }
-
- private:
-  bool expired_ = false;
-  std::optional<Deadline> deadline_;
-};
-
-[[noreturn]] void throw_not_connected(const std::string& broker) {
-  throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_UNREACHABLE,
-                      "cannot reach the broker at " + broker + ": no connection within " +
-                          std::to_string(std::chrono::milliseconds(kWaitForBroker).count()) + " ms");
-}
-
-// An exchange that ended before the far side answered: a timeout, a broker
-// that cannot be reached, or a stream that ended under us.
-[[noreturn]] void throw_no_answer(bool timed_out, bool anything_received, const grpc::Status& st,
-                                  std::chrono::milliseconds head_timeout, const std::string& broker,
-                                  const std::string& what) {
-  if (timed_out) {
-    throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_TIMEOUT,
-                        what + " within " + std::to_string(head_timeout.count()) + " ms");
-  }
-  if (!anything_received && st.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_UNREACHABLE,
-                        "cannot reach the broker at " + broker + ": " + st.error_message());
-  }
-  throw ExchangeError(tv1::ERROR_CODE_CONNECTOR_LOST, "the exchange ended with " + what + " (" +
-                                                          std::to_string(static_cast<int>(st.error_code())) + " " +
-                                                          st.error_message() + ")");
-}
 
 // RFC 9110 9.2.2: a request the broker may already have passed on can be
 // sent again only if sending it twice means the same as sending it once.
 bool idempotent(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "TRACE" || method == "PUT" ||
          method == "DELETE";
-}
-
-// Invoke streams kept per broker for the next exchange: enough for a burst
-// of this many at once; and for how long one is kept unused.
-constexpr std::size_t kMaxKeptStreams = 256;
-constexpr auto kKeptStreamLife = 30s;
-
-// A call that ended with nothing received because of the broker, not us
-// (this side cancels only on a timeout or its own failure, both handled
-// first): it could not be reached, or it ended the call unanswered, as a
-// gRPC server that shuts down does with calls it has not started.
-bool broker_went_away(const grpc::Status& st) {
-  return st.error_code() == grpc::StatusCode::UNAVAILABLE || st.error_code() == grpc::StatusCode::CANCELLED;
 }
 
 // Why an attempt may go to another broker (none: it may not).
@@ -199,9 +117,30 @@ class OnceBody final : public BodySource {
   bool ended_ = false;
 };
 
+// The first chunk of a body already read (to tell an empty body from one
+// that has pieces), then the rest.
+class PeekedBody final : public BodySource {
+ public:
+  PeekedBody(BodySource& inner, std::string_view first) : inner_(inner), first_(first), have_(true) {}
+  asio::awaitable<bool> next(std::string_view& chunk) override {
+    if (have_) {
+      have_ = false;
+      chunk = first_;
+      co_return true;
+    }
+    co_return co_await inner_.next(chunk);
+  }
+  const Trailers& trailers() const override { return inner_.trailers(); }
+
+ private:
+  BodySource& inner_;
+  std::string_view first_;
+  bool have_;
+};
+
 }  // namespace
 
-// One broker address: its channel and how it fared lately.
+// One broker address: its channel, its lanes, and how it fared lately.
 struct BrokerLink {
   std::string name;    // host:port as configured
   std::string target;  // ipv4:a.b.c.d:port (what the channel dials)
@@ -209,48 +148,25 @@ struct BrokerLink {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<tv1::Relay::Stub> stub;
   Clock::time_point avoid_until{};
-  // Invoke streams that carried a clean exchange, open for the next one,
-  // with when each came back: oldest first, taken newest first.
-  std::vector<std::pair<std::unique_ptr<InvokeCall>, Clock::time_point>> kept;
-  prometheus::Gauge* kept_gauge = nullptr;  // summed over every broker
-  // The Sessions stream that carries this edge's WebSocket sessions to the
-  // broker; a new one replaces it once it has ended.
-  std::shared_ptr<gb::Mux> mux;
-  // The broker had no Sessions method (an older one): until then, sessions
-  // go on Invoke. Then the method is tried again: a broker upgraded at the
-  // same address carries them.
-  Clock::time_point no_sessions_until{};
+  std::vector<std::shared_ptr<tunnel::Endpoint>> lanes;
+  std::unique_ptr<Event> lane_changed;  // a lane came up, or ended
+  bool stopped = false;
 
-  ~BrokerLink() {
-    retire_kept(Clock::time_point::max());
-    if (mux) mux->close();
-  }
-
-  std::unique_ptr<InvokeCall> take_kept() {
-    if (kept.empty()) return nullptr;
-    auto call = std::move(kept.back().first);
-    kept.pop_back();
-    count_kept(-1);
-    return call;
-  }
-  void keep(std::unique_ptr<InvokeCall> call) {
-    kept.emplace_back(std::move(call), Clock::now());
-    count_kept(1);
-    if (kept.size() > kMaxKeptStreams) {
-      retire(std::move(kept.front().first));
-      kept.erase(kept.begin());
-      count_kept(-1);
+  // The up lane with the fewest exchanges, or null.
+  std::shared_ptr<tunnel::Endpoint> usable_lane() const {
+    std::shared_ptr<tunnel::Endpoint> best;
+    for (const auto& l : lanes) {
+      if (!l->usable() || !l->lane().up()) continue;
+      if (!best || l->exchanges() < best->exchanges()) best = l;
     }
+    return best;
   }
-  // Retires the streams kept since before `before` (all: max()).
-  void retire_kept(Clock::time_point before) {
-    std::size_t n = 0;
-    while (n < kept.size() && kept[n].second < before) retire(std::move(kept[n++].first));
-    kept.erase(kept.begin(), kept.begin() + static_cast<std::ptrdiff_t>(n));
-    count_kept(-static_cast<double>(n));
+  bool draining() const {
+    return !lanes.empty() && std::all_of(lanes.begin(), lanes.end(), [](const auto& l) { return l->draining(); });
   }
-  void count_kept(double d) {
-    if (kept_gauge && d != 0) kept_gauge->Increment(d);
+  void stop() {
+    stopped = true;
+    for (auto& l : lanes) l->lane().abort();
   }
 };
 
@@ -258,48 +174,30 @@ struct RelayClient::Impl {
   asio::any_io_executor ex;
   config::v1::RelayClient cfg;
   std::vector<std::string> names;  // address, then addresses
-  std::string names_text;          // for logs
+  std::string names_text;
   std::shared_ptr<grpc::ChannelCredentials> creds;
   std::unique_ptr<gb::Pump> pump;
-  std::vector<std::shared_ptr<BrokerLink>> brokers;  // every resolved address, in resolution order
-  std::size_t cursor = 0;                            // round-robin position
-  Clock::duration resolve_interval{};
-  std::unique_ptr<Event> resolved;     // set once any address is known
-  std::unique_ptr<Event> resolve_now;  // a failure asks for a resolution
-  std::string resolve_error;           // why nothing is known yet
+  std::vector<std::shared_ptr<BrokerLink>> brokers;
+  std::size_t cursor = 0;
+  Clock::duration resolve_interval;
+  std::unique_ptr<Event> resolved;     // set after the first resolution that found a broker
+  std::unique_ptr<Event> resolve_now;  // a failure asks for an early resolution
+  std::string resolve_error;
   bool stopped = false;
-  bool watch_stopped = false;
-  std::unique_ptr<gb::SnapshotWatcher> watcher;
-  std::shared_ptr<BrokerLink> watching;
+  std::size_t lanes_per_broker = 1;
+  tunnel::Endpoint::Options lane_options;
   prometheus::Family<prometheus::Counter>* retries = nullptr;
   prometheus::Gauge* known = nullptr;
-  prometheus::Gauge* kept_streams = nullptr;
+  prometheus::Gauge* lanes_gauge = nullptr;
+  prometheus::Histogram* frames_per_message = nullptr;
+  std::unique_ptr<gb::SnapshotWatcher> watcher;
+  std::shared_ptr<BrokerLink> watching;
+  bool watch_stopped = false;
 
-  static std::string address_of(const asio::ip::tcp::endpoint& ep) {
-    const std::string a = ep.address().to_string(), port = std::to_string(ep.port());
-    return ep.address().is_v6() ? "[" + a + "]:" + port : a + ":" + port;
-  }
+  // ------------------------------------------------------------ plans
 
-  std::shared_ptr<BrokerLink> make_link(const std::string& name, const std::string& host,
-                                        const asio::ip::tcp::endpoint& ep, const std::string& target) {
-    auto l = std::make_shared<BrokerLink>();
-    l->name = name;
-    const std::string addr = address_of(ep);
-    l->target = target;
-    l->shown = addr == name ? name : name + " (" + addr + ")";
-    grpc::ChannelArguments args = gb::client_channel_args(kBrokerConnectTimeout);
-    gb::apply_dmz_link_args(args);
-    // The channel dials an address; the certificate names the host.
-    if (cfg.has_tls()) args.SetSslTargetNameOverride(cfg.tls().server_name().empty() ? host : cfg.tls().server_name());
-    l->channel = grpc::CreateCustomChannel(l->target, creds, args);
-    l->stub = tv1::Relay::NewStub(l->channel);
-    l->kept_gauge = kept_streams;
-    l->channel->GetState(true);  // connect now, not on the first request
-    return l;
-  }
-
-  // Every broker once, starting one further round the ring each call: the
-  // healthy first, then those that failed lately or are still connecting,
+  // Every broker once, starting one further round the ring each call: those
+  // with a lane up first, then those that failed lately or are connecting,
   // then those whose channel is down (a last resort, not skipped: they may
   // be back).
   std::vector<std::shared_ptr<BrokerLink>> plan() {
@@ -311,8 +209,7 @@ struct RelayClient::Impl {
     std::vector<int> rank(n);
     for (std::size_t i = 0; i < n; ++i) {
       const auto& b = *brokers[i];
-      const auto st = b.channel->GetState(false);
-      rank[i] = down(st) ? 2 : st == GRPC_CHANNEL_CONNECTING || now < b.avoid_until ? 1 : 0;
+      rank[i] = down(b) ? 2 : !b.usable_lane() || now < b.avoid_until || b.draining() ? 1 : 0;
     }
     out.reserve(n);
     for (int r = 0; r <= 2; ++r) {
@@ -324,30 +221,22 @@ struct RelayClient::Impl {
     return out;
   }
 
-  static bool down(grpc_connectivity_state st) {
+  static bool down(const BrokerLink& b) {
+    const auto st = b.channel->GetState(false);
     return st == GRPC_CHANNEL_TRANSIENT_FAILURE || st == GRPC_CHANNEL_SHUTDOWN;
   }
 
   // How attempt `i` of `plan`, with `budget` left, may wait. The last
-  // broker waits for its channel if that is not connected, since a moment's
-  // wait beats failing at once. The last one that can be reached (every
-  // broker after it is down) may hold the exchange for a connector.
+  // broker waits for a lane, since a moment's wait beats failing at once.
+  // The last one that can be reached (every broker after it is down) may
+  // hold the exchange for a connector.
   static Patience patience(const std::vector<std::shared_ptr<BrokerLink>>& plan, std::size_t i,
                            std::chrono::milliseconds budget) {
     bool rest_down = true;
-    for (std::size_t j = i + 1; j < plan.size(); ++j) rest_down = rest_down && down(plan[j]->channel->GetState(false));
+    for (std::size_t j = i + 1; j < plan.size(); ++j) rest_down = rest_down && down(*plan[j]);
     return {.last = i + 1 == plan.size(),
             .connector_wait = rest_down ? std::min<std::chrono::milliseconds>(kWaitForConnector, budget)
                                         : std::chrono::milliseconds(0)};
-  }
-
-  // Whether a new call on `b` waits for its channel (wait_for_ready): the
-  // last broker, not connected at the moment the call is made. Not only in
-  // TRANSIENT_FAILURE: right after its broker went away a channel is IDLE,
-  // then CONNECTING, and a call that does not wait fails as soon as that
-  // first connect is refused.
-  static bool wait_for_channel(const BrokerLink& b, const Patience& p) {
-    return p.last && b.channel->GetState(false) != GRPC_CHANNEL_READY;
   }
 
   void avoid(BrokerLink& b, Clock::duration d) {
@@ -370,9 +259,86 @@ struct RelayClient::Impl {
         .kv("reason", retry_reason(why));
   }
 
+  // ------------------------------------------------------------ lanes
+
+  // One lane slot of a broker: opened, run until it ends, opened again
+  // (waiting for the broker's channel meanwhile), until the broker is
+  // forgotten or the client stops.
+  static asio::awaitable<void> keep_lane(std::shared_ptr<Impl> self, std::shared_ptr<BrokerLink> b) {
+    auto& im = *self;
+    asio::steady_timer pause(im.ex);
+    Clock::duration retry = kLaneRetry;
+    while (!b->stopped && !im.stopped) {
+      auto ctx = std::make_unique<grpc::ClientContext>();
+      ctx->set_wait_for_ready(true);           // a lane waits for its broker
+      ctx->set_initial_metadata_corked(true);  // the headers go with the LaneHello
+      auto stream = b->stub->PrepareAsyncLane(ctx.get(), im.pump->cq());
+      auto endpoint = std::make_shared<tunnel::Endpoint>(
+          im.ex, std::make_unique<tunnel::ClientLaneIo>(std::move(ctx), std::move(stream)), im.lane_options, nullptr,
+          im.frames_per_message);
+      b->lanes.push_back(endpoint);
+      // Wake whoever waits for a lane of this broker when it comes up.
+      asio::co_spawn(
+          im.ex,
+          [endpoint, b]() -> asio::awaitable<void> {
+            co_await endpoint->lane().changed().wait();
+            b->lane_changed->set();
+          },
+          asio::detached);
+      tv1::LaneMessage hello;
+      hello.mutable_hello()->set_peer("edge");
+      const auto opened = Clock::now();
+      if (im.lanes_gauge) im.lanes_gauge->Increment();
+      co_await endpoint->run(std::move(hello));
+      if (im.lanes_gauge) im.lanes_gauge->Decrement();
+      std::erase(b->lanes, endpoint);
+      b->lane_changed->set();
+      if (b->stopped || im.stopped) break;
+      retry = Clock::now() - opened > 2s ? kLaneRetry : std::min<Clock::duration>(retry * 2, 1s);
+      pause.expires_after(retry);
+      co_await pause.async_wait(use_nothrow);
+    }
+  }
+
+  // A lane of `b` that is up: at once, or (the last broker of the plan) one
+  // that comes up within kWaitForBroker. Null if none.
+  asio::awaitable<std::shared_ptr<tunnel::Endpoint>> lane_of(BrokerLink& b, const Patience& p) {
+    auto lane = b.usable_lane();
+    if (lane || !p.last || b.draining()) co_return lane;
+    const auto until = Clock::now() + kWaitForBroker;
+    while (!lane && Clock::now() < until && !b.stopped) {
+      b.lane_changed->reset();
+      co_await b.lane_changed->wait_for(until - Clock::now());
+      lane = b.usable_lane();
+    }
+    co_return lane;
+  }
+
   // ------------------------------------------------------------ resolution
 
-  asio::awaitable<void> resolve_once(asio::ip::tcp::resolver& resolver) {
+  static std::string address_of(const asio::ip::tcp::endpoint& ep) {
+    const std::string a = ep.address().to_string(), port = std::to_string(ep.port());
+    return ep.address().is_v6() ? "[" + a + "]:" + port : a + ":" + port;
+  }
+
+  std::shared_ptr<BrokerLink> make_link(const std::string& name, const std::string& host,
+                                        const asio::ip::tcp::endpoint& ep, const std::string& target) {
+    auto l = std::make_shared<BrokerLink>();
+    l->name = name;
+    const std::string addr = address_of(ep);
+    l->target = target;
+    l->shown = addr == name ? name : name + " (" + addr + ")";
+    grpc::ChannelArguments args = gb::client_channel_args(kBrokerConnectTimeout);
+    gb::apply_dmz_link_args(args);
+    // The channel dials an address; the certificate names the host.
+    if (cfg.has_tls()) args.SetSslTargetNameOverride(cfg.tls().server_name().empty() ? host : cfg.tls().server_name());
+    l->channel = grpc::CreateCustomChannel(l->target, creds, args);
+    l->stub = tv1::Relay::NewStub(l->channel);
+    l->lane_changed = std::make_unique<Event>(ex);
+    return l;
+  }
+
+  asio::awaitable<void> resolve_once(std::shared_ptr<Impl> self, asio::ip::tcp::resolver& resolver) {
     std::vector<std::shared_ptr<BrokerLink>> next;
     std::set<std::string> seen;
     std::string error;
@@ -392,46 +358,43 @@ struct RelayClient::Impl {
         continue;
       }
       for (const auto& r : results) {
-        auto l = make_or_keep(name, host, r.endpoint(), seen);
-        if (l) next.push_back(std::move(l));
+        const std::string target = (r.endpoint().address().is_v6() ? "ipv6:" : "ipv4:") + address_of(r.endpoint());
+        if (!seen.insert(target).second) continue;
+        auto known_link = std::find_if(brokers.begin(), brokers.end(), [&](const auto& b) { return b->target == target; });
+        if (known_link != brokers.end()) {
+          next.push_back(*known_link);  // the same channel and lanes
+          continue;
+        }
+        auto l = make_link(name, host, r.endpoint(), target);
+        POSTERN_LOG(info, "broker address added").kv("broker", l->shown).kv("target", l->target);
+        for (std::size_t i = 0; i < lanes_per_broker; ++i) asio::co_spawn(ex, keep_lane(self, l), asio::detached);
+        next.push_back(std::move(l));
       }
     }
     resolve_error = error;
     if (next.empty()) co_return;  // never forget every broker at once
     for (const auto& b : brokers) {
-      if (!seen.contains(b->target)) POSTERN_LOG(info, "broker address gone").kv("broker", b->shown);
-    }
-    for (const auto& b : next) {
-      const bool had = std::any_of(brokers.begin(), brokers.end(), [&](const auto& o) { return o == b; });
-      if (!had) POSTERN_LOG(info, "broker address added").kv("broker", b->shown).kv("target", b->target);
+      if (!seen.contains(b->target)) {
+        POSTERN_LOG(info, "broker address gone").kv("broker", b->shown);
+        b->stop();
+      }
     }
     brokers = std::move(next);
     if (known) known->Set(static_cast<double>(brokers.size()));
     resolved->set();
   }
 
-  std::shared_ptr<BrokerLink> make_or_keep(const std::string& name, const std::string& host,
-                                           const asio::ip::tcp::endpoint& ep, std::set<std::string>& seen) {
-    const std::string target = (ep.address().is_v6() ? "ipv6:" : "ipv4:") + address_of(ep);
-    if (!seen.insert(target).second) return nullptr;
-    for (const auto& b : brokers) {
-      if (b->target == target) return b;  // the same channel, so its connection stays
-    }
-    return make_link(name, host, ep, target);
-  }
-
   static asio::awaitable<void> resolve_loop(std::shared_ptr<Impl> self) {
     auto& im = *self;
     asio::ip::tcp::resolver resolver(im.ex);
     while (!im.stopped) {
-      co_await im.resolve_once(resolver);
+      co_await im.resolve_once(self, resolver);
       if (im.stopped) break;
       const auto resolved_at = Clock::now();
       im.resolve_now->reset();
       const auto wait = im.brokers.empty() ? Clock::duration(kMinResolveGap) : im.resolve_interval;
       co_await im.resolve_now->wait_for(wait);
       if (im.stopped) break;
-      for (const auto& b : im.brokers) b->retire_kept(Clock::now() - kKeptStreamLife);
       const auto since = Clock::now() - resolved_at;
       if (since < kMinResolveGap) {
         asio::steady_timer gap(im.ex, kMinResolveGap - since);
@@ -442,120 +405,107 @@ struct RelayClient::Impl {
 
   // ------------------------------------------------------------ one attempt
 
-  // One exchange on one broker. Throws ExchangeError as invoke() does; sets
-  // `retry` when the broker refused it before passing it on, or was not
-  // reached, so that another broker may have it. A stream kept from an
-  // earlier exchange is used first; one the broker had let go meanwhile (it
-  // drained, or the connection went) gets the exchange again on a new call.
-  // A new call may wait for the broker's channel (wait_for_channel).
-  asio::awaitable<void> invoke_on(BrokerLink& b, const tv1::RequestHead& head, OnceBody& body, ResponseSink& sink,
-                                  std::chrono::milliseconds budget, std::chrono::milliseconds head_timeout,
-                                  Retry& retry, Patience patience) {
-    for (;;) {
-      auto call = b.take_kept();
-      const bool kept = call != nullptr;
-      if (!kept) {
-        call = std::make_unique<InvokeCall>();
-        // Decided as the call is made: a kept stream that was dead tells
-        // of a broker gone since the plan was made.
-        call->wait_for_broker = wait_for_channel(b, patience);
-        call->ctx.set_wait_for_ready(call->wait_for_broker);
-        // The call's headers leave with the request head, not on their own.
-        call->ctx.set_initial_metadata_corked(true);
-        call->stream = b.stub->PrepareAsyncInvoke(&call->ctx, pump->cq());
-        gb::start_detached(*call->stream);
-      }
-      const bool not_taken = co_await invoke_call(b, std::move(call), kept, head, body, sink, budget, head_timeout,
-                                                  patience.connector_wait, retry);
-      if (!not_taken) co_return;
-      // The others it kept went the same way, most likely.
-      b.retire_kept(Clock::time_point::max());
+  // The answer to an exchange that ended before a response head: the lane
+  // ended (the broker could not be reached, or went), or the head timed
+  // out. Sets `retry` when another broker may have it.
+  [[noreturn]] void no_answer(BrokerLink& b, const tunnel::Exchange& x, const tv1::RequestHead& head,
+                              bool timed_out, bool anything, bool sent, bool body_consumed,
+                              std::chrono::milliseconds head_timeout, Retry& retry, const std::string& what) {
+    if (timed_out) {
+      throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_TIMEOUT,
+                          what + " within " + std::to_string(head_timeout.count()) + " ms");
     }
+    if (!anything) {
+      avoid(b, kAvoidUnreachable);
+      if ((!sent || idempotent(head.method())) && !body_consumed) retry = Retry::unreachable;
+      throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_UNREACHABLE,
+                          "cannot reach the broker at " + b.shown + ": " + x.cut_reason());
+    }
+    throw ExchangeError(tv1::ERROR_CODE_CONNECTOR_LOST, "the exchange ended with " + what + " (" + x.cut_reason() + ")");
   }
 
-  // One exchange on one call. Returns true, having done nothing visible,
-  // when `kept` (the call carried an earlier exchange) and the broker had
-  // let the stream go before it took this request: the head could not be
-  // sent, or the call ended with OK and nothing answered.
-  asio::awaitable<bool> invoke_call(BrokerLink& b, std::unique_ptr<InvokeCall> call, bool kept,
-                                    const tv1::RequestHead& head, OnceBody& body, ResponseSink& sink,
-                                    std::chrono::milliseconds budget, std::chrono::milliseconds head_timeout,
-                                    std::chrono::milliseconds connector_wait, Retry& retry) {
-    grpc::ClientContext& ctx = call->ctx;
-    FrameStream* stream = call->stream.get();
-    bool got_head = false;
-    bool timed_out = false;
+  // One exchange on one broker. Throws ExchangeError as invoke() does; sets
+  // `retry` when the broker refused it before passing it on, or was not
+  // reached, so that another broker may have it.
+  asio::awaitable<void> invoke_on(BrokerLink& b, const tv1::RequestHead& head, OnceBody& body, ResponseSink& sink,
+                                  std::chrono::milliseconds budget, std::chrono::milliseconds head_timeout,
+                                  Retry& retry, const Patience& patience) {
+    auto lane = co_await lane_of(b, patience);
+    if (!lane) {
+      avoid(b, kAvoidUnreachable);
+      retry = Retry::unreachable;
+      throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_UNREACHABLE,
+                          "cannot reach the broker at " + b.shown + ": no connection within " +
+                              std::to_string(std::chrono::milliseconds(kWaitForBroker).count()) + " ms");
+    }
+    // A request without a body crosses as one message: head, credit, end.
+    std::string_view chunk;
+    bool have_chunk = false, bodyless = false;
+    if (head.content_length() == 0) {
+      have_chunk = co_await body.next(chunk);
+      bodyless = !have_chunk;
+    }
+    tv1::RequestHead h = head;
+    h.set_connector_wait_ms(static_cast<std::uint32_t>(patience.connector_wait.count()));
+    auto x = lane->open(h);
+    bool got_head = false, timed_out = false, anything = false;
     Deadline head_deadline(ex, budget, [&] {
       if (!got_head) {
         timed_out = true;
-        ctx.TryCancel();
+        x->abandon(tv1::ERROR_CODE_CLIENT_GONE, "the edge gave up waiting for a response");
       }
     });
+    // The body goes up beside the response coming down: a native service
+    // may answer before it has read the whole request.
+    Event upload_done(ex);
+    std::exception_ptr upload_failure;  // the client's body could not be read (malformed, cut)
+    std::optional<PeekedBody> peeked;
+    if (bodyless) {
+      tv1::Frame end;
+      *end.mutable_end()->mutable_trailers() = body.trailers();
+      x->send(std::move(end));
+      upload_done.set();
+    } else {
+      BodySource* src = &body;
+      if (have_chunk) src = &peeked.emplace(body, chunk);
+      asio::co_spawn(
+          ex, [x, src]() -> asio::awaitable<void> { co_await tunnel::send_body(*x, *src); },
+          [&upload_done, &upload_failure, x](std::exception_ptr e) {
+            if (e) {
+              upload_failure = e;
+              x->abandon(tv1::ERROR_CODE_CLIENT_GONE, "the request body could not be read");
+            }
+            upload_done.set();
+          });
+    }
     std::exception_ptr failure;
-    bool anything_received = false;
-    bool head_sent = false;
-    bool request_sent = false;  // up to its end
     bool ended = false;
-    ConnectWait connect_wait(ex, ctx, call->wait_for_broker);
     try {
-      // A request without a body crosses as one message: head and end. The
-      // stream is never half-closed: it may carry the next exchange.
-      bool bodyless = false;
-      std::string_view chunk;
-      bool have_chunk = false;
-      if (head.content_length() == 0) {
-        have_chunk = co_await body.next(chunk);
-        bodyless = !have_chunk;
-      }
+      tunnel::Direction dir(tunnel::Direction::Side::response);
       tv1::Frame f;
-      *f.mutable_request_head() = head;
-      f.mutable_request_head()->set_connector_wait_ms(static_cast<std::uint32_t>(connector_wait.count()));
-      if (bodyless) *f.add_then()->mutable_end()->mutable_trailers() = body.trailers();
-      bool ok = co_await gb::write(*stream, f);
-      head_sent = ok;
-      connect_wait.over();
-      request_sent = ok && bodyless;
-      // Upload the body; a failed write means the broker ended the stream
-      // (an early answer or an error): stop and read what it said.
-      if (ok && !bodyless) {
-        for (;;) {
-          const bool more = have_chunk || co_await body.next(chunk);
-          have_chunk = false;
-          if (!more) break;
-          f.mutable_body()->mutable_data()->assign(chunk.data(), chunk.size());
-          const bool sent = co_await gb::write(*stream, f);
-          ok = sent;
-          if (!ok) break;
-        }
-        if (ok) {
-          *f.mutable_end()->mutable_trailers() = body.trailers();
-          request_sent = co_await gb::write(*stream, f);
-        }
-      }
-      gb::FrameReader reader;
       for (;;) {
-        const bool got = co_await reader.read(*stream, f);
+        const bool got = co_await x->next(f);
         if (!got) break;
-        const bool first = !anything_received;
-        anything_received = true;
-        // The sink writes a body only after a head, and one head: frames out
-        // of that order (the broker checks them too) end the exchange.
+        if (f.has_credit()) continue;
+        const bool first = !anything;
+        anything = true;
+        if (std::string wrong = dir.accept(f); !wrong.empty()) {
+          x->abandon(tv1::ERROR_CODE_UPSTREAM_PROTOCOL, "out of order: " + wrong);
+          throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_PROTOCOL, "the broker sent " + wrong);
+        }
         if (f.has_error()) {
           if (first) retry = refusal(f.error().code());
           throw ExchangeError(f.error().code(), f.error().message());
-        }
-        if (f.has_response_head() == got_head) {
-          throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_PROTOCOL,
-                              got_head ? "the broker sent a second response head"
-                                       : "the broker sent a response frame before the response head");
         }
         if (f.has_response_head()) {
           got_head = true;
           head_deadline.disarm();
           co_await sink.head(*f.mutable_response_head());
-          if (!reader.buffered()) co_await sink.idle();
+          if (!x->ready()) co_await sink.idle();
         } else if (f.has_body()) {
-          co_await sink.body(f.body().data());
+          const std::size_t n = f.body().size();
+          co_await sink.body(f.body());
+          x->consumed(n);
         } else if (f.has_end()) {
           co_await sink.end(f.end().trailers());
           ended = true;
@@ -565,36 +515,17 @@ struct RelayClient::Impl {
     } catch (...) {
       failure = std::current_exception();
     }
-    if (ended && !failure) {
-      // Clean both ways: the broker keeps the stream open for the next
-      // exchange (unless it drains; then the next one finds out).
-      if (request_sent && !timed_out) {
-        b.keep(std::move(call));
-      } else {
-        retire(std::move(call));
-      }
-      co_return false;
-    }
-    if (failure) ctx.TryCancel();
-    grpc::Status& st = call->status;
-    co_await gb::op([&](void* tag) { stream->Finish(&st, tag); });
-    if (kept && !failure && !timed_out && !anything_received && (!head_sent || st.ok())) {
-      if (!body.consumed()) co_return true;
-      // Too late to send it again: some of the body is gone with the stream.
-      avoid(b, kAvoidDraining);
-      throw ExchangeError(tv1::ERROR_CODE_DRAINING,
-                          "the broker at " + b.shown + " stopped taking requests (draining) as this one was sent");
-    }
+    // Whatever went up of the body, no more goes.
+    x->stop_sending();
+    co_await upload_done.wait();
     if (retry == Retry::draining) avoid(b, kAvoidDraining);
+    // A body that could not be read is the client's fault (a malformed
+    // chunk: 400), whatever the exchange said after it was abandoned.
+    if (upload_failure && !ended) std::rethrow_exception(upload_failure);
     if (failure) std::rethrow_exception(failure);
-    if (connect_wait.expired()) throw_not_connected(b.shown);
-    if (!sink.started() || !got_head) {
-      if (!timed_out && !anything_received && broker_went_away(st)) {
-        avoid(b, kAvoidUnreachable);
-        if (!head_sent || idempotent(head.method())) retry = Retry::unreachable;
-      }
-      throw_no_answer(timed_out, anything_received, st, head_timeout, b.shown, "no response");
-    }
+    if (ended) co_return;
+    if (!got_head) no_answer(b, *x, head, timed_out, anything, x->may_have_left(), body.consumed(), head_timeout, retry,
+                             "no response");
     throw ExchangeError(tv1::ERROR_CODE_CONNECTOR_LOST, "the response was cut off mid-body");
   }
 
@@ -602,15 +533,10 @@ struct RelayClient::Impl {
                                                      const tv1::RequestHead& head, std::chrono::milliseconds budget,
                                                      std::chrono::milliseconds head_timeout,
                                                      std::size_t max_message_bytes, Retry& retry,
-                                                     Patience patience);
-  asio::awaitable<std::unique_ptr<WsTunnel>> open_shared(const std::shared_ptr<BrokerLink>& b,
-                                                         const tv1::RequestHead& head,
-                                                         std::chrono::milliseconds budget,
-                                                         std::chrono::milliseconds head_timeout,
-                                                         std::size_t max_message_bytes, Retry& retry,
-                                                         Patience patience);
-  std::shared_ptr<gb::Mux> mux_for(BrokerLink& b, bool wait);
+                                                     const Patience& patience);
 };
+
+// ------------------------------------------------------------ RelayClient
 
 RelayClient::RelayClient(asio::any_io_executor ex, const config::v1::RelayClient& cfg, prometheus::Registry* metrics,
                          std::chrono::seconds file_check_interval)
@@ -637,6 +563,8 @@ RelayClient::RelayClient(asio::any_io_executor ex, const config::v1::RelayClient
   grpc::ChannelArguments unused;
   im.creds = gb::client_credentials(cfg.has_tls() ? &cfg.tls() : nullptr, "broker", unused, file_check_interval);
   im.resolve_interval = config::duration_or(cfg.resolve_interval(), 30s);
+  im.lanes_per_broker = cfg.lanes() ? cfg.lanes() : 1;
+  im.lane_options.receive_window = cfg.receive_window() ? cfg.receive_window() : (4u << 20);
   im.resolved = std::make_unique<Event>(ex);
   im.resolve_now = std::make_unique<Event>(ex);
   im.pump = std::make_unique<gb::Pump>(std::make_unique<grpc::CompletionQueue>(), "cq-relay");
@@ -650,11 +578,17 @@ RelayClient::RelayClient(asio::any_io_executor ex, const config::v1::RelayClient
                     .Help("Broker addresses known (every address the broker names resolve to)")
                     .Register(*metrics)
                     .Add({});
-    im.kept_streams = &prometheus::BuildGauge()
-                           .Name("postern_edge_broker_streams_kept")
-                           .Help("Invoke streams to brokers kept open for the next exchange")
-                           .Register(*metrics)
-                           .Add({});
+    im.lanes_gauge = &prometheus::BuildGauge()
+                          .Name("postern_edge_lanes")
+                          .Help("Lanes open to brokers (each carries many exchanges)")
+                          .Register(*metrics)
+                          .Add({});
+    im.frames_per_message = &prometheus::BuildHistogram()
+                                 .Name("postern_edge_lane_frames_per_message")
+                                 .Help("Frames in each lane message written: how many exchanges share a gRPC message")
+                                 .Register(*metrics)
+                                 .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256,
+                                                                                 512});
   }
   asio::co_spawn(ex, Impl::resolve_loop(impl_), asio::detached);
 }
@@ -662,11 +596,13 @@ RelayClient::RelayClient(asio::any_io_executor ex, const config::v1::RelayClient
 RelayClient::~RelayClient() {
   impl_->stopped = true;
   impl_->resolve_now->set();
+  for (auto& b : impl_->brokers) b->stop();
 }
 
 asio::awaitable<void> RelayClient::invoke(const tv1::RequestHead& head, BodySource& body, ResponseSink& sink,
                                           std::chrono::milliseconds head_timeout) {
   auto& im = *impl_;
+  if (!im.resolved->is_set()) co_await im.resolved->wait_for(kWaitForBroker);
   const auto plan = im.plan();
   if (plan.empty()) im.throw_unresolved();
   OnceBody once(body);
@@ -677,8 +613,7 @@ asio::awaitable<void> RelayClient::invoke(const tv1::RequestHead& head, BodySour
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
     const auto budget = std::max(left, std::chrono::milliseconds(1));
     try {
-      co_await im.invoke_on(*plan[i], head, once, sink, budget, head_timeout, retry,
-                            Impl::patience(plan, i, budget));
+      co_await im.invoke_on(*plan[i], head, once, sink, budget, head_timeout, retry, Impl::patience(plan, i, budget));
     } catch (...) {
       failure = std::current_exception();
     }
@@ -690,148 +625,26 @@ asio::awaitable<void> RelayClient::invoke(const tv1::RequestHead& head, BodySour
   }
 }
 
-// A session on the broker's Sessions stream; or, where no connector for
-// the alias carries shared sessions, on an Invoke stream of its own.
+// ------------------------------------------------------------ WebSocket
+
 struct WsTunnel::Impl {
-  asio::any_io_executor ex;
-  std::shared_ptr<void> broker;  // its channel outlives the call
-  std::shared_ptr<gb::MuxSession> session;
-  std::unique_ptr<grpc::ClientContext> ctx;  // Invoke only, as are the two below
-  std::unique_ptr<FrameStream> stream;
-  std::unique_ptr<gb::FramePort> port;
+  std::shared_ptr<BrokerLink> broker;  // its channel outlives the session
+  std::unique_ptr<tunnel::ExchangeWsPort> port;
   tv1::ResponseHead head;
   std::string body;
   bool finished = false;
 };
 
 WsTunnel::WsTunnel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-WsTunnel::~WsTunnel() {
-  // close() was not awaited (an exception on the way): cancel so that gRPC
-  // lets go of the call; the tags complete into a queue that outlives us.
-  // A shared session ends (error frame) as it is destroyed.
-  if (!impl_->finished && impl_->ctx) impl_->ctx->TryCancel();
-}
+WsTunnel::~WsTunnel() = default;
 const tv1::ResponseHead& WsTunnel::head() const { return impl_->head; }
 const std::string& WsTunnel::body() const { return impl_->body; }
-net::WsPort& WsTunnel::port() {
-  if (impl_->session) return *impl_->session;
-  return *impl_->port;
-}
+net::WsPort& WsTunnel::port() { return *impl_->port; }
 
 asio::awaitable<void> WsTunnel::close() {
-  auto& im = *impl_;
-  if (im.finished) co_return;
-  if (im.session) {
-    co_await im.session->drain(std::chrono::seconds(2));
-    im.session.reset();
-    im.finished = true;
-    co_return;
-  }
-  co_await im.port->drain(std::chrono::seconds(2));
-  grpc::Status st;
-  co_await gb::op([&](void* tag) { im.stream->Finish(&st, tag); });
-  im.finished = true;
-}
-
-std::shared_ptr<gb::Mux> RelayClient::Impl::mux_for(BrokerLink& b, bool wait) {
-  if (b.mux && b.mux->usable()) return b.mux;
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  // As a new Invoke call: only the last broker tried waits for its channel,
-  // and then at most kWaitForBroker.
-  ctx->set_wait_for_ready(wait);
-  auto stream = b.stub->PrepareAsyncSessions(ctx.get(), pump->cq());
-  b.mux = std::make_shared<gb::Mux>(ex, std::move(ctx), std::move(stream));
-  b.mux->start();
-  if (wait) {
-    asio::co_spawn(
-        ex,
-        [m = b.mux]() -> asio::awaitable<void> {
-          const bool started = co_await m->started().wait_for(kWaitForBroker);
-          if (!started) m->close();
-        },
-        asio::detached);
-  }
-  return b.mux;
-}
-
-asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_shared(const std::shared_ptr<BrokerLink>& b,
-                                                                          const tv1::RequestHead& head,
-                                                                          std::chrono::milliseconds budget,
-                                                                          std::chrono::milliseconds head_timeout,
-                                                                          std::size_t max_message_bytes,
-                                                                          Retry& retry, Patience patience) {
-  if (Clock::now() < b->no_sessions_until) co_return co_await open_on(b, head, budget, head_timeout, max_message_bytes, retry, patience);
-  auto mux = mux_for(*b, wait_for_channel(*b, patience));
-  const bool was_started = mux->started().is_set();
-  tv1::RequestHead h = head;
-  h.set_connector_wait_ms(static_cast<std::uint32_t>(patience.connector_wait.count()));
-  auto t = std::make_unique<WsTunnel::Impl>();
-  t->ex = ex;
-  t->broker = b;
-  t->session = mux->open(h, max_message_bytes);
-  auto& s = *t->session;
-  bool got_head = false, timed_out = false, anything = false;
-  std::optional<ExchangeError> failure;
-  {
-    Deadline head_deadline(ex, budget, [&] {
-      if (!got_head) {
-        timed_out = true;
-        s.abort();
-      }
-    });
-    tv1::Frame f;
-    for (;;) {
-      const bool got = co_await s.next(f);
-      if (!got || timed_out) break;
-      const bool first = !anything;
-      anything = true;
-      if (f.has_response_head()) {
-        got_head = true;
-        head_deadline.disarm();
-        t->head = std::move(*f.mutable_response_head());
-        if (t->head.status() == 101) {
-          s.set_send_credit(t->head.request_credit());
-          co_return std::make_unique<WsTunnel>(std::move(t));
-        }
-      } else if (f.has_body()) {
-        if (t->body.size() < kMaxRefusalBodyBytes) t->body.append(f.body().data());
-      } else if (f.has_end()) {
-        t->finished = true;
-        co_return std::make_unique<WsTunnel>(std::move(t));  // a refusal
-      } else if (f.has_error()) {
-        if (first && f.error().code() == tv1::ERROR_CODE_SESSIONS_UNSUPPORTED) {
-          t.reset();
-          co_return co_await open_on(b, head, budget, head_timeout, max_message_bytes, retry, patience);
-        }
-        if (first) retry = refusal(f.error().code());
-        failure.emplace(f.error().code(), f.error().message());
-        break;
-      }
-    }
-  }
-  t.reset();
-  if (retry == Retry::draining) avoid(*b, kAvoidDraining);
-  if (failure) throw *failure;
-  if (!timed_out && !anything) {
-    // The stream ended under the session: the broker could not be reached,
-    // or went. Nothing was answered, and an upgrade may be sent again.
-    co_await mux->ended().wait_for(std::chrono::seconds(1));
-    if (mux->status().error_code() == grpc::StatusCode::UNIMPLEMENTED) {
-      b->no_sessions_until = Clock::now() + kNoSessionsFor;
-      co_return co_await open_on(b, head, budget, head_timeout, max_message_bytes, retry, patience);
-    }
-    avoid(*b, kAvoidUnreachable);
-    // A stream that waited for its broker's channel and gave up (mux_for).
-    if (!was_started && !mux->started_ok() && mux->status().error_code() == grpc::StatusCode::CANCELLED) {
-      retry = Retry::unreachable;
-      throw_not_connected(b->shown);
-    }
-    retry = Retry::unreachable;
-    throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_UNREACHABLE,
-                        "cannot reach the broker at " + b->shown + ": " +
-                            (mux->ended().is_set() ? mux->status().error_message() : std::string("stream ended")));
-  }
-  throw_no_answer(timed_out, anything, grpc::Status::OK, head_timeout, b->shown, "no answer to the WebSocket upgrade");
+  if (impl_->finished) co_return;
+  impl_->finished = true;
+  co_await impl_->port->drain(std::chrono::seconds(2));
 }
 
 asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std::shared_ptr<BrokerLink>& b,
@@ -839,90 +652,69 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std:
                                                                       std::chrono::milliseconds budget,
                                                                       std::chrono::milliseconds head_timeout,
                                                                       std::size_t max_message_bytes, Retry& retry,
-                                                                      Patience patience) {
+                                                                      const Patience& patience) {
+  auto lane = co_await lane_of(*b, patience);
+  if (!lane) {
+    avoid(*b, kAvoidUnreachable);
+    retry = Retry::unreachable;
+    throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_UNREACHABLE,
+                        "cannot reach the broker at " + b->shown + ": no connection within " +
+                            std::to_string(std::chrono::milliseconds(kWaitForBroker).count()) + " ms");
+  }
+  tv1::RequestHead h = head;
+  h.set_connector_wait_ms(static_cast<std::uint32_t>(patience.connector_wait.count()));
+  auto x = lane->open(h);
   auto t = std::make_unique<WsTunnel::Impl>();
-  t->ex = ex;
   t->broker = b;
-  const bool wait_for_broker = wait_for_channel(*b, patience);
-  t->ctx = std::make_unique<grpc::ClientContext>();
-  t->ctx->set_wait_for_ready(wait_for_broker);
-  t->stream = b->stub->PrepareAsyncInvoke(t->ctx.get(), pump->cq());
-  t->port = std::make_unique<gb::FramePort>(ex, *t->stream, *t->ctx, max_message_bytes);
-  auto tunnel = std::make_unique<WsTunnel>(std::move(t));
-  auto& w = *tunnel->impl_;
-  bool got_head = false, timed_out = false, anything = false, head_sent = false;
+  bool got_head = false, timed_out = false, anything = false;
   std::optional<ExchangeError> failure;
-  ConnectWait connect_wait(ex, *w.ctx, wait_for_broker);
   {
     Deadline head_deadline(ex, budget, [&] {
       if (!got_head) {
         timed_out = true;
-        w.ctx->TryCancel();
+        x->abandon(tv1::ERROR_CODE_CLIENT_GONE, "the edge gave up waiting for the upgrade's answer");
       }
     });
-    bool ok = co_await gb::op([&](void* tag) { w.stream->StartCall(tag); });
-    if (ok) {
-      tv1::Frame f;
-      *f.mutable_request_head() = head;
-      f.mutable_request_head()->set_connector_wait_ms(static_cast<std::uint32_t>(patience.connector_wait.count()));
-      ok = co_await gb::write(*w.stream, f);
-      head_sent = ok;
-    }
-    connect_wait.over();
     tv1::Frame f;
-    bool ended = false;
-    // A refusal may come coalesced (head, body, end); a 101 comes alone,
-    // and the session's frames are the FramePort's.
-    gb::FrameReader reader;
-    while (ok) {
-      ok = co_await reader.read(*w.stream, f);
-      if (!ok) break;
+    for (;;) {
+      const bool got = co_await x->next(f);
+      if (!got) break;
+      if (f.has_credit()) continue;
       const bool first = !anything;
       anything = true;
       if (f.has_response_head()) {
         got_head = true;
         head_deadline.disarm();
-        w.head = std::move(*f.mutable_response_head());
-        if (w.head.status() == 101) co_return tunnel;
+        t->head = std::move(*f.mutable_response_head());
+        if (t->head.status() == 101) {
+          t->port = std::make_unique<tunnel::ExchangeWsPort>(std::move(x), max_message_bytes);
+          co_return std::make_unique<WsTunnel>(std::move(t));
+        }
       } else if (f.has_body()) {
-        if (w.body.size() < kMaxRefusalBodyBytes) w.body.append(f.body().data());
+        if (t->body.size() < kMaxRefusalBodyBytes) t->body.append(f.body());
+        x->consumed(f.body().size());
       } else if (f.has_end()) {
-        ended = true;
-        break;
+        t->finished = true;  // a refusal: the exchange is over
+        t->port = std::make_unique<tunnel::ExchangeWsPort>(std::move(x), max_message_bytes);
+        co_return std::make_unique<WsTunnel>(std::move(t));
       } else if (f.has_error()) {
         if (first) retry = refusal(f.error().code());
         failure.emplace(f.error().code(), f.error().message());
         break;
       }
     }
-    if (got_head && ended) {
-      // A refusal: our side of the stream ends too, then the call.
-      f.Clear();
-      f.mutable_end();
-      const bool sent = co_await gb::write(*w.stream, f);
-      if (sent) co_await gb::op([&](void* tag) { w.stream->WritesDone(tag); });
-      co_await tunnel->close();
-      co_return tunnel;
-    }
   }
-  w.ctx->TryCancel();
-  grpc::Status st;
-  co_await gb::op([&](void* tag) { w.stream->Finish(&st, tag); });
-  w.finished = true;
   if (retry == Retry::draining) avoid(*b, kAvoidDraining);
   if (failure) throw *failure;
-  if (connect_wait.expired()) throw_not_connected(b->shown);
-  if (!timed_out && !anything && broker_went_away(st)) {
-    avoid(*b, kAvoidUnreachable);
-    if (!head_sent || idempotent(head.method())) retry = Retry::unreachable;
-  }
-  throw_no_answer(timed_out, anything, st, head_timeout, b->shown, "no answer to the WebSocket upgrade");
+  no_answer(*b, *x, head, timed_out, anything, x->may_have_left(), false, head_timeout, retry,
+            "no answer to the WebSocket upgrade");
 }
 
 asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::open_websocket(const tv1::RequestHead& head,
                                                                        std::chrono::milliseconds head_timeout,
                                                                        std::size_t max_message_bytes) {
   auto& im = *impl_;
+  if (!im.resolved->is_set()) co_await im.resolved->wait_for(kWaitForBroker);
   const auto plan = im.plan();
   if (plan.empty()) im.throw_unresolved();
   const auto until = Clock::now() + head_timeout;
@@ -933,8 +725,8 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::open_websocket(const tv1
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
     const auto budget = std::max(left, std::chrono::milliseconds(1));
     try {
-      tunnel = co_await im.open_shared(plan[i], head, budget, head_timeout, max_message_bytes, retry,
-                                       Impl::patience(plan, i, budget));
+      tunnel = co_await im.open_on(plan[i], head, budget, head_timeout, max_message_bytes, retry,
+                                   Impl::patience(plan, i, budget));
     } catch (...) {
       failure = std::current_exception();
     }
@@ -944,6 +736,8 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::open_websocket(const tv1
     im.count_retry(*plan[i], *plan[i + 1], retry, head.request_id());
   }
 }
+
+// ------------------------------------------------------------ config
 
 asio::awaitable<void> RelayClient::watch_config(std::string client_id, std::function<std::uint64_t()> known,
                                                 std::function<void(policy::v1::SignedSnapshot&&)> on_snapshot) {

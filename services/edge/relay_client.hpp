@@ -1,9 +1,9 @@
 #pragma once
-// The edge's side of Relay.Invoke: one gRPC stream per exchange at a time
-// to a broker, request frames up, response frames down; a stream that
-// carried a clean exchange is kept for the next one. Several brokers (every
-// address their names resolve to, one channel each) share the exchanges
-// round-robin; an exchange a broker could not take goes to the next one.
+// The edge's side of the tunnel: lanes (Relay.Lane, tunnel.proto) to every
+// broker address, each carrying any number of exchanges, request frames up
+// and response frames down. Several brokers (every address their names
+// resolve to, one channel each) share the exchanges round-robin; an
+// exchange a broker could not take goes to the next one.
 
 #include <chrono>
 #include <functional>

@@ -2,6 +2,8 @@
 """Helpers for tests/bench/run.sh (Debian's /usr/bin/python3, python3-websockets 10.4).
 
   bench.py wrk FILE PREFIX            wrk --latency output -> "PREFIX.key value" lines
+  bench.py frames BEFORE AFTER PREFIX two /metrics scrapes of edge+broker+connector -> lane frames per
+                                      gRPC message over the time between them, "PREFIX.key value" lines
   bench.py ws --url URL ... --out F   idle WebSocket sessions + message round trip through the edge
   bench.py report RAW JSON TXT        raw "key value" lines -> table (stdout and TXT) and JSON
 """
@@ -51,6 +53,130 @@ def parse_wrk(path, prefix):
         sys.exit(1)
     for k, v in out.items():
         print(f"{prefix}.{k} {v}")
+
+
+# ------------------------------------------------------------------ lane frames per message
+
+# Each service's lane writer observes how many frames went into each gRPC
+# message it wrote (issue 25: batching across exchanges).
+FRAME_SERVICES = ("edge", "broker", "connector")
+FRAME_METRIC = re.compile(r"postern_(edge|broker|connector)_lane_frames_per_message_(bucket|sum|count)"
+                          r"(\{[^}]*\})?\s+(\S+)")
+
+
+def parse_frame_histograms(text):
+    """Prometheus text (one or more scrapes one after another) -> {service:
+    {"buckets": {le: cumulative count}, "sum": frames, "count": messages}},
+    summed over label sets. le is a float (+Inf -> inf)."""
+    out = {}
+    for line in text.splitlines():
+        m = FRAME_METRIC.match(line.strip())
+        if not m:
+            continue
+        svc, kind, labels, value = m.groups()
+        try:
+            v = float(value)
+        except ValueError:
+            continue
+        h = out.setdefault(svc, {"buckets": {}, "sum": 0.0, "count": 0.0})
+        if kind == "bucket":
+            le = re.search(r'le="([^"]+)"', labels or "")
+            if le:
+                bound = float(le.group(1))
+                h["buckets"][bound] = h["buckets"].get(bound, 0.0) + v
+        else:
+            h[kind] += v
+    return out
+
+
+def frame_deltas(before, after):
+    """The histograms' growth between two scrapes, per service. A service
+    missing after, restarted in between (a count went down) or with no new
+    messages is left out."""
+    out = {}
+    for svc, a in after.items():
+        b = before.get(svc, {"buckets": {}, "sum": 0.0, "count": 0.0})
+        d = {"buckets": {le: n - b["buckets"].get(le, 0.0) for le, n in a["buckets"].items()},
+             "sum": a["sum"] - b["sum"], "count": a["count"] - b["count"]}
+        if d["count"] < 0 or any(n < 0 for n in d["buckets"].values()):
+            print(f"bench.py: {svc}'s lane histogram went down between the scrapes (restarted?)", file=sys.stderr)
+            continue
+        if d["count"] > 0 and d["buckets"]:
+            out[svc] = d
+    return out
+
+
+def bucket_median(buckets):
+    """Cumulative buckets {le: count} -> the smallest bound whose cumulative
+    count is at least half the total (the +Inf bucket's); None with no
+    samples. inf when the median lies beyond the largest finite bound."""
+    bounds = sorted(buckets)
+    if not bounds:
+        return None
+    total = buckets[bounds[-1]]
+    if total <= 0:
+        return None
+    for le in bounds:
+        if buckets[le] >= total / 2.0:
+            return le
+    return bounds[-1]
+
+
+def combine_frames(deltas):
+    """Sum per-service deltas: buckets on the bounds every service has."""
+    if not deltas:
+        return None
+    common = set.intersection(*(set(d["buckets"]) for d in deltas.values()))
+    return {"buckets": {le: sum(d["buckets"][le] for d in deltas.values()) for le in common},
+            "sum": sum(d["sum"] for d in deltas.values()), "count": sum(d["count"] for d in deltas.values())}
+
+
+def median_value(le):
+    """A bucket bound as a raw.txt value: an integer where it is one; beyond
+    the largest finite bound, the string ">N" (a lower bound)."""
+    if le is None:
+        return None
+    if le == float("inf"):
+        return ">512"
+    return int(le) if float(le).is_integer() else le
+
+
+def frames_lines(before_text, after_text, prefix):
+    """Two scrapes -> ["PREFIX.frames_per_message 4", ...]: the median (bucket
+    bound) and mean frames per lane message, all three services together and
+    each on its own, and how many lane messages they wrote."""
+    deltas = frame_deltas(parse_frame_histograms(before_text), parse_frame_histograms(after_text))
+    out = []
+
+    def emit(suffix, d):
+        med = median_value(bucket_median(d["buckets"]))
+        if med is None:
+            return
+        out.append(f"{prefix}.frames_per_message{suffix} {json.dumps(med)}")
+        out.append(f"{prefix}.frames_per_message_mean{suffix} {d['sum'] / d['count']:.2f}")
+        out.append(f"{prefix}.lane_messages{suffix} {int(d['count'])}")
+
+    total = combine_frames(deltas)
+    if total:
+        emit("", total)
+    for svc in FRAME_SERVICES:
+        if svc in deltas:
+            emit(f".{svc}", deltas[svc])
+    return out
+
+
+def frames_main(before_path, after_path, prefix):
+    def read(path):
+        try:
+            return open(path).read()
+        except OSError:
+            return ""
+
+    lines = frames_lines(read(before_path), read(after_path), prefix)
+    if not lines:
+        print(f"bench.py: no lane messages between {before_path} and {after_path}", file=sys.stderr)
+    for line in lines:
+        print(line)
 
 
 # ------------------------------------------------------------------ WebSocket
@@ -138,7 +264,7 @@ async def ws_main(a):
     result["sessions_opened"] = len(conns)
     result["open_errors"] = errors
     opened_at = time.monotonic()
-    await asyncio.sleep(3)  # let the services settle (parked streams re-filled, buffers returned)
+    await asyncio.sleep(3)  # let the services settle (buffers returned)
     result["rss_open_kib"] = rss_all(pids)
 
     # Message round trip on a few sessions, each on its own path (the demo
@@ -226,6 +352,21 @@ def ratio(a, b):
     return None if a is None or b is None or b == 0 else a / b
 
 
+def num(v):
+    """A raw value as a number for a target: ints and floats as they are, a
+    lower bound ">N" as N, anything else None."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return v
+    if isinstance(v, str) and v.startswith(">"):
+        try:
+            return float(v[1:])
+        except ValueError:
+            return None
+    return None
+
+
 def report(raw_path, json_path, txt_path):
     raw = {}
     for line in open(raw_path):
@@ -241,6 +382,38 @@ def report(raw_path, json_path, txt_path):
     lines = []
     p = lines.append
     size_mib = g("meta.bulk_mib")
+
+    def wrk_table(prefix, note=False):
+        """The req/s table of one wrk workload over the four paths."""
+        p(f"  {'path':<8} {'req/s':>9} {'×direct':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'CPU s/10k req':>14} "
+          f"{'ctx sw/req':>11} {'errors':>7}")
+        for key, name in PATHS:
+            rps = g(f"{prefix}.{key}.rps")
+            cpu = g(f"{prefix}.{key}.cpu_s_per_10k")
+            p(f"  {name:<8} {fmt(rps, '{:.0f}'):>9} {fmt(ratio(rps, g(f'{prefix}.direct.rps'))):>8} "
+              f"{fmt(g(f'{prefix}.{key}.p50_ms')):>8} {fmt(g(f'{prefix}.{key}.p99_ms')):>8} "
+              f"{fmt(g(f'{prefix}.{key}.max_ms')):>8} "
+              f"{(fmt(cpu, '{:.3f}') if key != 'direct' else '(none)'):>14} "
+              f"{fmt(g(f'{prefix}.{key}.ctx_per_req'), '{:.1f}'):>11} {fmt(g(f'{prefix}.{key}.errors'), '{:d}'):>7}")
+        if note:
+            p("  (CPU and context switches: every thread of the proxy's processes — nginx proxy master+workers; "
+              "sshd+ssh; edge+broker+connector)")
+        split = [(s, g(f"{prefix}.postern.cpu_s_per_10k.{s}")) for s in FRAME_SERVICES]
+        if all(v is not None for _, v in split):
+            p("  Postern CPU split per 10k req: " + ", ".join(f"{s} {v:.3f} s" for s, v in split))
+        med = g(f"{prefix}.postern.frames_per_message")
+        if med is None:
+            p("  Postern lane frames per gRPC message: no figure (no /metrics scrape, or no lane messages)")
+        else:
+            per = [f"{s} {g(f'{prefix}.postern.frames_per_message.{s}')} "
+                   f"(mean {fmt(g(f'{prefix}.postern.frames_per_message_mean.{s}'))})"
+                   for s in FRAME_SERVICES if g(f"{prefix}.postern.frames_per_message.{s}") is not None]
+            p(f"  Postern lane frames per gRPC message over this run: median {med}, "
+              f"mean {fmt(g(f'{prefix}.postern.frames_per_message_mean'))}, "
+              f"{fmt(g(f'{prefix}.postern.lane_messages'), '{:d}')} lane messages written")
+            if per:
+                p("    " + "; ".join(per) + " (median: the histogram's bucket bound, le=1,2,4,8,...)")
+
     p(f"Postern benchmark — {g('meta.date')}, {g('meta.host')}, {g('meta.cpus')} CPUs, load before start {g('meta.load')}"
       f"{', BENCH_QUICK=1' if g('meta.quick') else ''}")
     p(f"native: nginx {g('meta.nginx_version')} on 127.0.0.1 ({g('meta.native_workers')} workers, access log off); "
@@ -251,32 +424,29 @@ def report(raw_path, json_path, txt_path):
         p(f"WARNING: busy with no load (CPU in 2 idle s), every figure below is skewed: {g('meta.idle_busy')}")
     p("")
     p(f"Small requests: wrk -t2 -c64 -d{g('meta.small_seconds')}s --latency, GET {g('meta.small_bytes')}-byte body")
-    p(f"  {'path':<8} {'req/s':>9} {'×direct':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'CPU s/10k req':>14} {'ctx sw/req':>11} {'errors':>7}")
-    for key, name in PATHS:
-        rps = g(f"small.{key}.rps")
-        cpu = g(f"small.{key}.cpu_s_per_10k")
-        p(f"  {name:<8} {fmt(rps, '{:.0f}'):>9} {fmt(ratio(rps, g('small.direct.rps'))):>8} "
-          f"{fmt(g(f'small.{key}.p50_ms')):>8} {fmt(g(f'small.{key}.p99_ms')):>8} {fmt(g(f'small.{key}.max_ms')):>8} "
-          f"{(fmt(cpu, '{:.3f}') if key != 'direct' else '(none)'):>14} {fmt(g(f'small.{key}.ctx_per_req'), '{:.1f}'):>11} "
-          f"{fmt(g(f'small.{key}.errors'), '{:d}'):>7}")
-    split = [(s, g(f"small.postern.cpu_s_per_10k.{s}")) for s in ("edge", "broker", "connector")]
-    p("  (CPU and context switches: every thread of the proxy's processes — nginx proxy master+workers; sshd+ssh; "
-      "edge+broker+connector)")
-    if all(v is not None for _, v in split):
-        p("  Postern CPU split per 10k req: " + ", ".join(f"{s} {v:.3f} s" for s, v in split))
+    wrk_table("small", note=True)
     fl = g("floor")
     if isinstance(fl, dict):
         # CPU of all three processes over the warm-up and the measured
         # seconds, per exchange of both.
         fcpu = ((g("floor.others_cpu_s") + fl["client_cpu_s"]) / fl["exchanges_total"] * 10000
-                if fl.get("exchanges_total") and g("floor.others_cpu_s") is not None else None)
+                if fl.get("exchanges_total") and fl.get("client_cpu_s") is not None
+                and g("floor.others_cpu_s") is not None else None)
         raw["floor.cpu_s_per_10k"] = fcpu
-        p(f"  gRPC floor (two hops of kept gRPC streams alone: no HTTP, no TLS, no policies, no wrk or nginx beside it; "
-          f"{fl.get('failed_streams', 0)} failed streams): {fl['exchanges_per_s']:.0f} exchanges/s, "
-          f"p50 {fl['p50_ms']:.2f} ms, p99 {fl['p99_ms']:.2f} ms, CPU {fmt(fcpu, '{:.3f}')} s/10k")
+        at_once = g("meta.floor_exchanges_at_once")
+        fpm = fl.get("frames_per_message")
+        p(f"  gRPC floor (two hops of gRPC lanes, {at_once if at_once is not None else 'N'} exchanges at once on one lane, "
+          f"alone: no HTTP, no TLS, no policies, no wrk or nginx beside it; {fl.get('failed_streams', 0)} failures): "
+          f"{fmt(fl.get('exchanges_per_s'), '{:.0f}')} exchanges/s, p50 {fmt(fl.get('p50_ms'))} ms, "
+          f"p99 {fmt(fl.get('p99_ms'))} ms, CPU {fmt(fcpu, '{:.3f}')} s/10k"
+          + (f", {fpm:.2f} frames per message (mean, the client's lane)" if isinstance(fpm, (int, float)) else ""))
         p(f"    its CPU per exchange: {fmt(ratio(fcpu, g('small.postern.cpu_s_per_10k')))}x Postern's, "
           f"{fmt(ratio(fcpu, g('small.ssh.cpu_s_per_10k')))}x ssh -R's, "
           f"{fmt(ratio(fcpu, g('small.nginx.cpu_s_per_10k')))}x the nginx proxy's per request")
+    p("")
+    p(f"POST 4 KiB: wrk -t2 -c64 -d{g('meta.small_seconds')}s --latency -s post.lua, POST {g('meta.post_bytes')}-byte "
+      f"body to the same location, {g('meta.small_bytes')}-byte answer")
+    wrk_table("post")
     p("")
     p(f"Bulk: curl, one {size_mib} MiB transfer each way (MB/s = 10^6 bytes/s)")
     p(f"  {'path':<8} {'download MB/s':>14} {'×direct':>8} {'CPU s/GiB':>10} {'ctx/64KiB':>10} "
@@ -290,10 +460,11 @@ def report(raw_path, json_path, txt_path):
     p("  (CPU of the proxy's processes only; the upload sink is nginx DAV PUT into tmpfs, checked for the full size)")
     fb = g("floor_bulk")
     if isinstance(fb, dict):
-        if g("floor_bulk.others_cpu_s") is not None:
+        if g("floor_bulk.others_cpu_s") is not None and fb.get("client_cpu_s") is not None and fb.get("mib"):
             raw["floor_bulk.cpu_s_per_gib"] = (g("floor_bulk.others_cpu_s") + fb["client_cpu_s"]) / (2 * fb["mib"] / 1024)
-        p(f"  gRPC floor (the two hops alone, no HTTP, no TLS, 256 KiB pieces): download {fmt(fb['down_mbps'], '{:.0f}')} MB/s, "
-          f"upload {fmt(fb['up_mbps'], '{:.0f}')} MB/s, {fmt(g('floor_bulk.cpu_s_per_gib'))} CPU s/GiB (client, relay and server)")
+        p(f"  gRPC floor (the two hops' lanes alone, no HTTP, no TLS, 256 KiB pieces): download "
+          f"{fmt(fb.get('down_mbps'), '{:.0f}')} MB/s, upload {fmt(fb.get('up_mbps'), '{:.0f}')} MB/s, "
+          f"{fmt(g('floor_bulk.cpu_s_per_gib'))} CPU s/GiB (client, relay and server)")
     p("")
     p(f"Head-of-line: small-request p99 (wrk -t1 -c8 -d{g('meta.hol_seconds')}s) alone and while {size_mib} MiB "
       f"transfers run back to back on the same route")
@@ -305,8 +476,13 @@ def report(raw_path, json_path, txt_path):
     p("")
     ws = g("ws")
     per_session = None
+    still_open = None
+    sessions_wanted = g("meta.sessions")
     if isinstance(ws, dict) and ws.get("sessions_opened"):
         n = ws["sessions_opened"]
+        if sessions_wanted is None:
+            sessions_wanted = ws.get("sessions_wanted")
+        still_open = ws.get("sessions_still_open")
         before, opened, end = ws["rss_before_kib"], ws["rss_open_kib"], ws["rss_end_kib"]
         per_session = (sum(opened.values()) - sum(before.values())) / n
         per_end = (sum(end.values()) - sum(before.values())) / n
@@ -334,25 +510,48 @@ def report(raw_path, json_path, txt_path):
     def target(name, value, limit, ok, shown):
         targets.append({"target": name, "value": value, "limit": limit,
                         "result": None if value is None else ("PASS" if ok else "MISS")})
-        p(f"  {('PASS' if ok else 'MISS') if value is not None else 'N/A ':<5} {name:<48} {shown}")
+        p(f"  {('PASS' if ok else 'MISS') if value is not None else 'N/A ':<5} {name:<72} {shown}")
 
-    p("Targets")
+    def at_least(name, value, limit, unit="x", note=""):
+        target(name, value, limit, value is not None and value >= limit,
+               f"{fmt(value)}{unit if value is not None else ''}{note}")
+
+    def at_most(name, value, limit, unit="x", note=""):
+        target(name, value, limit, value is not None and value <= limit,
+               f"{fmt(value)}{unit if value is not None else ''}{note}")
+
+    # Issue 25's list, "How it is judged".
+    p("Targets (issue 25)")
     r = ratio(g("small.postern.rps"), g("small.ssh.rps"))
-    target("Postern req/s >= 2x ssh -R", r, 2.0, r is not None and r >= 2.0, f"{fmt(r)}x")
-    r = ratio(g("small.postern.rps"), g("small.nginx.rps"))
-    target("Postern req/s >= 0.5x nginx one-hop", r, 0.5, r is not None and r >= 0.5, f"{fmt(r)}x")
-    v = g("small.postern.p99_ms")
-    target("Postern p99 <= 5 ms at 64 connections", v, 5.0, v is not None and v <= 5.0, f"{fmt(v)} ms")
+    at_least("small GET: Postern req/s >= 1.5x ssh -R", r, 1.5)
+    p(f"  {'info':<5} {'small GET: the goal beyond issue 25 is 2x ssh -R (not a target)':<72} "
+      + ("-" if r is None else f"{fmt(r)}x, {'reached' if r >= 2.0 else 'not yet'}"))
+    r = ratio(g("post.postern.rps"), g("post.ssh.rps"))
+    at_least("POST 4 KiB: Postern req/s >= 1x ssh -R", r, 1.0)
+    r = ratio(g("small.postern.cpu_s_per_10k"), g("small.ssh.cpu_s_per_10k"))
+    at_most("CPU per 10k requests <= 2x ssh -R's (small GET)", r, 2.0)
+    at_most("context switches per request <= 1.5 (edge+broker+connector, small GET)",
+            num(g("small.postern.ctx_per_req")), 1.5, "")
+    r = ratio(g("small.postern.p99_ms"), g("small.nginx.p99_ms"))
+    at_most("p99 at 64 connections <= 2x the nginx one-hop proxy's (small GET)", r, 2.0)
     r = ratio(g("bulk.postern.down_mbps"), g("bulk.ssh.down_mbps"))
-    target("Postern download >= 1.5x ssh -R", r, 1.5, r is not None and r >= 1.5, f"{fmt(r)}x")
+    at_least("bulk download >= 1.5x ssh -R", r, 1.5, note=f" ({size_mib} MiB)")
     r = ratio(g("bulk.postern.up_mbps"), g("bulk.ssh.up_mbps"))
-    target("Postern upload >= 1.5x ssh -R", r, 1.5, r is not None and r >= 1.5, f"{fmt(r)}x")
+    at_least("bulk upload >= 1.5x ssh -R", r, 1.5, note=f" ({size_mib} MiB)")
     r = ratio(g("hol.postern.down.p99_ms"), g("hol.postern.quiet.p99_ms"))
-    target("Postern p99 during download <= 2x quiet p99", r, 2.0, r is not None and r <= 2.0, f"{fmt(r)}x")
+    at_most("head-of-line: p99 during download <= 2x quiet p99", r, 2.0)
     r = ratio(g("hol.postern.up.p99_ms"), g("hol.postern.quiet.p99_ms"))
-    target("Postern p99 during upload <= 2x quiet p99", r, 2.0, r is not None and r <= 2.0, f"{fmt(r)}x")
-    target("<= 32 KiB per idle WebSocket session", per_session, 32.0,
-           per_session is not None and per_session <= 32.0, f"{fmt(per_session, '{:.1f}')} KiB")
+    at_most("head-of-line: p99 during upload <= 2x quiet p99", r, 2.0)
+    target("idle WebSocket session <= 20 KiB (edge+broker+connector)", per_session, 20.0,
+           per_session is not None and per_session <= 20.0, f"{fmt(per_session, '{:.1f}')} KiB")
+    held = still_open if sessions_wanted is not None else None
+    target("idle WebSocket sessions: all of meta.sessions held to the end", held, sessions_wanted,
+           held is not None and held == sessions_wanted,
+           f"{fmt(held, '{}')} of {fmt(sessions_wanted, '{}')}"
+           + (" (BENCH_QUICK: a full run holds 10000)" if g("meta.quick") else ""))
+    v = g("small.postern.frames_per_message")
+    target("lane frames per gRPC message at 64 connections: median >= 4 (small GET)", v, 4,
+           num(v) is not None and num(v) >= 4, f"{fmt(v, '{}')} (mean {fmt(g('small.postern.frames_per_message_mean'))})")
     text = "\n".join(lines) + "\n"
     sys.stdout.write(text)
     open(txt_path, "w").write(text)
@@ -411,6 +610,10 @@ def main():
     c.add_argument("--workers", type=int, default=20)
     c.add_argument("--messages", type=int, default=20)
     c.add_argument("--seconds", type=float, default=600)
+    f = sub.add_parser("frames")
+    f.add_argument("before", help="the three services' /metrics before the run, one after another")
+    f.add_argument("after", help="the same after the run")
+    f.add_argument("prefix", help="key prefix, e.g. small.postern")
     r = sub.add_parser("report")
     r.add_argument("raw")
     r.add_argument("json")
@@ -422,6 +625,8 @@ def main():
         asyncio.run(ws_main(a))
     elif a.cmd == "churn":
         asyncio.run(churn_main(a))
+    elif a.cmd == "frames":
+        frames_main(a.before, a.after, a.prefix)
     else:
         report(a.raw, a.json, a.txt)
 

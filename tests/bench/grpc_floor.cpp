@@ -1,27 +1,28 @@
 // postern-bench-grpc-floor: what two gRPC hops cost on their own, with no
 // HTTP, no policies and no TLS, through the same bridge (one Asio thread and
-// one completion-queue pump per process) and the same kept-stream pattern as
-// Postern's small exchanges. Three processes, as Postern's three:
+// one completion-queue pump per process) and the same lanes (tunnel.proto)
+// as Postern. Three processes, as Postern's three:
 //
-//   client ──Relay.Invoke──▶ relay ──Relay.Invoke──▶ server
+//   client ──Relay.Lane──▶ relay ──Relay.Lane──▶ server
 //
-// Each of the client's streams carries one exchange after another: a request
-// head (with its End in `then`), answered by a response head, a small body
-// and an End in one message. The relay splices each stream onto one of its
-// own to the server, as the broker splices an Invoke onto a Pull. The client
-// prints one JSON line: exchanges per second, latency percentiles and its own
-// CPU time.
+// The client keeps N exchanges going at once on one lane: a request head
+// with its end, answered by a response head, a small body and an end. The
+// relay passes every frame from one lane to the other as it comes (same
+// ids: one lane each side), batching as Postern's lanes do; it does none of
+// the broker's routing, order or credit checks. The client prints one JSON
+// line: exchanges per second, latency percentiles, frames per message and
+// its own CPU time.
 //
 //   postern-bench-grpc-floor server --listen 127.0.0.1:9001
 //   postern-bench-grpc-floor relay  --listen 127.0.0.1:9000 --upstream 127.0.0.1:9001
 //   postern-bench-grpc-floor client --target 127.0.0.1:9000 --streams 64 --seconds 10
 //
-// With --bulk-mib N the client instead moves N MiB down (server to client)
-// and then N MiB up, in 256 KiB body pieces as Postern's largest, on one
-// stream each, and prints MB/s for both.
+// (--streams: exchanges at once.) With --bulk-mib N the client instead
+// moves N MiB down (server to client) and then N MiB up, in 256 KiB body
+// pieces on credit, and prints MB/s for both.
 //
-// The ceiling any design with a gRPC message per exchange per hop can reach
-// on a machine; tests/bench/run.sh runs it beside the real path.
+// The ceiling the lane design can reach on a machine; tests/bench/run.sh
+// runs it beside the real path.
 
 #include <grpcpp/grpcpp.h>
 #include <sys/resource.h>
@@ -39,10 +40,15 @@
 #include <string>
 #include <vector>
 
+#include <prometheus/histogram.h>
+
 #include "common/asio.hpp"
 #include "common/event.hpp"
 #include "common/grpc/bridge.hpp"
 #include "common/grpc/channel.hpp"
+#include "common/tunnel/endpoint.hpp"
+#include "common/tunnel/exchange_io.hpp"
+#include "common/tunnel/lane_io.hpp"
 #include "postern/tunnel/v1/tunnel.grpc.pb.h"
 
 namespace {
@@ -51,28 +57,8 @@ using namespace postern;
 namespace gb = postern::grpc_bridge;
 namespace tv1 = postern::tunnel::v1;
 using Clock = std::chrono::steady_clock;
-using ServerStream = grpc::ServerAsyncReaderWriter<tv1::Frame, tv1::Frame>;
-using ClientStream = grpc::ClientAsyncReaderWriter<tv1::Frame, tv1::Frame>;
 
-struct ServerCall {
-  grpc::ServerContext ctx;
-  ServerStream stream{&ctx};
-};
-
-struct ClientCall {
-  grpc::ClientContext ctx;
-  std::unique_ptr<ClientStream> stream;
-};
-
-std::unique_ptr<ClientCall> open_call(tv1::Relay::Stub& stub, grpc::CompletionQueue* cq) {
-  auto c = std::make_unique<ClientCall>();
-  c->ctx.set_initial_metadata_corked(true);
-  // A relay or server still starting is waited for, not a failure.
-  c->ctx.set_wait_for_ready(true);
-  c->stream = stub.PrepareAsyncInvoke(&c->ctx, cq);
-  gb::start_detached(*c->stream);
-  return c;
-}
+constexpr std::size_t kPiece = tunnel::kBodyPieceBytes;
 
 std::shared_ptr<grpc::Channel> dial(const std::string& target) {
   auto args = gb::client_channel_args();
@@ -80,118 +66,104 @@ std::shared_ptr<grpc::Channel> dial(const std::string& target) {
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
 }
 
-tv1::Frame request_frame() {
-  tv1::Frame f;
-  auto* h = f.mutable_request_head();
-  h->set_request_id("0123456789abcdef");
-  h->set_alias("floor");
-  h->set_method("GET");
-  h->set_target("/");
-  f.add_then()->mutable_end();
-  return f;
+// A client lane to `stub`'s server (waits for a server still starting).
+std::unique_ptr<tunnel::LaneIo> client_lane(tv1::Relay::Stub& stub, grpc::CompletionQueue* cq) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_initial_metadata_corked(true);
+  ctx->set_wait_for_ready(true);
+  auto stream = stub.PrepareAsyncLane(ctx.get(), cq);
+  return std::make_unique<tunnel::ClientLaneIo>(std::move(ctx), std::move(stream));
 }
 
-tv1::Frame response_frame() {
-  tv1::Frame f;
-  f.mutable_response_head()->set_status(200);
-  f.mutable_response_head()->set_content_length(5);
-  f.add_then()->mutable_body()->set_data("hello");
-  f.add_then()->mutable_end();
-  return f;
+tv1::LaneMessage hello() {
+  tv1::LaneMessage m;
+  m.mutable_hello()->set_peer("floor");
+  return m;
 }
 
-// Accepts Invoke calls on `cq` and runs `handle` for each.
+tv1::RequestHead request_head(const std::string& target) {
+  tv1::RequestHead h;
+  h.set_request_id("0123456789abcdef");
+  h.set_alias("floor");
+  h.set_method("GET");
+  h.set_target(target);
+  return h;
+}
+
+// Accepts lanes on `cq` and runs `handle` for each.
 template <class Handle>
 asio::awaitable<void> accept(tv1::Relay::AsyncService& svc, grpc::ServerCompletionQueue* cq, Handle handle) {
   auto ex = co_await asio::this_coro::executor;
   for (;;) {
-    auto call = std::make_shared<ServerCall>();
-    const bool ok = co_await gb::op([&](void* tag) { svc.RequestInvoke(&call->ctx, &call->stream, cq, cq, tag); });
+    auto io = std::make_unique<tunnel::ServerLaneIo>();
+    const bool ok = co_await gb::op([&](void* tag) { svc.RequestLane(&io->context(), &io->stream(), cq, cq, tag); });
     if (!ok) co_return;
-    asio::co_spawn(ex, handle(call), asio::detached);
+    asio::co_spawn(ex, handle(std::move(io)), asio::detached);
   }
 }
 
-constexpr std::size_t kPiece = 256 * 1024;
-
-// One 256 KiB body piece, built once per process and sent again and again.
-const tv1::Frame& bulk_piece() {
-  static const tv1::Frame piece = [] {
-    tv1::Frame f;
-    f.mutable_body()->mutable_data()->assign(kPiece, 'x');
-    return f;
-  }();
-  return piece;
-}
-
-tv1::Frame end_frame() {
-  tv1::Frame f;
-  f.mutable_end();
-  return f;
-}
-
-// Answers each request on the stream: "/down/N" with N MiB of body, "/up"
-// once its body's End has come, anything else with a small body.
-asio::awaitable<void> serve(std::shared_ptr<ServerCall> call) {
-  const tv1::Frame answer = response_frame();
-  tv1::Frame in;
-  for (;;) {
-    const bool got = co_await gb::read(call->stream, in);
-    if (!got) break;
-    const std::string target = in.has_request_head() ? in.request_head().target() : std::string();
+// The server's answer to one exchange: "/down/N" with N MiB of body, "/up"
+// once its body has come, anything else a small body.
+asio::awaitable<void> answer(std::shared_ptr<tunnel::Exchange> x, tv1::RequestHead head) {
+  tunnel::ExchangeBody body(*x);
+  tunnel::ExchangeSink sink(*x);
+  try {
+    std::string_view chunk;
+    while (co_await body.next(chunk)) {
+    }
+    tv1::ResponseHead rh;
+    rh.set_status(200);
+    const std::string& target = head.target();
     if (target.rfind("/down/", 0) == 0) {
-      tv1::Frame head;
-      head.mutable_response_head()->set_status(200);
-      bool sent = co_await gb::write(call->stream, head);
+      co_await sink.head(rh);
+      static const std::string piece(kPiece, 'x');
       const std::size_t total = std::stoull(target.substr(6)) << 20;
-      for (std::size_t done = 0; sent && done < total; done += kPiece) {
-        sent = co_await gb::write(call->stream, bulk_piece());
-      }
-      const tv1::Frame end = end_frame();
-      if (sent) sent = co_await gb::write(call->stream, end);
-      if (!sent) break;
-      continue;
+      for (std::size_t done = 0; done < total; done += kPiece) co_await sink.body(piece);
+    } else {
+      rh.set_content_length(5);
+      co_await sink.head(rh);
+      co_await sink.body("hello");
     }
-    if (target == "/up") {
-      bool ended = in.then_size() > 0 && in.then(in.then_size() - 1).has_end();
-      bool open = true;
-      while (open && !ended) {
-        open = co_await gb::read(call->stream, in);
-        ended = open && in.has_end();
-      }
-      if (!open) break;
-    }
-    const bool sent = co_await gb::write(call->stream, answer);
-    if (!sent) break;
-  }
-  co_await gb::op([&](void* tag) { call->stream.Finish(grpc::Status::OK, tag); });
-}
-
-// Moves every frame from `from` to `to` until `from` ends or a write fails.
-template <class From, class To>
-asio::awaitable<void> forward(From& from, To& to) {
-  tv1::Frame f;
-  for (;;) {
-    const bool got = co_await gb::read(from, f);
-    if (!got) co_return;
-    const bool sent = co_await gb::write(to, f);
-    if (!sent) co_return;
+    co_await sink.end({});
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "grpc-floor: exchange %s ended early: %s\n", head.target().c_str(), e.what());
   }
 }
 
-// The broker's part: the client's stream spliced onto one to the server,
-// frames moving both ways at once.
-asio::awaitable<void> splice(std::shared_ptr<ServerCall> down, tv1::Relay::Stub& stub, grpc::CompletionQueue* cq) {
+asio::awaitable<void> serve(std::unique_ptr<tunnel::ServerLaneIo> io) {
   auto ex = co_await asio::this_coro::executor;
-  auto up = open_call(stub, cq);
-  Event answers_done(ex);
-  asio::co_spawn(ex, forward(*up->stream, down->stream), [&](std::exception_ptr) { answers_done.set(); });
-  co_await forward(down->stream, *up->stream);
-  up->ctx.TryCancel();
-  co_await answers_done.wait();
-  grpc::Status status;
-  co_await gb::op([&](void* tag) { up->stream->Finish(&status, tag); });
-  co_await gb::op([&](void* tag) { down->stream.Finish(grpc::Status::OK, tag); });
+  auto endpoint = std::make_shared<tunnel::Endpoint>(
+      ex, std::move(io), tunnel::Endpoint::Options{},
+      [ex](std::shared_ptr<tunnel::Exchange> x, tv1::RequestHead&& h) {
+        asio::co_spawn(ex, answer(std::move(x), std::move(h)), asio::detached);
+      });
+  co_await endpoint->run();
+}
+
+// Every frame from one lane goes on the other as it comes.
+struct PassOn final : tunnel::LaneHandler {
+  tunnel::Lane* to = nullptr;
+  void on_frame(tv1::Frame&& f) override { to->send(std::move(f)); }
+};
+
+// The broker's part, without its routing: the client's lane joined to one
+// of its own to the server.
+asio::awaitable<void> relay(std::unique_ptr<tunnel::ServerLaneIo> io, tv1::Relay::Stub& stub,
+                            grpc::CompletionQueue* cq) {
+  auto ex = co_await asio::this_coro::executor;
+  tunnel::Lane down(ex, std::move(io));
+  tunnel::Lane up(ex, client_lane(stub, cq));
+  PassOn to_up, to_down;
+  to_up.to = &up;
+  to_down.to = &down;
+  Event up_done(ex);
+  asio::co_spawn(ex, up.run(to_down, hello()), [&](std::exception_ptr) {
+    down.abort();
+    up_done.set();
+  });
+  co_await down.run(to_up);
+  up.abort();
+  co_await up_done.wait();
 }
 
 // CPU time of this process so far, every thread, in seconds.
@@ -207,73 +179,85 @@ struct Tally {
   std::uint64_t failures = 0;
 };
 
-asio::awaitable<void> exchange_loop(tv1::Relay::Stub& stub, grpc::CompletionQueue* cq, Clock::time_point until,
-                                    Tally& tally) {
-  auto call = open_call(stub, cq);
-  const tv1::Frame request = request_frame();
-  tv1::Frame answer;
+// One exchange after another on `lane` until `until`.
+asio::awaitable<void> exchange_loop(std::shared_ptr<tunnel::Endpoint> lane, Clock::time_point until, Tally& tally) {
+  const tv1::RequestHead head = request_head("/");
   while (Clock::now() < until) {
     const auto t0 = Clock::now();
-    const bool sent = co_await gb::write(*call->stream, request);
-    if (!sent) break;
-    const bool got = co_await gb::read(*call->stream, answer);
-    if (!got || !answer.has_response_head()) break;
+    auto x = lane->open(head);
+    x->send(tunnel::end_frame(0));
+    tv1::Frame f;
+    bool ended = false;
+    // (GCC 12 miscompiles co_await in a loop condition: await into a local.)
+    for (;;) {
+      const bool got = co_await x->next(f);
+      if (!got) break;
+      ended = f.has_end() || f.has_error();
+      if (ended) break;
+    }
+    if (!ended || f.has_error()) {
+      ++tally.failures;
+      co_return;
+    }
     tally.latencies_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   }
-  if (Clock::now() < until) ++tally.failures;
-  call->ctx.TryCancel();
-  grpc::Status status;
-  co_await gb::op([&](void* tag) { call->stream->Finish(&status, tag); });
 }
 
-// One transfer of `mib` MiB on a fresh stream: down (the server sends) or up.
-// Returns MB/s (10^6 bytes per second), or a negative number on failure.
-asio::awaitable<double> transfer(tv1::Relay::Stub& stub, grpc::CompletionQueue* cq, std::size_t mib, bool down) {
-  auto call = open_call(stub, cq);
+// One transfer of `mib` MiB: down (the server sends) or up. Returns MB/s
+// (10^6 bytes per second), or a negative number on failure.
+asio::awaitable<double> transfer(std::shared_ptr<tunnel::Endpoint> lane, std::size_t mib, bool down) {
   const auto t0 = Clock::now();
-  tv1::Frame request = request_frame();
-  request.mutable_request_head()->set_target(down ? "/down/" + std::to_string(mib) : "/up");
-  bool ok = true;
-  tv1::Frame in;
-  if (down) {
-    // The request's End rides with its head (request_frame's `then`).
-    ok = co_await gb::write(*call->stream, request);
-    std::size_t got = 0;
-    bool ended = false;
-    while (ok && !ended) {
-      ok = co_await gb::read(*call->stream, in);
-      if (ok && in.has_body()) got += in.body().data().size();
-      ended = ok && in.has_end();
+  auto x = lane->open(request_head(down ? "/down/" + std::to_string(mib) : "/up"));
+  if (!down) {
+    static const std::string piece(kPiece, 'u');
+    for (std::size_t done = 0; done < (mib << 20); done += kPiece) {
+      co_await x->take_credit(kPiece);
+      if (!x->usable()) co_return -1.0;
+      tv1::Frame f;
+      f.set_body(piece);
+      x->send(std::move(f));
     }
-    ok = ok && got == (mib << 20);
-  } else {
-    request.clear_then();  // the body follows the head; the End comes after it
-    ok = co_await gb::write(*call->stream, request);
-    for (std::size_t done = 0; ok && done < (mib << 20); done += kPiece) {
-      ok = co_await gb::write(*call->stream, bulk_piece());
-    }
-    const tv1::Frame end = end_frame();
-    if (ok) ok = co_await gb::write(*call->stream, end);
-    if (ok) ok = co_await gb::read(*call->stream, in);
-    ok = ok && in.has_response_head();
   }
+  x->send(tunnel::end_frame(0));
+  std::size_t got = 0;
+  bool ended = false;
+  tv1::Frame f;
+  for (;;) {
+    const bool more = co_await x->next(f);
+    if (!more) break;
+    if (f.has_body()) {
+      got += f.body().size();
+      x->consumed(f.body().size());
+    }
+    ended = f.has_end();
+    if (ended) break;
+  }
+  const bool ok = ended && (!down || got == (mib << 20));
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  call->ctx.TryCancel();
-  grpc::Status status;
-  co_await gb::op([&](void* tag) { call->stream->Finish(&status, tag); });
   co_return ok ? static_cast<double>(mib << 20) / seconds / 1e6 : -1.0;
+}
+
+// A lane to `target`, run until the client stops.
+std::shared_ptr<tunnel::Endpoint> open_lane(asio::io_context& ioc, tv1::Relay::Stub& stub, grpc::CompletionQueue* cq,
+                                            prometheus::Histogram* frames) {
+  auto lane = std::make_shared<tunnel::Endpoint>(ioc.get_executor(), client_lane(stub, cq),
+                                                 tunnel::Endpoint::Options{}, nullptr, frames);
+  asio::co_spawn(ioc, lane->run(hello()), asio::detached);
+  return lane;
 }
 
 int run_bulk(const std::string& target, std::size_t mib) {
   asio::io_context ioc(1);
   gb::Pump pump(std::make_unique<grpc::CompletionQueue>(), "cq-floor");
   auto stub = tv1::Relay::NewStub(dial(target));
+  auto lane = open_lane(ioc, *stub, pump.cq(), nullptr);
   double down = -1, up = -1;
   asio::co_spawn(
       ioc,
       [&]() -> asio::awaitable<void> {
-        down = co_await transfer(*stub, pump.cq(), mib, true);
-        up = co_await transfer(*stub, pump.cq(), mib, false);
+        down = co_await transfer(lane, mib, true);
+        up = co_await transfer(lane, mib, false);
+        lane->lane().abort();
       },
       asio::detached);
   ioc.run();
@@ -319,8 +303,10 @@ int run_server(const std::string& listen, const std::string* upstream) {
   std::unique_ptr<tv1::Relay::Stub> stub;
   if (upstream) stub = tv1::Relay::NewStub(dial(*upstream));
   if (stub) {
-    asio::co_spawn(ioc, accept(svc, cq, [&](std::shared_ptr<ServerCall> c) { return splice(std::move(c), *stub, cq); }),
-                   asio::detached);
+    asio::co_spawn(
+        ioc,
+        accept(svc, cq, [&](std::unique_ptr<tunnel::ServerLaneIo> io) { return relay(std::move(io), *stub, cq); }),
+        asio::detached);
   } else {
     asio::co_spawn(ioc, accept(svc, cq, serve), asio::detached);
   }
@@ -338,19 +324,28 @@ int run_client(const std::string& target, int streams, double seconds, double wa
   asio::io_context ioc(1);
   gb::Pump pump(std::make_unique<grpc::CompletionQueue>(), "cq-floor");
   auto stub = tv1::Relay::NewStub(dial(target));
+  prometheus::Histogram frames(prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256, 512});
+  auto lane = open_lane(ioc, *stub, pump.cq(), &frames);
   auto run_for = [&](double s, Tally& tally) {
     const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+    int left = streams;
     for (int i = 0; i < streams; ++i) {
-      asio::co_spawn(ioc, exchange_loop(*stub, pump.cq(), until, tally), asio::detached);
+      asio::co_spawn(ioc, exchange_loop(lane, until, tally), [&](std::exception_ptr) {
+        if (--left == 0) ioc.stop();
+      });
     }
     ioc.restart();
     ioc.run();
   };
   Tally warm, tally;
   run_for(warmup, warm);
+  const auto m0 = frames.Collect().histogram;
   const auto t0 = Clock::now();
   run_for(seconds, tally);
   const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+  const auto m1 = frames.Collect().histogram;
+  const double messages = static_cast<double>(m1.sample_count - m0.sample_count);
+  const double frames_per_message = messages > 0 ? (m1.sample_sum - m0.sample_sum) / messages : 0.0;
   auto& l = tally.latencies_ms;
   std::sort(l.begin(), l.end());
   auto pct = [&](double p) {
@@ -358,10 +353,11 @@ int run_client(const std::string& target, int streams, double seconds, double wa
   };
   std::printf(
       "{\"exchanges\": %zu, \"seconds\": %.3f, \"exchanges_per_s\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, "
-      "\"max_ms\": %.3f, \"failed_streams\": %llu, \"exchanges_total\": %zu, \"client_cpu_s\": %.3f}\n",
+      "\"max_ms\": %.3f, \"failed_streams\": %llu, \"exchanges_total\": %zu, \"frames_per_message\": %.2f, "
+      "\"client_cpu_s\": %.3f}\n",
       l.size(), elapsed, static_cast<double>(l.size()) / elapsed, pct(0.50), pct(0.99), l.empty() ? 0.0 : l.back(),
       static_cast<unsigned long long>(tally.failures + warm.failures), l.size() + warm.latencies_ms.size(),
-      own_cpu_seconds());
+      frames_per_message, own_cpu_seconds());
   std::fflush(stdout);
   std::_Exit(tally.failures + warm.failures == 0 && !l.empty() ? 0 : 1);
 }

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Benchmark: the same native nginx on 127.0.0.1 reached four ways, measured in
 # one run — direct (the limit), an nginx one-hop reverse proxy, an `ssh -R`
-# reverse tunnel, and Postern (edge -> broker -> connector) — for small
-# requests (wrk), 1 GiB downloads and uploads (curl), small-request latency
-# while a bulk transfer shares the route, and (Postern only) 10,000 idle
-# WebSocket sessions. Prints a table with ratios and PASS/MISS per target and
-# writes it, with the raw numbers as JSON, to a results directory.
+# reverse tunnel, and Postern (edge -> broker -> connector) — for small GET
+# requests and POSTs with a 4 KiB body (wrk), 1 GiB downloads and uploads
+# (curl), small-request latency while a bulk transfer shares the route, and
+# (Postern only) 10,000 idle WebSocket sessions and the frames per gRPC
+# message on its lanes. Prints a table with ratios and PASS/MISS per target
+# (issue 25's) and writes it, with the raw numbers as JSON, to a results
+# directory.
 #
-#   tests/bench/run.sh                 # full run, about 5 minutes
+#   tests/bench/run.sh                 # full run, about 6 minutes
 #   BENCH_QUICK=1 tests/bench/run.sh   # shorter runs, 100 MiB, 1000 sessions
 #
 # Not part of tests/run.sh. Everything listens on 127.0.0.1 only; every
@@ -149,6 +151,14 @@ wait_http() {  # URL CODE TRIES: poll every 0.1 s
 say "work dir $work"
 openssl rand -out "$work/big.bin" "$bulk_bytes"
 small_body="postern bench: a small response body of exactly sixty-four bytes"
+# The POST workload: wrk sends this body (and its Content-Length) with every
+# request to /small.
+post_bytes=4096
+cat > "$work/post.lua" <<EOF
+wrk.method = "POST"
+wrk.body = string.rep("p", $post_bytes)
+wrk.headers["Content-Type"] = "application/octet-stream"
+EOF
 nginx_common() {  # DIR
   cat <<EOF
 daemon off;
@@ -174,6 +184,9 @@ http {
   fastcgi_temp_path $work/native/fastcgi; uwsgi_temp_path $work/native/uwsgi; scgi_temp_path $work/native/scgi;
   server {
     listen 127.0.0.1:$native_port backlog=4096;
+    # "return" answers any method: for a POST it reads and discards the
+    # body (ngx_http_send_response -> ngx_http_discard_request_body) and
+    # keeps the connection; 4 KiB is well under client_max_body_size's 1m.
     location = /small { default_type text/plain; return 200 "$small_body"; }
     location = /big { alias $work/big.bin; }
     # Upload sink: DAV PUT reads the whole body before it answers (201/204);
@@ -373,6 +386,7 @@ rec meta.native_workers "$(($(descendants "$native_master" | wc -w) - 1))"
 rec meta.proxy_workers "$(($(descendants "$proxy_master" | wc -w) - 1))"
 rec meta.small_seconds "$small_s"
 rec meta.small_bytes "${#small_body}"
+rec meta.post_bytes "$post_bytes"
 rec meta.hol_seconds "$hol_s"
 rec meta.bulk_mib "$bulk_mib"
 rec meta.sessions "$sessions"
@@ -391,16 +405,19 @@ timeout $((hold_s + 300)) "$py" "$here/bench.py" ws --url "ws://127.0.0.1:$edge_
 [ -s "$work/ws.json" ] && rec ws "$(tr -d '\n' < "$work/ws.json")"
 sleep 2
 
-# ------------------------------------------------------------------ small requests
-run_wrk() {  # KEY THREADS CONNS SECONDS URL [PID...]: wrk, CPU of the PIDs while it ran
+# ------------------------------------------------------------------ small requests and POST 4 KiB
+run_wrk() {  # [-s LUA] KEY THREADS CONNS SECONDS URL [PID...]: wrk, CPU of the PIDs while it ran
+  local -a script=()
+  if [ "$1" = -s ]; then script=(-s "$2"); shift 2; fi
   local key=$1 t=$2 cn=$3 d=$4 url=$5
   shift 5
   local -a cpu_before=()
   local p cs_before
   for p in "$@"; do cpu_before+=("$(cpu_ticks "$p")"); done
   cs_before="$(ctx_switches "$@")"
-  timeout $((d + 30)) wrk -t"$t" -c"$cn" -d"${d}s" --latency "$url" > "$work/wrk.$key.txt" 2>&1 || true
-  "$py" "$here/bench.py" wrk "$work/wrk.$key.txt" "$key" >> "$raw"
+  timeout $((d + 30)) wrk -t"$t" -c"$cn" -d"${d}s" --latency "${script[@]}" "$url" > "$work/wrk.$key.txt" 2>&1 || true
+  # No parsable result (wrk failed): the report shows "-" for it, the run goes on.
+  "$py" "$here/bench.py" wrk "$work/wrk.$key.txt" "$key" >> "$raw" || { say "wrk $key: no result"; return 0; }
   if [ $# -gt 0 ]; then
     local req total=0 i=0 dt
     req="$(grep "^$key.requests " "$raw" | tail -n1 | cut -d' ' -f2)"
@@ -433,28 +450,62 @@ perf_during() {  # NAME SECONDS
 perf_wait() {
   if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; perf_pid=""; fi
 }
-for k in "${paths[@]}"; do
-  say "small requests: $k"
-  # shellcheck disable=SC2046
-  timeout $((warm_s + 30)) wrk -t2 -c64 -d"${warm_s}s" "${base[$k]}/small" > /dev/null 2>&1 || true
-  [ "$k" = postern ] && perf_during small "$((small_s - 2))"
-  run_wrk "small.$k" 2 64 "$small_s" "${base[$k]}/small" $(proxy_pids "$k")
-  perf_wait
-done
-# Postern's CPU per service.
-req="$(grep '^small.postern.requests ' "$raw" | cut -d' ' -f2)"
-for pair in "edge $edge_pid" "broker $broker_pid" "connector $connector_pid"; do
-  set -- $pair
-  dt="$(awk -v p="$2" '$1 == p {print $2}' "$work/cpu.small.postern.txt")"
-  rec "small.postern.cpu_s_per_10k.$1" "$(awk -v t="$dt" -v h="$tck" -v r="$req" 'BEGIN{printf "%.4f", (r > 0 ? t / h / r * 10000 : 0)}')"
-done
+# Lane batching (issue 25): each service's lane writer observes the frames
+# in every gRPC message it writes (postern_{edge,broker,connector}_lane_
+# frames_per_message). Scraped just before and just after Postern's run,
+# outside run_wrk's CPU and context-switch window; bench.py frames turns the
+# histograms' growth into KEY.frames_per_message (median) and friends.
+lane_metrics() {  # FILE: edge's, broker's and connector's /metrics, one after another
+  local port
+  for port in "$edge_admin" "$broker_admin" "$connector_admin"; do
+    curl -s --max-time 5 "http://127.0.0.1:$port/metrics" || say "no /metrics from 127.0.0.1:$port"
+  done > "$1"
+}
+cpu_split() {  # KEY: Postern's CPU per 10k requests of KEY, per service
+  local key=$1 req pair name pid dt
+  req="$(grep "^$key.requests " "$raw" | tail -n1 | cut -d' ' -f2)" || true   # none: wrk failed
+  [ -n "$req" ] && [ -s "$work/cpu.$key.txt" ] || return 0
+  for pair in "edge $edge_pid" "broker $broker_pid" "connector $connector_pid"; do
+    read -r name pid <<< "$pair"
+    dt="$(awk -v p="$pid" '$1 == p {print $2}' "$work/cpu.$key.txt")"
+    rec "$key.cpu_s_per_10k.$name" "$(awk -v t="$dt" -v h="$tck" -v r="$req" 'BEGIN{printf "%.4f", (r > 0 ? t / h / r * 10000 : 0)}')"
+  done
+}
+wrk_paths() {  # NAME [-s LUA]: wrk -t2 -c64 on /small through every path, Postern's lanes scraped around its run
+  local name=$1 k
+  shift
+  local -a pp
+  for k in "${paths[@]}"; do
+    say "$name: $k"
+    timeout $((warm_s + 30)) wrk -t2 -c64 -d"${warm_s}s" "$@" "${base[$k]}/small" > /dev/null 2>&1 || true
+    read -r -a pp <<< "$(proxy_pids "$k")"
+    if [ "$k" = postern ]; then
+      perf_during "$name" "$((small_s - 2))"
+      lane_metrics "$work/lanes.$name.before"
+    fi
+    run_wrk "$@" "$name.$k" 2 64 "$small_s" "${base[$k]}/small" "${pp[@]}"
+    if [ "$k" = postern ]; then
+      lane_metrics "$work/lanes.$name.after"
+      "$py" "$here/bench.py" frames "$work/lanes.$name.before" "$work/lanes.$name.after" "$name.postern" >> "$raw" ||
+        say "$name: no lane frames per message"
+    fi
+    perf_wait
+  done
+  cpu_split "$name.postern"
+}
+wrk_paths small
+# POST with a 4 KiB body, same load: the request body rides the tunnel.
+wrk_paths post -s "$work/post.lua"
 
 # ------------------------------------------------------------------ the gRPC floor
-# Two gRPC hops alone (client -> relay -> server, kept streams, one message
-# each way per hop, no HTTP, no TLS, no policies), through the same bridge as
-# the services: what any design with a gRPC message per exchange per hop
-# costs at least. Run with the rest of the paths idle.
-say "gRPC floor: two hops, no HTTP"
+# Two gRPC hops alone (client -> relay -> server), through the same bridge as
+# the services: two hops of gRPC lanes, N exchanges at once on one lane
+# (--streams N: exchanges at once), frames batched as Postern's lanes batch
+# them, no HTTP, no TLS, no policies. What the lane design costs at least on
+# this machine. Run with the rest of the paths idle.
+floor_at_once=64
+rec meta.floor_exchanges_at_once "$floor_at_once"
+say "gRPC floor: two hops of lanes, $floor_at_once exchanges at once, no HTTP"
 "$bin/postern-bench-grpc-floor" server --listen "127.0.0.1:$floor_up_port" > "$work/floor-server.log" 2>&1 & pids+=($!)
 floor_server=$!
 "$bin/postern-bench-grpc-floor" relay --listen "127.0.0.1:$floor_port" --upstream "127.0.0.1:$floor_up_port" \
@@ -466,7 +517,7 @@ floor_cpu_since() {  # TICKS -> CPU seconds the relay and the server used since 
 sleep 0.5
 floor_c0="$(cpu_ticks "$floor_server" "$floor_relay")"
 timeout $((small_s + warm_s + 30)) "$bin/postern-bench-grpc-floor" client --target "127.0.0.1:$floor_port" \
-  --streams 64 --seconds "$small_s" --warmup "$warm_s" > "$work/floor.json" 2> "$work/floor-client.log" ||
+  --streams "$floor_at_once" --seconds "$small_s" --warmup "$warm_s" > "$work/floor.json" 2> "$work/floor-client.log" ||
   say "gRPC floor client failed: $(tail -n 3 "$work/floor-client.log")"
 if [ -s "$work/floor.json" ]; then rec floor "$(cat "$work/floor.json")"; fi
 rec floor.others_cpu_s "$(floor_cpu_since "$floor_c0")"
@@ -517,9 +568,9 @@ bulk() {  # KEY [PID...]: one download and one upload of bulk_bytes, CPU of the 
 }
 for k in "${paths[@]}"; do
   say "bulk $bulk_mib MiB: $k"
-  # shellcheck disable=SC2046
   [ "$k" = postern ] && perf_during bulk 4
-  bulk "$k" $(proxy_pids "$k")
+  read -r -a pp <<< "$(proxy_pids "$k")"
+  bulk "$k" "${pp[@]}"
   perf_wait
 done
 

@@ -18,7 +18,7 @@ if [ $# -le 1 ]; then
   root="$(cd "$here/../.." && pwd)"
   build="${SAN_BUILD_DIR:-$root/build-san}"
   SANITIZE=1 BUILD_DIR="$build" "$root/deploy/local/build.sh"
-  for name in edge_request config broker_frames request_target signed_snapshot; do
+  for name in edge_request config lane_frames request_target signed_snapshot; do
     "$0" "$build/bin/postern_fuzz_$name" "$name" "$seconds" "$build/tests/fuzz/corpus/$name"
   done
   exit 0

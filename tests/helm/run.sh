@@ -78,6 +78,37 @@ for values in default production; do
 done
 echo "signed config and relay mTLS rendered as intended"
 
+echo "== lanes and receive windows: optional fields render only when set"
+# Unset, the edge leaves lanes and receive_window to its defaults; the
+# connector always gets lanes (values default 2).
+for f in "$out/cfg-dmz-default/edge-config.yaml" "$out/cfg-green-default/connector-config.yaml"; do
+  if grep -q "receive_window\|pool_size\|websocket_stream_per_session" "$f"; then
+    echo "$f renders a field it should not" >&2
+    exit 1
+  fi
+done
+if grep -q "lanes" "$out/cfg-dmz-default/edge-config.yaml"; then
+  echo "the default edge config sets lanes" >&2
+  exit 1
+fi
+grep -q "^lanes: 2$" "$out/cfg-green-default/connector-config.yaml"
+grep -q "^max_concurrency: 10000$" "$out/cfg-green-default/connector-config.yaml"
+set_windows=(--set edge.broker.lanes=3 --set edge.broker.receiveWindow=8388608
+             --set connector.lanes=4 --set connector.receiveWindow=1048576)
+for zone in dmz green; do
+  "$helm" template "postern-$zone" "$chart" -n "$zone" --set "zone=$zone" "${keys[@]}" "${set_windows[@]}" \
+    > "$out/$zone-windows.yaml"
+  node "$here/configs.mjs" "$out/$zone-windows.yaml" "$out/cfg-$zone-windows"
+done
+edge_cfg="$out/cfg-dmz-windows/edge-config.yaml" connector_cfg="$out/cfg-green-windows/connector-config.yaml"
+grep -q "^  lanes: 3$" "$edge_cfg"
+grep -q "^  receive_window: 8388608$" "$edge_cfg"
+grep -q "^lanes: 4$" "$connector_cfg"
+grep -q "^receive_window: 1048576$" "$connector_cfg"
+"$bin/postern-edge" --config "$edge_cfg" --check-config > /dev/null
+"$bin/postern-connector" --config "$connector_cfg" --check-config > /dev/null
+echo "lanes and receive windows rendered as intended"
+
 echo "== NetworkPolicy proof (green zone)"
 node "$here/netpol.mjs" "$out/green-default.yaml"
 node "$here/netpol.mjs" "$out/green-production.yaml"
@@ -119,4 +150,8 @@ expect_fail "an unknown zone" "zone" --set zone=bogus
 expect_fail "a missing zone" "zone"
 expect_fail "a typo in values" "replicaz" --set zone=dmz "${keys[@]}" --set edge.replicaz=3
 expect_fail "a string for a number" "replicas" --set zone=green "${keys[@]}" --set-string connector.replicas=two
+expect_fail "connector lanes above 16" "lanes" --set zone=green "${keys[@]}" --set connector.lanes=17
+expect_fail "edge lanes of 0" "lanes" --set zone=dmz "${keys[@]}" --set edge.broker.lanes=0
+expect_fail "a connector maxConcurrency of 0" "maxConcurrency" --set zone=green "${keys[@]}" --set connector.maxConcurrency=0
+expect_fail "the removed poolSize" "poolSize" --set zone=green "${keys[@]}" --set connector.poolSize=8
 echo "helm chart tests passed"

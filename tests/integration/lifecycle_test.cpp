@@ -71,7 +71,7 @@ TEST(Lifecycle, ConnectorAttachesToEveryAddressOfABrokerName) {
                        std::to_string(sys.registration_port) + "\"]\n" + "tls:\n  ca_file: \"" + sys.certs().ca +
                        "\"\n  cert_file: \"" + sys.certs().connector_crt + "\"\n  key_file: \"" +
                        sys.certs().connector_key + "\"\n  server_name: localhost\n" +
-                       "pool_size: 2\nresolve_interval: 500ms\naliases:\n  demo: {url: \"" + sys.demo_url("") + "\"}\n" +
+                       "lanes: 2\nresolve_interval: 500ms\naliases:\n  demo: {url: \"" + sys.demo_url("") + "\"}\n" +
                        "policy: {address: \"127.0.0.1:" + std::to_string(sys.policy_port) + "\"}\n" +
                        "trusted_config_keys: [\"" + sys.certs().signing_pub + "\"]\n");
   auto connector = Process::start(
@@ -121,10 +121,9 @@ TEST(Lifecycle, SilentConnectorIsDroppedAndReturns) {
   EXPECT_TRUE(wait_until([&] { return curl({sys.edge_url("/gateway/demo/1.0/")}).status == 200; }, 10s));
 }
 
-// Every service sleeps when nothing happens, including after a burst that
-// grew the connector's Pull pool beyond pool_size (the broker's trim tick is
-// then the only timer due). The broker's tick was once `2s / 4`, which is
-// 0 s: it spun, a whole core, for ever. A process that spins uses about
+// Every service sleeps when nothing happens, including after a burst (the
+// timers left then are heartbeats and watches). The broker's trim tick was
+// once `2s / 4`, which is 0 s: it spun, a whole core, for ever. A process that spins uses about
 // 2,000 ms of CPU in these 2 s; an idle one a few ms.
 TEST(Lifecycle, IdleServicesDoNotSpin) {
   System sys;

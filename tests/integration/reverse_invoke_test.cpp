@@ -317,8 +317,8 @@ TEST_F(ReverseInvoke, TwoConnectorsShareLoadAndSurviveAKill) {
   sys.start_connector({.id = "c2"});
   sys.start_edge();
   for (int i = 0; i < 40; ++i) ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/slow?ms=5")}).status, 200);
-  // The broker counts an exchange once its Pull stream is parked again or
-  // ended, a moment after the response: wait for the count.
+  // The broker counts an exchange once its end has passed, a moment after
+  // the client has the response: wait for the count.
   double c1 = 0;
   EXPECT_TRUE(wait_until(
       [&] { return (c1 = metric_value(scrape(sys.broker_admin_port), "postern_broker_exchanges_total")) >= 40.0; },
@@ -338,22 +338,24 @@ TEST_F(ReverseInvoke, TwoConnectorsShareLoadAndSurviveAKill) {
   sys.connectors[0]->signal(SIGKILL);
   std::this_thread::sleep_for(2s);
   load.stop();
-  // Nothing leaks on the survivor: every exchange finished, and the pool is
-  // parked again, the same count on both sides. Under load a refill may race
-  // re-parked streams, so the pool may end a little above its size (4).
+  // Nothing leaks on the survivor: every exchange finished on both sides,
+  // and its lanes (2) are the broker's only connector lanes.
   const auto survivor = listening_sockets(sys.connectors[1]->pid());
   ASSERT_EQ(survivor.size(), 1u);
-  double in_flight = -1, parked = -1, broker_parked = -2;
+  double in_flight = -1, broker_in_flight = -1, lanes = -1, broker_lanes = -2;
   const bool settled = wait_until(
       [&] {
         const auto m = scrape(survivor[0].second);
+        const auto b = scrape(sys.broker_admin_port);
         in_flight = metric_value(m, "postern_connector_exchanges_in_flight");
-        parked = metric_value(m, "postern_connector_parked_streams");
-        broker_parked = metric_value(scrape(sys.broker_admin_port), "postern_broker_parked_streams", {{"alias", "demo"}});
-        return in_flight == 0 && parked == broker_parked && parked >= 4 && parked <= 8;
+        broker_in_flight = metric_value(b, "postern_broker_exchanges_in_flight");
+        lanes = metric_value(m, "postern_connector_lanes");
+        broker_lanes = metric_value(b, "postern_broker_lanes", {{"from", "connector"}});
+        return in_flight == 0 && broker_in_flight == 0 && lanes == broker_lanes && lanes == 2;
       },
       2s);
-  EXPECT_TRUE(settled) << "in flight " << in_flight << ", parked " << parked << " (broker: " << broker_parked << ")";
+  EXPECT_TRUE(settled) << "in flight " << in_flight << " (broker: " << broker_in_flight << "), lanes " << lanes
+                       << " (broker: " << broker_lanes << ")";
   // Only exchanges already handed to the killed connector may fail: at most
   // one per client thread, each a prompt 502 (never a timeout or a reset),
   // and none that started after the kill was seen.
@@ -499,15 +501,16 @@ TEST_F(ReverseInvoke, RelayPortOverTls) {
   EXPECT_EQ(plain.status, 503) << plain.body;
 }
 
-// A Pull stream carries one exchange after another: sequential requests
-// reuse the parked pool instead of opening a stream each, and bodies both
-// ways (a POST with a body, a chunked response) come out right in between.
-TEST_F(ReverseInvoke, PullStreamsAreReusedAcrossExchanges) {
+// A lane carries one exchange after another: sequential requests open no
+// call of their own, and bodies both ways (a POST with a body, a chunked
+// response) come out right in between.
+TEST_F(ReverseInvoke, LanesCarryExchangeAfterExchange) {
   sys.start_all();
-  const auto accepted = [&] {
-    return metric_value(scrape(sys.broker_admin_port), "postern_broker_pull_streams_total");
+  const auto opened = [&](const char* from) {
+    return metric_value(scrape(sys.broker_admin_port), "postern_broker_lanes_opened_total", {{"from", from}});
   };
-  const double before = accepted();
+  ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+  const double edge_before = opened("edge"), connector_before = opened("connector");
   constexpr int kRequests = 50;
   for (int i = 0; i < kRequests; ++i) {
     if (i % 10 == 3) {
@@ -527,77 +530,60 @@ TEST_F(ReverseInvoke, PullStreamsAreReusedAcrossExchanges) {
       EXPECT_EQ(r.body, "Hello from the Postern demo native service\n") << i;
     }
   }
-  // One stream per exchange would be 50 more; reuse needs next to none.
-  const double opened = accepted() - before;
-  EXPECT_LE(opened, 10.0) << "Pull streams opened for " << kRequests << " sequential requests";
-  // The broker counts an exchange once its stream is parked again, a moment
-  // after the response.
+  // A call per exchange would be 50 more on each side; lanes need none.
+  EXPECT_EQ(opened("edge"), edge_before) << "lanes opened by the edge for " << kRequests << " sequential requests";
+  EXPECT_EQ(opened("connector"), connector_before)
+      << "lanes opened by the connector for " << kRequests << " sequential requests";
   std::string m;
   EXPECT_TRUE(wait_until(
       [&] {
         m = scrape(sys.broker_admin_port);
-        return metric_value(m, "postern_broker_exchanges_total", {{"alias", "demo"}, {"result", "ok"}}) >= kRequests;
+        return metric_value(m, "postern_broker_exchanges_total", {{"alias", "demo"}, {"result", "ok"}}) >=
+               kRequests + 1;
       },
       2s));
-  EXPECT_GE(metric_value(m, "postern_broker_pull_reparks_total"), kRequests - 10.0);
   EXPECT_EQ(metric_value(m, "postern_broker_exchanges_total", {{"alias", "demo"}, {"result", "ok"}}),
-            static_cast<double>(kRequests));
+            static_cast<double>(kRequests + 1));
   EXPECT_EQ(metric_value(m, "postern_broker_exchanges_in_flight"), 0.0);
-  // The pool is as big as configured, no bigger, once the last stream's
-  // Park (sent after its response) is in.
-  double parked = 0;
-  for (const auto until = std::chrono::steady_clock::now() + 5s; std::chrono::steady_clock::now() < until;) {
-    parked = metric_value(scrape(sys.broker_admin_port), "postern_broker_parked_streams", {{"alias", "demo"}});
-    if (parked == 4.0) break;
-    std::this_thread::sleep_for(20ms);
-  }
-  EXPECT_EQ(parked, 4.0);
+  EXPECT_EQ(metric_value(m, "postern_broker_lanes", {{"from", "connector"}}), 2.0);
+  EXPECT_EQ(metric_value(m, "postern_broker_lanes", {{"from", "edge"}}), 1.0);
 }
 
-// More exchanges at once than the connector's pool (4): the pool grows to
-// cover them and its streams are parked again and again, not ended as they
-// come back (which made the connector open new ones all along); once the
-// load is over the broker ends the surplus and the pool is back to 4.
-TEST_F(ReverseInvoke, PullPoolGrowsUnderLoadWithoutChurnAndShrinksAfter) {
+// More exchanges at once than lanes: they share the lanes, which stay as
+// they are (no call opened or ended under load), and nothing is left in
+// flight after.
+TEST_F(ReverseInvoke, LanesCarryConcurrentExchangesWithoutChurn) {
   sys.start_all();
-  const auto accepted = [&] {
-    return metric_value(scrape(sys.broker_admin_port), "postern_broker_pull_streams_total");
+  const auto opened = [&] {
+    const auto m = scrape(sys.broker_admin_port);
+    return metric_value(m, "postern_broker_lanes_opened_total", {{"from", "connector"}}) +
+           metric_value(m, "postern_broker_lanes_opened_total", {{"from", "edge"}});
   };
-  const auto parked = [&] {
-    return metric_value(scrape(sys.broker_admin_port), "postern_broker_parked_streams", {{"alias", "demo"}});
-  };
-  const double before = accepted();
+  ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+  const double before = opened();
   Load load;
   load.start({sys.edge_port}, "/gateway/demo/1.0/slow?ms=5", 12, 5s, 3s);
   std::this_thread::sleep_for(3s);
   load.stop();
   EXPECT_GE(load.ok(), 200) << load.describe_failures();
   EXPECT_EQ(load.failed(), 0) << load.describe_failures();
-  const double opened = accepted() - before;
-  std::printf("[ info ] %d exchanges, 12 at a time, opened %.0f Pull streams\n", load.ok(), opened);
-  EXPECT_LE(opened, 30.0) << "Pull streams opened for " << load.ok() << " exchanges, 12 at a time";
-  double now = 0;
+  std::printf("[ info ] %d exchanges, 12 at a time, opened %.0f lanes\n", load.ok(), opened() - before);
+  EXPECT_EQ(opened(), before) << "lanes opened for " << load.ok() << " exchanges, 12 at a time";
   EXPECT_TRUE(wait_until(
-      [&] {
-        now = parked();
-        return now == 4.0;
-      },
-      6s))
-      << "parked streams after the load: " << now;
+      [&] { return metric_value(scrape(sys.broker_admin_port), "postern_broker_exchanges_in_flight") == 0.0; }, 2s));
 }
 
 // A GET and a small response each cross every hop as one gRPC message:
 // the request's head and end together, the response's head, body and end
-// together with the connector's next Park. Each message costs a
-// completion-queue round trip at both ends of a hop.
+// together. Each message costs a completion-queue round trip at both ends
+// of a hop.
 TEST_F(ReverseInvoke, SmallExchangeCrossesAsOneMessageEachWay) {
   sys.start_all();
   ASSERT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
-  // Counted from once the connector's pool (4 streams) is parked: the
-  // first Park of each stream is a message of its own.
+  // Counted from once the connector's lanes are up.
   ASSERT_TRUE(wait_until(
       [&] {
-        return metric_value(scrape(sys.broker_admin_port), "postern_broker_parked_streams", {{"alias", "demo"}}) >= 4.0;
+        return metric_value(scrape(sys.broker_admin_port), "postern_broker_lanes", {{"from", "connector"}}) >= 2.0;
       },
       5s));
   const auto counts = [&] {
@@ -676,7 +662,8 @@ TEST_F(ReverseInvoke, MetricsCountRequestsAndConnectors) {
   EXPECT_EQ(metric_value(edge, "postern_edge_requests_total", {{"api", "ghost"}, {"code", "5xx"}}), 1.0);
   auto broker = scrape(sys.broker_admin_port);
   EXPECT_EQ(metric_value(broker, "postern_broker_connectors_attached", {{"alias", "demo"}}), 1.0);
-  EXPECT_GE(metric_value(broker, "postern_broker_parked_streams", {{"alias", "demo"}}), 1.0);
+  EXPECT_EQ(metric_value(broker, "postern_broker_lanes", {{"from", "connector"}}), 2.0);
+  EXPECT_EQ(metric_value(broker, "postern_broker_lanes", {{"from", "edge"}}), 1.0);
   EXPECT_EQ(metric_value(broker, "postern_broker_exchanges_total", {{"alias", "ghost"}, {"result", "no-connector"}}),
             1.0);
 }

@@ -164,8 +164,9 @@ TEST(Security, SnapshotOfAWithdrawnKeyIsDroppedWithoutARestart) {
 
 // ---------------------------------------------------------------- sessions
 
-// Finding 2: a connector named another connector's Attach session on its
-// Pull and Sessions calls, and received that connector's traffic.
+// Finding 2: a connector named another connector's Attach session on the
+// streams it pulled exchanges on, and received that connector's traffic.
+// Lanes carry the same check.
 TEST(Security, ASessionCannotBeUsedByAnotherIdentity) {
   System sys;
   sys.start_demo();
@@ -179,10 +180,10 @@ TEST(Security, ASessionCannotBeUsedByAnotherIdentity) {
   EXPECT_EQ(victim.session().find_first_not_of("0123456789abcdef"), std::string::npos);
   EXPECT_NE(victim.session(), attacker.session());
 
-  for (const bool on_sessions : {false, true}) {
-    auto stolen = on_sessions ? attacker.sessions(victim.session()) : attacker.park(victim.session());
+  for (int i = 0; i < 2; ++i) {
+    auto stolen = attacker.lane(victim.session());
     tv1::Frame f;
-    EXPECT_FALSE(stolen->stream->Read(&f)) << "the broker handed the attacker a frame";
+    EXPECT_FALSE(stolen->read(f)) << "the broker handed the attacker a frame";
     const auto st = stolen->stream->Finish();
     EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
   }
@@ -314,7 +315,8 @@ TEST(Security, TheRelayPortAdmitsOnlyEdgeIdentities) {
 }
 
 // A client of the relay port as a compromised edge (or anything else in the
-// DMZ) would write it: one Invoke exchange with `head`, and what came back.
+// DMZ) would write it: one exchange on a lane with `head`, and what came
+// back.
 struct Answer {
   unsigned status = 0;
   tv1::ErrorCode error = tv1::ERROR_CODE_UNSPECIFIED;
@@ -324,31 +326,25 @@ struct Answer {
 Answer invoke_as_fake_edge(std::uint16_t relay_port, const tv1::RequestHead& head) {
   auto stub = tv1::Relay::NewStub(
       grpc::CreateChannel("127.0.0.1:" + std::to_string(relay_port), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 10s);
-  auto stream = stub->Invoke(&ctx);
+  auto lane = open_edge_lane(*stub);
   tv1::Frame f;
+  f.set_exchange(1);
   *f.mutable_request_head() = head;
-  f.add_then()->mutable_end();
-  stream->Write(f);
+  tv1::Frame end;
+  end.set_exchange(1);
+  end.mutable_end();
+  lane->write({std::move(f), std::move(end)});
   Answer a;
   tv1::Frame in;
-  while (stream->Read(&in)) {
-    for (int i = -1; i < in.then_size(); ++i) {
-      const tv1::Frame& p = i < 0 ? in : in.then(i);
-      if (p.has_response_head()) a.status = p.response_head().status();
-      if (p.has_error()) {
-        a.error = p.error().code();
-        a.error_message = p.error().message();
-      }
-      if (p.has_end() || p.has_error()) {
-        ctx.TryCancel();
-        stream->Finish();
-        return a;
-      }
+  while (lane->read_for(1, in)) {
+    if (in.has_response_head()) a.status = in.response_head().status();
+    if (in.has_error()) {
+      a.error = in.error().code();
+      a.error_message = in.error().message();
     }
+    if (in.has_end() || in.has_error()) break;
   }
-  stream->Finish();
+  lane->finish();
   return a;
 }
 

@@ -463,15 +463,18 @@ TEST_F(WebSockets, MemoryABurstOfSessionsTookIsReturnedAfterTheyClose) {
 #endif
 }
 
-// Sessions share the tunnel's streams (tunnel.proto, Relay.Sessions): while
-// 50 are open, the broker has one Sessions stream from the edge and one from
-// the connector, and no Invoke stream was opened for them. (With a gRPC call
-// per session on each hop, each session cost about 55 KiB of gRPC state.)
-TEST_F(WebSockets, SessionsShareOneStreamPerHop) {
+// Sessions share the lanes (tunnel.proto): while 50 are open, the broker
+// has the edge's one lane and the connector's two, and no lane was opened
+// for them. (With a gRPC call per session on each hop, each session cost
+// about 55 KiB of gRPC state.)
+TEST_F(WebSockets, SessionsShareTheLanes) {
   start();
   ASSERT_EQ(num(ws_client({"script", ws("chat", "/warm"), "send=x", "recv=1"}), "status"), 101);
-  const double invokes_before =
-      metric_value(scrape(sys.broker_admin_port), "postern_broker_invoke_streams_total");
+  const auto opened = [&](const std::string& m) {
+    return metric_value(m, "postern_broker_lanes_opened_total", {{"from", "edge"}}) +
+           metric_value(m, "postern_broker_lanes_opened_total", {{"from", "connector"}});
+  };
+  const double opened_before = opened(scrape(sys.broker_admin_port));
   constexpr int kSessions = 50;
   auto held = std::async(std::launch::async, [&] {
     return ws_client({"hold", ws("chat", "/shared"), "--count", std::to_string(kSessions), "--seconds", "3"}, 30s);
@@ -482,9 +485,9 @@ TEST_F(WebSockets, SessionsShareOneStreamPerHop) {
       },
       10s));
   const auto m = scrape(sys.broker_admin_port);
-  EXPECT_EQ(metric_value(m, "postern_broker_session_streams", {{"from", "edge"}}), 1) << m;
-  EXPECT_EQ(metric_value(m, "postern_broker_session_streams", {{"from", "connector"}}), 1) << m;
-  EXPECT_EQ(metric_value(m, "postern_broker_invoke_streams_total"), invokes_before) << m;
+  EXPECT_EQ(metric_value(m, "postern_broker_lanes", {{"from", "edge"}}), 1) << m;
+  EXPECT_EQ(metric_value(m, "postern_broker_lanes", {{"from", "connector"}}), 2) << m;
+  EXPECT_EQ(opened(m), opened_before) << m;
   const auto r = held.get();
   ASSERT_TRUE(r.contains("statuses")) << json::serialize(r);
   const auto& statuses = r.at("statuses").as_array();
@@ -492,36 +495,9 @@ TEST_F(WebSockets, SessionsShareOneStreamPerHop) {
             kSessions);
   EXPECT_TRUE(wait_until(
       [&] { return metric_value(scrape(sys.broker_admin_port), "postern_broker_websocket_sessions") == 0; }, 10s));
-  // The streams stay for the next sessions.
-  EXPECT_EQ(metric_value(scrape(sys.broker_admin_port), "postern_broker_session_streams", {{"from", "edge"}}), 1);
-}
-
-// A connector that keeps a gRPC stream per session (websocket_stream_per_session,
-// as every connector before shared streams): the broker tells the edge that
-// no connector for the alias carries shared sessions, and the edge opens the
-// session on an Invoke stream of its own, spliced onto a Pull stream. The
-// sessions work as on shared streams: messages both ways, a large one, close
-// codes end to end.
-TEST_F(WebSockets, SessionsOnAStreamOfTheirOwnWhereTheConnectorAsks) {
-  connector_yaml = "websocket_stream_per_session: true\n";
-  start();
-  const double invokes_before =
-      metric_value(scrape(sys.broker_admin_port), "postern_broker_invoke_streams_total");
-  const auto big = ws_client({"script", ws("sized"), "binary=2097152", "recv=1", "close=1000"});
-  ASSERT_EQ(received(big).size(), 1u) << json::serialize(big);
-  EXPECT_EQ(str(received(big)[0].as_object(), "sha256"), str(big.at("sent").as_array()[0].as_object(), "sha256"));
-  const auto a = ws_client({"script", ws("chat", "/own-a"), "send=/close 4001 bye now", "wait_close=5"});
-  EXPECT_EQ(num(a, "close_code"), 4001) << json::serialize(a);
-  EXPECT_EQ(str(a, "close_reason"), "bye now");
-  const auto c = ws_client({"script", ws("chat", "/own-c"), "close=4002:done"});
-  EXPECT_EQ(num(c, "close_code"), 4002) << json::serialize(c);
-  sys.demo->wait_for_log("\"msg\":\"websocket closed\",\"path\":\"/api/demo/own-c\".*\"code\":4002", 5s);
-  const auto m = scrape(sys.broker_admin_port);
-  EXPECT_EQ(metric_value(m, "postern_broker_session_streams", {{"from", "connector"}}), 0) << m;
-  EXPECT_GE(metric_value(m, "postern_broker_invoke_streams_total"), invokes_before + 3) << m;
-  EXPECT_EQ(metric_value(m, "postern_broker_exchanges_total", {{"alias", "demo"}, {"result", "sessions-unsupported"}}),
-            3)
-      << m;
+  // The lanes stay for the next sessions.
+  EXPECT_EQ(metric_value(scrape(sys.broker_admin_port), "postern_broker_lanes", {{"from", "edge"}}), 1);
+  EXPECT_EQ(opened(scrape(sys.broker_admin_port)), opened_before);
 }
 
 TEST_F(WebSockets, CloseCodesPropagateEndToEnd) {

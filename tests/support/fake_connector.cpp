@@ -64,28 +64,63 @@ bool FakeConnector::send(const tv1::ConnectorMessage& m) {
   return attach_->Write(m);
 }
 
-std::unique_ptr<FakeConnector::Pull> FakeConnector::open(const tv1::Frame& first) {
-  auto p = std::make_unique<Pull>();
-  p->ctx.set_deadline(std::chrono::system_clock::now() + 30s);
-  p->stream = stub_->Pull(&p->ctx);
-  p->stream->Write(first);
-  return p;
+std::unique_ptr<FakeLane> FakeConnector::open(const tv1::LaneMessage& first) {
+  auto l = std::make_unique<FakeLane>();
+  l->ctx.set_deadline(std::chrono::system_clock::now() + 30s);
+  l->stream = stub_->Lane(&l->ctx);
+  l->stream->Write(first);
+  return l;
 }
 
-std::unique_ptr<FakeConnector::Pull> FakeConnector::park(const std::string& session) {
-  tv1::Frame f;
-  f.mutable_park()->set_session_id(session.empty() ? session_ : session);
-  return open(f);
+std::unique_ptr<FakeLane> FakeConnector::lane(const std::string& session) {
+  tv1::LaneMessage hello;
+  hello.mutable_hello()->set_session_id(session.empty() ? session_ : session);
+  hello.mutable_hello()->set_peer("fake-connector");
+  return open(hello);
 }
 
-std::unique_ptr<FakeConnector::Pull> FakeConnector::sessions(const std::string& session) {
-  auto p = std::make_unique<Pull>();
-  p->ctx.set_deadline(std::chrono::system_clock::now() + 30s);
-  p->stream = stub_->Sessions(&p->ctx);
-  tv1::Frame park;
-  park.mutable_park()->set_session_id(session.empty() ? session_ : session);
-  p->stream->Write(park);
-  return p;
+// ------------------------------------------------------------ FakeLane
+
+bool FakeLane::read(tv1::Frame& out) {
+  while (buffered_.empty()) {
+    tv1::LaneMessage m;
+    if (!stream->Read(&m)) return false;
+    if (m.drain()) drain_seen_ = true;
+    for (auto& f : *m.mutable_frames()) buffered_.push_back(std::move(f));
+  }
+  out = std::move(buffered_.front());
+  buffered_.pop_front();
+  return true;
+}
+
+bool FakeLane::read_for(std::uint64_t id, tv1::Frame& out) {
+  while (read(out)) {
+    if (out.exchange() == id) return true;
+  }
+  return false;
+}
+
+bool FakeLane::write(std::vector<tv1::Frame> frames) {
+  tv1::LaneMessage m;
+  for (auto& f : frames) *m.add_frames() = std::move(f);
+  return stream->Write(m);
+}
+
+grpc::Status FakeLane::finish() {
+  if (finished_) return grpc::Status::OK;
+  finished_ = true;
+  ctx.TryCancel();
+  return stream->Finish();
+}
+
+std::unique_ptr<FakeLane> open_edge_lane(tv1::Relay::Stub& relay) {
+  auto l = std::make_unique<FakeLane>();
+  l->ctx.set_deadline(std::chrono::system_clock::now() + 30s);
+  l->stream = relay.Lane(&l->ctx);
+  tv1::LaneMessage hello;
+  hello.mutable_hello()->set_peer("fake-edge");
+  l->stream->Write(hello);
+  return l;
 }
 
 }  // namespace postern::testing

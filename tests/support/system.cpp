@@ -146,7 +146,7 @@ Process& System::start_connector(ConnectorOptions o, bool wait_attached) {
   y += "  ca_file: \"" + certs_->ca + "\"\n";
   y += "  cert_file: \"" + (o.cert.empty() ? certs_->connector_crt : o.cert) + "\"\n";
   y += "  key_file: \"" + (o.key.empty() ? certs_->connector_key : o.key) + "\"\n";
-  y += "pool_size: 4\n";
+  y += "lanes: 2\n";
   if (policy_port) {
     y += trusted_keys_yaml();
     y += "policy:\n  address: \"127.0.0.1:" + std::to_string(policy_port) + "\"\n";

@@ -29,7 +29,7 @@ grpc::ChannelArguments client_channel_args(std::chrono::milliseconds connect_tim
   // from its broker (four round trips per connect) never attached.
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, static_cast<int>(connect_timeout.count()));
   // No gRPC retries: every caller here already decides what to send again
-  // (the edge's broker retry, the connector's re-park and re-attach), and
+  // (the edge's broker retry, the connector's lane reopening and re-attach), and
   // the retry filter costs each call a larger arena and a copy of what it
   // sends until the call commits.
   args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);

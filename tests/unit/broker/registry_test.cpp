@@ -8,28 +8,35 @@
 namespace postern::broker {
 namespace {
 
-struct FakeSlot : PullSlot {
-  bool cancelled = false;
-  void cancel() override { cancelled = true; }
+struct FakeLane : SessionLane {
+  bool up = true;
+  bool usable() const override { return up; }
 };
 
-TEST(Registry, TakesFromTheLeastLoadedSession) {
+TEST(Registry, PicksTheLeastLoadedSessionAndItsLeastBusyLane) {
   Registry r;
   auto a = r.add("a", "id-a", {"demo"});
   auto b = r.add("b", "id-b", {"demo", "x"});
-  FakeSlot a1, a2, b1;
-  ASSERT_TRUE(r.park(a, &a1));
-  ASSERT_TRUE(r.park(a, &a2));
-  ASSERT_TRUE(r.park(b, &b1));
-  auto p1 = r.take("demo");
-  ASSERT_TRUE(p1.slot);
-  auto p2 = r.take("demo");
-  ASSERT_TRUE(p2.slot);
+  FakeLane a1, a2, b1;
+  ASSERT_TRUE(r.add_lane(a, &a1));
+  ASSERT_TRUE(r.add_lane(a, &a2));
+  ASSERT_TRUE(r.add_lane(b, &b1));
+  auto p1 = r.pick("demo");
+  ASSERT_TRUE(p1);
+  auto p2 = r.pick("demo");
+  ASSERT_TRUE(p2);
   EXPECT_NE(p1.session, p2.session) << "second exchange goes to the idle session";
   EXPECT_EQ(r.in_flight(), 2u);
-  r.finished(p1.session);
-  EXPECT_EQ(r.in_flight(), 1u);
-  EXPECT_FALSE(r.take("nobody").slot);
+  // Two more: each session gets one, a's on its other lane.
+  auto p3 = r.pick("demo");
+  auto p4 = r.pick("demo");
+  ASSERT_TRUE(p3 && p4);
+  EXPECT_EQ(a1.in_flight, 1u);
+  EXPECT_EQ(a2.in_flight, 1u);
+  EXPECT_EQ(b1.in_flight, 2u);
+  r.finished(p1);
+  EXPECT_EQ(r.in_flight(), 3u);
+  EXPECT_FALSE(r.pick("nobody"));
   EXPECT_TRUE(r.serves("x"));
   EXPECT_FALSE(r.serves("nobody"));
 }
@@ -38,50 +45,82 @@ TEST(Registry, IdleSessionsTakeTurns) {
   Registry r;
   auto a = r.add("a", "id-a", {"demo"});
   auto b = r.add("b", "id-b", {"demo"});
-  std::vector<FakeSlot> slots(8);
-  for (int i = 0; i < 4; ++i) {
-    r.park(a, &slots[i]);
-    r.park(b, &slots[4 + i]);
-  }
+  FakeLane la, lb;
+  r.add_lane(a, &la);
+  r.add_lane(b, &lb);
   int to_a = 0;
   for (int i = 0; i < 4; ++i) {
-    auto p = r.take("demo");
-    ASSERT_TRUE(p.slot);
+    auto p = r.pick("demo");
+    ASSERT_TRUE(p);
     to_a += p.session == a;
-    r.finished(p.session);
+    r.finished(p);
   }
   EXPECT_EQ(to_a, 2);
 }
 
-TEST(Registry, DrainAndRemoveCancelParkedStreams) {
+// A lane that cannot take exchanges (ended, or draining) is skipped; a
+// session with no usable lane is not picked even though it serves the
+// alias (the exchange waits for a lane instead).
+TEST(Registry, OnlyUsableLanesArePicked) {
   Registry r;
   auto a = r.add("a", "id-a", {"demo"});
-  FakeSlot s1, s2;
-  r.park(a, &s1);
-  r.drain(a);
-  EXPECT_TRUE(s1.cancelled);
-  EXPECT_FALSE(r.park(a, &s2)) << "a draining session takes no new parked streams";
-  EXPECT_FALSE(r.serves("demo"));
-  auto b = r.add("b", "id-b", {"demo"});
-  FakeSlot s3;
-  r.park(b, &s3);
-  r.remove(b);
-  EXPECT_TRUE(s3.cancelled);
-  EXPECT_FALSE(r.take("demo").slot);
+  FakeLane l1, l2;
+  r.add_lane(a, &l1);
+  r.add_lane(a, &l2);
+  l1.up = false;
+  auto p = r.pick("demo");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p.lane, &l2);
+  l2.up = false;
+  EXPECT_FALSE(r.pick("demo"));
+  EXPECT_TRUE(r.serves("demo"));
+  r.remove_lane(a, &l2);
+  r.finished(p);  // the lane object outlives its exchanges
+  EXPECT_EQ(l2.in_flight, 0u);
 }
 
-TEST(Registry, ParkWakesWaitersForThatAliasOnly) {
+TEST(Registry, DrainingAndRemovedSessionsTakeNoLanesOrExchanges) {
+  Registry r;
+  auto a = r.add("a", "id-a", {"demo"});
+  FakeLane l1, l2;
+  r.add_lane(a, &l1);
+  r.drain(a);
+  EXPECT_FALSE(r.add_lane(a, &l2)) << "a draining session takes no new lanes";
+  EXPECT_FALSE(r.serves("demo"));
+  EXPECT_FALSE(r.pick("demo"));
+  auto b = r.add("b", "id-b", {"demo"});
+  FakeLane l3;
+  r.add_lane(b, &l3);
+  r.remove(b);
+  EXPECT_FALSE(r.pick("demo"));
+  EXPECT_FALSE(r.add_lane(b, &l2));
+  EXPECT_EQ(r.find(b->id), nullptr);
+}
+
+TEST(Registry, ALaneWakesWaitersForThatAliasOnly) {
   Registry r;
   int woke_demo = 0, woke_x = 0;
   r.add_waiter("demo", [&] { ++woke_demo; });
   r.add_waiter("x", [&] { ++woke_x; });
   auto a = r.add("a", "id", {"demo"});
-  FakeSlot s;
-  r.park(a, &s);
+  FakeLane l;
+  r.add_lane(a, &l);
   EXPECT_EQ(woke_demo, 1);
   EXPECT_EQ(woke_x, 0);
-  EXPECT_EQ(r.parked_per_alias().at("demo"), 1u);
   EXPECT_EQ(r.connectors_per_alias().at("demo"), 1u);
+}
+
+// Session ids are bearer secrets: 128 random bits, distinct; labels are
+// what logs show.
+TEST(Registry, SessionIdsAreRandomAndLabelsCount) {
+  Registry r;
+  auto a = r.add("a", "id-a", {"demo"});
+  auto b = r.add("b", "id-b", {"demo"});
+  EXPECT_EQ(a->id.size(), 32u);
+  EXPECT_NE(a->id, b->id);
+  EXPECT_EQ(a->label, "s1");
+  EXPECT_EQ(b->label, "s2");
+  EXPECT_EQ(r.find(a->id), a);
 }
 
 // A request waiting for a stream learns at once when the sessions serving
@@ -133,41 +172,6 @@ TEST(Registry, LostAtIsWhenTheLastSessionForAnAliasStoppedServingIt) {
   auto c = r.add("c", "id-c", {"demo"});
   EXPECT_FALSE(r.lost_at("demo").has_value()) << "served again";
   EXPECT_TRUE(r.lost_at("x").has_value());
-}
-
-// After a burst, trim hands back the streams beyond pool_size that nothing
-// took since `idle_before`, oldest first; it keeps pool_size of them, keeps
-// those parked since, and leaves a session without a pool_size alone.
-TEST(Registry, TrimEndsOnlyIdleStreamsBeyondThePoolOldestFirst) {
-  using Clock = std::chrono::steady_clock;
-  Registry r;
-  auto a = r.add("a", "id-a", {"demo"});
-  a->pool_size = 2;
-  auto unlimited = r.add("u", "id-u", {"other"});
-  std::vector<FakeSlot> slots(5), more(4);
-  for (auto& s : slots) ASSERT_TRUE(r.park(a, &s));
-  for (auto& s : more) ASSERT_TRUE(r.park(unlimited, &s));
-  const auto now = Clock::now();
-  // The first two were parked a minute ago, the others just now.
-  slots[0].parked_at = slots[1].parked_at = now - std::chrono::minutes(1);
-
-  EXPECT_TRUE(r.trim(now - std::chrono::hours(1)).empty()) << "nothing idle that long";
-  // The oldest stream is taken for an exchange. Of the four left, two are
-  // beyond the pool, and only the older of them has been idle long enough.
-  auto pick = r.take("demo");
-  ASSERT_EQ(pick.slot, &slots[0]);
-  auto trimmed = r.trim(now - std::chrono::seconds(2));
-  ASSERT_EQ(trimmed.size(), 1u);
-  EXPECT_EQ(trimmed[0], &slots[1]);
-  EXPECT_FALSE(slots[1].cancelled) << "the caller ends what trim returns";
-  EXPECT_EQ(r.parked_per_alias().at("demo"), 3u);
-  // Later: the next oldest goes; pool_size streams stay, however idle.
-  trimmed = r.trim(now + std::chrono::hours(1));
-  ASSERT_EQ(trimmed.size(), 1u);
-  EXPECT_EQ(trimmed[0], &slots[2]);
-  EXPECT_EQ(r.parked_per_alias().at("demo"), 2u);
-  EXPECT_TRUE(r.trim(now + std::chrono::hours(2)).empty());
-  EXPECT_EQ(r.parked_per_alias().at("other"), 4u) << "no pool_size: never trimmed";
 }
 
 }  // namespace

@@ -31,6 +31,10 @@ Built as dicts and rendered with toYaml, so quoting is always right.
 {{- with $e.relayTls.serverName }}{{ $_ := set $rt "server_name" . }}{{ end -}}
 {{- $_ := set $broker "tls" $rt -}}
 {{- end -}}
+{{- with $e.broker -}}
+{{- with .lanes }}{{ $_ := set $broker "lanes" (int .) }}{{ end -}}
+{{- with .receiveWindow }}{{ $_ := set $broker "receive_window" (int64 .) }}{{ end -}}
+{{- end -}}
 {{- $c := dict
       "id" (include "postern.name" (dict "root" . "name" "edge"))
       "admin" (dict "listen" (printf "0.0.0.0:%s" (include "postern.port.edgeAdmin" .)))
@@ -99,12 +103,13 @@ Built as dicts and rendered with toYaml, so quoting is always right.
       "aliases" ($n.aliases | default dict)
       "policy" (dict "address" $policy)
       "trusted_config_keys" (include "postern.trustedKeys" . | fromJsonArray)
-      "pool_size" (int $n.poolSize)
       "max_concurrency" (int $n.maxConcurrency)
       "reconnect_max" $n.reconnectMax
       "connect_timeout" $n.connectTimeout
       "resolve_interval" $n.resolveInterval
       "drain_timeout" (include "postern.seconds" $n.drainSeconds) -}}
+{{- with $n.lanes }}{{ $_ := set $c "lanes" (int .) }}{{ end -}}
+{{- with $n.receiveWindow }}{{ $_ := set $c "receive_window" (int64 .) }}{{ end -}}
 # ConnectorConfig (proto/postern/config/v1/config.proto), rendered by the chart.
 {{ toYaml $c }}
 {{- end }}

@@ -146,7 +146,7 @@ aliases:
   billing:
     url: https://billing.internal/api
     ca_file: /etc/ssl/billing.pem
-pool_size: 4
+lanes: 4
 max_concurrency: 512
 reconnect_max: 1h
 connect_timeout: 1500ms
@@ -172,7 +172,7 @@ resolve_interval: 30s
   EXPECT_EQ(cfg.aliases().at("billing").url(), "https://billing.internal/api");
   EXPECT_EQ(cfg.aliases().at("billing").ca_file(), "/etc/ssl/billing.pem");
   EXPECT_FALSE(cfg.aliases().at("billing").has_connect_timeout());
-  EXPECT_EQ(cfg.pool_size(), 4u);
+  EXPECT_EQ(cfg.lanes(), 4u);
   EXPECT_EQ(cfg.max_concurrency(), 512u);
   EXPECT_EQ(cfg.reconnect_max().seconds(), 3600);
   EXPECT_EQ(cfg.connect_timeout().seconds(), 1);

@@ -1,0 +1,286 @@
+#include "connector/exchange_handler.hpp"
+
+#include "common/net/http_headers.hpp"
+#include "common/net/request_target.hpp"
+#include "common/observability/log.hpp"
+#include "common/tunnel/exchange_io.hpp"
+
+namespace postern::connector {
+
+namespace tv1 = tunnel::v1;
+namespace pv1 = policy::v1;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string status_class(unsigned status) { return status == 0 ? "error" : std::to_string(status / 100) + "xx"; }
+
+// What makes a request head from the tunnel unfit to write to a native
+// service: a method or header name that is no token, a value with CR, LF or
+// NUL (request splitting), a target that is not the normalised path the edge
+// routes. "" when it is fine.
+std::string head_problem(const tv1::RequestHead& head) {
+  if (!net::is_token(head.method())) return "a method that is not a token";
+  for (unsigned char c : head.target()) {
+    if (c <= 0x20 || c == 0x7f) return "a request target with a space or a control character";
+  }
+  if (!net::is_normalized_target(head.target())) return "a request target that is not a normalised path";
+  for (const auto& h : head.headers()) {
+    if (!net::is_token(h.name())) return "a header name that is not a token";
+    if (!net::is_safe_field_value(h.value())) return "header '" + h.name() + "' has CR, LF or NUL in its value";
+  }
+  return {};
+}
+
+// The API `head` belongs to in this connector's own catalog: for a request
+// the edge routed to its default alias (it names no API), the API whose
+// base path matches (the target becomes its native path); then, always, the
+// API on the alias whose native prefix holds the target (the longest: the
+// most specific; among equally specific ones, allow_overlap, the one the
+// edge named). Null: no API (the request passes by alias only).
+const policy::CompiledApi* own_api(const policy::Catalog* cat, tv1::RequestHead& head) {
+  if (!cat) return nullptr;
+  if (head.api().empty()) {
+    if (auto m = cat->route(head.target()); m && m->api->reverse_invoke) {
+      head.set_alias(m->api->alias);
+      head.set_target(m->target);
+    }
+  }
+  const std::string_view path = std::string_view(head.target()).substr(0, head.target().find('?'));
+  const policy::CompiledApi* best = nullptr;
+  for (const auto& a : cat->apis()) {
+    if (!a.reverse_invoke || a.alias != head.alias()) continue;
+    const bool holds = a.prefix.empty() || (path.starts_with(a.prefix) &&
+                                            (path.size() == a.prefix.size() || path[a.prefix.size()] == '/'));
+    if (!holds) continue;
+    const bool longer = !best || a.prefix.size() > best->prefix.size();
+    const bool tie_named = best && a.prefix.size() == best->prefix.size() && a.name == head.api();
+    if (longer || tie_named) best = &a;
+  }
+  if (best) head.set_api(best->name);
+  return best;
+}
+
+}  // namespace
+
+ExchangeHandler::ExchangeHandler(asio::any_io_executor ex, Deps deps) : ex_(ex), d_(std::move(deps)), idle_(ex) {
+  idle_.set();
+}
+
+void ExchangeHandler::begin() {
+  if (in_flight_++ == 0) idle_.reset();
+  d_.metrics.in_flight.Set(static_cast<double>(in_flight_));
+}
+
+void ExchangeHandler::done() {
+  if (--in_flight_ == 0) idle_.set();
+  d_.metrics.in_flight.Set(static_cast<double>(in_flight_));
+}
+
+void ExchangeHandler::serve(std::shared_ptr<tunnel::Exchange> x, tv1::RequestHead&& head) {
+  if (in_flight_ >= d_.max_exchanges) {
+    d_.metrics.requests.Add({{"alias", head.alias()}, {"code", "no-capacity"}}).Increment();
+    x->abandon(tv1::ERROR_CODE_NO_CAPACITY, "connector '" + d_.connector_id + "' runs " +
+                                                std::to_string(d_.max_exchanges) +
+                                                " exchanges already (max_concurrency)");
+    return;
+  }
+  begin();
+  asio::co_spawn(ex_, run(std::move(x), std::move(head)), [this](std::exception_ptr e) {
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        POSTERN_LOG(error, "exchange failed").kv("error", ex.what());
+      }
+    }
+    done();
+  });
+}
+
+void ExchangeHandler::count(const std::string& alias, const std::string& code, Clock::time_point started) {
+  d_.metrics.requests.Add({{"alias", alias}, {"code", code}}).Increment();
+  d_.metrics.duration.Add({{"alias", alias}}, kLatencyBuckets)
+      .Observe(std::chrono::duration<double>(Clock::now() - started).count());
+}
+
+// Everything between a request head and its answer: the checks, green-zone
+// policies, the native service (HTTP, or the WebSocket upgrade), metrics and
+// the invocation record.
+asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, tv1::RequestHead in_head) {
+  const auto started = Clock::now();
+  tv1::RequestHead head = in_head;
+  const auto cat = d_.catalog;  // this exchange's snapshot, whatever arrives meanwhile
+  const std::string bad = head_problem(head);
+  const policy::CompiledApi* api = bad.empty() ? own_api(cat.get(), head) : nullptr;
+  // Policies the edge says it enforced are skipped only for exactly that
+  // API, and only if it is one the DMZ enforces; anything else (a green
+  // API, an API the edge did not name, as with its default alias) is
+  // enforced here.
+  const bool enforce = api && (api->green || api->name != in_head.api());
+  const pv1::Policies* pol = enforce ? &api->def->policies() : nullptr;
+  const auto capture = policy::capture_limits(pol);
+  policy::Decisions decisions;
+  policy::Identity identity;
+  policy::Limiter::Hold hold;
+  tunnel::ExchangeBody body(*x);
+  tunnel::ExchangeSink sink(*x, &d_.metrics.bytes_out);
+  // Threat protection is the edge's.
+  policy::PolicedBody policed_body(body, policy::kNoThreatRules, false, capture.request);
+  if (enforce) policed_body.filter_trailers_for(api);
+  policy::PolicedSink policed_sink(sink, pol ? &pol->transform() : nullptr, capture.response);
+  std::optional<ExchangeError> failure;
+  unsigned status = 0;
+  bool websocket_ran = false;
+  try {
+    if (!bad.empty()) throw ExchangeError(tv1::ERROR_CODE_BAD_REQUEST, "refused at the connector: " + bad);
+    if (enforce) {
+      co_await basic_verifier_.prepare(cat, *api, head);
+      const std::string host(policy::header_value(head.headers(), "x-forwarded-host"));
+      auto verdict = policy::identify(*cat, *api, head, host, std::chrono::system_clock::now(), identity, decisions);
+      if (verdict.allowed() && head.websocket()) {
+        verdict = policy::check_origin(*api, policy::header_value(head.headers(), "origin"), decisions);
+      }
+      if (verdict.allowed()) verdict = limiter_.admit(*api, identity, head.client_ip(), Clock::now(), hold, decisions);
+      if (!verdict.allowed()) {
+        std::string problem;
+        auto rh = policy::rejection(verdict, head.request_id(), problem);
+        status = rh.status();
+        co_await policed_sink.head(rh);
+        co_await policed_sink.body(problem);
+        const Trailers none;
+        co_await policed_sink.end(none);
+      } else {
+        policy::transform_request(pol->transform(), head);
+      }
+    }
+    if (!policed_sink.started()) {
+      const auto it = d_.origins.find(head.alias());
+      if (it == d_.origins.end()) {
+        throw ExchangeError(tv1::ERROR_CODE_UNKNOWN_ALIAS, "connector '" + d_.connector_id +
+                                                               "' has no native service for alias '" + head.alias() +
+                                                               "'");
+      }
+      std::chrono::milliseconds head_timeout = it->second.read_timeout;
+      if (head.timeout_ms() > 0) head_timeout = std::min(head_timeout, std::chrono::milliseconds(head.timeout_ms()));
+      policed_sink.stamp_native(Clock::now(), identity.application);
+      if (head.websocket()) {
+        net::WsStreamOptions o;
+        o.max_message_bytes = d_.max_ws_message_bytes;
+        o.ping_interval = policy::WsSessionPolicies::ping_interval(pol);
+        o.handshake_timeout = head_timeout;
+        auto up = co_await d_.http.websocket(it->second, head, o);
+        status = up.head.status();
+        const std::string subprotocol(policy::header_value(up.head.headers(), "sec-websocket-protocol"));
+        co_await sink.head(up.head);
+        if (!up.port) {
+          // The native service's refusal, passed on (at most what the edge keeps of it).
+          if (up.body.size() > kMaxRefusalBodyBytes) up.body.resize(kMaxRefusalBodyBytes);
+          if (!up.body.empty()) co_await sink.body(up.body);
+          const Trailers none;
+          co_await sink.end(none);
+        } else {
+          // The session runs on in a coroutine of its own, so that this
+          // exchange's state (policies, the upgrade: a few KiB) goes now
+          // rather than stay suspended for the session's whole life.
+          websocket_ran = true;
+          policy::WsSessionInfo info{head.request_id(), head.api(),  identity.application, head.client_ip(),
+                                     policy::log_path(head.target()), subprotocol, "connector"};
+          begin();  // the session counts in flight until it ends
+          asio::co_spawn(ex_,
+                         relay_websocket(x, std::move(up.port), cat, enforce ? pol : nullptr, std::move(info),
+                                         policy::Decisions(decisions), std::move(hold), head.alias(), started),
+                         [this](std::exception_ptr e) {
+                           if (e) POSTERN_LOG(error, "websocket session failed");
+                           done();
+                         });
+        }
+      } else {
+        co_await d_.http.exchange(it->second, head, policed_body, policed_sink, head_timeout);
+        status = policed_sink.status();
+      }
+    }
+  } catch (const ExchangeError& e) {
+    failure = e;
+  } catch (const std::exception& e) {
+    failure = ExchangeError(tv1::ERROR_CODE_INTERNAL, e.what());
+  }
+  if (failure) {
+    status = 0;
+    if (failure->code() != tv1::ERROR_CODE_CLIENT_GONE) {
+      POSTERN_LOG(warn, "exchange failed")
+          .kv("request_id", head.request_id())
+          .kv("alias", head.alias())
+          .kv("code", std::string(error_slug(failure->code())))
+          .kv("error", failure->what());
+      x->abandon(failure->code(), failure->what());
+    }
+  } else if (!websocket_ran) {
+    // What is left of the request (normally its end) is read, so the far
+    // side is not left waiting for credit; bounded.
+    co_await body.drain(5s);
+  }
+  const std::string alias = head.alias();
+  // A WebSocket session counts when it ends (relay_websocket).
+  if (!websocket_ran) {
+    count(alias, failure ? std::string(error_slug(failure->code())) : status_class(status), started);
+    d_.metrics.bytes_in.Increment(static_cast<double>(policed_body.bytes()));
+  }
+  if (enforce) d_.decisions.count(api->name, decisions);
+  if (pol && pol->has_log_invocation() && !websocket_ran) {
+    if (auto r = policy::exchange_record(pol->log_invocation(), policed_body, policed_sink, failure)) {
+      r->request_id = head.request_id();
+      r->api = api->name;
+      r->application = identity.application;
+      r->client_ip = head.client_ip();
+      r->method = head.method();
+      r->path = policy::log_path(head.target());
+      r->enforced_by = "connector";
+      r->total_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+      r->decisions = std::move(decisions);
+      d_.invocations.write(*r, pol->log_invocation().compress_payload());
+    }
+  }
+}
+
+// Relays a session between the tunnel and the native service until both
+// have closed; per-message policies, metrics and the invocation record.
+asio::awaitable<void> ExchangeHandler::relay_websocket(std::shared_ptr<tunnel::Exchange> x,
+                                                       std::unique_ptr<net::WsPort> native,
+                                                       std::shared_ptr<const policy::Catalog> cat,
+                                                       const pv1::Policies* pol, policy::WsSessionInfo info,
+                                                       policy::Decisions decisions, policy::Limiter::Hold hold,
+                                                       std::string alias, Clock::time_point started) {
+  tunnel::ExchangeWsPort tunnel_side(std::move(x), d_.max_ws_message_bytes);
+  policy::WsSessionPolicies hooks(pol, std::move(info), d_.invocations, &d_.transforms);
+  auto& bytes = d_.metrics.ws_bytes;
+  std::exception_ptr failed;
+  try {
+    net::WsRelay session(ex_, tunnel_side, *native, &hooks,
+                         policy::WsSessionPolicies::relay_options(
+                             pol, bytes.Add({{"alias", alias}, {"direction", "client_to_server"}}),
+                             bytes.Add({{"alias", alias}, {"direction", "server_to_client"}})));
+    hooks.opened();
+    d_.metrics.ws_sessions.Increment();
+    co_await ws_sessions_.run(session);
+    d_.metrics.ws_sessions.Decrement();
+    const auto& st = session.stats();
+    d_.metrics.ws_messages.Add({{"alias", alias}, {"direction", "client_to_server"}})
+        .Increment(static_cast<double>(st.messages[0]));
+    d_.metrics.ws_messages.Add({{"alias", alias}, {"direction", "server_to_client"}})
+        .Increment(static_cast<double>(st.messages[1]));
+    co_await tunnel_side.drain(2s);
+    hooks.closed(st, decisions);
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  // `cat` (which holds `pol`) and `hold` (the concurrency slots) lived
+  // as long as the session.
+  (void)cat;
+  (void)hold;
+  count(alias, status_class(failed ? 0 : 101), started);
+  if (failed) std::rethrow_exception(failed);
+}
+
+}  // namespace postern::connector
