@@ -15,11 +15,11 @@
 #include "common/grpc/bridge.hpp"
 #include "common/grpc/channel.hpp"
 #include "common/grpc/snapshot_watcher.hpp"
+#include "common/grpc/transform_client.hpp"
 #include "common/net/http_client.hpp"
 #include "common/net/tls.hpp"
 #include "common/observability/log.hpp"
-#include "common/policy/decision_metrics.hpp"
-#include "common/policy/invocation.hpp"
+#include "common/policy/enforcement.hpp"
 #include "common/policy/signed_snapshot.hpp"
 #include "common/policy/ws_policies.hpp"
 #include "connector/broker_link.hpp"
@@ -55,9 +55,8 @@ struct Connector::Impl {
   std::shared_ptr<const policy::SnapshotKeys> trusted_keys;
   std::unique_ptr<gb::SnapshotWatcher> policy_watch;
   std::unique_ptr<pv1::Policy::Stub> policy_stub;
-  policy::DecisionMetrics decision_metrics;
-  std::unique_ptr<policy::InvocationLog> invocations;
-  policy::TransformClient transforms{ex};
+  std::unique_ptr<policy::Enforcement> enforcement;
+  gb::TransformClient transforms{ex};
   std::unique_ptr<ExchangeHandler> handler;
 
   BrokerLink::Settings link_settings;
@@ -65,8 +64,7 @@ struct Connector::Impl {
   Clock::duration resolve_interval;
 
   Impl(asio::io_context& io, config::v1::ConnectorConfig c, std::shared_ptr<prometheus::Registry> p)
-      : ioc(io), ex(io.get_executor()), cfg(std::move(c)), prom(std::move(p)), metrics(*prom), http(ex),
-        decision_metrics(*prom, "connector") {
+      : ioc(io), ex(io.get_executor()), cfg(std::move(c)), prom(std::move(p)), metrics(*prom), http(ex) {
     drain_timeout = config::duration_or(cfg.drain_timeout(), 20s);
     resolve_interval = config::duration_or(cfg.resolve_interval(), 30s);
     link_settings.connector_id = cfg.id();
@@ -109,10 +107,10 @@ struct Connector::Impl {
       }
     }
     pump = std::make_unique<gb::Pump>(std::make_unique<grpc::CompletionQueue>(), "cq-client");
-    invocations = std::make_unique<policy::InvocationLog>(cfg.invocation_log_file());
+    enforcement = std::make_unique<policy::Enforcement>("connector", *prom, cfg.invocation_log_file());
     handler = std::make_unique<ExchangeHandler>(
-        ex, ExchangeHandler::Deps{cfg.id(), origins, catalog, http, *invocations, decision_metrics, transforms,
-                                  metrics, cfg.max_ws_message_bytes() ? cfg.max_ws_message_bytes() : (16u << 20),
+        ex, ExchangeHandler::Deps{cfg.id(), origins, catalog, http, *enforcement, transforms, metrics,
+                                  cfg.max_ws_message_bytes() ? cfg.max_ws_message_bytes() : (16u << 20),
                                   link_settings.capacity});
     if (!cfg.policy().address().empty()) {
       const std::vector<std::string> key_files(cfg.trusted_config_keys().begin(), cfg.trusted_config_keys().end());

@@ -111,7 +111,9 @@ void ExchangeHandler::count(const std::string& alias, const std::string& code, C
 asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, tv1::RequestHead in_head) {
   const auto started = Clock::now();
   tv1::RequestHead head = in_head;
-  const auto cat = d_.catalog;  // this exchange's snapshot, whatever arrives meanwhile
+  policy::ExchangePolicies policies;
+  policies.catalog = d_.catalog;  // this exchange's snapshot, whatever arrives meanwhile
+  const auto& cat = policies.catalog;
   const std::string bad = head_problem(head);
   const policy::CompiledApi* api = bad.empty() ? own_api(cat.get(), head) : nullptr;
   // Policies the edge says it enforced are skipped only for exactly that
@@ -119,43 +121,32 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
   // API, an API the edge did not name, as with its default alias) is
   // enforced here.
   const bool enforce = api && (api->green || api->name != in_head.api());
-  const pv1::Policies* pol = enforce ? &api->def->policies() : nullptr;
-  const auto capture = policy::capture_limits(pol);
-  policy::Decisions decisions;
-  policy::Identity identity;
-  policy::Limiter::Hold hold;
+  if (enforce) policies.api = api;
+  const pv1::Policies* pol = policies.policies();
   tunnel::ExchangeBody body(*x);
   tunnel::ExchangeSink sink(*x, &d_.metrics.bytes_out);
   // Threat protection is the edge's.
-  policy::PolicedBody policed_body(body, policy::kNoThreatRules, false, capture.request);
-  if (enforce) policed_body.filter_trailers_for(api);
-  policy::PolicedSink policed_sink(sink, pol ? &pol->transform() : nullptr, capture.response);
+  policy::Policed policed(policies, body, sink, policy::kNoThreatRules, false);
   std::optional<ExchangeError> failure;
   unsigned status = 0;
   bool websocket_ran = false;
   try {
     if (!bad.empty()) throw ExchangeError(tv1::ERROR_CODE_BAD_REQUEST, "refused at the connector: " + bad);
     if (enforce) {
-      co_await basic_verifier_.prepare(cat, *api, head);
       const std::string host(policy::header_value(head.headers(), "x-forwarded-host"));
-      auto verdict = policy::identify(*cat, *api, head, host, std::chrono::system_clock::now(), identity, decisions);
-      if (verdict.allowed() && head.websocket()) {
-        verdict = policy::check_origin(*api, policy::header_value(head.headers(), "origin"), decisions);
-      }
-      if (verdict.allowed()) verdict = limiter_.admit(*api, identity, head.client_ip(), Clock::now(), hold, decisions);
+      const policy::Admission admission{host, head.client_ip(), head.websocket(), std::nullopt};
+      const auto verdict = co_await d_.enforcement.admit(policies, head, admission);
       if (!verdict.allowed()) {
         std::string problem;
         auto rh = policy::rejection(verdict, head.request_id(), problem);
         status = rh.status();
-        co_await policed_sink.head(rh);
-        co_await policed_sink.body(problem);
+        co_await policed.sink.head(rh);
+        co_await policed.sink.body(problem);
         const Trailers none;
-        co_await policed_sink.end(none);
-      } else {
-        policy::transform_request(pol->transform(), head);
+        co_await policed.sink.end(none);
       }
     }
-    if (!policed_sink.started()) {
+    if (!policed.sink.started()) {
       const auto it = d_.origins.find(head.alias());
       if (it == d_.origins.end()) {
         throw ExchangeError(tv1::ERROR_CODE_UNKNOWN_ALIAS, "connector '" + d_.connector_id +
@@ -164,7 +155,7 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
       }
       std::chrono::milliseconds head_timeout = it->second.read_timeout;
       if (head.timeout_ms() > 0) head_timeout = std::min(head_timeout, std::chrono::milliseconds(head.timeout_ms()));
-      policed_sink.stamp_native(Clock::now(), identity.application);
+      policed.sink.stamp_native(Clock::now(), policies.identity.application);
       if (head.websocket()) {
         net::WsStreamOptions o;
         o.max_message_bytes = d_.max_ws_message_bytes;
@@ -185,20 +176,21 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
           // exchange's state (policies, the upgrade: a few KiB) goes now
           // rather than stay suspended for the session's whole life.
           websocket_ran = true;
-          policy::WsSessionInfo info{head.request_id(), head.api(),  identity.application, head.client_ip(),
+          policy::WsSessionInfo info{head.request_id(), head.api(),  policies.identity.application, head.client_ip(),
                                      policy::log_path(head.target()), subprotocol, "connector"};
           begin();  // the session counts in flight until it ends
           asio::co_spawn(ex_,
-                         relay_websocket(x, std::move(up.port), cat, enforce ? pol : nullptr, std::move(info),
-                                         policy::Decisions(decisions), std::move(hold), head.alias(), started),
+                         relay_websocket(x, std::move(up.port), cat, pol, std::move(info),
+                                         policy::Decisions(policies.decisions), std::move(policies.hold),
+                                         head.alias(), started),
                          [this](std::exception_ptr e) {
                            if (e) POSTERN_LOG(error, "websocket session failed");
                            done();
                          });
         }
       } else {
-        co_await d_.http.exchange(it->second, head, policed_body, policed_sink, head_timeout);
-        status = policed_sink.status();
+        co_await d_.http.exchange(it->second, head, policed.body, policed.sink, head_timeout);
+        status = policed.sink.status();
       }
     }
   } catch (const ExchangeError& e) {
@@ -225,22 +217,14 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
   // A WebSocket session counts when it ends (relay_websocket).
   if (!websocket_ran) {
     count(alias, failure ? std::string(error_slug(failure->code())) : status_class(status), started);
-    d_.metrics.bytes_in.Increment(static_cast<double>(policed_body.bytes()));
+    d_.metrics.bytes_in.Increment(static_cast<double>(policed.body.bytes()));
   }
-  if (enforce) d_.decisions.count(api->name, decisions);
-  if (pol && pol->has_log_invocation() && !websocket_ran) {
-    if (auto r = policy::exchange_record(pol->log_invocation(), policed_body, policed_sink, failure)) {
-      r->request_id = head.request_id();
-      r->api = api->name;
-      r->application = identity.application;
-      r->client_ip = head.client_ip();
-      r->method = head.method();
-      r->path = policy::log_path(head.target());
-      r->enforced_by = "connector";
-      r->total_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
-      r->decisions = std::move(decisions);
-      d_.invocations.write(*r, pol->log_invocation().compress_payload());
-    }
+  if (enforce) d_.enforcement.count(api->name, policies.decisions);
+  if (!websocket_ran) {
+    const std::string_view api_name = enforce ? std::string_view(api->name) : std::string_view();
+    const policy::ExchangeFacts facts{head.request_id(), api_name, head.client_ip(), head.method(), head.target(),
+                                      started,           std::nullopt};
+    d_.enforcement.record(policies, policed, failure, facts);
   }
 }
 
@@ -253,7 +237,7 @@ asio::awaitable<void> ExchangeHandler::relay_websocket(std::shared_ptr<tunnel::E
                                                        policy::Decisions decisions, policy::Limiter::Hold hold,
                                                        std::string alias, Clock::time_point started) {
   tunnel::ExchangeWsPort tunnel_side(std::move(x), d_.max_ws_message_bytes);
-  policy::WsSessionPolicies hooks(pol, std::move(info), d_.invocations, &d_.transforms);
+  policy::WsSessionPolicies hooks(pol, std::move(info), d_.enforcement.invocations(), &d_.transforms);
   auto& bytes = d_.metrics.ws_bytes;
   std::exception_ptr failed;
   try {

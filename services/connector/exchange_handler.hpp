@@ -16,11 +16,8 @@
 #include "common/event.hpp"
 #include "common/net/http_client.hpp"
 #include "common/net/ws_relay.hpp"
-#include "common/policy/basic_verifier.hpp"
 #include "common/policy/catalog.hpp"
-#include "common/policy/decision_metrics.hpp"
-#include "common/policy/engine.hpp"
-#include "common/policy/invocation.hpp"
+#include "common/policy/enforcement.hpp"
 #include "common/policy/ws_policies.hpp"
 #include "common/tunnel/endpoint.hpp"
 #include "connector/metrics.hpp"
@@ -34,9 +31,8 @@ class ExchangeHandler {
     const std::map<std::string, net::Origin>& origins;  // by alias
     const std::shared_ptr<const policy::Catalog>& catalog;  // the one in force (may be null)
     net::HttpClient& http;
-    policy::InvocationLog& invocations;
-    policy::DecisionMetrics& decisions;
-    policy::TransformClient& transforms;
+    policy::Enforcement& enforcement;
+    policy::MessageTransformer& transforms;
     Metrics& metrics;
     std::size_t max_ws_message_bytes;
     /// Exchanges in flight at most, over every broker and lane
@@ -68,8 +64,6 @@ class ExchangeHandler {
 
   asio::any_io_executor ex_;
   Deps d_;
-  policy::Limiter limiter_;
-  policy::BasicVerifier basic_verifier_;
   net::WsSessions ws_sessions_;
   std::size_t in_flight_ = 0;
   Event idle_;

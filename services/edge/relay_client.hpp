@@ -2,8 +2,8 @@
 // The edge's side of the tunnel: lanes (Relay.Lane, tunnel.proto) to every
 // broker address, each carrying any number of exchanges, request frames up
 // and response frames down. Several brokers (every address their names
-// resolve to, one channel each) share the exchanges round-robin; an
-// exchange a broker could not take goes to the next one.
+// resolve to, one channel each: BrokerSet) share the exchanges round-robin;
+// an exchange a broker could not take goes to the next one.
 
 #include <chrono>
 #include <functional>
@@ -11,6 +11,7 @@
 
 #include "common/exchange.hpp"
 #include "common/net/ws_relay.hpp"
+#include "edge/upstream.hpp"
 #include "postern/config/v1/config.pb.h"
 #include "postern/policy/v1/policy.pb.h"
 
@@ -22,18 +23,18 @@ namespace postern::edge {
 
 /// A WebSocket session's stream to the broker, once the far side answered
 /// the upgrade.
-class WsTunnel {
+class WsTunnel final : public WsUpstream {
  public:
   struct Impl;
   explicit WsTunnel(std::unique_ptr<Impl> impl);
-  ~WsTunnel();
+  ~WsTunnel() override;
   /// The native service's answer: 101, or its refusal (with body()).
-  const tunnel::v1::ResponseHead& head() const;
-  const std::string& body() const;
-  /// The session's messages (valid after a 101).
-  net::WsPort& port();
+  const tunnel::v1::ResponseHead& head() const override;
+  const std::string& body() const override;
+  /// The session's messages (after a 101; null otherwise).
+  net::WsPort* port() override;
   /// Ends the stream: reads what is left (bounded), then Finish.
-  asio::awaitable<void> close();
+  asio::awaitable<void> close() override;
 
  private:
   friend class RelayClient;

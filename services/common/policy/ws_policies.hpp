@@ -1,8 +1,9 @@
 #pragma once
 // The policies of a WebSocket API: at the upgrade (Origin allow-list; the
 // identify and throttling policies are the REST ones), and per message
-// (built-in edits, the user's transform service, Log Invocation records for
-// the session and its messages). Run where the API's policies run: the edge
+// (built-in edits, the user's transform service through a
+// MessageTransformer, Log Invocation records for the session and its
+// messages). Run where the API's policies run: the edge
 // (DMZ enforcement) or the connector (green).
 //
 // Single-threaded: call from the service's executor.
@@ -16,13 +17,10 @@
 #include "common/net/ws_relay.hpp"
 #include "common/policy/catalog.hpp"
 #include "common/policy/engine.hpp"
+#include "common/policy/message_transformer.hpp"
 
 namespace prometheus {
 class Counter;
-}
-
-namespace postern::grpc_bridge {
-class Pump;
 }
 
 namespace postern::policy {
@@ -40,28 +38,6 @@ bool valid_json(std::string_view text);
 /// JSON set/remove for text messages holding a JSON object).
 void apply_edit(const pv1::MessageEdit& edit, net::WsMessage& m);
 
-/// Calls users' transform services (postern.transform.v1) over gRPC: one
-/// channel per address, kept for the life of the process.
-class TransformClient {
- public:
-  explicit TransformClient(asio::any_io_executor ex);
-  ~TransformClient();
-  struct Result {
-    bool ok = false;      ///< false: timeout or error (`error` says which)
-    bool drop = false;
-    std::string error;
-  };
-  /// Replaces `m` with the service's answer; leaves it as it was when the
-  /// call fails. The gRPC queue's thread starts with the first call.
-  asio::awaitable<Result> transform(const pv1::TransformService& svc, std::string_view api,
-                                    std::string_view request_id, std::string_view application, net::WsDirection dir,
-                                    net::WsMessage& m);
-
- private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
-};
-
 /// Who and what a session is, for its records.
 struct WsSessionInfo {
   std::string request_id, api, application, client_ip, path, subprotocol;
@@ -73,7 +49,7 @@ class WsSessionPolicies final : public net::WsHooks {
  public:
   /// `pol` null: nothing but counting. `transforms` is used only when the
   /// policies name a service.
-  WsSessionPolicies(const pv1::Policies* pol, WsSessionInfo info, InvocationLog& log, TransformClient* transforms);
+  WsSessionPolicies(const pv1::Policies* pol, WsSessionInfo info, InvocationLog& log, MessageTransformer* transforms);
 
   asio::awaitable<bool> on_message(net::WsDirection dir, net::WsMessage& m) override;
 
@@ -95,7 +71,7 @@ class WsSessionPolicies final : public net::WsHooks {
   const pv1::Policies* pol_;
   WsSessionInfo info_;
   InvocationLog& log_;
-  TransformClient* transforms_;
+  MessageTransformer* transforms_;
   std::chrono::steady_clock::time_point started_;
   std::uint64_t transformed_[2] = {0, 0}, dropped_[2] = {0, 0}, transform_failures_ = 0;
 };

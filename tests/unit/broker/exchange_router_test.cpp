@@ -253,5 +253,47 @@ TEST(ExchangeRouter, DrainRefusesNewExchangesAndFinishesTheRest) {
   EXPECT_TRUE(h.router.idle().is_set());
 }
 
+// A WebSocket upgrade: after the connector's 101 messages pass both ways,
+// and the session ends with each side's close.
+TEST(ExchangeRouter, AWebSocketSessionCrossesAfterThe101) {
+  Hops h;
+  h.attach();
+  h.run();
+  tv1::RequestHead head;
+  head.set_alias("demo");
+  head.set_method("GET");
+  head.set_target("/chat");
+  head.set_websocket(true);
+  auto x = h.edge->open(head);  // an upgrade has no body: no end either
+  h.run();
+  ASSERT_EQ(h.accepted.size(), 1u);
+  auto y = h.accepted[0].first;
+  y->send(response_head(101));
+  tv1::Frame hello;
+  hello.mutable_ws_message()->set_data("from the server");
+  hello.mutable_ws_message()->set_last(true);
+  y->send(std::move(hello));
+  h.run();
+  auto got = h.frames(*x);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].response_head().status(), 101u);
+  EXPECT_EQ(got[1].ws_message().data(), "from the server");
+  tv1::Frame up;
+  up.mutable_ws_message()->set_data("from the client");
+  up.mutable_ws_message()->set_last(true);
+  x->send(std::move(up));
+  tv1::Frame close;
+  close.mutable_ws_close()->set_code(1000);
+  x->send(tv1::Frame(close));
+  h.run();
+  got = h.frames(*y);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].ws_message().data(), "from the client");
+  EXPECT_TRUE(got.back().has_ws_close());
+  y->send(tv1::Frame(close));
+  h.run();
+  EXPECT_EQ(h.router.in_flight(), 0u) << "both closes end the session";
+}
+
 }  // namespace
 }  // namespace postern::broker

@@ -1,0 +1,76 @@
+#include "edge/metrics.hpp"
+
+#include "common/observability/log.hpp"
+#include "common/policy/enforcement.hpp"
+
+namespace postern::edge {
+
+Metrics::Metrics(prometheus::Registry& r)
+  : requests(prometheus::BuildCounter()
+                   .Name("postern_edge_requests_total")
+                   .Help("Requests by API and status class")
+                   .Register(r)),
+      duration(prometheus::BuildHistogram()
+                   .Name("postern_edge_request_duration_seconds")
+                   .Help("Time from request head to the end of the response, by API")
+                   .Register(r)),
+      bytes_in(prometheus::BuildCounter()
+                   .Name("postern_edge_request_bytes_total")
+                   .Help("Request body bytes received from clients")
+                   .Register(r)
+                   .Add({})),
+      bytes_out(prometheus::BuildCounter()
+                    .Name("postern_edge_response_bytes_total")
+                    .Help("Response body bytes sent to clients")
+                    .Register(r)
+                    .Add({})),
+      connections(prometheus::BuildGauge()
+                      .Name("postern_edge_connections")
+                      .Help("Open client connections")
+                      .Register(r)
+                      .Add({})),
+      in_flight(prometheus::BuildGauge()
+                    .Name("postern_edge_requests_in_flight")
+                    .Help("Requests being served right now")
+                    .Register(r)
+                    .Add({})),
+      ws_sessions(prometheus::BuildGauge()
+                      .Name("postern_edge_websocket_sessions")
+                      .Help("WebSocket sessions open right now")
+                      .Register(r)
+                      .Add({})),
+      ws_sessions_total(prometheus::BuildCounter()
+                            .Name("postern_edge_websocket_sessions_total")
+                            .Help("WebSocket sessions ended, by API and the close code the client got")
+                            .Register(r)),
+      ws_messages(prometheus::BuildCounter()
+                      .Name("postern_edge_websocket_messages_total")
+                      .Help("WebSocket messages relayed, by API and direction")
+                      .Register(r)),
+      ws_bytes(prometheus::BuildCounter()
+                   .Name("postern_edge_websocket_bytes_total")
+                   .Help("WebSocket message bytes passed on (to the client, or into the tunnel), by API and "
+                         "direction")
+                   .Register(r)) {}
+
+std::string status_class(unsigned s) { return std::to_string(s / 100) + "xx"; }
+
+void exchange_done(Metrics& metrics, policy::Enforcement& enforcement, const ExchangeSummary& s,
+                   const policy::Decisions& decisions) {
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.started).count();
+  const std::string api(s.api);
+  metrics.requests.Add({{"api", api}, {"code", status_class(s.status)}}).Increment();
+  metrics.duration.Add({{"api", api}}, kLatencyBuckets).Observe(secs);
+  enforcement.count(api, decisions);
+  POSTERN_LOG(info, "request")
+      .kv("request_id", s.request_id)
+      .kv("client", s.client_ip)
+      .kv("method", s.method)
+      .kv("path", s.path)
+      .kv("api", s.api)
+      .kv("application", s.application)
+      .kv("status", s.status)
+      .kv("duration_ms", secs * 1000.0);
+}
+
+}  // namespace postern::edge

@@ -1,0 +1,58 @@
+#pragma once
+// What the edge counts (one struct, made once per process; tests assert on
+// these names), and the end of every exchange: request metrics, policy
+// decisions, the request log line.
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <chrono>
+#include <string>
+#include <string_view>
+
+#include "common/policy/engine.hpp"
+
+namespace postern::policy {
+class Enforcement;
+}
+
+namespace postern::edge {
+
+struct Metrics {
+  prometheus::Family<prometheus::Counter>& requests;
+  prometheus::Family<prometheus::Histogram>& duration;
+  prometheus::Counter& bytes_in;
+  prometheus::Counter& bytes_out;
+  prometheus::Gauge& connections;
+  prometheus::Gauge& in_flight;
+  prometheus::Gauge& ws_sessions;
+  prometheus::Family<prometheus::Counter>& ws_sessions_total;
+  prometheus::Family<prometheus::Counter>& ws_messages;
+  prometheus::Family<prometheus::Counter>& ws_bytes;
+
+  explicit Metrics(prometheus::Registry& r);
+};
+
+inline const prometheus::Histogram::BucketBoundaries kLatencyBuckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                                     0.25,  0.5,    1,     2.5,  5,     10,   30, 60};
+
+/// "2xx", "4xx", ...: the `code` label.
+std::string status_class(unsigned status);
+
+/// One finished exchange as the request log line and the request metrics
+/// name it.
+struct ExchangeSummary {
+  std::chrono::steady_clock::time_point started;
+  unsigned status = 0;
+  std::string_view api, request_id, client_ip, method, path, application;
+};
+
+/// The end of an exchange: requests and duration by API, its policy
+/// decisions (counted by `enforcement`), the log line.
+void exchange_done(Metrics& metrics, policy::Enforcement& enforcement, const ExchangeSummary& s,
+                   const policy::Decisions& decisions);
+
+}  // namespace postern::edge

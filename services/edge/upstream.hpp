@@ -1,0 +1,93 @@
+#pragma once
+// Where the edge sends an exchange it routed: through the tunnel (an API
+// routed to an apigateway:// alias: a broker, then a connector) or straight
+// to a DMZ-local service (http(s):// or ws(s)://). Light header: no Beast,
+// no gRPC.
+//
+// Single-threaded: the edge's executor.
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "common/exchange.hpp"
+#include "common/net/http_client.hpp"
+#include "common/net/ws_relay.hpp"
+#include "edge/router.hpp"
+
+namespace postern::edge {
+
+class RelayClient;
+
+/// The far side's answer to a WebSocket upgrade and, after a 101, the
+/// session's messages.
+class WsUpstream {
+ public:
+  virtual ~WsUpstream() = default;
+  /// The answer: 101, or a refusal (with body()).
+  virtual const tunnel::v1::ResponseHead& head() const = 0;
+  virtual const std::string& body() const = 0;
+  /// The session's messages; null unless the far side took the upgrade.
+  virtual net::WsPort* port() = 0;
+  /// Ends the session on the far side's stream (bounded).
+  virtual asio::awaitable<void> close() = 0;
+};
+
+class Upstream {
+ public:
+  virtual ~Upstream() = default;
+  /// Runs one HTTP exchange. Throws ExchangeError: the far side's code, or
+  /// UPSTREAM_TIMEOUT when no response head comes within `head_timeout`.
+  virtual asio::awaitable<void> invoke(const tunnel::v1::RequestHead& head, BodySource& body, ResponseSink& sink,
+                                       std::chrono::milliseconds head_timeout) = 0;
+  /// Sends the upgrade `head` and waits (options.handshake_timeout) for the
+  /// far side's answer; messages are bounded by options.max_message_bytes.
+  /// Throws ExchangeError when there is no answer.
+  virtual asio::awaitable<std::unique_ptr<WsUpstream>> open_websocket(const tunnel::v1::RequestHead& head,
+                                                                      const net::WsStreamOptions& options) = 0;
+};
+
+/// Through the tunnel: the RelayClient's brokers, with their failover.
+class TunnelUpstream final : public Upstream {
+ public:
+  explicit TunnelUpstream(RelayClient& relay) : relay_(relay) {}
+  asio::awaitable<void> invoke(const tunnel::v1::RequestHead& head, BodySource& body, ResponseSink& sink,
+                               std::chrono::milliseconds head_timeout) override;
+  asio::awaitable<std::unique_ptr<WsUpstream>> open_websocket(const tunnel::v1::RequestHead& head,
+                                                              const net::WsStreamOptions& options) override;
+
+ private:
+  RelayClient& relay_;
+};
+
+/// A DMZ-local service at one URL, over the edge's HTTP client and its pool.
+class DirectUpstream final : public Upstream {
+ public:
+  DirectUpstream(net::HttpClient& http, net::Origin origin) : http_(http), origin_(std::move(origin)) {}
+  asio::awaitable<void> invoke(const tunnel::v1::RequestHead& head, BodySource& body, ResponseSink& sink,
+                               std::chrono::milliseconds head_timeout) override;
+  asio::awaitable<std::unique_ptr<WsUpstream>> open_websocket(const tunnel::v1::RequestHead& head,
+                                                              const net::WsStreamOptions& options) override;
+
+ private:
+  net::HttpClient& http_;
+  net::Origin origin_;
+};
+
+/// The upstream of each route: the tunnel, or the DirectUpstream of the
+/// route's URL and CA bundle (made when first used, kept).
+class Upstreams {
+ public:
+  Upstreams(RelayClient& relay, net::HttpClient& http) : tunnel_(relay), http_(http) {}
+  /// Throws ExchangeError (UPSTREAM_UNREACHABLE) for a URL that cannot be
+  /// used.
+  Upstream& of(const Route& route);
+
+ private:
+  TunnelUpstream tunnel_;
+  net::HttpClient& http_;
+  std::map<std::string, DirectUpstream> direct_;  // by URL + CA file
+};
+
+}  // namespace postern::edge
