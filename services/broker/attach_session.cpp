@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "common/crypto/random.hpp"
 #include "common/config/yaml_proto.hpp"
 #include "common/grpc/bridge.hpp"
 #include "common/observability/log.hpp"
@@ -58,7 +59,7 @@ AttachService::AttachService(asio::any_io_executor ex, const config::v1::BrokerC
           config::duration_or(cfg.heartbeat_interval(), 5s))),
       heartbeat_timeout_(std::chrono::duration_cast<std::chrono::milliseconds>(
           config::duration_or(cfg.heartbeat_timeout(), 15s))),
-      attaches_ended_(ex) {
+      instance_(crypto::random_hex(8)), attaches_ended_(ex) {
   attaches_ended_.set();
 }
 
@@ -160,6 +161,8 @@ asio::awaitable<void> AttachService::serve_attach(std::unique_ptr<AttachCall> ca
   w->set_session_id(session->id);
   w->set_session_label(session->label);
   w->set_broker_id(cfg_.id());
+  w->set_broker_instance(instance_);
+  w->set_broker_count(cfg_.expected_brokers());
   w->set_heartbeat_interval_ms(static_cast<std::uint32_t>(heartbeat_interval_.count()));
   w->set_heartbeat_timeout_ms(static_cast<std::uint32_t>(heartbeat_timeout_.count()));
   std::string reason = "closed by connector";

@@ -80,6 +80,8 @@ class AttachService {
   ConfigRelay& config_;
   Metrics metrics_;
   std::chrono::milliseconds heartbeat_interval_, heartbeat_timeout_;
+  // This process among brokers that share an id (Welcome.broker_instance).
+  std::string instance_;
   bool draining_ = false;
   // Attach streams of attached connectors, and set once the last of them
   // has ended (and logged the detach).

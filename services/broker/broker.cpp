@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
+#include <set>
 #include <thread>
 
 #include "broker/attach_session.hpp"
@@ -39,6 +41,7 @@ const prometheus::Histogram::BucketBoundaries kFramesBuckets{1, 2, 4, 8, 16, 32,
 
 struct Metrics {
   prometheus::Family<prometheus::Gauge>& connectors;
+  prometheus::Family<prometheus::Gauge>& unserved;
   prometheus::Gauge& in_flight;
   prometheus::Family<prometheus::Counter>& exchanges;
   prometheus::Family<prometheus::Counter>& refusals;
@@ -60,6 +63,11 @@ struct Metrics {
                        .Name("postern_broker_connectors_attached")
                        .Help("Connector sessions attached, per alias")
                        .Register(r)),
+        unserved(prometheus::BuildGauge()
+                     .Name("postern_broker_alias_unserved")
+                     .Help("1 for each alias the config routes APIs to that no connector attached here serves: "
+                           "its APIs answer 503 through this broker")
+                     .Register(r)),
         in_flight(prometheus::BuildGauge()
                       .Name("postern_broker_exchanges_in_flight")
                       .Help("Exchanges routed to a connector right now")
@@ -184,6 +192,7 @@ struct Broker::Impl {
   std::chrono::milliseconds drain_timeout{20000};
   bool draining = false;
   std::map<std::string, int> known_aliases;
+  std::map<std::string, bool> unserved;  // every alias routed so far: whether it is unserved now
 
   Impl(asio::io_context& io, config::v1::BrokerConfig c, std::shared_ptr<prometheus::Registry> p)
       : ioc(io), ex(io.get_executor()), cfg(std::move(c)), prom(std::move(p)), metrics(*prom) {
@@ -194,13 +203,40 @@ struct Broker::Impl {
   // Gauges are set from scratch so aliases that vanish drop to zero.
   void update_gauges(const Registry& r) {
     for (auto& [alias, _] : known_aliases) metrics.connectors.Add({{"alias", alias}}).Set(0);
-    for (auto& [alias, n] : r.connectors_per_alias()) {
+    const auto attached = r.connectors_per_alias();
+    for (auto& [alias, n] : attached) {
       known_aliases[alias] = 1;
       metrics.connectors.Add({{"alias", alias}}).Set(static_cast<double>(n));
     }
+    update_unserved(attached);
     if (router) {
       metrics.lanes.Add({{"from", "edge"}}).Set(static_cast<double>(router->lanes(BrokerLane::Side::edge)));
       metrics.lanes.Add({{"from", "connector"}}).Set(static_cast<double>(router->lanes(BrokerLane::Side::connector)));
+    }
+  }
+
+  // Aliases the served config routes to, against those attached here: an
+  // alias no connector serves here (its connectors may all be on another
+  // broker) is exported and logged when that changes.
+  void update_unserved(const std::map<std::string, std::size_t>& attached) {
+    std::set<std::string> routed;
+    if (config && config->served()) {
+      for (const auto& api : config->served()->apis()) {
+        if (api.reverse_invoke) routed.insert(api.alias);
+      }
+    }
+    for (const auto& alias : routed) unserved.try_emplace(alias, false);
+    for (auto& [alias, was] : unserved) {
+      const auto it = attached.find(alias);
+      const bool now = routed.contains(alias) && (it == attached.end() || it->second == 0);
+      metrics.unserved.Add({{"alias", alias}}).Set(now ? 1 : 0);
+      if (now && !was) {
+        POSTERN_LOG(warn, "alias has no connector attached here; its APIs answer 503 through this broker")
+            .kv("alias", alias);
+      } else if (!now && was) {
+        POSTERN_LOG(info, "alias served again").kv("alias", alias);
+      }
+      was = now;
     }
   }
 
@@ -215,6 +251,10 @@ struct Broker::Impl {
       throw std::runtime_error("response_window: " + std::to_string(window) + " bytes is too small (at least " +
                                std::to_string(kMinResponseWindow) + ")");
     }
+    if (cfg.expected_brokers() > 64) {
+      throw std::runtime_error("expected_brokers: " + std::to_string(cfg.expected_brokers()) +
+                               " is more than 64 (each connector would hold that many links)");
+    }
     if (!reg.has_tls() || reg.tls().cert_file().empty() || reg.tls().key_file().empty() ||
         reg.tls().client_ca_file().empty()) {
       throw std::runtime_error(
@@ -225,6 +265,7 @@ struct Broker::Impl {
     config = std::make_unique<ConfigRelay>(ex, policy::SnapshotKeys::load(key_files, "trusted_config_keys"),
                                            metrics.config_updates, metrics.config_version);
     config->fanout().on_watchers = [this](std::size_t n) { metrics.config_watchers.Set(static_cast<double>(n)); };
+    config->on_served = [this] { update_gauges(registry); };
 
     RouterMetrics rm;
     rm.exchanges = &metrics.exchanges;

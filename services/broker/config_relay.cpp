@@ -50,6 +50,8 @@ void ConfigRelay::serve_newest() {
       .kv("version", best->catalog->version())
       .kv("digest", best->catalog->snapshot().digest().substr(0, 16));
   fanout_.publish(best->wire, best->catalog->version());
+  served_ = best->catalog;
+  if (on_served) on_served();
 }
 
 bool ConfigRelay::reload_keys(const std::vector<std::string>& files) {

@@ -9,6 +9,7 @@
 //
 // Single-threaded: the broker's executor.
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -42,6 +43,10 @@ class ConfigRelay {
   bool reload_keys(const std::vector<std::string>& files);
 
   grpc_bridge::SnapshotFanout& fanout() { return fanout_; }
+  /// The snapshot served to edges now (null before the first).
+  const policy::Catalog* served() const { return served_.get(); }
+  /// Called after the served snapshot changed.
+  std::function<void()> on_served;
 
  private:
   void serve_newest();
@@ -52,6 +57,7 @@ class ConfigRelay {
   prometheus::Gauge& version_;
   // Each attached publisher's latest snapshot, by session id.
   std::map<std::string, policy::SignedCatalog> published_;
+  std::shared_ptr<const policy::Catalog> served_;
 };
 
 }  // namespace postern::broker

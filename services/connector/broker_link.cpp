@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <boost/asio/steady_timer.hpp>
 
 #include "common/grpc/bridge.hpp"
@@ -25,13 +26,18 @@ struct BrokerLink::Stub {
 BrokerLink::BrokerLink(asio::any_io_executor ex, std::string name, const std::string& host, std::string target,
                        std::shared_ptr<grpc::ChannelCredentials> creds, grpc::CompletionQueue* cq,
                        Settings settings, Hooks hooks, Metrics& metrics)
-    : ex_(ex), name_(std::move(name)), target_(std::move(target)), stub_(std::make_unique<Stub>()), cq_(cq),
-      settings_(std::move(settings)), hooks_(std::move(hooks)), metrics_(metrics), wake_(ex), stopped_(ex) {
+    : ex_(ex), name_(std::move(name)), host_(host), target_(std::move(target)), creds_(std::move(creds)),
+      stub_(std::make_unique<Stub>()), cq_(cq), settings_(std::move(settings)), hooks_(std::move(hooks)),
+      metrics_(metrics), wake_(ex), stopped_(ex) {
+  new_channel();
+}
+
+void BrokerLink::new_channel() {
   grpc::ChannelArguments args = gb::client_channel_args(settings_.connect_timeout);
-  args.SetSslTargetNameOverride(settings_.server_name.empty() ? host : settings_.server_name);
+  args.SetSslTargetNameOverride(settings_.server_name.empty() ? host_ : settings_.server_name);
   // One subchannel per link: two links to one address must not share it.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  channel_ = grpc::CreateCustomChannel(target_, creds, args);
+  channel_ = grpc::CreateCustomChannel(target_, creds_, args);
   stub_->stub = tv1::Registration::NewStub(channel_);
 }
 
@@ -73,8 +79,18 @@ asio::awaitable<void> BrokerLink::run() {
     first = false;
     const bool welcomed = co_await attach_once();
     if (stopping_ || hooks_.draining()) break;
-    if (welcomed) backoff = 100ms;
     std::uniform_real_distribution<double> jitter(0.5, 1.5);
+    if (redial_) {
+      // The broker reached is held by another link: a new connection, so
+      // that a load balancer may pick another one.
+      redial_ = false;
+      new_channel();
+      redial_backoff_ = std::clamp<Clock::duration>(redial_backoff_ * 2, 100ms, 5s);
+      timer.expires_after(std::chrono::duration_cast<Clock::duration>(redial_backoff_ * jitter(rng_)));
+      co_await timer.async_wait(use_nothrow);
+      continue;
+    }
+    if (welcomed) backoff = 100ms;
     auto wait = std::chrono::duration_cast<Clock::duration>(backoff * jitter(rng_));
     if (wait > settings_.reconnect_max) wait = settings_.reconnect_max;
     co_await wait_before_attach(timer, wait);
@@ -145,7 +161,22 @@ asio::awaitable<bool> BrokerLink::attach_once() {
   }
 
   const auto& w = msg.welcome();
+  if (hooks_.welcomed && !hooks_.welcomed(*this, w.broker_instance(), w.broker_count())) {
+    POSTERN_LOG(debug, "broker already held by another link; dialling again")
+        .kv("broker", name_)
+        .kv("target", target_)
+        .kv("broker_id", w.broker_id())
+        .kv("broker_instance", w.broker_instance());
+    redial_ = true;
+    ctx.TryCancel();
+    grpc::Status st;
+    co_await gb::op([&](void* tag) { stream->Finish(&st, tag); });
+    cancel_attach_ = nullptr;
+    co_return false;
+  }
+  redial_backoff_ = {};
   session_id_ = w.session_id();
+  instance_ = w.broker_instance();
   const std::string label = w.session_label();
   attached_ = true;
   drain_requested_ = false;
@@ -156,6 +187,7 @@ asio::awaitable<bool> BrokerLink::attach_once() {
       .kv("broker", name_)
       .kv("target", target_)
       .kv("broker_id", w.broker_id())
+      .kv("broker_instance", instance_)
       .kv("session", label);
   if (hooks_.draining()) request_drain();
   for (std::uint32_t i = 0; i < std::max<std::uint32_t>(1, settings_.lanes); ++i) {
@@ -211,6 +243,7 @@ asio::awaitable<bool> BrokerLink::attach_once() {
   }
   attached_ = false;
   session_id_.clear();
+  instance_.clear();
   if (hooks_.attached_changed) hooks_.attached_changed();
   // Its lanes end with the session: their exchanges are cut.
   for (auto& l : lanes_) l->lane().abort();

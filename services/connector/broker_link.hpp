@@ -46,6 +46,11 @@ class BrokerLink {
     std::function<std::shared_ptr<const policy::v1::SignedSnapshot>()> config;
     std::function<bool()> draining;
     std::function<void()> attached_changed;
+    /// The broker welcomed the link: `instance` names the broker process,
+    /// `count` how many brokers serve the address (0: not said). False:
+    /// another link already holds that broker; this one detaches and dials
+    /// again on a new connection (unless stopped meanwhile).
+    std::function<bool(BrokerLink&, const std::string& instance, std::uint32_t count)> welcomed;
   };
 
   /// `name`: host:port as configured; `host`: the name part; `target`: the
@@ -73,6 +78,8 @@ class BrokerLink {
   Event& stopped() { return stopped_; }
   const std::string& name() const { return name_; }
   const std::string& target() const { return target_; }
+  /// The broker process of the current session (empty while detached).
+  const std::string& broker_instance() const { return instance_; }
   std::size_t lanes_up() const;
   /// After request_drain(): every lane has the broker's drain mark (or has
   /// ended), so no new exchange will come from this broker.
@@ -83,9 +90,13 @@ class BrokerLink {
   asio::awaitable<bool> attach_once();
   asio::awaitable<void> wait_before_attach(asio::steady_timer& timer, std::chrono::steady_clock::duration wait);
   asio::awaitable<void> run_lane(std::string session_id, std::string session_label);
+  // A channel of its own (its own connection: through a load balancer, a
+  // new connection may reach another broker).
+  void new_channel();
 
   asio::any_io_executor ex_;
-  std::string name_, target_;
+  std::string name_, host_, target_;
+  std::shared_ptr<grpc::ChannelCredentials> creds_;
   std::shared_ptr<grpc::Channel> channel_;
   struct Stub;
   std::unique_ptr<Stub> stub_;
@@ -100,6 +111,11 @@ class BrokerLink {
   bool drain_requested_ = false;
   bool lanes_closing_ = false;
   std::string session_id_;
+  std::string instance_;
+  // The last attach reached a broker another link holds: dial again on a
+  // new connection, after `redial_backoff_` (doubling while it repeats).
+  bool redial_ = false;
+  std::chrono::steady_clock::duration redial_backoff_{};
   std::function<void()> cancel_attach_;
   std::vector<std::shared_ptr<tunnel::Endpoint>> lanes_;
   Event wake_;     // the attach writer: a heartbeat, config or drain is due

@@ -44,7 +44,10 @@ struct Connector::Impl {
   std::map<std::string, net::Origin> origins;  // by alias
   std::shared_ptr<grpc::ChannelCredentials> creds;
   std::unique_ptr<gb::Pump> pump;
-  std::map<std::string, std::unique_ptr<BrokerLink>> links;  // by target
+  // By target ("ipv4:a.b.c.d:port"), and "target#n" for the further links
+  // a load-balanced address gets (grow_through()).
+  std::map<std::string, std::unique_ptr<BrokerLink>> links;
+  std::uint32_t told_brokers = 0;  // the latest Welcome.broker_count
   bool draining = false;
   std::chrono::seconds file_check_interval{10};
 
@@ -86,6 +89,11 @@ struct Connector::Impl {
       throw std::runtime_error("connect_timeout: " + std::to_string(link_settings.connect_timeout.count()) +
                                "ms is too short for a TLS connect (at least 100ms)");
     }
+    if (cfg.expected_brokers() > 64) {
+      throw std::runtime_error("expected_brokers: " + std::to_string(cfg.expected_brokers()) +
+                               " is more than 64 (a link is held to each)");
+    }
+    metrics.brokers_expected.Set(static_cast<double>(wanted_brokers()));
     const auto& t = cfg.tls();
     if (t.ca_file().empty() || t.cert_file().empty() || t.key_file().empty()) {
       throw std::runtime_error("tls: ca_file, cert_file and key_file are required (the broker demands mutual TLS)");
@@ -234,51 +242,130 @@ struct Connector::Impl {
                                          : "ipv4:" + ep.address().to_string() + ":" + std::to_string(ep.port());
           any = true;
           if (!seen.insert(target).second) continue;
-          auto it = links.find(target);
-          // An address that left DNS and came back gets a fresh link once
-          // the old one has wound down.
-          if (it != links.end() && it->second->stopping() && it->second->stopped().is_set()) {
-            links.erase(it);
-            it = links.end();
-          }
-          if (it == links.end()) add_link(b, host, target);
+          if (!links.contains(target)) add_link(b, host, target, target);
         }
       }
       // Brokers gone from DNS are detached; never the last ones if DNS is
       // merely failing.
       if (any) {
-        for (auto& [target, link] : links) {
-          if (!seen.contains(target) && !link->stopping()) {
-            POSTERN_LOG(info, "broker address gone").kv("broker", link->name()).kv("target", target);
+        for (auto& [key, link] : links) {
+          if (!seen.contains(link->target()) && !link->stopping()) {
+            POSTERN_LOG(info, "broker address gone").kv("broker", link->name()).kv("target", link->target());
             link->stop();
           }
         }
       }
+      forget_stopped_links();
       timer.expires_after(any ? resolve_interval : Clock::duration(2s));
       co_await timer.async_wait(use_nothrow);
     }
   }
 
-  void add_link(const std::string& name, const std::string& host, const std::string& target) {
+  // Links that were stopped and have wound down (an address that left DNS,
+  // a further link no longer needed); an address that comes back gets a
+  // fresh link.
+  void forget_stopped_links() {
+    std::erase_if(links, [](const auto& kv) { return kv.second->stopping() && kv.second->stopped().is_set(); });
+  }
+
+  // ------------------------------------------------------------ load-balanced brokers
+
+  // How many distinct brokers to be attached to: configured, or what the
+  // brokers say (at least one).
+  std::uint32_t wanted_brokers() const {
+    return std::max<std::uint32_t>(1, cfg.expected_brokers() ? cfg.expected_brokers() : told_brokers);
+  }
+
+  std::set<std::string> attached_instances() const {
+    std::set<std::string> out;
+    for (const auto& [_, l] : links) {
+      if (l->attached() && !l->broker_instance().empty()) out.insert(l->broker_instance());
+    }
+    return out;
+  }
+
+  // A broker welcomed `link`. A further link that reached a broker another
+  // link holds dials again (or stops, when enough brokers are held); the
+  // first link of an address is always kept (two names for one broker are
+  // the operator's choice).
+  bool on_welcome(BrokerLink& link, const std::string& instance, std::uint32_t count) {
+    if (count) told_brokers = std::min<std::uint32_t>(count, 64);
+    metrics.brokers_expected.Set(static_cast<double>(wanted_brokers()));
+    const bool further = links.contains(link.target()) && links.at(link.target()).get() != &link;
+    if (further) {
+      const auto held = attached_instances();
+      if (held.contains(instance)) {
+        if (held.size() >= wanted_brokers()) link.stop();
+        return false;
+      }
+    }
+    asio::post(ex, [this, target = link.target()] { grow_through(target); });
+    return true;
+  }
+
+  // Behind one load balancer, one address reaches several brokers, each
+  // connection whichever the balancer picks: while fewer distinct brokers
+  // than wanted are held, and every address has its first link attached
+  // (with one address per broker, as a headless Service resolves, those
+  // are the brokers), one more link dials `target`. It keeps dialling
+  // until it reaches a broker no other link holds.
+  void grow_through(const std::string& target) {
+    if (draining || !links.contains(target)) return;
+    const auto held = attached_instances();
+    if (held.size() >= wanted_brokers()) return;
+    std::size_t through = 0;
+    for (const auto& [key, l] : links) {
+      if (l->stopping()) continue;
+      if (key == l->target() && !l->attached()) return;  // a first link still attaching
+      if (l->target() != target) continue;
+      if (!l->attached()) return;  // one further link of this address is dialling already
+      ++through;
+    }
+    if (through >= wanted_brokers()) return;
+    const auto& first = *links.at(target);
+    std::string key;
+    for (std::size_t n = 2; key.empty() || links.contains(key); ++n) key = target + "#" + std::to_string(n);
+    POSTERN_LOG(info, "dialling the broker address again for another broker")
+        .kv("broker", first.name())
+        .kv("target", target)
+        .kv("brokers_held", static_cast<std::uint64_t>(held.size()))
+        .kv("brokers_expected", static_cast<std::uint64_t>(wanted_brokers()));
+    add_link(first.name(), first_host(first.name()), target, key);
+  }
+
+  static std::string first_host(const std::string& name) {
+    std::string host = name.substr(0, name.rfind(':'));
+    if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+    return host;
+  }
+
+  void add_link(const std::string& name, const std::string& host, const std::string& target,
+                const std::string& key) {
     BrokerLink::Hooks hooks;
     hooks.serve = [this](std::shared_ptr<tunnel::Exchange> x, tunnel::v1::RequestHead&& head) {
       handler->serve(std::move(x), std::move(head));
     };
     hooks.config = [this] { return catalog_wire; };
     hooks.draining = [this] { return draining; };
-    hooks.attached_changed = [this] { update_attached_gauge(); };
+    hooks.attached_changed = [this, target] {
+      update_attached_gauge();
+      // A link that lost its broker: another may be needed to make up.
+      asio::post(ex, [this, target] { grow_through(target); });
+    };
+    hooks.welcomed = [this](BrokerLink& l, const std::string& instance, std::uint32_t count) {
+      return on_welcome(l, instance, count);
+    };
     auto link = std::make_unique<BrokerLink>(ex, name, host, target, creds, pump->cq(), link_settings,
                                              std::move(hooks), metrics);
     auto* l = link.get();
-    links.emplace(target, std::move(link));
+    links.emplace(key, std::move(link));
     POSTERN_LOG(info, "broker link added").kv("broker", name).kv("target", target);
     l->start();
   }
 
+  // Distinct brokers held (two links to one broker count once).
   void update_attached_gauge() {
-    std::size_t n = 0;
-    for (auto& [_, l] : links) n += l->attached() ? 1 : 0;
-    metrics.brokers_attached.Set(static_cast<double>(n));
+    metrics.brokers_attached.Set(static_cast<double>(attached_instances().size()));
   }
 
   // ------------------------------------------------------------ drain

@@ -5,7 +5,13 @@ namespace postern::connector {
 Metrics::Metrics(prometheus::Registry& r)
     : brokers_attached(prometheus::BuildGauge()
                            .Name("postern_connector_brokers_attached")
-                           .Help("Brokers this connector is attached to")
+                           .Help("Distinct brokers this connector is attached to")
+                           .Register(r)
+                           .Add({})),
+      brokers_expected(prometheus::BuildGauge()
+                           .Name("postern_connector_brokers_expected")
+                           .Help("Distinct brokers this connector means to be attached to (expected_brokers, or "
+                                 "what the brokers say); more than brokers_attached: a broker is not reached yet")
                            .Register(r)
                            .Add({})),
       lanes(prometheus::BuildGauge()

@@ -109,6 +109,22 @@ grep -q "^receive_window: 1048576$" "$connector_cfg"
 "$bin/postern-connector" --config "$connector_cfg" --check-config > /dev/null
 echo "lanes and receive windows rendered as intended"
 
+echo "== brokers behind one address: the broker count reaches the connectors"
+# Each broker tells connectors its replicas (expected_brokers), so that a
+# connector dialling one load-balanced address attaches to every broker.
+grep -q "^expected_brokers: 2$" "$out/cfg-dmz-default/broker-config.yaml"
+grep -q "^expected_brokers: 3$" "$out/cfg-dmz-production/broker-config.yaml"  # its replicas: 3
+if grep -q "expected_brokers" "$out/cfg-green-default/connector-config.yaml"; then
+  echo "the default connector config overrides what the brokers say" >&2
+  exit 1
+fi
+"$helm" template postern-green "$chart" -n green --set zone=green "${keys[@]}" --set connector.expectedBrokers=3 \
+  > "$out/green-expected.yaml"
+node "$here/configs.mjs" "$out/green-expected.yaml" "$out/cfg-green-expected"
+grep -q "^expected_brokers: 3$" "$out/cfg-green-expected/connector-config.yaml"
+"$bin/postern-connector" --config "$out/cfg-green-expected/connector-config.yaml" --check-config > /dev/null
+echo "expected_brokers rendered as intended"
+
 echo "== NetworkPolicy proof (green zone)"
 node "$here/netpol.mjs" "$out/green-default.yaml"
 node "$here/netpol.mjs" "$out/green-production.yaml"
@@ -153,5 +169,7 @@ expect_fail "a string for a number" "replicas" --set zone=green "${keys[@]}" --s
 expect_fail "connector lanes above 16" "lanes" --set zone=green "${keys[@]}" --set connector.lanes=17
 expect_fail "edge lanes of 0" "lanes" --set zone=dmz "${keys[@]}" --set edge.broker.lanes=0
 expect_fail "a connector maxConcurrency of 0" "maxConcurrency" --set zone=green "${keys[@]}" --set connector.maxConcurrency=0
+expect_fail "more than 64 brokers" "replicas" --set zone=dmz "${keys[@]}" --set broker.replicas=65
+expect_fail "a connector expecting 0 brokers" "expectedBrokers" --set zone=green "${keys[@]}" --set connector.expectedBrokers=0
 expect_fail "the removed poolSize" "poolSize" --set zone=green "${keys[@]}" --set connector.poolSize=8
 echo "helm chart tests passed"

@@ -387,6 +387,7 @@ struct Fleet {
   struct Broker {
     std::string name;
     std::uint16_t registration = 0, relay = 0, admin = 0;
+    std::uint32_t expected_brokers = 0;  // BrokerConfig.expected_brokers
     std::unique_ptr<Process> p;
   };
   struct Edge {
@@ -398,6 +399,7 @@ struct Fleet {
   struct Connector {
     std::string name;
     std::unique_ptr<Process> p;
+    std::vector<std::string> brokers;  // its broker addresses; empty: every broker's registration port
   };
   std::vector<Broker> brokers;
   std::vector<Edge> edges;
@@ -415,6 +417,7 @@ struct Fleet {
          "publish_config: true}\n";
     y += "trusted_config_keys: [\"" + c.signing_pub + "\"]\n";
     y += "heartbeat_interval: 1s\nheartbeat_timeout: 3s\npark_wait: 2s\ndrain_timeout: 5s\n";
+    y += "expected_brokers: " + std::to_string(b.expected_brokers) + "\n";
     write_file(sys.dir().file(b.name + ".yaml"), y);
     b.p = Process::start({binary_path("postern-broker"), "--config", sys.dir().file(b.name + ".yaml")},
                          sys.dir().file(b.name + ".log"));
@@ -426,9 +429,11 @@ struct Fleet {
   void start_connector(Connector& k) {
     const auto& c = sys.certs();
     std::string y = "id: " + k.name + "\nlog: {level: debug}\nbrokers: [";
-    for (std::size_t i = 0; i < brokers.size(); ++i) {
-      y += (i ? ", " : "") + std::string("\"localhost:") + std::to_string(brokers[i].registration) + "\"";
+    std::vector<std::string> addresses = k.brokers;
+    if (addresses.empty()) {
+      for (const auto& b : brokers) addresses.push_back("localhost:" + std::to_string(b.registration));
     }
+    for (std::size_t i = 0; i < addresses.size(); ++i) y += (i ? ", \"" : "\"") + addresses[i] + "\"";
     y += "]\ntls:\n  ca_file: \"" + c.ca + "\"\n  cert_file: \"" + c.connector_crt + "\"\n  key_file: \"" +
          c.connector_key + "\"\n";
     y += "lanes: 2\npolicy:\n  address: \"127.0.0.1:" + std::to_string(sys.policy_port) + "\"\n";
@@ -437,12 +442,18 @@ struct Fleet {
     write_file(sys.dir().file(k.name + ".yaml"), y);
     k.p = Process::start({binary_path("postern-connector"), "--config", sys.dir().file(k.name + ".yaml")},
                          sys.dir().file(k.name + ".log"));
-    // Attached to every broker.
+    // Attached to every broker (through addresses of its own: to one, the
+    // test checks the rest).
+    const int want = k.brokers.empty() ? static_cast<int>(brokers.size()) : 1;
     const auto until = Clock::now() + 20s;
-    while (k.p->count_log("\"msg\":\"attached\"") < static_cast<int>(brokers.size()) && Clock::now() < until) {
+    while (k.p->count_log("\"msg\":\"attached\"") < want && Clock::now() < until) {
       std::this_thread::sleep_for(20ms);
     }
-    ASSERT_EQ(k.p->count_log("\"msg\":\"attached\""), static_cast<int>(brokers.size())) << k.p->log_tail();
+    if (k.brokers.empty()) {
+      ASSERT_EQ(k.p->count_log("\"msg\":\"attached\""), want) << k.p->log_tail();
+    } else {
+      ASSERT_GE(k.p->count_log("\"msg\":\"attached\""), want) << k.p->log_tail();
+    }
   }
 
   void start_edge(Edge& e) {
@@ -480,6 +491,70 @@ struct Fleet {
     }
   }
 };
+
+// Three brokers behind one TCP load balancer (round robin per
+// connection), as a cross-cluster install reaches them: each connector
+// dials the one address until it holds a link to every broker the brokers
+// say there are (Welcome.broker_count), so that no broker is left without
+// connectors, and a POST through any broker is served.
+TEST(Reliability, ConnectorsBehindALoadBalancerReachEveryBroker) {
+  System sys;
+  sys.start_demo();
+  sys.start_policy(kPolicy);
+  Fleet fleet{sys};
+  for (const char* name : {"broker-a", "broker-b", "broker-c"}) {
+    fleet.brokers.push_back({.name = name, .expected_brokers = 3});
+  }
+  for (auto& b : fleet.brokers) fleet.start_broker(b);
+  std::string targets;
+  for (const auto& b : fleet.brokers) targets += (targets.empty() ? "" : ",") + std::to_string(b.registration);
+  const std::uint16_t lb_port = free_port();
+  auto lb = Process::start({system_python(), source_path("tests/support/delay_proxy.py"), std::to_string(lb_port),
+                            targets, "0"},
+                           sys.dir().file("load-balancer.log"));
+  ASSERT_TRUE(wait_until([&] { return can_connect(lb_port); }, 5s)) << lb->log_tail();
+  const auto start = Clock::now();
+  for (const char* name : {"c1", "c2"}) {
+    fleet.connectors.push_back({.name = name, .brokers = {"localhost:" + std::to_string(lb_port)}});
+  }
+  for (auto& c : fleet.connectors) {
+    fleet.start_connector(c);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+  for (std::size_t i = 0; i < fleet.brokers.size(); ++i) {
+    fleet.edges.push_back({.name = "edge-" + std::to_string(i), .brokers = {i}});
+  }
+  for (auto& e : fleet.edges) fleet.start_edge(e);
+  for (auto& b : fleet.brokers) {
+    EXPECT_TRUE(wait_until([&] { return fleet.broker_ready(b); }, 10s))
+        << b.name << " has not both connectors\n" << scrape(b.admin);
+  }
+  std::printf("[ info ] every broker has both connectors %lld ms after the first connector started\n",
+              ms_since(start));
+  // The config routes `broken` too, which no connector serves: each broker
+  // says so (metric and log); `demo` is served everywhere.
+  for (auto& b : fleet.brokers) {
+    const auto m = scrape(b.admin);
+    EXPECT_EQ(metric_value(m, "postern_broker_alias_unserved", {{"alias", "demo"}}), 0.0) << b.name;
+    EXPECT_EQ(metric_value(m, "postern_broker_alias_unserved", {{"alias", "broken"}}), 1.0) << b.name;
+    EXPECT_GE(b.p->count_log("alias has no connector attached here"), 1) << b.p->log_tail();
+  }
+  for (const auto& c : fleet.connectors) {
+    const auto m = scrape(c.p->wait_for_port("admin"));
+    EXPECT_EQ(metric_value(m, "postern_connector_brokers_attached"), 3.0) << c.name;
+    EXPECT_EQ(metric_value(m, "postern_connector_brokers_expected"), 3.0) << c.name;
+  }
+  // A POST (a body: no edge may send it to another broker) through every
+  // broker, several times so that both connectors serve.
+  for (const auto& e : fleet.edges) {
+    for (int i = 0; i < 6; ++i) {
+      const auto r = curl({"--data-binary", "hello " + e.name, "http://127.0.0.1:" + std::to_string(e.port) +
+                                                               "/gateway/demo/1.0/echo"});
+      EXPECT_EQ(r.status, 200) << e.name << ": " << r.headers << r.body;
+      EXPECT_NE(r.body.find("hello " + e.name), std::string::npos) << r.body;
+    }
+  }
+}
 
 // SIGTERM, wait for exit code 0, start again, wait until ready: one replica
 // at a time, for the edges, the connectors and the brokers, under load

@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """A TCP proxy on 127.0.0.1 that delays every byte by a fixed time each way.
 
-  delay_proxy.py LISTEN_PORT TARGET_PORT DELAY_MS
+  delay_proxy.py LISTEN_PORT TARGET_PORT[,TARGET_PORT...] DELAY_MS
+
+With several target ports it is also a load balancer as a cloud's TCP one
+is: each new connection goes to the next target, round robin.
 
 A stand-in for a long link (a connector in another region than its broker):
 each connection also takes one delay to open, as the SYN and SYN-ACK would,
@@ -45,9 +48,14 @@ async def pipe(reader, writer, delay):
 
 
 async def main():
-    listen_port, target_port, delay = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]) / 1000.0
+    listen_port, delay = int(sys.argv[1]), int(sys.argv[3]) / 1000.0
+    targets = [int(p) for p in sys.argv[2].split(",")]
+    turn = 0
 
     async def handle(client_reader, client_writer):
+        nonlocal turn
+        target_port = targets[turn % len(targets)]
+        turn += 1
         await asyncio.sleep(delay)
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target_port)
@@ -61,7 +69,7 @@ async def main():
         up_writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", listen_port)
-    print(f"listening on 127.0.0.1:{listen_port}, {delay * 1000:.0f} ms each way to port {target_port}", flush=True)
+    print(f"listening on 127.0.0.1:{listen_port}, {delay * 1000:.0f} ms each way to ports {targets}", flush=True)
     async with server:
         await server.serve_forever()
 

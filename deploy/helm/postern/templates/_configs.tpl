@@ -79,6 +79,7 @@ Built as dicts and rendered with toYaml, so quoting is always right.
       "heartbeat_timeout" $b.heartbeatTimeout
       "park_wait" $b.parkWait
       "response_window" (int64 $b.responseWindow)
+      "expected_brokers" (int $b.replicas)
       "drain_timeout" (include "postern.seconds" $b.drainSeconds) -}}
 {{- if $b.relayTls.enabled }}{{ $_ := set $c "edge_identities" $b.edgeIdentities }}{{ end -}}
 # BrokerConfig (proto/postern/config/v1/config.proto), rendered by the chart.
@@ -109,6 +110,7 @@ Built as dicts and rendered with toYaml, so quoting is always right.
       "resolve_interval" $n.resolveInterval
       "drain_timeout" (include "postern.seconds" $n.drainSeconds) -}}
 {{- with $n.lanes }}{{ $_ := set $c "lanes" (int .) }}{{ end -}}
+{{- with $n.expectedBrokers }}{{ $_ := set $c "expected_brokers" (int .) }}{{ end -}}
 {{- with $n.receiveWindow }}{{ $_ := set $c "receive_window" (int64 .) }}{{ end -}}
 # ConnectorConfig (proto/postern/config/v1/config.proto), rendered by the chart.
 {{ toYaml $c }}
