@@ -124,7 +124,30 @@ void ExchangeRouter::abort_lanes() {
   for (auto* l : std::vector<BrokerLane*>(lanes_)) l->lane_.abort();
 }
 
-void ExchangeRouter::count(const Route& r, const std::string& result) {
+// The edge ended the exchange: its client sent what HTTP does not allow
+// (client_error), went away (client_gone), or the edge stopped waiting
+// before a connector took it (abandoned). Logged and counted as theirs,
+// never as the connector's.
+std::string ExchangeRouter::ended_by_edge(const Route& r, const tv1::Error& e) {
+  std::string result;
+  if (e.code() == tv1::ERROR_CODE_BAD_REQUEST) {
+    result = "client_error";
+  } else if (e.code() == tv1::ERROR_CODE_CLIENT_GONE) {
+    result = r.connector ? "client_gone" : "abandoned";
+  } else {
+    result = std::string(error_slug(e.code()));
+  }
+  POSTERN_LOG(info, "exchange ended by the edge")
+      .kv("request_id", r.request_id)
+      .kv("alias", r.alias)
+      .kv("result", result)
+      .kv("reason", e.message());
+  return result;
+}
+
+// Results are snake_case label values (error slugs are kebab-case).
+void ExchangeRouter::count(const Route& r, std::string result) {
+  std::replace(result.begin(), result.end(), '-', '_');
   if (metrics_.exchanges) metrics_.exchanges->Add({{"alias", r.alias}, {"result", result}}).Increment();
 }
 
@@ -152,11 +175,7 @@ void ExchangeRouter::from_edge(BrokerLane& lane, tv1::Frame&& f) {
     // Still looking for a connector: the edge giving up ends it; the rest
     // waits (bounded) to be replayed.
     if (f.has_error()) {
-      POSTERN_LOG(info, "exchange abandoned")
-          .kv("request_id", r->request_id)
-          .kv("alias", r->alias)
-          .kv("reason", "the edge gave up while it waited for a connector");
-      end_route(*r, "abandoned");
+      end_route(*r, ended_by_edge(*r, f.error()));
       return;
     }
     r->held_bytes += f.ByteSizeLong();
@@ -208,10 +227,11 @@ void ExchangeRouter::forward_to_connector(Route& r, tv1::Frame&& f) {
       break;
   }
   const bool error = f.has_error();
+  const std::string result = error ? ended_by_edge(r, f.error()) : std::string();
   f.set_exchange(r.connector_id);
   r.connector->lane_.send(std::move(f));
   if (error) {
-    end_route(r, "edge_gone");
+    end_route(r, result);
     return;
   }
   maybe_over(r);

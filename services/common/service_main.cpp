@@ -16,12 +16,69 @@
 
 namespace postern {
 
-CommandLine parse_command_line(int argc, char** argv, std::string_view service) {
+namespace {
+
+// What each binary is, for --help.
+std::string_view about(std::string_view service) {
+  if (service == "edge") {
+    return "The DMZ's public entry: takes REST and WebSocket requests on its external listeners, applies\n"
+           "threat protection, routing and DMZ-enforced policies, and sends each exchange over a few lanes\n"
+           "to the brokers, which hand it to a connector in the green zone.";
+  }
+  if (service == "broker") {
+    return "The DMZ's meeting point: green-zone connectors dial in on its registration port (mutual TLS)\n"
+           "and edges on its relay port; it routes every exchange between them and relays the signed\n"
+           "policy snapshot to the edges. It opens no connection itself.";
+  }
+  if (service == "connector") {
+    return "The green zone's side: dials out to the brokers (the firewall admits nothing in), takes the\n"
+           "exchanges they route to its aliases and calls the native services, applying green-enforced\n"
+           "policies; relays the policy service's signed snapshot to the brokers.";
+  }
+  if (service == "policy") {
+    return "The green zone's policy service: reads the policy file (APIs, applications, policies), signs\n"
+           "each snapshot and serves it to connectors (and, through them, to brokers and edges).";
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string_view version() { return POSTERN_VERSION; }
+
+void print_help(std::string_view service, std::string_view extra) {
+  const std::string name = "postern-" + std::string(service);
+  std::printf(
+      "%s %s\n%.*s\n\n"
+      "usage: %s --config FILE [--log-level LEVEL] [--check-config]\n"
+      "       %s --help | --version\n\n"
+      "options:\n"
+      "  -c, --config FILE      the service's YAML config (docs/configuration.md)\n"
+      "      --log-level LEVEL  debug, info, warn or error: overrides the config's log.level\n"
+      "      --check-config     load and check the config (fields, types, values), print \"FILE: ok\", exit\n"
+      "  -h, --help             this text\n"
+      "      --version          the version\n"
+      "%.*s\n"
+      "exit codes:\n"
+      "  0  stopped after draining (SIGTERM or SIGINT); --check-config passed; --help, --version\n"
+      "  1  could not start (a port in use, a file that cannot be read, ...), or a second signal\n"
+      "  2  a bad command line or a bad config (every problem printed as file:line:col: field: message)\n",
+      name.c_str(), POSTERN_VERSION, static_cast<int>(about(service).size()), about(service).data(), name.c_str(),
+      name.c_str(), static_cast<int>(extra.size()), extra.data());
+}
+
+CommandLine parse_command_line(int argc, char** argv, std::string_view service, std::string_view extra_help) {
   CommandLine cl;
   auto usage = [&](int code) {
-    std::fprintf(code == 0 ? stdout : stderr,
-                 "usage: postern-%.*s --config FILE [--log-level debug|info|warn|error] [--check-config]\n",
-                 static_cast<int>(service.size()), service.data());
+    if (code == 0) {
+      print_help(service, extra_help);
+    } else {
+      std::fprintf(stderr,
+                   "usage: postern-%.*s --config FILE [--log-level debug|info|warn|error] [--check-config]\n"
+                   "       (postern-%.*s --help says more)\n",
+                   static_cast<int>(service.size()), service.data(), static_cast<int>(service.size()),
+                   service.data());
+    }
     std::exit(code);
   };
   for (int i = 1; i < argc; ++i) {
@@ -44,6 +101,9 @@ CommandLine parse_command_line(int argc, char** argv, std::string_view service) 
       cl.check_only = true;
     } else if (a == "--help" || a == "-h") {
       usage(0);
+    } else if (a == "--version") {
+      std::printf("postern-%.*s %s\n", static_cast<int>(service.size()), service.data(), POSTERN_VERSION);
+      std::exit(0);
     } else {
       std::fprintf(stderr, "postern-%.*s: unknown argument '%s'\n", static_cast<int>(service.size()), service.data(),
                    argv[i]);

@@ -32,8 +32,17 @@ struct CommandLine {
 void tune_malloc();
 
 /// Parses `--config FILE [--log-level LEVEL] [--check-config]`; prints usage
-/// and exits 2 on anything else (exit 0 for --help).
-CommandLine parse_command_line(int argc, char** argv, std::string_view service);
+/// and exits 2 on anything else. `--help` prints what the service is, its
+/// options, `extra_help` (a binary's subcommands) and the exit codes;
+/// `--version` the version; both exit 0.
+CommandLine parse_command_line(int argc, char** argv, std::string_view service, std::string_view extra_help = {});
+
+/// The project's version (CMakeLists.txt).
+std::string_view version();
+
+/// The --help text of postern-`service`, with `extra` (subcommands) before
+/// the exit codes.
+void print_help(std::string_view service, std::string_view extra = {});
 
 /// Loads the YAML config; on failure prints every error to stderr, one per
 /// line with file, line and field, and exits 2. With --check-config it then

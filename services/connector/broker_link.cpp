@@ -8,6 +8,7 @@
 #include "common/grpc/bridge.hpp"
 #include "common/grpc/channel.hpp"
 #include "common/observability/log.hpp"
+#include "common/service_main.hpp"
 #include "common/tunnel/lane_io.hpp"
 #include "postern/tunnel/v1/tunnel.grpc.pb.h"
 
@@ -132,7 +133,7 @@ asio::awaitable<bool> BrokerLink::attach_once() {
     h->set_connector_id(settings_.connector_id);
     for (const auto& a : settings_.aliases) h->add_aliases(a);
     h->set_capacity(settings_.capacity);
-    h->set_version("postern-connector/0.2");
+    h->set_version("postern-connector/" + std::string(version()));
     h->set_lanes(settings_.lanes);
     ok = co_await gb::write(*stream, hello);
   }

@@ -140,7 +140,18 @@ struct Upload {
         [this, x](std::exception_ptr e) {
           if (e) {
             failure = e;
-            x->abandon(tv1::ERROR_CODE_CLIENT_GONE, "the request body could not be read");
+            // The client's fault (a malformed chunk: 400), or it went away:
+            // the far side says so in its logs and counts.
+            try {
+              std::rethrow_exception(e);
+            } catch (const ExchangeError& err) {
+              x->abandon(err.code() == tv1::ERROR_CODE_CLIENT_GONE ? tv1::ERROR_CODE_CLIENT_GONE
+                                                                   : tv1::ERROR_CODE_BAD_REQUEST,
+                         std::string("the client's request body could not be read: ") + err.what());
+            } catch (const std::exception& err) {
+              x->abandon(tv1::ERROR_CODE_BAD_REQUEST,
+                         std::string("the client's request body could not be read: ") + err.what());
+            }
           }
           done.set();
         });

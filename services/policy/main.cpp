@@ -8,6 +8,7 @@
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <string_view>
 
 #include <termios.h>
 #include <unistd.h>
@@ -22,7 +23,28 @@
 
 namespace {
 
+constexpr std::string_view kCommands =
+    "\ncommands:\n"
+    "  validate FILE...       check policy files as the service would load them: every problem as\n"
+    "                         file:line:col: field: message; exit 0 if all are valid, 1 if one is not\n"
+    "  hash-password [--iterations N] < PASSWORD\n"
+    "                         a salted PBKDF2-HMAC-SHA256 hash for a policy file's basic[].password_hash;\n"
+    "                         the password is read from standard input (asked for on a terminal)\n";
+
+bool asks_for_help(int argc, char** argv) {
+  for (int i = 2; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) return true;
+  }
+  return false;
+}
+
 int validate(int argc, char** argv) {
+  if (asks_for_help(argc, argv)) {
+    std::cout << "usage: postern-policy validate FILE...\n"
+                 "  checks policy files as the service would load them and prints every problem as\n"
+                 "  file:line:col: field: message; exit 0 if all are valid, 1 if one is not, 2 on bad usage\n";
+    return 0;
+  }
   if (argc < 3) {
     std::cerr << "usage: postern-policy validate FILE...\n";
     return 2;
@@ -48,6 +70,12 @@ int validate(int argc, char** argv) {
 // where `ps` and the shell history would keep it): without echo on a
 // terminal, else the first line.
 int hash_password(int argc, char** argv) {
+  if (asks_for_help(argc, argv)) {
+    std::cout << "usage: postern-policy hash-password [--iterations N] < password\n"
+                 "  prints \"$pbkdf2-sha256$i=N$SALT$HASH\" for a policy file's basic[].password_hash;\n"
+                 "  reads the password from standard input (asks for it on a terminal); exit 0, or 2 on bad usage\n";
+    return 0;
+  }
   std::uint32_t iterations = postern::crypto::kPasswordIterations;
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
@@ -96,7 +124,7 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::strcmp(argv[1], "validate") == 0) return validate(argc, argv);
   if (argc >= 2 && std::strcmp(argv[1], "hash-password") == 0) return hash_password(argc, argv);
   tune_malloc();
-  auto cl = parse_command_line(argc, argv, "policy");
+  auto cl = parse_command_line(argc, argv, "policy", kCommands);
   config::v1::PolicyServiceConfig cfg;
   load_config_or_exit(cl, cfg);
   init_logging("policy", cfg.log().level(), cl.log_level);

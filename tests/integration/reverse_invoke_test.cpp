@@ -441,6 +441,45 @@ TEST_F(ReverseInvoke, MalformedRequestIs400AndOversizedHeadIs431) {
   EXPECT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
 }
 
+// A client that breaks its chunked body after the exchange reached the
+// connector gets 400, and the broker blames the client (result
+// client_error, logged with the request id), never the connector: a
+// connector_lost count would page someone for nothing.
+TEST_F(ReverseInvoke, MalformedChunkMidBodyIsBlamedOnTheClient) {
+  sys.start_all();
+  UniqueFd fd = connect_loopback(sys.edge_port, 2s);
+  ASSERT_TRUE(fd);
+  ASSERT_TRUE(send_all(fd.get(),
+                       "POST /gateway/demo/1.0/sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "5\r\nhello\r\n"));
+  // The first chunk crosses to the connector; then the garbage.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return metric_value(scrape(sys.broker_admin_port), "postern_broker_exchanges_in_flight") >= 1;
+      },
+      5s));
+  ASSERT_TRUE(send_all(fd.get(), "ZZZ\r\nxx\r\n0\r\n\r\n"));
+  const auto r = parse_response(recv_response(fd.get(), 5s));
+  EXPECT_EQ(r.status, 400) << r.body;
+  const std::string request_id = r.header("x-request-id");
+  ASSERT_FALSE(request_id.empty());
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return metric_value(scrape(sys.broker_admin_port), "postern_broker_exchanges_total",
+                            {{"alias", "demo"}, {"result", "client_error"}}) == 1;
+      },
+      5s))
+      << scrape(sys.broker_admin_port);
+  EXPECT_EQ(metric_value(scrape(sys.broker_admin_port), "postern_broker_exchanges_total",
+                         {{"alias", "demo"}, {"result", "connector_lost"}}),
+            0);
+  sys.broker->wait_for_log("\"msg\":\"exchange ended by the edge\".*\"request_id\":\"" + request_id +
+                           "\".*\"result\":\"client_error\"");
+  EXPECT_EQ(sys.broker->count_log("connector lost mid-exchange"), 0) << sys.broker->log_tail();
+  // The edge still serves.
+  EXPECT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+}
+
 TEST_F(ReverseInvoke, TlsOutsideAndHttpsNativeInside) {
   sys.start_demo(/*tls=*/true);
   sys.start_broker();
@@ -664,7 +703,7 @@ TEST_F(ReverseInvoke, MetricsCountRequestsAndConnectors) {
   EXPECT_EQ(metric_value(broker, "postern_broker_connectors_attached", {{"alias", "demo"}}), 1.0);
   EXPECT_EQ(metric_value(broker, "postern_broker_lanes", {{"from", "connector"}}), 2.0);
   EXPECT_EQ(metric_value(broker, "postern_broker_lanes", {{"from", "edge"}}), 1.0);
-  EXPECT_EQ(metric_value(broker, "postern_broker_exchanges_total", {{"alias", "ghost"}, {"result", "no-connector"}}),
+  EXPECT_EQ(metric_value(broker, "postern_broker_exchanges_total", {{"alias", "ghost"}, {"result", "no_connector"}}),
             1.0);
 }
 
