@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The Helm chart's tests: lint and render both zones with default and
 # production-like values, validate every manifest against the Kubernetes API
-# schemas, prove from the rendered NetworkPolicies that no green-zone pod
-# admits ingress from outside its namespace, and check that bad values fail.
-set -euo pipefail
+# schemas (strict: no unknown fields), check every workload's shutdown
+# timing and topology spread, prove from the rendered NetworkPolicies that
+# no green-zone pod admits ingress from outside its namespace, and check
+# that bad values fail.
+set -Eeuo pipefail
+# A failing check names itself (many are a bare grep or test).
+trap 'echo "tests/helm/run.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 helm="$here/.bin/helm"
@@ -29,6 +33,9 @@ for zone in dmz green; do
     "$helm" lint "$chart" "${args[@]}" --quiet
     "$helm" template "postern-$zone" "$chart" -n "$zone" "${args[@]}" > "$out/$zone-$values.yaml"
     node "$here/validate.mjs" "$out/$zone-$values.yaml"
+    # Grace period >= preStop + drain; the default soft spread over nodes and
+    # zones, selecting each workload's own pods.
+    node "$here/workloads.mjs" "$out/$zone-$values.yaml"
     # Every config the chart renders loads in the service that reads it
     # (field names and types against config.proto / policy.proto).
     node "$here/configs.mjs" "$out/$zone-$values.yaml" "$out/cfg-$zone-$values"
@@ -125,6 +132,83 @@ grep -q "^expected_brokers: 3$" "$out/cfg-green-expected/connector-config.yaml"
 "$bin/postern-connector" --config "$out/cfg-green-expected/connector-config.yaml" --check-config > /dev/null
 echo "expected_brokers rendered as intended"
 
+echo "== the broker registration Service: ClusterIP unless asked, and then fenced"
+# A LoadBalancer with no source ranges would open the registration port to
+# anyone who reaches the load balancer; the default is ClusterIP, and the
+# production example's LoadBalancer admits the green zone's egress range.
+get() { node "$here/get.mjs" "$@"; }
+[ "$(get "$out/dmz-default.yaml" Service postern-dmz-broker spec.type)" = ClusterIP ] \
+  || { echo "the default registration Service is not ClusterIP" >&2; exit 1; }
+[ "$(get "$out/dmz-production.yaml" Service postern-dmz-broker spec.type)" = LoadBalancer ]
+[ "$(get "$out/dmz-production.yaml" Service postern-dmz-broker spec.loadBalancerSourceRanges)" = '["10.40.0.0/16"]' ]
+echo "registration Service: ClusterIP by default, production LoadBalancer with source ranges"
+
+echo "== shutdown: the production preStop outlasts a cloud NLB's health checks"
+# 30 s on edge and broker (an NLB needs 20-30 s to stop sending new
+# connections), and the grace period still covers preStop 30 + drain 30 +
+# margin 10 (workloads.mjs checked grace >= preStop + drain on every render).
+for w in Deployment/postern-dmz-edge StatefulSet/postern-dmz-broker; do
+  pre="$(get "$out/dmz-production.yaml" "${w%/*}" "${w#*/}" spec.template.spec.containers.0.lifecycle.preStop.sleep.seconds)"
+  grace="$(get "$out/dmz-production.yaml" "${w%/*}" "${w#*/}" spec.template.spec.terminationGracePeriodSeconds)"
+  [ "$pre" = 30 ] || { echo "$w: production preStop is $pre s, not 30" >&2; exit 1; }
+  [ "$grace" = 70 ] || { echo "$w: production grace period is $grace s, not 70" >&2; exit 1; }
+done
+echo "production preStop 30 s, grace period 70 s"
+
+echo "== image: registry prefix, tag defaulting to appVersion, digest"
+app="$(sed -n 's/^appVersion: "\(.*\)"$/\1/p' "$chart/Chart.yaml")"
+image_of() { "$helm" template t "$chart" -n dmz --set zone=dmz "${keys[@]}" "$@" | sed -n 's/^ *image: //p' | sort -u; }
+[ "$(sed -n 's/^ *image: //p' "$out/dmz-default.yaml" | sort -u)" = "postern:$app" ] \
+  || { echo "the default image is not postern:$app (image.tag empty: appVersion)" >&2; exit 1; }
+[ "$(image_of --set-string image.tag=1.10)" = "postern:1.10" ]
+digest="sha256:$(printf postern | sha256sum | cut -d' ' -f1)"
+[ "$(image_of --set image.registry=registry.example.com --set image.digest="$digest" --set-string image.tag=9.9)" \
+  = "registry.example.com/postern@$digest" ] || { echo "image.digest/image.registry not rendered" >&2; exit 1; }
+[ "$(sed -n 's/^ *image: //p' "$out/green-production.yaml" | sort -u)" = "registry.example.com/postern/postern:0.1.0" ]
+echo "images rendered as intended"
+
+echo "== the policy pod rolls on its own config, not on the policy file"
+# checksum/config covers the policy service's config (read once at start);
+# the policy file hot-reloads and must not restart the pod.
+policy_annotations() { get "$1" Deployment postern-green-policy spec.template.metadata.annotations; }
+"$helm" template postern-green "$chart" -n green --set zone=green "${keys[@]}" --set logLevel=debug > "$out/green-debug.yaml"
+"$helm" template postern-green "$chart" -n green --set zone=green "${keys[@]}" --set policy.reloadInterval=5s > "$out/green-reload.yaml"
+{ cat "$out/cfg-green-default/policy-policy.yaml"; echo "# edited"; } > "$out/policy-edited.yaml"
+"$helm" template postern-green "$chart" -n green --set zone=green "${keys[@]}" \
+  --set-file policy.policyFile="$out/policy-edited.yaml" > "$out/green-policy-edited.yaml"
+grep -q "^    # edited$" "$out/green-policy-edited.yaml"
+base="$(policy_annotations "$out/green-default.yaml")"
+for f in green-debug green-reload; do
+  if [ "$(policy_annotations "$out/$f.yaml")" = "$base" ]; then
+    echo "$f: the policy pod annotations did not change with its config" >&2
+    exit 1
+  fi
+done
+[ "$(policy_annotations "$out/green-policy-edited.yaml")" = "$base" ] \
+  || { echo "a policy file edit changes the policy pod template (it would restart)" >&2; exit 1; }
+echo "policy pod: checksum/config follows logLevel and reloadInterval, not the policy file"
+
+echo "== topology spread: the default follows the release name; a user's own replaces it"
+# The production examples hard-code no release name: installed as "other",
+# nothing refers to postern-dmz / postern-green, and every workload spreads
+# by its own selector.
+for zone in dmz green; do
+  "$helm" template other "$chart" -n "$zone" --set zone="$zone" "${keys[@]}" \
+    -f "$root/deploy/helm/values-$zone-production.yaml" > "$out/other-$zone.yaml"
+  if grep -n "postern-$zone" "$out/other-$zone.yaml" >&2; then
+    echo "the $zone production render names the release postern-$zone" >&2
+    exit 1
+  fi
+  node "$here/workloads.mjs" "$out/other-$zone.yaml"
+done
+own='[{"labelSelector":{"matchLabels":{"app.kubernetes.io/component":"edge"}},"maxSkew":2,"topologyKey":"kubernetes.io/hostname","whenUnsatisfiable":"DoNotSchedule"}]'
+"$helm" template postern-dmz "$chart" -n dmz --set zone=dmz "${keys[@]}" --set-json "edge.topologySpreadConstraints=$own" \
+  > "$out/dmz-spread.yaml"
+[ "$(get "$out/dmz-spread.yaml" Deployment postern-dmz-edge spec.template.spec.topologySpreadConstraints)" = "$own" ]
+[ "$(get "$out/dmz-spread.yaml" StatefulSet postern-dmz-broker spec.template.spec.topologySpreadConstraints.length)" = 2 ]
+node "$here/validate.mjs" "$out/dmz-spread.yaml" > /dev/null
+echo "topology spread rendered as intended"
+
 echo "== NetworkPolicy proof (green zone)"
 node "$here/netpol.mjs" "$out/green-default.yaml"
 node "$here/netpol.mjs" "$out/green-production.yaml"
@@ -149,6 +233,20 @@ if node "$here/validate.mjs" "$out/dmz-bad.yaml" > "$out/bad.log" 2>&1; then
 fi
 grep -q "containerPort must be integer" "$out/bad.log"
 
+echo "== the schema check fails on an unknown field"
+# A template typo would otherwise pass (and the API server drops the field).
+sed 's/readinessProbe:/readinesProbe:/' "$out/dmz-default.yaml" > "$out/dmz-typo.yaml"
+if cmp -s "$out/dmz-default.yaml" "$out/dmz-typo.yaml"; then
+  echo "self-test could not misspell readinessProbe (rendered layout changed?)" >&2
+  exit 1
+fi
+if node "$here/validate.mjs" "$out/dmz-typo.yaml" > "$out/typo.log" 2>&1; then
+  echo "validate.mjs accepted a readinesProbe field" >&2
+  exit 1
+fi
+grep -q "unknown field spec.template.spec.containers\[0\].readinesProbe" "$out/typo.log" \
+  || { cat "$out/typo.log" >&2; exit 1; }
+
 echo "== bad values fail"
 expect_fail() {
   local what="$1" pattern="$2"
@@ -172,4 +270,42 @@ expect_fail "a connector maxConcurrency of 0" "maxConcurrency" --set zone=green 
 expect_fail "more than 64 brokers" "replicas" --set zone=dmz "${keys[@]}" --set broker.replicas=65
 expect_fail "a connector expecting 0 brokers" "expectedBrokers" --set zone=green "${keys[@]}" --set connector.expectedBrokers=0
 expect_fail "the removed poolSize" "poolSize" --set zone=green "${keys[@]}" --set connector.poolSize=8
+# The registration port behind a LoadBalancer, open to anyone (schema; the
+# template guard for installs that skip the schema).
+lb=(--set zone=dmz "${keys[@]}" --set broker.registrationService.type=LoadBalancer)
+expect_fail "a registration LoadBalancer without source ranges" "registrationService.loadBalancerSourceRanges" "${lb[@]}"
+expect_fail "a registration LoadBalancer without source ranges (no schema)" "loadBalancerSourceRanges is empty" \
+  "${lb[@]}" --skip-schema-validation
+"$helm" template t "$chart" "${lb[@]}" --set 'broker.registrationService.loadBalancerSourceRanges={10.40.0.0/16}' > /dev/null
+# Kubernetes < 1.30 (no sleep action), and a 0 s sleep (needs 1.33).
+expect_fail "Kubernetes 1.29" "kubeVersion" --set zone=dmz "${keys[@]}" --kube-version 1.29.0
+expect_fail "a preStop of 0 s" "preStopSeconds" --set zone=dmz "${keys[@]}" --set shutdown.preStopSeconds=0
+expect_fail "a numeric image tag" "image.tag" --set zone=dmz "${keys[@]}" --set image.tag=2
+expect_fail "an image digest without an algorithm" "image.digest" --set zone=dmz "${keys[@]}" --set image.digest=0123
+# Green: nothing to dial, no policy.
+expect_fail "connector.brokers: null" "connector.brokers is empty" --set zone=green "${keys[@]}" --set connector.brokers=null
+expect_fail "an empty connector.brokers" "connector.brokers" --set zone=green "${keys[@]}" --set-json 'connector.brokers=[]'
+expect_fail "an empty policy file" "policy.policyFile is empty" --set zone=green "${keys[@]}" --set policy.policyFile=
+expect_fail "a blank policy file" "policy.policyFile is empty" --set zone=green "${keys[@]}" --set-string 'policy.policyFile=  '
+expect_fail "policy.policyFile: null" "policy.policyFile is empty" --set zone=green "${keys[@]}" --set policy.policyFile=null
+# No replicas: 0 connectors, or 0 edges without the HPA (with it, the HPA's
+# minReplicas applies and edge.replicas is not rendered).
+expect_fail "0 connectors" "connector.replicas" --set zone=green "${keys[@]}" --set connector.replicas=0
+expect_fail "0 connectors (no schema)" "connector.replicas is 0" --set zone=green "${keys[@]}" --set connector.replicas=0 \
+  --skip-schema-validation
+expect_fail "0 edges without autoscaling" "edge.replicas" --set zone=dmz "${keys[@]}" \
+  --set edge.autoscaling.enabled=false --set edge.replicas=0
+expect_fail "0 edges without autoscaling (no schema)" "edge.replicas is 0" --set zone=dmz "${keys[@]}" \
+  --set edge.autoscaling.enabled=false --set edge.replicas=0 --skip-schema-validation
+"$helm" template t "$chart" --set zone=dmz "${keys[@]}" --set edge.replicas=0 > "$out/dmz-hpa.yaml"
+if grep -q "^  replicas: 0$" "$out/dmz-hpa.yaml" || ! grep -q "^  minReplicas: 2$" "$out/dmz-hpa.yaml"; then
+  echo "with the HPA on, edge.replicas should be ignored" >&2
+  exit 1
+fi
+# A PodDisruptionBudget that blocks every drain.
+expect_fail "a PDB maxUnavailable of 0" "edge.pdb.maxUnavailable" --set zone=dmz "${keys[@]}" --set edge.pdb.maxUnavailable=0
+expect_fail "a PDB maxUnavailable of 0%" "connector.pdb.maxUnavailable" --set zone=green "${keys[@]}" \
+  --set connector.pdb.maxUnavailable=0%
+expect_fail "a PDB maxUnavailable of 0 (no schema)" "blocks every node drain" --set zone=green "${keys[@]}" \
+  --set policy.pdb.enabled=true --set policy.pdb.maxUnavailable=0 --skip-schema-validation
 echo "helm chart tests passed"

@@ -89,6 +89,9 @@ Built as dicts and rendered with toYaml, so quoting is always right.
 {{/* ConnectorConfig */}}
 {{- define "postern.connector.config" -}}
 {{- $n := .Values.connector -}}
+{{- if not $n.brokers -}}
+{{- fail "connector.brokers is empty: list the broker registration address(es) the connectors dial, host:port (e.g. postern-dmz-broker-headless.dmz.svc.cluster.local:7443)" -}}
+{{- end -}}
 {{- $tls := dict
       "ca_file" "/etc/postern/tls/ca.crt"
       "cert_file" "/etc/postern/tls/tls.crt"

@@ -55,8 +55,17 @@ helm.sh/chart: {{ include "postern.chart" .root }}
 postern.dev/zone: {{ .root.Values.zone }}
 {{- end }}
 
+{{/* The image: [registry/]repository@digest when image.digest is set, else
+[registry/]repository:tag, the tag defaulting to the chart's appVersion. */}}
 {{- define "postern.image" -}}
-{{- printf "%s:%s" .Values.image.repository (toString .Values.image.tag) }}
+{{- $i := .Values.image -}}
+{{- $repo := $i.repository -}}
+{{- with $i.registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" .) $repo }}{{ end -}}
+{{- if $i.digest -}}
+{{- printf "%s@%s" $repo $i.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repo (default .Chart.AppVersion (toString ($i.tag | default ""))) -}}
+{{- end -}}
 {{- end }}
 
 {{/* In-cluster DNS name of a Service of this release. ctx: dict root, name. */}}
@@ -143,23 +152,41 @@ lifecycle:
 {{- add $pre (int .drainSeconds) (int .root.Values.shutdown.marginSeconds) -}}
 {{- end }}
 
-{{/* Scheduling block shared by every pod. ctx: component values. */}}
+{{/*
+Scheduling block shared by every pod. ctx: dict root, component, values
+(component values). topologySpreadConstraints: the values' list, or when it
+is empty a soft spread over nodes and zones: ScheduleAnyway only ranks nodes,
+it never leaves a pod pending (one node, no zone labels: still scheduled).
+The selector is the component's selector labels, so it follows the release
+name.
+*/}}
 {{- define "postern.scheduling" -}}
-{{- with .nodeSelector }}
+{{- $v := .values -}}
+{{- with $v.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .tolerations }}
+{{- with $v.tolerations }}
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .affinity }}
+{{- with $v.affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .topologySpreadConstraints }}
 topologySpreadConstraints:
-  {{- toYaml . | nindent 2 }}
+{{- if $v.topologySpreadConstraints }}
+  {{- toYaml $v.topologySpreadConstraints | nindent 2 }}
+{{- else }}
+{{- $selector := include "postern.selectorLabels" (dict "root" .root "component" .component) }}
+{{- range $key := list "kubernetes.io/hostname" "topology.kubernetes.io/zone" }}
+  - maxSkew: 1
+    topologyKey: {{ $key }}
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- $selector | nindent 8 }}
+{{- end }}
 {{- end }}
 {{- end }}
 
