@@ -191,6 +191,8 @@ struct Broker::Impl {
   int registration_port = 0, relay_port = 0;
   std::chrono::milliseconds drain_timeout{20000};
   bool draining = false;
+  std::chrono::steady_clock::time_point started_at = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::duration ready_grace = std::chrono::seconds(10);
   std::map<std::string, int> known_aliases;
   std::map<std::string, bool> unserved;  // every alias routed so far: whether it is unserved now
 
@@ -240,10 +242,25 @@ struct Broker::Impl {
     }
   }
 
+  bool ready(std::string* why) const {
+    if (draining) return false;
+    if (config && config->served() &&
+        std::none_of(unserved.begin(), unserved.end(), [](const auto& u) { return u.second; })) {
+      if (why) *why = "a connector is attached for every alias the config routes to";
+      return true;
+    }
+    if (std::chrono::steady_clock::now() - started_at >= ready_grace) {
+      if (why) *why = "the grace period since start is over (ready_grace)";
+      return true;
+    }
+    return false;
+  }
+
   static constexpr std::uint64_t kResponseWindow = 4 << 20;
   static constexpr std::uint64_t kMinResponseWindow = 64 << 10;
 
   void start() {
+    ready_grace = config::duration_or(cfg.ready_grace(), std::chrono::seconds(10));
     const auto& reg = cfg.registration();
     if (reg.listen().empty()) throw std::runtime_error("registration.listen is required");
     const std::uint64_t window = cfg.response_window() ? cfg.response_window() : kResponseWindow;
@@ -451,6 +468,7 @@ Broker::Broker(asio::io_context& ioc, config::v1::BrokerConfig config, std::shar
     : impl_(std::make_unique<Impl>(ioc, std::move(config), std::move(metrics))) {}
 Broker::~Broker() = default;
 void Broker::start() { impl_->start(); }
+bool Broker::ready(std::string* why) const { return impl_->ready(why); }
 asio::awaitable<void> Broker::drain() { return impl_->drain(); }
 int Broker::registration_port() const { return impl_->registration_port; }
 int Broker::relay_port() const { return impl_->relay_port; }

@@ -5,6 +5,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <memory>
+#include <string>
 
 #include "common/asio.hpp"
 #include "postern/config/v1/config.pb.h"
@@ -28,6 +29,11 @@ class Broker {
   /// Stops taking new exchanges, waits (bounded) for those in flight, then
   /// shuts both servers down.
   asio::awaitable<void> drain();
+
+  /// Ready for edge traffic (BrokerConfig.ready_grace): not draining, and
+  /// a connector attached for every alias the config routes to, or the
+  /// grace period since start is over. `why` says which.
+  bool ready(std::string* why = nullptr) const;
 
   int registration_port() const;
   int relay_port() const;

@@ -2,6 +2,9 @@
 #include <prometheus/registry.h>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <string>
 #include <cstdlib>
 
 #include "broker/broker.hpp"
@@ -27,9 +30,28 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     die(e.what());
   }
-  admin.set_ready(true);
-  POSTERN_LOG(info, "broker ready").kv("id", cfg.id());
+  // /readyz follows Broker::ready(): once connectors are back for every
+  // routed alias, or ready_grace after start; 503 again while draining.
+  bool draining = false;
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        boost::asio::steady_timer tick(ioc);
+        bool was = false;
+        while (!draining) {
+          std::string why;
+          const bool now = broker.ready(&why);
+          admin.set_ready(now);
+          if (now && !was) POSTERN_LOG(info, "broker ready").kv("id", cfg.id()).kv("because", why);
+          was = now;
+          tick.expires_after(std::chrono::milliseconds(100));
+          co_await tick.async_wait(use_nothrow);
+        }
+      },
+      asio::detached);
+  POSTERN_LOG(info, "broker started").kv("id", cfg.id());
   int code = run_until_drained(ioc, [&]() -> asio::awaitable<void> {
+    draining = true;
     admin.set_ready(false);
     co_await broker.drain();
   });

@@ -92,6 +92,7 @@ asio::awaitable<void> BrokerLink::run() {
       continue;
     }
     if (welcomed) backoff = 100ms;
+    if (hooks_.lost) hooks_.lost();
     auto wait = std::chrono::duration_cast<Clock::duration>(backoff * jitter(rng_));
     if (wait > settings_.reconnect_max) wait = settings_.reconnect_max;
     co_await wait_before_attach(timer, wait);

@@ -51,6 +51,9 @@ class BrokerLink {
     /// another link already holds that broker; this one detaches and dials
     /// again on a new connection (unless stopped meanwhile).
     std::function<bool(BrokerLink&, const std::string& instance, std::uint32_t count)> welcomed;
+    /// An attach failed, or an attached session ended: the broker may have
+    /// moved (a new address in DNS).
+    std::function<void()> lost;
   };
 
   /// `name`: host:port as configured; `host`: the name part; `target`: the

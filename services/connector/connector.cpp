@@ -48,6 +48,8 @@ struct Connector::Impl {
   // a load-balanced address gets (grow_through()).
   std::map<std::string, std::unique_ptr<BrokerLink>> links;
   std::uint32_t told_brokers = 0;  // the latest Welcome.broker_count
+  Event resolve_now{ex};           // a link lost its broker: resolve again soon
+  static constexpr auto kMinResolveGap = std::chrono::seconds(1);
   bool draining = false;
   std::chrono::seconds file_check_interval{10};
 
@@ -256,8 +258,15 @@ struct Connector::Impl {
         }
       }
       forget_stopped_links();
-      timer.expires_after(any ? resolve_interval : Clock::duration(2s));
-      co_await timer.async_wait(use_nothrow);
+      // Again after resolve_interval, or soon after a link lost its broker
+      // (it may have moved), at most every kMinResolveGap.
+      const auto resolved_at = Clock::now();
+      resolve_now.reset();
+      co_await resolve_now.wait_for(any ? resolve_interval : Clock::duration(2s));
+      if (const auto since = Clock::now() - resolved_at; since < kMinResolveGap) {
+        timer.expires_after(kMinResolveGap - since);
+        co_await timer.async_wait(use_nothrow);
+      }
     }
   }
 
@@ -352,6 +361,7 @@ struct Connector::Impl {
       // A link that lost its broker: another may be needed to make up.
       asio::post(ex, [this, target] { grow_through(target); });
     };
+    hooks.lost = [this] { resolve_now.set(); };
     hooks.welcomed = [this](BrokerLink& l, const std::string& instance, std::uint32_t count) {
       return on_welcome(l, instance, count);
     };

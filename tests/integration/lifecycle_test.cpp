@@ -228,5 +228,33 @@ TEST(Lifecycle, DrainingEdgeAnswersConnectionsOpenedBeforeTheDrain) {
   EXPECT_EQ(*code, 0);
 }
 
+// A broker's /readyz (what Kubernetes uses to publish it to the edges)
+// turns 200 once a connector is attached for every alias the config routes
+// to — not at once, when edges would get 503s from a broker whose
+// connectors have not come back after a restart — or after ready_grace.
+TEST(Lifecycle, BrokerIsReadyOnceItsConnectorsAreBackOrAfterItsGrace) {
+  {
+    System sys;
+    sys.start_demo();
+    sys.start_policy("apis:\n  - {name: demo, version: \"1.0\", routing: \"apigateway://demo/\"}\n");
+    sys.start_broker("ready_grace: 60s\n");
+    EXPECT_TRUE(wait_http_status(sys.broker_admin_port, "/readyz", 503, 2s));
+    std::this_thread::sleep_for(500ms);
+    EXPECT_TRUE(wait_http_status(sys.broker_admin_port, "/readyz", 503, 1s)) << "ready with no connector";
+    sys.start_connector();
+    EXPECT_TRUE(wait_http_status(sys.broker_admin_port, "/readyz", 200, 5s));
+    sys.broker->wait_for_log("\"msg\":\"broker ready\".*a connector is attached for every alias", 5s);
+  }
+  {
+    // Nobody attaches: ready after the grace period all the same.
+    System sys;
+    sys.start_policy();
+    sys.start_broker("ready_grace: 1500ms\n");
+    EXPECT_TRUE(wait_http_status(sys.broker_admin_port, "/readyz", 503, 1s));
+    EXPECT_TRUE(wait_http_status(sys.broker_admin_port, "/readyz", 200, 5s));
+    sys.broker->wait_for_log("\"msg\":\"broker ready\".*grace period", 5s);
+  }
+}
+
 }  // namespace
 }  // namespace postern::testing
