@@ -194,6 +194,7 @@ asio::awaitable<bool> write_problem(Stream& stream, unsigned version, int status
   res.result(status);
   res.set(http::field::content_type, "application/problem+json");
   res.set(http::field::cache_control, "no-store");
+  res.set(http::field::date, net::http_date());
   std::string ps = "postern-edge; error=" + std::string(type_error) + "; details=\"";
   for (char c : detail) {
     if (c == '"' || c == '\\') ps += '\\';
@@ -246,6 +247,7 @@ asio::awaitable<void> write_rejection(Stream& stream, unsigned version, const po
   res.version(version);
   res.result(h.status());
   for (const auto& f : h.headers()) res.insert(f.name(), f.value());
+  res.set(http::field::date, net::http_date());
   res.set("X-Request-Id", request_id);
   res.keep_alive(keep_alive);
   res.body() = std::move(body);

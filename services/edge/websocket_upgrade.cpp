@@ -97,6 +97,7 @@ asio::awaitable<unsigned> WebSocketUpgrade::accept(ClientConnection<Stream>& c, 
         if (!subprotocol.empty()) res.set(http::field::sec_websocket_protocol, subprotocol);
         res.set("X-Request-Id", request_id);
         res.set(http::field::server, "postern-edge");
+        res.set(http::field::date, net::http_date());
       }));
   auto [aec] = co_await ws.async_accept(c.parser.get(), use_nothrow);
   if (aec) {

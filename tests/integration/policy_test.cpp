@@ -140,12 +140,20 @@ TEST_F(Policies, EachStatusOnTheRequestThatShouldGetItAndOnlyOnIt) {
   EXPECT_EQ(curl({"-u", "alice:wrong", url("basic")}).status, 401);
   EXPECT_EQ(curl({"-u", "alice:password", url("basic")}).status, 200);
 
-  // Request rate: two per minute, the third is refused with the headers
-  // that say when to come back.
-  EXPECT_EQ(curl({url("limited")}).status, 200);
-  EXPECT_EQ(curl({url("limited")}).status, 200);
+  // Request rate: two per minute, each answer says how many are left, the
+  // third is refused with the headers that say when to come back.
+  auto first = curl({url("limited")});
+  EXPECT_EQ(first.status, 200);
+  EXPECT_EQ(first.header("ratelimit-limit"), "2");
+  EXPECT_EQ(first.header("ratelimit-remaining"), "1");
+  EXPECT_FALSE(first.header("ratelimit-reset").empty());
+  auto second = curl({url("limited")});
+  EXPECT_EQ(second.status, 200);
+  EXPECT_EQ(second.header("ratelimit-remaining"), "0");
+  EXPECT_TRUE(curl({url("open")}).header("ratelimit-limit").empty()) << "an API without a rate limit";
   auto limited = curl({url("limited")});
   EXPECT_EQ(limited.status, 429) << limited.body;
+  EXPECT_FALSE(limited.header("date").empty()) << limited.headers;
   EXPECT_GE(std::stoi(limited.header("retry-after").empty() ? "0" : limited.header("retry-after")), 1);
   EXPECT_EQ(limited.header("ratelimit-limit"), "2");
   EXPECT_EQ(limited.header("ratelimit-remaining"), "0");

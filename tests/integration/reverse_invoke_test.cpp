@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <csignal>
+#include <regex>
 #include <thread>
 
 #include "support/http.hpp"
@@ -414,6 +415,10 @@ TEST_F(ReverseInvoke, RoutingDefaultAliasAnd404) {
   auto nf = curl({sys.edge_url("/nothing/here")});
   EXPECT_EQ(nf.status, 404);
   EXPECT_EQ(nf.header("content-type"), "application/problem+json");
+  // The edge's own answers carry a Date (RFC 9110 6.6.1), as IMF-fixdate.
+  EXPECT_TRUE(std::regex_match(nf.header("date"),
+                               std::regex(R"([A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT)")))
+      << nf.headers;
   // A DMZ-local API is called by the edge itself.
   auto local = curl({sys.edge_url("/gateway/local/1.0/bytes/10")});
   EXPECT_EQ(local.status, 200);

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cctype>
+#include <ctime>
 
 namespace postern::net {
 
@@ -62,6 +63,15 @@ std::string percent_encode(std::string_view s) {
     }
   }
   return out;
+}
+
+std::string http_date(std::chrono::system_clock::time_point t) {
+  const std::time_t secs = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char out[40];
+  const std::size_t n = std::strftime(out, sizeof out, "%a, %d %b %Y %H:%M:%S GMT", &tm);  // "C" locale names
+  return std::string(out, n);
 }
 
 }  // namespace postern::net

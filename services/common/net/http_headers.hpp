@@ -1,6 +1,7 @@
 #pragma once
 // Header rules every hop shares.
 
+#include <chrono>
 #include <string>
 #include <string_view>
 
@@ -27,5 +28,9 @@ bool is_safe_field_value(std::string_view value);
 
 /// `s` with every byte but RFC 3986's unreserved ones as %XX.
 std::string percent_encode(std::string_view s);
+
+/// `t` as an HTTP date (RFC 9110 5.6.7 IMF-fixdate: "Sun, 06 Nov 1994
+/// 08:49:37 GMT"), for the Date field of responses a hop makes itself.
+std::string http_date(std::chrono::system_clock::time_point t = std::chrono::system_clock::now());
 
 }  // namespace postern::net

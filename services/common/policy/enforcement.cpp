@@ -21,6 +21,7 @@ Policed::Policed(const ExchangePolicies& x, BodySource& inner_body, ResponseSink
     : body(inner_body, threats, json, capture.request),
       sink(inner_sink, x.api ? &x.policies()->transform() : nullptr, capture.response) {
   if (x.api) body.filter_trailers_for(x.api);
+  sink.set_headers(&x.response_headers);
 }
 
 Enforcement::Enforcement(std::string point, prometheus::Registry& registry, const std::string& invocation_log_file)
@@ -38,7 +39,11 @@ asio::awaitable<Verdict> Enforcement::admit(ExchangePolicies& x, tunnel::v1::Req
   if (verdict.allowed()) {
     verdict = limiter_.admit(api, x.identity, a.client_ip, Limiter::Clock::now(), x.hold, x.decisions);
   }
-  if (verdict.allowed()) transform_request(api.def->policies().transform(), head);
+  if (verdict.allowed()) {
+    transform_request(api.def->policies().transform(), head);
+    x.response_headers = std::move(verdict.headers);
+    verdict.headers.clear();
+  }
   co_return verdict;
 }
 

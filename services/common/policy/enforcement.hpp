@@ -19,6 +19,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "common/policy/basic_verifier.hpp"
 #include "common/policy/decision_metrics.hpp"
@@ -39,6 +41,8 @@ struct ExchangePolicies {
   Identity identity;
   Decisions decisions;
   Limiter::Hold hold;  ///< concurrency slots taken by admit()
+  /// Headers admission adds to the response (RateLimit-*).
+  std::vector<std::pair<std::string, std::string>> response_headers;
 
   const pv1::Policies* policies() const { return api ? &api->def->policies() : nullptr; }
 };

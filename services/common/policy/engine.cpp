@@ -523,6 +523,10 @@ Verdict Limiter::admit(const CompiledApi& api, const Identity& identity, std::st
   const auto& th = api.def->policies().throttling();
   if (th.rate_size() == 0 && th.concurrency_size() == 0) return {};
   forget_idle(now);
+  // RateLimit-* (draft-ietf-httpapi-ratelimit-headers) on every response
+  // of a rate-limited API: the rule closest to refusing.
+  Verdict allowed;
+  std::optional<std::uint32_t> least;
   for (int i = 0; i < th.rate_size(); ++i) {
     const auto& r = th.rate(i);
     const auto per = std::chrono::duration_cast<Clock::duration>(config::duration_or(r.per(), 1000ms));
@@ -555,6 +559,12 @@ Verdict Limiter::admit(const CompiledApi& api, const Identity& identity, std::st
       decisions.push_back({"throttling", "rejected", v.reason});
       return v;
     }
+    if (!least || res.remaining < *least) {
+      least = res.remaining;
+      allowed.headers = {{"RateLimit-Limit", std::to_string(burst)},
+                         {"RateLimit-Remaining", std::to_string(res.remaining)},
+                         {"RateLimit-Reset", std::to_string(res.reset.count())}};
+    }
   }
   Hold h;
   h.limiter_ = this;
@@ -577,7 +587,7 @@ Verdict Limiter::admit(const CompiledApi& api, const Identity& identity, std::st
   }
   hold = std::move(h);
   decisions.push_back({"throttling", "allowed", "ok"});
-  return {};
+  return allowed;
 }
 
 // ---------------------------------------------------------------- transform

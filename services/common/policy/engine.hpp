@@ -36,6 +36,8 @@ struct Verdict {
   std::string policy;
   std::string reason;  ///< slug, also the metric label
   std::string detail;  ///< for the client and the log; never holds a credential
+  /// For the client: on a refusal, with the refusal; once allowed, on the
+  /// response (RateLimit-*).
   std::vector<std::pair<std::string, std::string>> headers;
   bool allowed() const { return status == 0; }
 

@@ -253,6 +253,17 @@ asio::awaitable<void> PolicedSink::head(tv1::ResponseHead& h) {
   }
   native_us_ = h.native_us();
   if (transform_) transform_response(*transform_, h);
+  if (extra_ && !extra_->empty()) {
+    auto& hs = *h.mutable_headers();
+    for (const auto& [name, value] : *extra_) {
+      for (int i = hs.size() - 1; i >= 0; --i) {
+        if (net::iequals(hs[i].name(), name)) hs.DeleteSubrange(i, 1);
+      }
+      auto* added = hs.Add();
+      added->set_name(name);
+      added->set_value(value);
+    }
+  }
   co_await inner_.head(h);
 }
 

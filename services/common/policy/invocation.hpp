@@ -131,6 +131,10 @@ class PolicedSink final : public ResponseSink {
     application_ = std::move(application);
   }
 
+  /// Headers the policies set on the response (RateLimit-*), replacing
+  /// any the service sent by those names. Kept by the caller.
+  void set_headers(const std::vector<std::pair<std::string, std::string>>* headers) { extra_ = headers; }
+
   unsigned status() const { return status_; }
   std::uint64_t bytes() const { return total_; }
   std::optional<Payload> payload() const;
@@ -149,6 +153,7 @@ class PolicedSink final : public ResponseSink {
   std::chrono::steady_clock::time_point head_at_{};
   std::optional<std::chrono::steady_clock::time_point> native_start_;
   std::string application_;
+  const std::vector<std::pair<std::string, std::string>>* extra_ = nullptr;
 };
 
 /// The record for one exchange as far as every enforcement point fills it

@@ -730,7 +730,12 @@ TEST(Limiter, RateLimitPerApiBurstThen429) {
     const auto a = admit(l, "rate", kT0, "", "192.0.2." + std::to_string(i));
     EXPECT_TRUE(a.verdict.allowed()) << i;
     expect_decisions(a.decisions, {{"throttling", "allowed", "ok"}});
+    // Every answer says where the client stands, not only the refusal.
+    EXPECT_EQ(header(a.verdict.headers, "RateLimit-Limit"), "2");
+    EXPECT_EQ(header(a.verdict.headers, "RateLimit-Remaining"), std::to_string(1 - i));
+    EXPECT_TRUE(header(a.verdict.headers, "RateLimit-Reset"));
   }
+  EXPECT_TRUE(admit(l, "open").verdict.headers.empty()) << "no rate rule, no RateLimit headers";
   const auto a = admit(l, "rate", kT0, "alpha", "198.51.100.7");
   EXPECT_EQ(a.verdict.status, 429u);
   EXPECT_EQ(a.verdict.policy, "throttling");
