@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The Helm chart's tests: lint and render both zones with default and
-# production-like values, validate every manifest against the Kubernetes API
-# schemas (strict: no unknown fields), check every workload's shutdown
+# The Helm chart's tests: lint (strict) and render both zones with default
+# and production-like values, validate every manifest against the Kubernetes
+# API schemas (strict: no unknown fields), check every workload's shutdown
 # timing and topology spread, prove from the rendered NetworkPolicies that
-# no green-zone pod admits ingress from outside its namespace, and check
-# that bad values fail.
+# no green-zone pod admits ingress from outside its namespace and that every
+# pod of both zones may open connections only where it must, check the
+# optional objects (ServiceAccounts, PrometheusRule with promtool, labels),
+# and check that bad values fail.
 set -Eeuo pipefail
 # A failing check names itself (many are a bare grep or test).
 trap 'echo "tests/helm/run.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
@@ -13,7 +15,7 @@ root="$(cd "$here/../.." && pwd)"
 helm="$here/.bin/helm"
 chart="$root/deploy/helm/postern"
 bin="${POSTERN_BIN_DIR:-$root/build/bin}"
-if [ ! -x "$helm" ] || [ ! -d "$here/node_modules/kubernetes-models" ]; then
+if [ ! -x "$helm" ] || [ ! -d "$here/node_modules/kubernetes-models" ] || ! command -v promtool > /dev/null; then
   echo "helm test tools missing: run deploy/local/install-deps.sh" >&2
   exit 1
 fi
@@ -30,7 +32,7 @@ for zone in dmz green; do
     args=(--set "zone=$zone" "${keys[@]}")
     if [ "$values" = production ]; then args+=(-f "$root/deploy/helm/values-$zone-production.yaml"); fi
     echo "== $zone, $values values"
-    "$helm" lint "$chart" "${args[@]}" --quiet
+    "$helm" lint --strict "$chart" "${args[@]}" --quiet
     "$helm" template "postern-$zone" "$chart" -n "$zone" "${args[@]}" > "$out/$zone-$values.yaml"
     node "$here/validate.mjs" "$out/$zone-$values.yaml"
     # Grace period >= preStop + drain; the default soft spread over nodes and
@@ -209,9 +211,210 @@ own='[{"labelSelector":{"matchLabels":{"app.kubernetes.io/component":"edge"}},"m
 node "$here/validate.mjs" "$out/dmz-spread.yaml" > /dev/null
 echo "topology spread rendered as intended"
 
-echo "== NetworkPolicy proof (green zone)"
-node "$here/netpol.mjs" "$out/green-default.yaml"
-node "$here/netpol.mjs" "$out/green-production.yaml"
+echo "== brokers not ready yet: the connectors' address lists them"
+# A broker becomes ready once connectors have attached to it: connectors
+# dial a registration-only headless Service that publishes not-ready brokers
+# (and the registration Service does too); the edges keep the headless
+# Service of ready brokers.
+svc() { get "$out/dmz-default.yaml" Service "$@"; }
+reg=postern-dmz-broker-registration-headless
+[ "$(svc $reg spec.clusterIP)" = None ]
+[ "$(svc $reg spec.publishNotReadyAddresses)" = true ]
+[ "$(svc $reg spec.ports)" = '[{"name":"registration","port":7443,"protocol":"TCP","targetPort":"registration"}]' ]
+[ "$(svc postern-dmz-broker spec.publishNotReadyAddresses)" = true ]
+[ "$(get "$out/dmz-production.yaml" Service postern-dmz-broker spec.type)" = LoadBalancer ]
+[ "$(get "$out/dmz-production.yaml" Service postern-dmz-broker spec.publishNotReadyAddresses)" = true ]
+[ "$(svc postern-dmz-broker-headless spec.publishNotReadyAddresses)" = false ]
+[ "$(svc postern-dmz-broker-headless spec.ports.1.name)" = relay ]
+grep -q "address: postern-dmz-broker-headless.dmz.svc.cluster.local:7080" "$out/cfg-dmz-default/edge-config.yaml"
+# The connector's default address is that Service of the DMZ release
+# postern-dmz, in namespace dmz (what the DMZ render above installs).
+grep -qxF -- "- $reg.dmz.svc.cluster.local:7443" "$out/cfg-green-default/connector-config.yaml" \
+  || { echo "the default connector.brokers is not $reg.dmz.svc.cluster.local:7443" >&2; exit 1; }
+echo "connectors dial every broker, ready or not; edges only ready ones"
+
+echo "== service accounts, HPA behavior, icon: the defaults"
+# One ServiceAccount per component, no token mounted (in the account and in
+# the pod); the edge's HPA scales down slowly; no PrometheusRule unless asked.
+for w in dmz:Deployment:edge dmz:StatefulSet:broker green:Deployment:connector green:Deployment:policy; do
+  IFS=: read -r zone kind c <<< "$w"
+  r="$out/$zone-default.yaml"
+  [ "$(get "$r" ServiceAccount "postern-$zone-$c" automountServiceAccountToken)" = false ]
+  [ "$(get "$r" "$kind" "postern-$zone-$c" spec.template.spec.serviceAccountName)" = "postern-$zone-$c" ]
+  [ "$(get "$r" "$kind" "postern-$zone-$c" spec.template.spec.automountServiceAccountToken)" = false ]
+done
+[ "$(get "$out/dmz-default.yaml" HorizontalPodAutoscaler postern-dmz-edge spec.behavior)" \
+  = '{"scaleDown":{"policies":[{"periodSeconds":60,"type":"Percent","value":10}],"stabilizationWindowSeconds":600}}' ]
+"$helm" template postern-dmz "$chart" -n dmz --set zone=dmz "${keys[@]}" --set edge.autoscaling.behavior=null > "$out/dmz-nobehavior.yaml"
+if get "$out/dmz-nobehavior.yaml" HorizontalPodAutoscaler postern-dmz-edge spec.behavior > /dev/null 2>&1; then
+  echo "edge.autoscaling.behavior: null still renders a behavior" >&2
+  exit 1
+fi
+for r in "$out"/{dmz,green}-{default,production}.yaml; do
+  if grep -q "^kind: PrometheusRule$" "$r"; then echo "$r has a PrometheusRule by default" >&2; exit 1; fi
+done
+grep -qx "icon: https://postern.dev/icon.svg" "$chart/Chart.yaml"
+"$helm" show chart "$chart" | grep -qx "icon: https://postern.dev/icon.svg"
+echo "ServiceAccounts without tokens, slow edge scale-down, chart icon"
+
+echo "== every option on: labels, priority classes, env/args, accounts, monitoring objects"
+cat > "$out/options.yaml" <<'YAML'
+commonLabels: {team: payments, cost-center: "1234"}
+metrics:
+  serviceMonitor:
+    enabled: true
+    namespace: monitoring
+    metricRelabelings:
+      - {action: drop, sourceLabels: [__name__], regex: postern_.*_lane_frames_per_message_bucket}
+  prometheusRule:
+    enabled: true
+    namespace: monitoring
+    labels: {release: kube-prometheus-stack}
+    edgeErrorRatio: 0.02
+    additionalRules:
+      - alert: PosternEdgeDown
+        expr: absent(postern_edge_connections)
+        for: 5m
+        labels: {severity: critical}
+        annotations: {summary: No edge reports metrics}
+grafanaDashboard: {enabled: true}
+edge:
+  priorityClassName: postern-public
+  extraEnv: [{name: MALLOC_CONF, value: "background_thread:true"}]
+  extraArgs: [--log-level, debug]
+  serviceAccount: {annotations: {eks.amazonaws.com/role-arn: "arn:aws:iam::111122223333:role/edge"}}
+broker: {priorityClassName: postern-core, serviceAccount: {create: false, name: shared}}
+connector: {priorityClassName: postern-core, extraArgs: [--log-level, warn], serviceAccount: {name: connector-sa}}
+policy:
+  priorityClassName: postern-core
+  extraEnv: [{name: TZ, value: UTC}]
+  serviceAccount: {create: false}
+  pdb: {enabled: true, maxUnavailable: 1}
+YAML
+for zone in dmz green; do
+  r="$out/$zone-options.yaml"
+  "$helm" lint --strict "$chart" --set zone="$zone" "${keys[@]}" -f "$out/options.yaml" --quiet
+  "$helm" template "postern-$zone" "$chart" -n "$zone" --set zone="$zone" "${keys[@]}" -f "$out/options.yaml" > "$r"
+  node "$here/validate.mjs" "$r"                        # the PrometheusRule and ServiceMonitor against their CRDs
+  node "$here/workloads.mjs" "$r"
+  node "$here/netpol.mjs" "$r" "$out/options.yaml"
+  # commonLabels on every object and pod template, in no selector.
+  node "$here/labels.mjs" "$r" team=payments cost-center=1234
+  # The alerts: metric names and result values the services export, then
+  # Prometheus' own parser and unit tests (promtool).
+  node "$here/rules.mjs" "$r" "$root/services" "$out/rules-$zone.json"
+  promtool check rules "$out/rules-$zone.json" > /dev/null
+  cp "$here/alerts-$zone.test.yaml" "$out/"
+  "$helm" template "postern-$zone" "$chart" -n "$zone" --set zone="$zone" "${keys[@]}" \
+    --set metrics.prometheusRule.enabled=true > "$out/$zone-rule.yaml"
+  node "$here/rules.mjs" "$out/$zone-rule.yaml" "$root/services" "$out/rules-$zone.json" > /dev/null
+  promtool test rules "$out/alerts-$zone.test.yaml"
+  # Both monitoring objects in the namespace asked for; the ServiceMonitor
+  # still scrapes the release namespace.
+  [ "$(get "$r" PrometheusRule "postern-$zone-alerts" metadata.namespace)" = monitoring ]
+  [ "$(get "$r" PrometheusRule "postern-$zone-alerts" metadata.labels.release)" = kube-prometheus-stack ]
+  [ "$(get "$r" PrometheusRule "postern-$zone-alerts" spec.groups.0.rules.length)" = "$([ "$zone" = dmz ] && echo 5 || echo 4)" ]
+  [ "$(get "$r" ServiceMonitor "postern-$zone-metrics" metadata.namespace)" = monitoring ]
+  [ "$(get "$r" ServiceMonitor "postern-$zone-metrics" spec.namespaceSelector.matchNames)" = "[\"$zone\"]" ]
+  [ "$(get "$r" ServiceMonitor "postern-$zone-metrics" spec.endpoints.0.metricRelabelings.0.action)" = drop ]
+done
+o="$out/dmz-options.yaml"
+[ "$(get "$o" Deployment postern-dmz-edge spec.template.spec.priorityClassName)" = postern-public ]
+[ "$(get "$o" StatefulSet postern-dmz-broker spec.template.spec.priorityClassName)" = postern-core ]
+[ "$(get "$o" Deployment postern-dmz-edge spec.template.spec.containers.0.args)" \
+  = '["--config","/etc/postern/config/config.yaml","--log-level","debug"]' ]
+[ "$(get "$o" Deployment postern-dmz-edge spec.template.spec.containers.0.env)" = '[{"name":"MALLOC_CONF","value":"background_thread:true"}]' ]
+[ "$(get "$o" ServiceAccount postern-dmz-edge metadata.annotations)" = '{"eks.amazonaws.com/role-arn":"arn:aws:iam::111122223333:role/edge"}' ]
+[ "$(get "$o" StatefulSet postern-dmz-broker spec.template.spec.serviceAccountName)" = shared ]
+if get "$o" ServiceAccount postern-dmz-broker kind > /dev/null 2>&1; then
+  echo "broker.serviceAccount.create=false still renders a ServiceAccount" >&2
+  exit 1
+fi
+get "$o" PrometheusRule postern-dmz-alerts spec.groups.0.rules.1.expr | grep -q "> 0.02$"   # edgeErrorRatio
+o="$out/green-options.yaml"
+[ "$(get "$o" Deployment postern-green-connector spec.template.spec.priorityClassName)" = postern-core ]
+[ "$(get "$o" Deployment postern-green-policy spec.template.spec.priorityClassName)" = postern-core ]
+[ "$(get "$o" Deployment postern-green-connector spec.template.spec.containers.0.args)" \
+  = '["--config","/etc/postern/config/config.yaml","--log-level","warn"]' ]
+[ "$(get "$o" Deployment postern-green-policy spec.template.spec.containers.0.env)" = '[{"name":"TZ","value":"UTC"}]' ]
+[ "$(get "$o" ServiceAccount connector-sa automountServiceAccountToken)" = false ]
+[ "$(get "$o" Deployment postern-green-connector spec.template.spec.serviceAccountName)" = connector-sa ]
+[ "$(get "$o" Deployment postern-green-policy spec.template.spec.serviceAccountName)" = default ]
+# extraArgs reach a service that understands them.
+node "$here/configs.mjs" "$o" "$out/cfg-green-options"
+"$bin/postern-connector" --config "$out/cfg-green-options/connector-config.yaml" --log-level warn --check-config > /dev/null
+echo "every option rendered as intended"
+
+echo "== NetworkPolicy proof (both zones, ingress and egress)"
+# Every pod is selected by an Egress policy and may reach only what it needs
+# (edge: broker relay port, DNS, edge.upstreamEgress; broker and policy: DNS;
+# connector: brokers, DNS, policy, connector.nativeEgress); netpol.mjs reads
+# what the values configure from the values files given.
+for zone in dmz green; do
+  node "$here/netpol.mjs" "$out/$zone-default.yaml"
+  node "$here/netpol.mjs" "$out/$zone-production.yaml" "$root/deploy/helm/values-$zone-production.yaml"
+done
+# The DMZ egress as rendered: the edge's first rule is the relay port of this
+# release's broker pods; broker and policy pods get DNS alone.
+[ "$(get "$out/dmz-default.yaml" NetworkPolicy postern-dmz-edge-egress spec.egress.0)" \
+  = '{"ports":[{"port":7080,"protocol":"TCP"}],"to":[{"podSelector":{"matchLabels":{"app.kubernetes.io/component":"broker","app.kubernetes.io/instance":"postern-dmz","app.kubernetes.io/name":"postern"}}}]}' ]
+dns_rule='{"ports":[{"port":53,"protocol":"UDP"},{"port":53,"protocol":"TCP"}],"to":[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"kube-system"}},"podSelector":{"matchLabels":{"k8s-app":"kube-dns"}}}]}'
+[ "$(get "$out/dmz-default.yaml" NetworkPolicy postern-dmz-broker-egress spec.egress)" = "[$dns_rule]" ]
+[ "$(get "$out/green-default.yaml" NetworkPolicy postern-green-policy-egress spec.egress)" = "[$dns_rule]" ]
+[ "$(get "$out/dmz-default.yaml" NetworkPolicy postern-dmz-edge-egress spec.egress.length)" = 2 ] \
+  || { echo "the default edge egress has more than the relay port and DNS" >&2; exit 1; }
+# DMZ-local upstreams (edge.upstreamEgress, both shapes) and a DNS of one's
+# own (networkPolicies.dns) reach every pod's egress; the proof follows them.
+cat > "$out/egress-values.yaml" <<'YAML'
+networkPolicies:
+  dns:
+    namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: dns}}
+    podSelector: {matchLabels: {app: coredns, k8s-app: null}}   # null drops the default
+edge:
+  upstreamEgress:
+    - {podSelector: {matchLabels: {app: status}}, ports: [8080]}
+    - {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: shared}}, ports: [9000, 9001]}
+    - {cidr: 10.30.0.0/24, ports: [443]}
+connector:
+  nativeEgress:
+    - {podSelector: {matchLabels: {app: orders}}, ports: [8080]}
+    - {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: orders}}, ports: [8443]}
+YAML
+for zone in dmz green; do
+  "$helm" template "postern-$zone" "$chart" -n "$zone" --set zone="$zone" "${keys[@]}" -f "$out/egress-values.yaml" \
+    > "$out/$zone-egress.yaml"
+  node "$here/validate.mjs" "$out/$zone-egress.yaml" > /dev/null
+  node "$here/netpol.mjs" "$out/$zone-egress.yaml" "$out/egress-values.yaml"
+  # Without the values, the same render shows destinations nobody asked for.
+  if node "$here/netpol.mjs" "$out/$zone-egress.yaml" > /dev/null 2>&1; then
+    echo "netpol.mjs accepted $zone egress it was not told about" >&2
+    exit 1
+  fi
+done
+[ "$(get "$out/dmz-egress.yaml" NetworkPolicy postern-dmz-edge-egress spec.egress.3)" \
+  = '{"ports":[{"port":9000,"protocol":"TCP"},{"port":9001,"protocol":"TCP"}],"to":[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"shared"}}}]}' ]
+[ "$(get "$out/dmz-egress.yaml" NetworkPolicy postern-dmz-broker-egress spec.egress.0.to)" \
+  = '[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"dns"}},"podSelector":{"matchLabels":{"app":"coredns"}}}]' ]
+echo "egress: edge to the broker relay port, DNS and its upstreams; broker and policy DNS only"
+
+echo "== connector.nativeEgress: pods by selector (target ports), or CIDRs"
+# The production example reaches its in-cluster native service by namespace
+# and pod selector, not by the Service range (CNIs apply NetworkPolicy after
+# the Service address is rewritten to a pod address and target port).
+[ "$(get "$out/green-production.yaml" NetworkPolicy postern-green-connector-egress spec.egress.3)" \
+  = '{"ports":[{"port":8080,"protocol":"TCP"}],"to":[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"orders"}},"podSelector":{"matchLabels":{"app.kubernetes.io/name":"orders"}}}]}' ]
+[ "$(get "$out/green-production.yaml" NetworkPolicy postern-green-connector-egress spec.egress.4)" \
+  = '{"ports":[{"port":8443,"protocol":"TCP"}],"to":[{"ipBlock":{"cidr":"10.60.12.0/24"}}]}' ]
+if grep -q "10.96.0.0/12" "$out/green-production.yaml"; then
+  echo "the green production render still admits the Service range" >&2
+  exit 1
+fi
+# A podSelector alone (same namespace) and a namespaceSelector alone.
+[ "$(get "$out/green-egress.yaml" NetworkPolicy postern-green-connector-egress spec.egress.3.to)" \
+  = '[{"podSelector":{"matchLabels":{"app":"orders"}}}]' ]
+[ "$(get "$out/green-egress.yaml" NetworkPolicy postern-green-connector-egress spec.egress.4.to)" \
+  = '[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"orders"}}}]' ]
+echo "nativeEgress rendered as intended"
 
 echo "== the proof fails on a policy that lets another namespace in"
 sed 's/^    - podSelector:$/    - namespaceSelector: {}\n      podSelector:/' "$out/green-default.yaml" > "$out/green-open.yaml"
@@ -224,6 +427,36 @@ if node "$here/netpol.mjs" "$out/green-open.yaml" > "$out/open.log" 2>&1; then
   exit 1
 fi
 grep -q "namespaceSelector admits other namespaces" "$out/open.log"
+
+echo "== the proof fails on egress to everywhere"
+# Injected as the first rule of the edge's egress policy (the DMZ render's
+# first "egress:"): each must fail, naming what it opens.
+inject_egress() {
+  local what="$1" rule="$2" pattern="$3"
+  sed "0,/^  egress:$/s//  egress:\n$rule/" "$out/dmz-default.yaml" > "$out/dmz-inject.yaml"
+  if cmp -s "$out/dmz-default.yaml" "$out/dmz-inject.yaml"; then
+    echo "self-test could not inject $what (rendered layout changed?)" >&2
+    exit 1
+  fi
+  if node "$here/netpol.mjs" "$out/dmz-inject.yaml" > "$out/inject.log" 2>&1; then
+    echo "netpol.mjs accepted $what" >&2
+    exit 1
+  fi
+  grep -q "$pattern" "$out/inject.log" || { cat "$out/inject.log" >&2; exit 1; }
+  echo "proof refused $what"
+}
+inject_egress "an egress peer 0.0.0.0/0" \
+  '  - to:\n    - ipBlock:\n        cidr: 0.0.0.0\/0\n    ports:\n    - port: 443\n      protocol: TCP' \
+  "postern-dmz-edge-egress egress\[0\]: ipBlock 0.0.0.0/0 admits every address"
+inject_egress "an egress peer ::/0" \
+  '  - to:\n    - ipBlock:\n        cidr: ::\/0\n    ports:\n    - port: 443\n      protocol: TCP' \
+  "ipBlock ::/0 admits every address"
+inject_egress "an egress rule without \"to\"" \
+  '  - ports:\n    - port: 443\n      protocol: TCP' \
+  'egress\[0\]: empty "to" allows every destination'
+inject_egress "edge egress to the API server" \
+  '  - to:\n    - ipBlock:\n        cidr: 10.96.0.1\/32\n    ports:\n    - port: 443\n      protocol: TCP' \
+  '{"ipBlock":{"cidr":"10.96.0.1/32"}} port 443/TCP is none of what the edge needs'
 
 echo "== the schema check fails on an invalid manifest"
 sed '0,/containerPort: 8080/s//containerPort: "eighty"/' "$out/dmz-default.yaml" > "$out/dmz-bad.yaml"
@@ -288,6 +521,34 @@ expect_fail "an empty connector.brokers" "connector.brokers" --set zone=green "$
 expect_fail "an empty policy file" "policy.policyFile is empty" --set zone=green "${keys[@]}" --set policy.policyFile=
 expect_fail "a blank policy file" "policy.policyFile is empty" --set zone=green "${keys[@]}" --set-string 'policy.policyFile=  '
 expect_fail "policy.policyFile: null" "policy.policyFile is empty" --set zone=green "${keys[@]}" --set policy.policyFile=null
+# Egress destinations (connector.nativeEgress, edge.upstreamEgress): {cidr,
+# ports} or {namespaceSelector and/or podSelector, ports}, never one that
+# names no destination or every address, never without ports (schema; the
+# template guards for installs that skip the schema).
+ne() { printf -- '--set-json=connector.nativeEgress=%s' "$1"; }
+expect_fail "a nativeEgress entry naming no destination" "connector.nativeEgress.0" \
+  --set zone=green "${keys[@]}" "$(ne '[{"ports":[8080]}]')"
+expect_fail "a nativeEgress entry with a cidr and a selector" "connector.nativeEgress.0" \
+  --set zone=green "${keys[@]}" "$(ne '[{"cidr":"10.0.0.0/8","podSelector":{"matchLabels":{"app":"x"}},"ports":[8080]}]')"
+expect_fail "a nativeEgress entry without ports" "connector.nativeEgress.0.ports" \
+  --set zone=green "${keys[@]}" "$(ne '[{"podSelector":{"matchLabels":{"app":"x"}},"ports":[]}]')"
+expect_fail "a nativeEgress namespaceSelector {} alone (every pod)" "connector.nativeEgress.0.namespaceSelector" \
+  --set zone=green "${keys[@]}" "$(ne '[{"namespaceSelector":{},"ports":[80]}]')"
+expect_fail "an upstreamEgress cidr 0.0.0.0/0" "edge.upstreamEgress.0.cidr" \
+  --set zone=dmz "${keys[@]}" '--set-json=edge.upstreamEgress=[{"cidr":"0.0.0.0/0","ports":[443]}]'
+expect_fail "an upstreamEgress cidr ::/0 (no schema)" "admits every address" --skip-schema-validation \
+  --set zone=dmz "${keys[@]}" '--set-json=edge.upstreamEgress=[{"cidr":"::/0","ports":[443]}]'
+expect_fail "a nativeEgress entry naming no destination (no schema)" "names no destination" --skip-schema-validation \
+  --set zone=green "${keys[@]}" "$(ne '[{"namespaceSelector":{},"ports":[80]}]')"
+expect_fail "a nativeEgress entry without ports (no schema)" "nativeEgress\[0\].ports is empty" --skip-schema-validation \
+  --set zone=green "${keys[@]}" "$(ne '[{"podSelector":{"matchLabels":{"app":"x"}}}]')"
+# The new options' types.
+expect_fail "a typo in the HPA behavior" "scaleDwn" --set zone=dmz "${keys[@]}" --set edge.autoscaling.behavior.scaleDwn.x=1
+expect_fail "an edge error ratio of 0" "edgeErrorRatio" --set zone=dmz "${keys[@]}" --set metrics.prometheusRule.edgeErrorRatio=0
+expect_fail "a priority class that is no name" "edge.priorityClassName" --set zone=dmz "${keys[@]}" \
+  --set edge.priorityClassName=High
+expect_fail "a string for serviceAccount.create" "connector.serviceAccount.create" --set zone=green "${keys[@]}" \
+  --set-string connector.serviceAccount.create=yes
 # No replicas: 0 connectors, or 0 edges without the HPA (with it, the HPA's
 # minReplicas applies and edge.replicas is not rendered).
 expect_fail "0 connectors" "connector.replicas" --set zone=green "${keys[@]}" --set connector.replicas=0

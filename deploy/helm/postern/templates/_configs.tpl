@@ -90,7 +90,7 @@ Built as dicts and rendered with toYaml, so quoting is always right.
 {{- define "postern.connector.config" -}}
 {{- $n := .Values.connector -}}
 {{- if not $n.brokers -}}
-{{- fail "connector.brokers is empty: list the broker registration address(es) the connectors dial, host:port (e.g. postern-dmz-broker-headless.dmz.svc.cluster.local:7443)" -}}
+{{- fail "connector.brokers is empty: list the broker registration address(es) the connectors dial, host:port (e.g. postern-dmz-broker-registration-headless.dmz.svc.cluster.local:7443)" -}}
 {{- end -}}
 {{- $tls := dict
       "ca_file" "/etc/postern/tls/ca.crt"

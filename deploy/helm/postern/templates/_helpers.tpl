@@ -45,14 +45,61 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
-{{/* All labels. ctx: dict root, component. */}}
-{{- define "postern.labels" -}}
+{{/* The chart's own labels. ctx: dict root, component. */}}
+{{- define "postern.ownLabels" -}}
 {{ include "postern.selectorLabels" . }}
 app.kubernetes.io/part-of: postern
 app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 helm.sh/chart: {{ include "postern.chart" .root }}
 postern.dev/zone: {{ .root.Values.zone }}
+{{- end }}
+
+{{/* All labels of an object: the chart's own plus commonLabels (the
+chart's win on a clash, so selectors never change). ctx: dict root,
+component. */}}
+{{- define "postern.labels" -}}
+{{- $own := include "postern.ownLabels" . | fromYaml -}}
+{{- toYaml (merge $own (deepCopy (.root.Values.commonLabels | default dict))) -}}
+{{- end }}
+
+{{/* Pod template labels: postern.labels plus the component's podLabels
+(the chart's win on a clash). ctx: dict root, component, values. */}}
+{{- define "postern.podLabels" -}}
+{{- $all := include "postern.labels" . | fromYaml -}}
+{{- toYaml (merge $all (deepCopy (.values.podLabels | default dict))) -}}
+{{- end }}
+
+{{/* The ServiceAccount a component's pods run as. serviceAccount.create:
+name, or <release>-<component>; otherwise name, or the namespace's
+"default". ctx: dict root, component. */}}
+{{- define "postern.serviceAccountName" -}}
+{{- $sa := (get .root.Values .component).serviceAccount -}}
+{{- if $sa.create -}}
+{{- $sa.name | default (include "postern.name" (dict "root" .root "name" .component)) -}}
+{{- else -}}
+{{- $sa.name | default "default" -}}
+{{- end -}}
+{{- end }}
+
+{{/* Pod spec lines every component shares: service account (token never
+mounted), priority class. ctx: dict root, component, values. */}}
+{{- define "postern.podIdentity" -}}
+serviceAccountName: {{ include "postern.serviceAccountName" . }}
+automountServiceAccountToken: false
+{{- with .values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* Container command line and extra environment. ctx: dict component, values. */}}
+{{- define "postern.command" -}}
+command: ["/usr/local/bin/postern-{{ .component }}"]
+args: {{ concat (list "--config" "/etc/postern/config/config.yaml") (.values.extraArgs | default list) | toJson }}
+{{- with .values.extraEnv }}
+env:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/* The image: [registry/]repository@digest when image.digest is set, else
@@ -198,6 +245,60 @@ topologySpreadConstraints:
 {{- if $peer -}}
 {{- toYaml (list $peer) -}}
 {{- end -}}
+{{- end }}
+
+{{/*
+Egress rules for a list of destinations (connector.nativeEgress,
+edge.upstreamEgress), one rule per entry: {cidr, ports} -> an ipBlock peer;
+{namespaceSelector, podSelector, ports} -> a pod peer (either selector may
+be left out, at least one must select something). ports: the destination
+pods' ports (a Service's targetPort: NetworkPolicies see traffic after the
+Service address is rewritten). ctx: dict list, field (for messages).
+*/}}
+{{- define "postern.egressRules" -}}
+{{- $field := .field -}}
+{{- range $i, $e := .list }}
+{{- if and (not $e.cidr) (not $e.namespaceSelector) (not $e.podSelector) }}
+{{- fail (printf "%s[%d]: set cidr, or namespaceSelector and/or podSelector (at least one not empty): an entry that names no destination would admit every one" $field $i) }}
+{{- end }}
+{{- if not $e.ports }}
+{{- fail (printf "%s[%d].ports is empty: list the destination pods' ports (every port would be open)" $field $i) }}
+{{- end }}
+{{- $peer := dict }}
+{{- if $e.cidr }}
+{{- if hasSuffix "/0" (toString $e.cidr) }}
+{{- fail (printf "%s[%d].cidr is %s: that admits every address; name the destination network" $field $i $e.cidr) }}
+{{- end }}
+{{- $_ := set $peer "ipBlock" (dict "cidr" $e.cidr) }}
+{{- else }}
+{{- range $key := list "namespaceSelector" "podSelector" }}
+{{- if and (hasKey $e $key) (not (kindIs "invalid" (get $e $key))) }}{{ $_ := set $peer $key (get $e $key) }}{{ end }}
+{{- end }}
+{{- end }}
+# {{ $field }}[{{ $i }}]
+- to:
+  {{- toYaml (list $peer) | nindent 2 }}
+  ports:
+  {{- range $e.ports }}
+  - port: {{ . }}
+    protocol: TCP
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Egress rule to the cluster DNS (networkPolicies.dns), UDP and TCP 53. ctx: root. */}}
+{{- define "postern.dnsEgressRule" -}}
+# Cluster DNS.
+- to:
+  - namespaceSelector:
+      {{- toYaml .Values.networkPolicies.dns.namespaceSelector | nindent 6 }}
+    podSelector:
+      {{- toYaml .Values.networkPolicies.dns.podSelector | nindent 6 }}
+  ports:
+  - port: 53
+    protocol: UDP
+  - port: 53
+    protocol: TCP
 {{- end }}
 
 {{/* Duration as the configs want it: "20s". */}}
