@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "common/asio.hpp"
+#include "common/version.hpp"
 
 namespace google::protobuf {
 class Message;
@@ -36,9 +37,6 @@ void tune_malloc();
 /// options, `extra_help` (a binary's subcommands) and the exit codes;
 /// `--version` the version; both exit 0.
 CommandLine parse_command_line(int argc, char** argv, std::string_view service, std::string_view extra_help = {});
-
-/// The project's version (CMakeLists.txt).
-std::string_view version();
 
 /// The --help text of postern-`service`, with `extra` (subcommands) before
 /// the exit codes.

@@ -72,6 +72,17 @@ TEST(Prometheus, ScrapesEveryServiceAndRunsEveryDashboardQuery) {
     auto check = run_command({"sh", "-c", "promtool check metrics < \"$0\"", sys.dir().file(std::string(name) + ".metrics")});
     EXPECT_EQ(check.exit_code, 0) << name << ": " << check.out << check.err;
   }
+  // What every Prometheus client exports about its process, and the build.
+  for (const auto& [name, port] : targets) {
+    const auto m = http_get(port, "/metrics");
+    EXPECT_GT(metric_value(m, "process_cpu_seconds_total"), 0.0) << name;
+    EXPECT_GT(metric_value(m, "process_resident_memory_bytes"), 1e6) << name;
+    EXPECT_GT(metric_value(m, "process_start_time_seconds"), 1.7e9) << name;
+    EXPECT_GT(metric_value(m, "process_open_fds"), 2.0) << name;
+    EXPECT_GT(metric_value(m, "process_max_fds"), metric_value(m, "process_open_fds")) << name;
+    EXPECT_GE(metric_value(m, "process_threads"), 1.0) << name;
+    EXPECT_NE(m.find("postern_build_info{version=\""), std::string::npos) << name;
+  }
 
   std::string cfg = "global: {scrape_interval: 1s, scrape_timeout: 900ms}\nscrape_configs:\n";
   for (const auto& [name, port] : targets) {

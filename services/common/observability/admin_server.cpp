@@ -10,6 +10,7 @@
 
 #include "common/net/listen.hpp"
 #include "common/observability/log.hpp"
+#include "common/observability/process_metrics.hpp"
 
 namespace postern::observability {
 namespace beast = boost::beast;
@@ -52,7 +53,9 @@ struct AdminServer::Impl {
       } else if (path == "/metrics") {
         res.result(http::status::ok);
         res.set(http::field::content_type, "text/plain; version=0.0.4");
-        res.body() = prometheus::TextSerializer().Serialize(registry->Collect());
+        auto families = registry->Collect();
+        for (auto& f : process_metrics()) families.push_back(std::move(f));
+        res.body() = prometheus::TextSerializer().Serialize(families);
       } else if (auto it = routes.find(std::string(path)); it != routes.end()) {
         res.result(http::status::ok);
         res.set(http::field::content_type, "application/json");
