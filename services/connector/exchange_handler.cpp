@@ -1,5 +1,8 @@
 #include "connector/exchange_handler.hpp"
 
+#include <algorithm>
+#include <optional>
+
 #include "common/net/http_headers.hpp"
 #include "common/net/request_target.hpp"
 #include "common/observability/log.hpp"
@@ -14,7 +17,14 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::string status_class(unsigned status) { return status == 0 ? "error" : std::to_string(status / 100) + "xx"; }
+// The `code` label: the native service's status, or what failed
+// (snake_case: upstream_unreachable, upstream_timeout, ...).
+std::string code_label(unsigned status, const std::optional<ExchangeError>& failure) {
+  if (!failure) return std::to_string(status);
+  std::string slug(error_slug(failure->code()));
+  std::replace(slug.begin(), slug.end(), '-', '_');
+  return slug;
+}
 
 // What makes a request head from the tunnel unfit to write to a native
 // service: a method or header name that is no token, a value with CR, LF or
@@ -216,7 +226,7 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
   const std::string alias = head.alias();
   // A WebSocket session counts when it ends (relay_websocket).
   if (!websocket_ran) {
-    count(alias, failure ? std::string(error_slug(failure->code())) : status_class(status), started);
+    count(alias, code_label(status, failure), started);
     d_.metrics.bytes_in.Increment(static_cast<double>(policed.body.bytes()));
   }
   if (enforce) d_.enforcement.count(api->name, policies.decisions);
@@ -263,7 +273,9 @@ asio::awaitable<void> ExchangeHandler::relay_websocket(std::shared_ptr<tunnel::E
   // as long as the session.
   (void)cat;
   (void)hold;
-  count(alias, status_class(failed ? 0 : 101), started);
+  // A session, not a request: its own duration histogram.
+  d_.metrics.ws_duration.Add({{"alias", alias}}, kSessionBuckets)
+      .Observe(std::chrono::duration<double>(Clock::now() - started).count());
   if (failed) std::rethrow_exception(failed);
 }
 

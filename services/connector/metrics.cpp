@@ -40,7 +40,7 @@ Metrics::Metrics(prometheus::Registry& r)
                    .Register(r)),
       duration(prometheus::BuildHistogram()
                    .Name("postern_connector_native_duration_seconds")
-                   .Help("Time from request head to end of the native response (of a WebSocket session: to its close)")
+                   .Help("Time from request head to end of the native response, by alias (not WebSocket sessions)")
                    .Register(r)),
       bytes_in(prometheus::BuildCounter()
                    .Name("postern_connector_request_bytes_total")
@@ -73,6 +73,10 @@ Metrics::Metrics(prometheus::Registry& r)
                       .Help("WebSocket sessions open to native services right now")
                       .Register(r)
                       .Add({})),
+      ws_duration(prometheus::BuildHistogram()
+                      .Name("postern_connector_websocket_session_duration_seconds")
+                      .Help("How long WebSocket sessions with native services lasted, by alias")
+                      .Register(r)),
       ws_messages(prometheus::BuildCounter()
                       .Name("postern_connector_websocket_messages_total")
                       .Help("WebSocket messages relayed, by alias and direction")

@@ -25,12 +25,16 @@ struct Metrics {
   prometheus::Gauge& config_version;
   prometheus::Family<prometheus::Counter>& config_updates;
   prometheus::Gauge& ws_sessions;
+  prometheus::Family<prometheus::Histogram>& ws_duration;
   prometheus::Family<prometheus::Counter>& ws_messages;
   prometheus::Family<prometheus::Counter>& ws_bytes;
   prometheus::Histogram& frames_per_message;
 
   explicit Metrics(prometheus::Registry& r);
 };
+
+/// Session lengths: a second to a day.
+inline const prometheus::Histogram::BucketBoundaries kSessionBuckets{1, 10, 60, 300, 900, 1800, 3600, 14400, 86400};
 
 inline const prometheus::Histogram::BucketBoundaries kLatencyBuckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                                      0.25,  0.5,    1,     2.5,  5,     10,   30, 60};

@@ -8,7 +8,7 @@ namespace postern::edge {
 Metrics::Metrics(prometheus::Registry& r)
   : requests(prometheus::BuildCounter()
                    .Name("postern_edge_requests_total")
-                   .Help("Requests by API and status class")
+                   .Help("Requests (not WebSocket sessions) by API and status code")
                    .Register(r)),
       duration(prometheus::BuildHistogram()
                    .Name("postern_edge_request_duration_seconds")
@@ -43,6 +43,10 @@ Metrics::Metrics(prometheus::Registry& r)
                             .Name("postern_edge_websocket_sessions_total")
                             .Help("WebSocket sessions ended, by API and the close code the client got")
                             .Register(r)),
+      ws_duration(prometheus::BuildHistogram()
+                      .Name("postern_edge_websocket_session_duration_seconds")
+                      .Help("How long WebSocket sessions lasted, from the upgrade request to the close, by API")
+                      .Register(r)),
       ws_messages(prometheus::BuildCounter()
                       .Name("postern_edge_websocket_messages_total")
                       .Help("WebSocket messages relayed, by API and direction")
@@ -53,14 +57,16 @@ Metrics::Metrics(prometheus::Registry& r)
                          "direction")
                    .Register(r)) {}
 
-std::string status_class(unsigned s) { return std::to_string(s / 100) + "xx"; }
-
 void exchange_done(Metrics& metrics, policy::Enforcement& enforcement, const ExchangeSummary& s,
                    const policy::Decisions& decisions) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.started).count();
   const std::string api(s.api);
-  metrics.requests.Add({{"api", api}, {"code", status_class(s.status)}}).Increment();
-  metrics.duration.Add({{"api", api}}, kLatencyBuckets).Observe(secs);
+  if (s.websocket_session) {
+    metrics.ws_duration.Add({{"api", api}}, kSessionBuckets).Observe(secs);
+  } else {
+    metrics.requests.Add({{"api", api}, {"code", std::to_string(s.status)}}).Increment();
+    metrics.duration.Add({{"api", api}}, kLatencyBuckets).Observe(secs);
+  }
   enforcement.count(api, decisions);
   POSTERN_LOG(info, "request")
       .kv("request_id", s.request_id)

@@ -30,6 +30,7 @@ struct Metrics {
   prometheus::Gauge& in_flight;
   prometheus::Gauge& ws_sessions;
   prometheus::Family<prometheus::Counter>& ws_sessions_total;
+  prometheus::Family<prometheus::Histogram>& ws_duration;
   prometheus::Family<prometheus::Counter>& ws_messages;
   prometheus::Family<prometheus::Counter>& ws_bytes;
 
@@ -39,8 +40,8 @@ struct Metrics {
 inline const prometheus::Histogram::BucketBoundaries kLatencyBuckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                                      0.25,  0.5,    1,     2.5,  5,     10,   30, 60};
 
-/// "2xx", "4xx", ...: the `code` label.
-std::string status_class(unsigned status);
+/// Session lengths: a second to a day.
+inline const prometheus::Histogram::BucketBoundaries kSessionBuckets{1, 10, 60, 300, 900, 1800, 3600, 14400, 86400};
 
 /// One finished exchange as the request log line and the request metrics
 /// name it.
@@ -48,10 +49,14 @@ struct ExchangeSummary {
   std::chrono::steady_clock::time_point started;
   unsigned status = 0;
   std::string_view api, request_id, client_ip, method, path, application;
+  /// A WebSocket session that ran (its 101): counted as a session, not as
+  /// a request.
+  bool websocket_session = false;
 };
 
-/// The end of an exchange: requests and duration by API, its policy
-/// decisions (counted by `enforcement`), the log line.
+/// The end of an exchange: requests (`code`: the exact status) and
+/// duration by API, or a WebSocket session's duration; its policy decisions
+/// (counted by `enforcement`); the log line.
 void exchange_done(Metrics& metrics, policy::Enforcement& enforcement, const ExchangeSummary& s,
                    const policy::Decisions& decisions);
 

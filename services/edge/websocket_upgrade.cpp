@@ -166,7 +166,7 @@ asio::awaitable<void> WebSocketUpgrade::session(WsStream ws, std::unique_ptr<WsU
       .kv("messages_out", st.messages[1]);
   exchange_done(d_.metrics, d_.enforcement,
                 ExchangeSummary{s.started, 101, api, info.request_id, info.client_ip, s.method, info.path,
-                                info.application},
+                                info.application, /*websocket_session=*/true},
                 s.policies.decisions);
 }
 

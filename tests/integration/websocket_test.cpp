@@ -357,8 +357,11 @@ TEST_F(WebSockets, AnOpenSessionIsInFlightAndLoggedWhenItEnds) {
   EXPECT_EQ(num(r, "close_code"), 1000) << json::serialize(r);
   EXPECT_TRUE(wait_until([&] { return in_flight() == 0.0; }, 5s));
   EXPECT_TRUE(wait_until([&] { return sys.edge->count_log("\"status\":101") == 1; }, 5s)) << sys.edge->log_tail();
-  EXPECT_EQ(metric_value(scrape(sys.edge_admin_port), "postern_edge_requests_total", {{"api", "chat"}, {"code", "1xx"}}),
-            1.0);
+  // A session, not a request: counted in its own histogram, by its length.
+  const auto m = scrape(sys.edge_admin_port);
+  EXPECT_EQ(metric_value(m, "postern_edge_requests_total", {{"api", "chat"}}), 0.0) << m;
+  EXPECT_EQ(metric_value(m, "postern_edge_websocket_session_duration_seconds_count", {{"api", "chat"}}), 1.0) << m;
+  EXPECT_GE(metric_value(m, "postern_edge_websocket_session_duration_seconds_sum", {{"api", "chat"}}), 1.5) << m;
 }
 
 TEST_F(WebSockets, PoliciesAtTheUpgradeRefuseBeforeAny101) {
@@ -568,11 +571,14 @@ TEST_F(WebSockets, AMessageOverTheConnectorsLimitEndsTheSessionPromptly) {
   EXPECT_TRUE(wait_until(
       [&] {
         m = scrape(connector_admin);
-        return metric_value(m, "postern_connector_requests_total", {{"alias", "demo"}, {"code", "1xx"}}) == 2;
+        return metric_value(m, "postern_connector_websocket_session_duration_seconds_count", {{"alias", "demo"}}) ==
+               2;
       },
       5s))
       << m;
-  EXPECT_GE(metric_value(m, "postern_connector_native_duration_seconds_sum", {{"alias", "demo"}}), 1.0) << m;
+  EXPECT_GE(metric_value(m, "postern_connector_websocket_session_duration_seconds_sum", {{"alias", "demo"}}), 1.0)
+      << m;
+  EXPECT_EQ(metric_value(m, "postern_connector_requests_total", {{"alias", "demo"}}), 0.0) << m;
 }
 
 TEST_F(WebSockets, TransformsChangeMessagesInBothDirections) {
