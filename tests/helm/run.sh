@@ -5,8 +5,10 @@
 # timing and topology spread, prove from the rendered NetworkPolicies that
 # no green-zone pod admits ingress from outside its namespace and that every
 # pod of both zones may open connections only where it must, check the
-# optional objects (ServiceAccounts, PrometheusRule with promtool, labels),
-# and check that bad values fail.
+# optional objects (ServiceAccounts, PrometheusRule with promtool, labels)
+# and the policy Watch's mutual TLS, render the README's install commands
+# (keys in values.yaml, every mounted Secret created), and check that bad
+# values (both zones in one namespace among them) fail.
 set -Eeuo pipefail
 # A failing check names itself (many are a bare grep or test).
 trap 'echo "tests/helm/run.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
@@ -210,6 +212,73 @@ own='[{"labelSelector":{"matchLabels":{"app.kubernetes.io/component":"edge"}},"m
 [ "$(get "$out/dmz-spread.yaml" StatefulSet postern-dmz-broker spec.template.spec.topologySpreadConstraints.length)" = 2 ]
 node "$here/validate.mjs" "$out/dmz-spread.yaml" > /dev/null
 echo "topology spread rendered as intended"
+
+echo "== policy Watch: mutual TLS on both sides by default, none when turned off"
+# The connector -> policy Watch carries every snapshot (API definitions,
+# hashed credentials). Default and production: the policy service listens
+# with its certificate and demands a client certificate (client_ca_file);
+# the connector presents its own certificate, trusts its ca.crt and verifies
+# the policy Service's in-cluster name <release>-policy.<namespace>.svc.
+block() { sed -n "/^$1:\$/,/^[^ ]/p" "$2" | sed '$ { /^[^ ]/d }'; }
+policy_tls_listen='listen:
+  listen: 0.0.0.0:7090
+  tls:
+    cert_file: /etc/postern/tls/tls.crt
+    client_ca_file: /etc/postern/tls/ca.crt
+    key_file: /etc/postern/tls/tls.key'
+connector_policy_tls() {  # server_name
+  printf '%s\n' 'policy:' '  address: postern-green-policy.green.svc.cluster.local:7090' '  tls:' \
+    '    ca_file: /etc/postern/tls/ca.crt' '    cert_file: /etc/postern/tls/tls.crt' \
+    '    key_file: /etc/postern/tls/tls.key' "    server_name: $1"
+}
+# (defaultMode aside: the YAML 1.2 parser reads the octal 0440 as 440.)
+tls_volume='"items":[{"key":"tls.crt","path":"tls.crt"},{"key":"tls.key","path":"tls.key"},{"key":"ca.crt","path":"ca.crt"}],"secretName":"postern-policy-tls"}}'
+tls_mount='{"mountPath":"/etc/postern/tls","name":"tls","readOnly":true}'
+for values in default production; do
+  cfg="$out/cfg-green-$values" r="$out/green-$values.yaml"
+  [ "$(block listen "$cfg/policy-config.yaml")" = "$policy_tls_listen" ] \
+    || { echo "green $values: the policy service does not listen with mutual TLS:" >&2; block listen "$cfg/policy-config.yaml" >&2; exit 1; }
+  [ "$(block policy "$cfg/connector-config.yaml")" = "$(connector_policy_tls postern-green-policy.green.svc)" ] \
+    || { echo "green $values: the connector does not Watch with mutual TLS:" >&2; block policy "$cfg/connector-config.yaml" >&2; exit 1; }
+  get "$r" Deployment postern-green-policy spec.template.spec.volumes | grep -qF '{"name":"tls","secret":{"defaultMode":' \
+    && get "$r" Deployment postern-green-policy spec.template.spec.volumes | grep -qF "$tls_volume" \
+    || { echo "green $values: the policy pod does not mount postern-policy-tls" >&2; exit 1; }
+  get "$r" Deployment postern-green-policy spec.template.spec.containers.0.volumeMounts | grep -qF "$tls_mount"
+done
+# The name follows the release and the namespace ("other" in green, the
+# production values: rendered above), or policy.tls.serverName.
+node "$here/configs.mjs" "$out/other-green.yaml" "$out/cfg-other-green"
+grep -qx "    server_name: other-policy.green.svc" "$out/cfg-other-green/connector-config.yaml"
+"$helm" template postern-green "$chart" -n green --set zone=green "${keys[@]}" \
+  --set policy.tls.serverName=policy.green.example.com --set policy.tls.secretName=policy-cert > "$out/green-policy-name.yaml"
+node "$here/configs.mjs" "$out/green-policy-name.yaml" "$out/cfg-green-policy-name"
+[ "$(block policy "$out/cfg-green-policy-name/connector-config.yaml")" = "$(connector_policy_tls policy.green.example.com)" ]
+get "$out/green-policy-name.yaml" Deployment postern-green-policy spec.template.spec.volumes | grep -qF '"secretName":"policy-cert"'
+# Turned off: neither side renders TLS, the policy pod mounts no certificate,
+# both configs still load, and the pods roll (their configs changed).
+"$helm" lint --strict "$chart" --set zone=green "${keys[@]}" --set policy.tls.enabled=false --quiet
+"$helm" template postern-green "$chart" -n green --set zone=green "${keys[@]}" --set policy.tls.enabled=false \
+  > "$out/green-policy-plain.yaml"
+node "$here/validate.mjs" "$out/green-policy-plain.yaml" > /dev/null
+node "$here/configs.mjs" "$out/green-policy-plain.yaml" "$out/cfg-green-policy-plain"
+plain="$out/cfg-green-policy-plain"
+[ "$(block listen "$plain/policy-config.yaml")" = "$(printf 'listen:\n  listen: 0.0.0.0:7090')" ] \
+  || { echo "policy.tls.enabled=false: the policy service still listens with TLS" >&2; exit 1; }
+[ "$(block policy "$plain/connector-config.yaml")" = "$(printf 'policy:\n  address: postern-green-policy.green.svc.cluster.local:7090')" ] \
+  || { echo "policy.tls.enabled=false: the connector still Watches with TLS" >&2; exit 1; }
+if grep -q "postern-policy-tls" "$out/green-policy-plain.yaml" \
+   || get "$out/green-policy-plain.yaml" Deployment postern-green-policy spec.template.spec.volumes | grep -q '"name":"tls"'; then
+  echo "policy.tls.enabled=false: the policy pod still mounts a certificate" >&2
+  exit 1
+fi
+"$bin/postern-policy" --config "$plain/policy-config.yaml" --check-config > /dev/null
+"$bin/postern-connector" --config "$plain/connector-config.yaml" --check-config > /dev/null
+for d in connector policy; do
+  [ "$(get "$out/green-policy-plain.yaml" Deployment "postern-green-$d" spec.template.metadata.annotations)" \
+    != "$(get "$out/green-default.yaml" Deployment "postern-green-$d" spec.template.metadata.annotations)" ] \
+    || { echo "policy.tls.enabled=false does not roll the $d pods" >&2; exit 1; }
+done
+echo "policy Watch: mutual TLS by default (paths, server_name, Secret), plaintext only when asked"
 
 echo "== brokers not ready yet: the connectors' address lists them"
 # A broker becomes ready once connectors have attached to it: connectors
@@ -480,6 +549,38 @@ fi
 grep -q "unknown field spec.template.spec.containers\[0\].readinesProbe" "$out/typo.log" \
   || { cat "$out/typo.log" >&2; exit 1; }
 
+echo "== the README: its install commands render, set only keys values.yaml has, and create what they mount"
+# Every helm install/upgrade command of deploy/helm/README.md, rendered with
+# its own values files and flags; every key it sets is in values.yaml; every
+# Secret and ConfigMap the renders mount (and the chart does not render) is
+# created by a kubectl command of the README in that namespace; every yaml
+# block is chart values. Run from the root: the README's paths are relative.
+(cd "$root" && node "$here/readme.mjs" deploy/helm/README.md "$chart" "$helm" "$out/signing.pub" "$out/readme")
+# It fails on a key values.yaml does not have, and on a Secret nobody creates.
+readme_fails() {
+  local what="$1" pattern="$2" edit="$3"
+  sed "$edit" "$root/deploy/helm/README.md" > "$out/README-bad.md"
+  if cmp -s "$root/deploy/helm/README.md" "$out/README-bad.md"; then
+    echo "self-test could not edit the README for $what (layout changed?)" >&2
+    exit 1
+  fi
+  if (cd "$root" && node "$here/readme.mjs" "$out/README-bad.md" "$chart" "$helm" "$out/signing.pub" "$out/readme-bad") \
+       > "$out/readme.log" 2>&1; then
+    echo "readme.mjs accepted $what" >&2
+    exit 1
+  fi
+  grep -qF "$pattern" "$out/readme.log" || { cat "$out/readme.log" >&2; exit 1; }
+  echo "readme.mjs refused $what"
+}
+readme_fails "a --set key values.yaml lacks" "edge.replicaz is not in values.yaml" \
+  's/--set zone=dmz/--set zone=dmz --set edge.replicaz=3/'
+readme_fails "a Secret the README never creates" \
+  "mounts Secret/postern-policy-tls, which no kubectl command of the README creates in namespace green" \
+  '/create secret generic postern-policy-tls/d'
+readme_fails "a Secret created in the wrong namespace" \
+  "mounts Secret/postern-edge-relay-tls, which no kubectl command of the README creates in namespace dmz" \
+  's/kubectl --context dmz -n dmz create secret generic postern-edge-relay-tls/kubectl --context dmz -n green create secret generic postern-edge-relay-tls/'
+
 echo "== bad values fail"
 expect_fail() {
   local what="$1" pattern="$2"
@@ -494,6 +595,31 @@ expect_fail() {
 expect_fail "a zone without the config public key" "configSigning.publicKeys" --set zone=dmz
 expect_fail "a public key that is not PEM" "publicKeys" --set zone=green --set "configSigning.publicKeys[0]=nope"
 expect_fail "an unknown zone" "zone" --set zone=bogus
+# Both zones in one namespace: the green release in the namespace its
+# connector egress selects as the DMZ, the DMZ release in the namespace it
+# admits as the green zone (helm template -n NAMESPACE).
+expect_fail "the green release in the DMZ's namespace" \
+  'installed into namespace "dmz", which connector.brokerEgress.namespaceSelector' -n dmz --set zone=green "${keys[@]}"
+expect_fail "the DMZ release in the green zone's namespace" \
+  'installed into namespace "green", which broker.greenZone.namespaceSelector' -n green --set zone=dmz "${keys[@]}"
+expect_fail "the green release in a DMZ namespace of another name" "connector.brokerEgress.namespaceSelector" \
+  -n edge-apps --set zone=green "${keys[@]}" \
+  '--set-json=connector.brokerEgress.namespaceSelector={"matchLabels":{"kubernetes.io/metadata.name":"edge-apps"}}'
+expect_fail "the DMZ release in the green namespace (In expression)" "broker.greenZone.namespaceSelector" \
+  -n apps --set zone=dmz "${keys[@]}" \
+  '--set-json=broker.greenZone.namespaceSelector={"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"In","values":["x","apps"]}]}'
+expect_fail "the green release in the DMZ's namespace (no schema)" "must not share a namespace" \
+  -n dmz --set zone=green "${keys[@]}" --skip-schema-validation
+# Each release in its own namespace renders (above, -n dmz and -n green); a
+# DMZ in another cluster (no namespace selected) leaves the namespace free.
+"$helm" template t "$chart" -n dmz --set zone=green "${keys[@]}" --set connector.brokerEgress.namespaceSelector=null \
+  --set 'connector.brokerEgress.cidrs={192.0.2.0/28}' > /dev/null
+"$helm" template t "$chart" -n green --set zone=dmz "${keys[@]}" -f "$root/deploy/helm/values-dmz-production.yaml" > /dev/null
+# Policy Watch TLS without a Secret (schema; the template guard).
+expect_fail "policy TLS without a Secret" "policy.tls.secretName" --set zone=green "${keys[@]}" --set policy.tls.secretName=
+expect_fail "policy TLS without a Secret (no schema)" "policy.tls.secretName is empty" --set zone=green "${keys[@]}" \
+  --set policy.tls.secretName= --skip-schema-validation
+expect_fail "a string for policy.tls.enabled" "policy.tls.enabled" --set zone=green "${keys[@]}" --set-string policy.tls.enabled=yes
 expect_fail "a missing zone" "zone"
 expect_fail "a typo in values" "replicaz" --set zone=dmz "${keys[@]}" --set edge.replicaz=3
 expect_fail "a string for a number" "replicas" --set zone=green "${keys[@]}" --set-string connector.replicas=two

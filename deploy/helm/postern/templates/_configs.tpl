@@ -97,7 +97,16 @@ Built as dicts and rendered with toYaml, so quoting is always right.
       "cert_file" "/etc/postern/tls/tls.crt"
       "key_file" "/etc/postern/tls/tls.key" -}}
 {{- with $n.tls.serverName }}{{ $_ := set $tls "server_name" . }}{{ end -}}
-{{- $policy := printf "%s:%s" (include "postern.serviceFqdn" (dict "root" . "name" "policy")) (include "postern.port.policyGrpc" .) -}}
+{{- $policy := dict "address" (printf "%s:%s" (include "postern.serviceFqdn" (dict "root" . "name" "policy")) (include "postern.port.policyGrpc" .)) -}}
+{{- if .Values.policy.tls.enabled -}}
+{{- /* Mutual TLS to the policy service: the connector's own client
+       certificate, and its ca.crt verifies the policy certificate. */ -}}
+{{- $_ := set $policy "tls" (dict
+      "ca_file" "/etc/postern/tls/ca.crt"
+      "cert_file" "/etc/postern/tls/tls.crt"
+      "key_file" "/etc/postern/tls/tls.key"
+      "server_name" (include "postern.policy.serverName" .)) -}}
+{{- end -}}
 {{- $c := dict
       "id" (include "postern.name" (dict "root" . "name" "connector"))
       "admin" (dict "listen" (printf "0.0.0.0:%s" (include "postern.port.connectorAdmin" .)))
@@ -105,7 +114,7 @@ Built as dicts and rendered with toYaml, so quoting is always right.
       "brokers" $n.brokers
       "tls" $tls
       "aliases" ($n.aliases | default dict)
-      "policy" (dict "address" $policy)
+      "policy" $policy
       "trusted_config_keys" (include "postern.trustedKeys" . | fromJsonArray)
       "max_concurrency" (int $n.maxConcurrency)
       "reconnect_max" $n.reconnectMax
@@ -119,13 +128,31 @@ Built as dicts and rendered with toYaml, so quoting is always right.
 {{ toYaml $c }}
 {{- end }}
 
+{{/* The name the connectors verify in the policy service's certificate:
+policy.tls.serverName, or the policy Service's in-cluster name
+<release>-policy.<namespace>.svc. ctx: root. */}}
+{{- define "postern.policy.serverName" -}}
+{{- .Values.policy.tls.serverName | default (printf "%s.%s.svc" (include "postern.name" (dict "root" . "name" "policy")) .Release.Namespace) -}}
+{{- end }}
+
 {{/* PolicyServiceConfig */}}
 {{- define "postern.policy.config" -}}
+{{- $listen := dict "listen" (printf "0.0.0.0:%s" (include "postern.port.policyGrpc" .)) -}}
+{{- if .Values.policy.tls.enabled -}}
+{{- if not .Values.policy.tls.secretName -}}
+{{- fail "policy.tls.secretName is empty: name the Secret with the policy service's certificate (tls.crt, tls.key, ca.crt), or set policy.tls.enabled=false (a plaintext Watch: whoever reaches port 7090 reads every snapshot)" -}}
+{{- end -}}
+{{- /* Mutual TLS: connectors must present a certificate issued by ca.crt. */ -}}
+{{- $_ := set $listen "tls" (dict
+      "cert_file" "/etc/postern/tls/tls.crt"
+      "key_file" "/etc/postern/tls/tls.key"
+      "client_ca_file" "/etc/postern/tls/ca.crt") -}}
+{{- end -}}
 {{- $c := dict
       "id" (include "postern.name" (dict "root" . "name" "policy"))
       "admin" (dict "listen" (printf "0.0.0.0:%s" (include "postern.port.policyAdmin" .)))
       "log" (dict "level" .Values.logLevel)
-      "listen" (dict "listen" (printf "0.0.0.0:%s" (include "postern.port.policyGrpc" .)))
+      "listen" $listen
       "policy_file" "/etc/postern/policy/policy.yaml"
       "signing_key_file" "/etc/postern/signing/signing.key"
       "reload_interval" .Values.policy.reloadInterval -}}

@@ -29,6 +29,46 @@ app.kubernetes.io/name|instance|component|part-of.
 {{- $zone -}}
 {{- end }}
 
+{{/*
+The namespaces a selector names by kubernetes.io/metadata.name: its
+matchLabels value and the values of its "In" matchExpressions on that key.
+ctx: a labelSelector or null. Output: a JSON list.
+*/}}
+{{- define "postern.selectedNamespaces" -}}
+{{- $names := list -}}
+{{- with . -}}
+{{- with .matchLabels -}}
+{{- with (get . "kubernetes.io/metadata.name") }}{{ $names = append $names (toString .) }}{{ end -}}
+{{- end -}}
+{{- range .matchExpressions -}}
+{{- if and (eq (toString .key) "kubernetes.io/metadata.name") (eq (toString .operator) "In") -}}
+{{- range .values }}{{ $names = append $names (toString .) }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $names -}}
+{{- end }}
+
+{{/*
+Both zones in one namespace: refused. The green release must not go into the
+namespace its connector egress selects as the DMZ, nor the DMZ release into
+the namespace it admits as the green zone: one namespace would put the
+internet-facing edge beside the policy service's signing key and API key
+Secrets, under the green zone's NetworkPolicies. ctx: root.
+*/}}
+{{- define "postern.namespaceGuard" -}}
+{{- $ns := .Release.Namespace -}}
+{{- if eq .Values.zone "green" -}}
+{{- if has $ns (include "postern.selectedNamespaces" .Values.connector.brokerEgress.namespaceSelector | fromJsonArray) -}}
+{{- fail (printf "the green release is being installed into namespace %q, which connector.brokerEgress.namespaceSelector (kubernetes.io/metadata.name) selects as the DMZ: the green zone and the DMZ must not share a namespace. Install the green release into its own namespace (helm install -n green), or set connector.brokerEgress.namespaceSelector to the DMZ's namespace (null with connector.brokerEgress.cidrs when the DMZ is in another cluster)" $ns) -}}
+{{- end -}}
+{{- else if eq .Values.zone "dmz" -}}
+{{- if has $ns (include "postern.selectedNamespaces" .Values.broker.greenZone.namespaceSelector | fromJsonArray) -}}
+{{- fail (printf "the DMZ release is being installed into namespace %q, which broker.greenZone.namespaceSelector (kubernetes.io/metadata.name) admits as the green zone: the DMZ and the green zone must not share a namespace. Install the DMZ release into its own namespace (helm install -n dmz), or set broker.greenZone.namespaceSelector to the green zone's namespace (null with broker.greenZone.cidrs when the green zone is in another cluster)" $ns) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
 {{- define "postern.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
