@@ -1,6 +1,7 @@
 #include "policy/policy_service.hpp"
 
 #include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/message_differencer.h>
 #include <grpcpp/grpcpp.h>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
@@ -8,6 +9,7 @@
 
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <map>
 #include <optional>
 #include <thread>
 
@@ -38,6 +40,7 @@ struct Metrics {
   prometheus::Gauge& watchers;
   prometheus::Gauge& apis;
   prometheus::Gauge& applications;
+  prometheus::Gauge& last_success;
 
   explicit Metrics(prometheus::Registry& r)
       : version(prometheus::BuildGauge()
@@ -59,8 +62,39 @@ struct Metrics {
                          .Name("postern_policy_applications")
                          .Help("Applications in the snapshot")
                          .Register(r)
+                         .Add({})),
+        last_success(prometheus::BuildGauge()
+                         .Name("postern_policy_last_reload_success_timestamp_seconds")
+                         .Help("When the policy file was last loaded and accepted (Unix time); alert when it is "
+                               "older than an edit you made, or reloads_total{result=\"rejected\"} grows")
+                         .Register(r)
                          .Add({})) {}
 };
+
+// What changed between two snapshots, named: "orders/1.0, chat/1.0".
+struct Changes {
+  std::string added, removed, changed;
+};
+
+template <class Items, class KeyOf>
+Changes changes_of(const Items& before, const Items& after, KeyOf key_of) {
+  std::map<std::string, const typename Items::value_type*> old_items;
+  for (const auto& i : before) old_items[key_of(i)] = &i;
+  Changes c;
+  auto add = [](std::string& list, const std::string& k) { list += (list.empty() ? "" : ", ") + k; };
+  for (const auto& i : after) {
+    const std::string k = key_of(i);
+    const auto it = old_items.find(k);
+    if (it == old_items.end()) {
+      add(c.added, k);
+    } else {
+      if (!google::protobuf::util::MessageDifferencer::Equals(*it->second, i)) add(c.changed, k);
+      old_items.erase(it);
+    }
+  }
+  for (const auto& [k, _] : old_items) add(c.removed, k);
+  return c;
+}
 
 std::uint64_t now_ms() {
   return static_cast<std::uint64_t>(
@@ -196,7 +230,9 @@ struct PolicyService::Impl {
   }
 
   void publish(std::shared_ptr<const policy::Catalog> cat) {
+    const auto previous = std::move(current);
     current = std::move(cat);
+    metrics.last_success.Set(static_cast<double>(now_ms()) / 1000.0);
     last_version = current->version();
     const auto& s = current->snapshot();
     metrics.version.Set(static_cast<double>(s.version()));
@@ -211,6 +247,21 @@ struct PolicyService::Impl {
         .kv("key", signing_key->key_id())
         .kv("apis", s.config().apis_size())
         .kv("applications", s.config().applications_size());
+    if (previous) {
+      const auto& was = previous->snapshot().config();
+      const auto apis = changes_of(was.apis(), s.config().apis(),
+                                   [](const pv1::Api& a) { return a.name() + "/" + a.version(); });
+      const auto apps = changes_of(was.applications(), s.config().applications(),
+                                   [](const pv1::Application& a) { return a.name(); });
+      POSTERN_LOG(info, "policy changes")
+          .kv("version", s.version())
+          .kv("apis_added", apis.added)
+          .kv("apis_removed", apis.removed)
+          .kv("apis_changed", apis.changed)
+          .kv("applications_added", apps.added)
+          .kv("applications_removed", apps.removed)
+          .kv("applications_changed", apps.changed);
+    }
     fanout.publish(std::make_shared<const pv1::SignedSnapshot>(policy::sign_snapshot(s, *signing_key)), s.version());
   }
 

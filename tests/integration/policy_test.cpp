@@ -273,6 +273,15 @@ TEST_F(Policies, FileEditReachesTheEdgeWithinTwoSecondsAndABadEditIsRejected) {
   EXPECT_LT(took, 2s) << ms(took) << " ms";
   EXPECT_LT(took2, 2s) << ms(took2) << " ms";
   EXPECT_EQ(curl({"-H", std::string("x-Gateway-APIKey: ") + kBetaKey, url("open")}).status, 200);
+  // The policy service says what the edit changed, and when it last took one.
+  const auto changes = sys.policy->wait_for_log("\"msg\":\"policy changes\"", 5s);
+  EXPECT_NE(changes.find("\"apis_changed\":\"open/1.0\""), std::string::npos) << changes;
+  EXPECT_NE(changes.find("\"apis_added\":\"\""), std::string::npos) << changes;
+  const double reloaded =
+      metric_value(scrape(sys.policy_admin_port), "postern_policy_last_reload_success_timestamp_seconds");
+  const double now_s = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  EXPECT_GT(reloaded, now_s - 30);
+  EXPECT_LE(reloaded, now_s + 1);
 
   // An invalid edit: rejected with file, line and field; the last good
   // version keeps serving everywhere.
