@@ -3,8 +3,8 @@
 # here if it is not running): build the image (base images made offline if
 # they cannot be pulled), `docker-compose up`, a request and a WebSocket
 # session through the edge,
-# proof that the DMZ containers cannot open a connection to the green zone,
-# and `docker-compose down` leaving nothing behind.
+# proof that the DMZ containers cannot open a connection to the green zone
+# and that the green zone has no route outside (told from a refusal), and `docker-compose down` leaving nothing behind.
 set -euo pipefail
 # Builds the image from scratch (about 10 min on 2 cores): set
 # POSTERN_DOCKER_TESTS=0 to skip it. ctest reads 77 as "skipped".
@@ -24,8 +24,20 @@ image="postern:test"
 work="$(mktemp -d)"
 started_dockerd=""
 
+# "Outside": a network namespace of this test's own, routed from the host
+# (a veth pair, 198.18.77.0/30 from the benchmarking range), with a TCP
+# listener in it. Reaching it takes forwarding through the host, as the
+# internet would.
+outside_ns="postern-out-$$"
+outside_if="pst$$"
+outside_ip="198.18.77.2"
+outside_pid=""
+
 cleanup() {
   set +e
+  if [ -n "$outside_pid" ]; then kill "$outside_pid" 2>/dev/null; wait "$outside_pid" 2>/dev/null; fi
+  ip netns del "$outside_ns" 2>/dev/null
+  ip link del "${outside_if}a" 2>/dev/null
   if [ -n "${compose:-}" ]; then "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1; fi
   rm -rf "$work"
   if [ -n "$started_dockerd" ]; then kill "$started_dockerd" 2>/dev/null; wait "$started_dockerd" 2>/dev/null; fi
@@ -98,15 +110,67 @@ docker exec "${project}_connector_1" timeout 3 bash -c "exec 3<>/dev/tcp/$policy
   || { echo "control failed: connector cannot reach policy" >&2; exit 1; }
 docker exec "${project}_connector_1" timeout 3 bash -c "exec 3<>/dev/tcp/$demo_ip/8081" \
   || { echo "control failed: connector cannot reach demo" >&2; exit 1; }
+# How a connect from a container to ip:port ends: connected; refused (the
+# packets were routed, nothing listens); unreachable (no route); timeout
+# (dropped). A refusal is not isolation: only the last two are.
+probe() {
+  local out rc=0
+  out=$(docker exec "${project}_$1_1" timeout 3 bash -c "exec 3<>/dev/tcp/${2%:*}/${2#*:}" 2>&1) || rc=$?
+  if [ "$rc" = 0 ]; then echo connected; return; fi
+  case "$out" in
+    *refused*) echo refused ;;
+    *nreachable*|*"No route"*) echo unreachable ;;
+    *) if [ "$rc" = 124 ]; then echo timeout; else echo "failed($rc): $out"; fi ;;
+  esac
+}
+isolated() {  # from target
+  local got
+  got=$(probe "$1" "$2")
+  case "$got" in
+    unreachable|timeout) echo "$1 -> $2: $got" ;;
+    *) echo "$1 -> $2: $got (packets reach it: not isolated)" >&2; exit 1 ;;
+  esac
+}
 for from in edge broker; do
-  for target in "$policy_ip:7090" "$policy_ip:9103" "$demo_ip:8081" "$connector_green:9102" \
-                "$connector_uplink:9102" "$connector_uplink:7443" "$connector_uplink:22"; do
-    if docker exec "${project}_${from}_1" timeout 3 bash -c "exec 3<>/dev/tcp/${target%:*}/${target#*:}" 2>/dev/null; then
-      echo "$from could connect to $target" >&2
-      exit 1
-    fi
-    echo "$from -> $target: refused or unreachable"
+  for target in "$policy_ip:7090" "$policy_ip:9103" "$demo_ip:8081" "$connector_green:9102"; do
+    isolated "$from" "$target"
   done
+done
+isolated edge "$connector_uplink:9102"
+isolated edge "$connector_uplink:7443"
+# The broker shares the uplink with the connector: its packets arrive, and
+# nothing in the connector accepts them.
+for target in "$connector_uplink:9102" "$connector_uplink:7443" "$connector_uplink:22"; do
+  got=$(probe broker "$target")
+  [ "$got" != connected ] || { echo "broker could connect to $target" >&2; exit 1; }
+  echo "broker -> $target: $got (nothing listens)"
+done
+
+echo "== the green zone cannot reach outside"
+ip netns add "$outside_ns"
+ip link add "${outside_if}a" type veth peer name "${outside_if}b"
+ip link set "${outside_if}b" netns "$outside_ns"
+ip addr add 198.18.77.1/30 dev "${outside_if}a"
+ip link set "${outside_if}a" up
+ip netns exec "$outside_ns" ip addr add "$outside_ip/30" dev "${outside_if}b"
+ip netns exec "$outside_ns" ip link set "${outside_if}b" up
+ip netns exec "$outside_ns" ip link set lo up
+ip netns exec "$outside_ns" ip route add default via 198.18.77.1
+ip netns exec "$outside_ns" /usr/bin/python3 -c '
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 8099)); s.listen(16)
+while True:
+    c, _ = s.accept(); c.close()
+' "$outside_ip" &
+outside_pid=$!
+for _ in $(seq 50); do ip netns exec "$outside_ns" ss -ltn | grep -q ":8099 " && break; sleep 0.1; done
+# Control: the edge's network (not internal) is routed outside.
+got=$(probe edge "$outside_ip:8099")
+[ "$got" = connected ] || { echo "control failed: edge -> outside $outside_ip:8099: $got" >&2; exit 1; }
+echo "edge -> outside $outside_ip:8099: connected (control: the DMZ is routed)"
+for from in connector policy demo; do
+  isolated "$from" "$outside_ip:8099"
 done
 
 echo "== docker-compose down"
