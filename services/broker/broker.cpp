@@ -194,7 +194,12 @@ struct Broker::Impl {
   std::chrono::steady_clock::time_point started_at = std::chrono::steady_clock::now();
   std::chrono::steady_clock::duration ready_grace = std::chrono::seconds(10);
   std::map<std::string, int> known_aliases;
-  std::map<std::string, bool> unserved;  // every alias routed so far: whether it is unserved now
+  struct AliasState {
+    bool routed = false;    // the served config routes APIs to it
+    bool unserved = false;  // routed, and no connector here serves it
+    prometheus::Gauge* gauge = nullptr;
+  };
+  std::map<std::string, AliasState> unserved;  // every alias routed so far
 
   Impl(asio::io_context& io, config::v1::BrokerConfig c, std::shared_ptr<prometheus::Registry> p)
       : ioc(io), ex(io.get_executor()), cfg(std::move(c)), prom(std::move(p)), metrics(*prom) {
@@ -219,33 +224,46 @@ struct Broker::Impl {
 
   // Aliases the served config routes to, against those attached here: an
   // alias no connector serves here (its connectors may all be on another
-  // broker) is exported and logged when that changes.
+  // broker) is exported and logged when that changes. Runs on every
+  // registry change (each exchange too): only a change costs more than a
+  // walk over the aliases.
   void update_unserved(const std::map<std::string, std::size_t>& attached) {
-    std::set<std::string> routed;
-    if (config && config->served()) {
-      for (const auto& api : config->served()->apis()) {
-        if (api.reverse_invoke) routed.insert(api.alias);
-      }
-    }
-    for (const auto& alias : routed) unserved.try_emplace(alias, false);
-    for (auto& [alias, was] : unserved) {
+    for (auto& [alias, a] : unserved) {
       const auto it = attached.find(alias);
-      const bool now = routed.contains(alias) && (it == attached.end() || it->second == 0);
-      metrics.unserved.Add({{"alias", alias}}).Set(now ? 1 : 0);
-      if (now && !was) {
+      const bool now = a.routed && (it == attached.end() || it->second == 0);
+      if (now == a.unserved) continue;
+      a.gauge->Set(now ? 1 : 0);
+      if (now) {
         POSTERN_LOG(warn, "alias has no connector attached here; its APIs answer 503 through this broker")
             .kv("alias", alias);
-      } else if (!now && was) {
+      } else if (a.routed) {
         POSTERN_LOG(info, "alias served again").kv("alias", alias);
       }
-      was = now;
+      a.unserved = now;
     }
+  }
+
+  // A new snapshot is served: which aliases it routes to.
+  void routes_changed() {
+    std::set<std::string> routed;
+    for (const auto& api : config->served()->apis()) {
+      if (api.reverse_invoke) routed.insert(api.alias);
+    }
+    for (const auto& alias : routed) {
+      if (!unserved.contains(alias)) {
+        auto* g = &metrics.unserved.Add({{"alias", alias}});
+        g->Set(0);
+        unserved.emplace(alias, AliasState{false, false, g});
+      }
+    }
+    for (auto& [alias, a] : unserved) a.routed = routed.contains(alias);
+    update_gauges(registry);
   }
 
   bool ready(std::string* why) const {
     if (draining) return false;
     if (config && config->served() &&
-        std::none_of(unserved.begin(), unserved.end(), [](const auto& u) { return u.second; })) {
+        std::none_of(unserved.begin(), unserved.end(), [](const auto& u) { return u.second.unserved; })) {
       if (why) *why = "a connector is attached for every alias the config routes to";
       return true;
     }
@@ -282,7 +300,7 @@ struct Broker::Impl {
     config = std::make_unique<ConfigRelay>(ex, policy::SnapshotKeys::load(key_files, "trusted_config_keys"),
                                            metrics.config_updates, metrics.config_version);
     config->fanout().on_watchers = [this](std::size_t n) { metrics.config_watchers.Set(static_cast<double>(n)); };
-    config->on_served = [this] { update_gauges(registry); };
+    config->on_served = [this] { routes_changed(); };
 
     RouterMetrics rm;
     rm.exchanges = &metrics.exchanges;

@@ -125,17 +125,22 @@ void ExchangeRouter::abort_lanes() {
 }
 
 // The edge ended the exchange: its client sent what HTTP does not allow
-// (client_error), went away (client_gone), or the edge stopped waiting
-// before a connector took it (abandoned). Logged and counted as theirs,
-// never as the connector's.
+// (client_error) or went away (client_gone), the edge stopped waiting
+// before a connector took the exchange (abandoned) or for its answer
+// (edge_timeout). Logged and counted as theirs, never as the connector's.
 std::string ExchangeRouter::ended_by_edge(const Route& r, const tv1::Error& e) {
   std::string result;
-  if (e.code() == tv1::ERROR_CODE_BAD_REQUEST) {
+  if (e.code() == tv1::ERROR_CODE_BAD_REQUEST || e.code() == tv1::ERROR_CODE_PAYLOAD_TOO_LARGE) {
     result = "client_error";
+  } else if (!r.connector) {
+    result = "abandoned";
   } else if (e.code() == tv1::ERROR_CODE_CLIENT_GONE) {
-    result = r.connector ? "client_gone" : "abandoned";
+    result = "client_gone";
+  } else if (e.code() == tv1::ERROR_CODE_UPSTREAM_TIMEOUT) {
+    result = "edge_timeout";
   } else {
     result = std::string(error_slug(e.code()));
+    std::replace(result.begin(), result.end(), '-', '_');
   }
   POSTERN_LOG(info, "exchange ended by the edge")
       .kv("request_id", r.request_id)

@@ -55,14 +55,14 @@ void print_help(std::string_view service, std::string_view extra) {
       "options:\n"
       "  -c, --config FILE      the service's YAML config (docs/configuration.md)\n"
       "      --log-level LEVEL  debug, info, warn or error: overrides the config's log.level\n"
-      "      --check-config     load and check the config (fields, types, values), print \"FILE: ok\", exit\n"
+      "      --check-config     load the config against its schema (fields, types), print \"FILE: ok\", exit\n"
       "  -h, --help             this text\n"
       "      --version          the version\n"
       "%.*s\n"
       "exit codes:\n"
       "  0  stopped after draining (SIGTERM or SIGINT); --check-config passed; --help, --version\n"
       "  1  could not start (a port in use, a file that cannot be read, ...), or a second signal\n"
-      "  2  a bad command line or a bad config (every problem printed as file:line:col: field: message)\n",
+      "  2  a bad command line, or a config that does not load (every problem as file:line:col: field: message)\n",
       name.c_str(), POSTERN_VERSION, static_cast<int>(about(service).size()), about(service).data(), name.c_str(),
       name.c_str(), static_cast<int>(extra.size()), extra.data());
 }

@@ -74,21 +74,27 @@ bool BrokerLink::lanes_drained() const {
 asio::awaitable<void> BrokerLink::run() {
   Clock::duration backoff = 100ms;
   asio::steady_timer timer(ex_);
-  bool first = true;
+  bool first = true, redialled = false;
   while (!stopping_ && !hooks_.draining()) {
-    if (!first) metrics_.reconnects.Increment();
+    // A redial (looking for another broker behind a load balancer) is not
+    // a reconnect.
+    if (!first && !redialled) metrics_.reconnects.Increment();
     first = false;
+    redialled = false;
     const bool welcomed = co_await attach_once();
     if (stopping_ || hooks_.draining()) break;
     std::uniform_real_distribution<double> jitter(0.5, 1.5);
     if (redial_) {
       // The broker reached is held by another link: a new connection, so
       // that a load balancer may pick another one.
+      // stop() ends the wait (it sets wake_).
       redial_ = false;
       new_channel();
       redial_backoff_ = std::clamp<Clock::duration>(redial_backoff_ * 2, 100ms, 5s);
-      timer.expires_after(std::chrono::duration_cast<Clock::duration>(redial_backoff_ * jitter(rng_)));
-      co_await timer.async_wait(use_nothrow);
+      wake_.reset();
+      if (stopping_) break;
+      co_await wake_.wait_for(std::chrono::duration_cast<Clock::duration>(redial_backoff_ * jitter(rng_)));
+      redialled = true;
       continue;
     }
     if (welcomed) backoff = 100ms;
@@ -164,7 +170,8 @@ asio::awaitable<bool> BrokerLink::attach_once() {
 
   const auto& w = msg.welcome();
   if (hooks_.welcomed && !hooks_.welcomed(*this, w.broker_instance(), w.broker_count())) {
-    POSTERN_LOG(debug, "broker already held by another link; dialling again")
+    POSTERN_LOG(debug, stopping_ ? "broker already held by another link; this one is not needed"
+                                 : "broker already held by another link; dialling again")
         .kv("broker", name_)
         .kv("target", target_)
         .kv("broker_id", w.broker_id())

@@ -222,6 +222,10 @@ struct Connector::Impl {
     asio::ip::tcp::resolver resolver(ex);
     asio::steady_timer timer(ex);
     while (!draining) {
+      // Links wound down since the last pass go first, so that an address
+      // back in DNS gets a fresh link in this pass.
+      forget_stopped_links();
+      resolve_now.reset();
       bool any = false;
       std::set<std::string> seen;
       for (const auto& b : cfg.brokers()) {
@@ -257,11 +261,9 @@ struct Connector::Impl {
           }
         }
       }
-      forget_stopped_links();
       // Again after resolve_interval, or soon after a link lost its broker
       // (it may have moved), at most every kMinResolveGap.
       const auto resolved_at = Clock::now();
-      resolve_now.reset();
       co_await resolve_now.wait_for(any ? resolve_interval : Clock::duration(2s));
       if (const auto since = Clock::now() - resolved_at; since < kMinResolveGap) {
         timer.expires_after(kMinResolveGap - since);
@@ -285,26 +287,33 @@ struct Connector::Impl {
     return std::max<std::uint32_t>(1, cfg.expected_brokers() ? cfg.expected_brokers() : told_brokers);
   }
 
-  std::set<std::string> attached_instances() const {
+  // The distinct brokers attached links hold (through `target` only, if
+  // given). A broker that names no instance (older brokers) counts by link.
+  std::set<std::string> attached_instances(const std::string* target = nullptr) const {
     std::set<std::string> out;
-    for (const auto& [_, l] : links) {
-      if (l->attached() && !l->broker_instance().empty()) out.insert(l->broker_instance());
+    for (const auto& [key, l] : links) {
+      if (!l->attached() || (target && l->target() != *target)) continue;
+      out.insert(l->broker_instance().empty() ? "link:" + key : l->broker_instance());
     }
     return out;
   }
 
-  // A broker welcomed `link`. A further link that reached a broker another
-  // link holds dials again (or stops, when enough brokers are held); the
-  // first link of an address is always kept (two names for one broker are
+  // A broker welcomed `link`. When another link of the same address holds
+  // that broker already (behind a load balancer), `link` dials again on a
+  // new connection while brokers are missing: that is how a broker that
+  // restarted is found again. Once enough brokers are held, a further link
+  // stops and an address's first link stays where it is. Links of
+  // different addresses are never compared (two names for one broker are
   // the operator's choice).
   bool on_welcome(BrokerLink& link, const std::string& instance, std::uint32_t count) {
     if (count) told_brokers = std::min<std::uint32_t>(count, 64);
     metrics.brokers_expected.Set(static_cast<double>(wanted_brokers()));
     const bool further = links.contains(link.target()) && links.at(link.target()).get() != &link;
-    if (further) {
-      const auto held = attached_instances();
-      if (held.contains(instance)) {
-        if (held.size() >= wanted_brokers()) link.stop();
+    if (!instance.empty() && attached_instances(&link.target()).contains(instance)) {
+      const bool enough = attached_instances().size() >= wanted_brokers();
+      if (!enough) return false;  // dial again
+      if (further) {
+        link.stop();
         return false;
       }
     }
@@ -322,15 +331,13 @@ struct Connector::Impl {
     if (draining || !links.contains(target)) return;
     const auto held = attached_instances();
     if (held.size() >= wanted_brokers()) return;
-    std::size_t through = 0;
     for (const auto& [key, l] : links) {
       if (l->stopping()) continue;
       if (key == l->target() && !l->attached()) return;  // a first link still attaching
       if (l->target() != target) continue;
-      if (!l->attached()) return;  // one further link of this address is dialling already
-      ++through;
+      if (!l->attached()) return;  // a link of this address is dialling already
     }
-    if (through >= wanted_brokers()) return;
+    if (attached_instances(&target).size() >= wanted_brokers()) return;
     const auto& first = *links.at(target);
     std::string key;
     for (std::size_t n = 2; key.empty() || links.contains(key); ++n) key = target + "#" + std::to_string(n);

@@ -36,7 +36,7 @@ Metrics::Metrics(prometheus::Registry& r)
                    .Add({})),
       requests(prometheus::BuildCounter()
                    .Name("postern_connector_requests_total")
-                   .Help("Exchanges served, by alias and status class")
+                   .Help("Requests served (not WebSocket sessions), by alias and the native status, or what failed")
                    .Register(r)),
       duration(prometheus::BuildHistogram()
                    .Name("postern_connector_native_duration_seconds")

@@ -156,6 +156,7 @@ asio::awaitable<void> BrokerSet::keep_lane(std::shared_ptr<BrokerSet> self, std:
         bs.ex,
         [endpoint, b]() -> asio::awaitable<void> {
           co_await endpoint->lane().changed().wait();
+          if (endpoint->lane().up() && !endpoint->draining()) b->drained = false;  // back
           b->lane_changed->set();
         },
         asio::detached);
@@ -164,6 +165,7 @@ asio::awaitable<void> BrokerSet::keep_lane(std::shared_ptr<BrokerSet> self, std:
     const auto opened = Clock::now();
     if (bs.lanes_gauge) bs.lanes_gauge->Increment();
     co_await endpoint->run(std::move(hello));
+    if (endpoint->draining()) b->drained = true;
     if (bs.lanes_gauge) bs.lanes_gauge->Decrement();
     std::erase(b->lanes, endpoint);
     b->lane_changed->set();
@@ -176,7 +178,9 @@ asio::awaitable<void> BrokerSet::keep_lane(std::shared_ptr<BrokerSet> self, std:
 
 asio::awaitable<std::shared_ptr<tunnel::Endpoint>> BrokerSet::lane_of(BrokerLink& b, bool wait) {
   auto lane = b.usable_lane();
-  if (lane || !wait || b.draining()) co_return lane;
+  // A broker refusing now is not waited for; one that drained and went
+  // may be restarting: it is.
+  if (lane || !wait || b.draining_now()) co_return lane;
   const auto until = Clock::now() + kWaitForBroker;
   while (!lane && Clock::now() < until && !b.stopped) {
     b.lane_changed->reset();

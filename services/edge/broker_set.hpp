@@ -51,6 +51,9 @@ struct BrokerLink {
   std::vector<std::shared_ptr<tunnel::Endpoint>> lanes;
   std::unique_ptr<Event> lane_changed;  // a lane came up, or ended
   bool stopped = false;
+  // A lane of it ended with a drain mark, and none has come up since
+  // without one: it is going away or restarting (tried last).
+  bool drained = false;
 
   // The up lane with the fewest exchanges, or null.
   std::shared_ptr<tunnel::Endpoint> usable_lane() const {
@@ -61,9 +64,12 @@ struct BrokerLink {
     }
     return best;
   }
-  bool draining() const {
+  /// Its lanes are up and all announced a drain: it refuses new exchanges.
+  bool draining_now() const {
     return !lanes.empty() && std::all_of(lanes.begin(), lanes.end(), [](const auto& l) { return l->draining(); });
   }
+  /// Draining now, or drained and not back yet: plans try it last.
+  bool draining() const { return drained || draining_now(); }
   void stop() {
     stopped = true;
     for (auto& l : lanes) l->lane().abort();

@@ -145,12 +145,12 @@ struct Upload {
             try {
               std::rethrow_exception(e);
             } catch (const ExchangeError& err) {
-              x->abandon(err.code() == tv1::ERROR_CODE_CLIENT_GONE ? tv1::ERROR_CODE_CLIENT_GONE
-                                                                   : tv1::ERROR_CODE_BAD_REQUEST,
+              const auto code = err.code();
+              const bool clients = code == tv1::ERROR_CODE_CLIENT_GONE || code == tv1::ERROR_CODE_PAYLOAD_TOO_LARGE;
+              x->abandon(clients ? code : tv1::ERROR_CODE_BAD_REQUEST,
                          std::string("the client's request body could not be read: ") + err.what());
             } catch (const std::exception& err) {
-              x->abandon(tv1::ERROR_CODE_BAD_REQUEST,
-                         std::string("the client's request body could not be read: ") + err.what());
+              x->abandon(tv1::ERROR_CODE_INTERNAL, std::string("the request body could not be relayed: ") + err.what());
             }
           }
           done.set();
@@ -208,7 +208,7 @@ struct RelayClient::Impl {
   // would refuse), or none came up (at once, or within kWaitForBroker when
   // it was waited for). Another broker may have the exchange either way.
   [[noreturn]] void no_lane(BrokerLink& b, const Patience& patience, Retry& retry) {
-    if (b.draining()) {
+    if (b.draining_now()) {
       retry = Retry::draining;
       brokers->avoid(b, kAvoidDraining);
       throw ExchangeError(tv1::ERROR_CODE_DRAINING, "the broker at " + b.shown + " is draining");
@@ -264,7 +264,7 @@ struct RelayClient::Impl {
     Deadline head_deadline(ex, budget, [&] {
       if (!got_head) {
         timed_out = true;
-        x->abandon(tv1::ERROR_CODE_CLIENT_GONE, "the edge gave up waiting for a response");
+        x->abandon(tv1::ERROR_CODE_UPSTREAM_TIMEOUT, "the edge gave up waiting for a response");
       }
     });
     Upload upload(ex);
@@ -413,7 +413,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std:
     Deadline head_deadline(ex, budget, [&] {
       if (!got_head) {
         timed_out = true;
-        x->abandon(tv1::ERROR_CODE_CLIENT_GONE, "the edge gave up waiting for the upgrade's answer");
+        x->abandon(tv1::ERROR_CODE_UPSTREAM_TIMEOUT, "the edge gave up waiting for the upgrade's answer");
       }
     });
     tv1::Frame f;

@@ -173,6 +173,7 @@ struct PolicyService::Impl {
     }
     publish(std::move(loaded.catalog));
     metrics.reloads.Add({{"result", "accepted"}}).Increment();
+    reloaded();
 
     const auto& l = cfg.listen();
     if (l.listen().empty()) throw std::runtime_error("listen.listen is required (host:port for connectors)");
@@ -229,10 +230,13 @@ struct PolicyService::Impl {
     return true;
   }
 
+  // The policy file was read and taken (changed or not): not a new
+  // signing key, which also publishes.
+  void reloaded() { metrics.last_success.Set(static_cast<double>(now_ms()) / 1000.0); }
+
   void publish(std::shared_ptr<const policy::Catalog> cat) {
     const auto previous = std::move(current);
     current = std::move(cat);
-    metrics.last_success.Set(static_cast<double>(now_ms()) / 1000.0);
     last_version = current->version();
     const auto& s = current->snapshot();
     metrics.version.Set(static_cast<double>(s.version()));
@@ -247,7 +251,7 @@ struct PolicyService::Impl {
         .kv("key", signing_key->key_id())
         .kv("apis", s.config().apis_size())
         .kv("applications", s.config().applications_size());
-    if (previous) {
+    if (previous && previous->snapshot().digest() != s.digest()) {
       const auto& was = previous->snapshot().config();
       const auto apis = changes_of(was.apis(), s.config().apis(),
                                    [](const pv1::Api& a) { return a.name() + "/" + a.version(); });
@@ -288,10 +292,12 @@ struct PolicyService::Impl {
       }
       if (loaded.catalog->snapshot().digest() == current->snapshot().digest()) {
         metrics.reloads.Add({{"result", "unchanged"}}).Increment();
+        reloaded();
         continue;
       }
       metrics.reloads.Add({{"result", "accepted"}}).Increment();
       publish(std::move(loaded.catalog));
+      reloaded();
     }
   }
 

@@ -554,6 +554,27 @@ TEST(Reliability, ConnectorsBehindALoadBalancerReachEveryBroker) {
       EXPECT_NE(r.body.find("hello " + e.name), std::string::npos) << r.body;
     }
   }
+
+  // A broker that restarts is found again: the links it lost dial the one
+  // address (each time a new connection) until they reach it, though it
+  // answers on the same address as the others. broker-a: the round robin
+  // gave it each connector's first link, which comes back through the
+  // balancer to a broker another link of it already holds.
+  auto& restarted = fleet.brokers[0];
+  restarted.p->signal(SIGTERM);
+  ASSERT_EQ(restarted.p->wait(20s), std::optional<int>(0)) << restarted.p->log_tail();
+  const auto back = Clock::now();
+  fleet.start_broker(restarted);
+  for (auto& b : fleet.brokers) {
+    EXPECT_TRUE(wait_until([&] { return fleet.broker_ready(b); }, 15s))
+        << b.name << " has not both connectors after " << restarted.name << " restarted\n" << scrape(b.admin);
+  }
+  std::printf("[ info ] %s has both connectors again %lld ms after it restarted\n", restarted.name.c_str(),
+              ms_since(back));
+  const auto& via = fleet.edges[0];
+  const auto r = curl({"--data-binary", "after the restart",
+                       "http://127.0.0.1:" + std::to_string(via.port) + "/gateway/demo/1.0/echo"});
+  EXPECT_EQ(r.status, 200) << r.headers << r.body;
 }
 
 // SIGTERM, wait for exit code 0, start again, wait until ready: one replica
