@@ -325,10 +325,7 @@ struct PolicyService::Impl {
       copy.mutable_policies()->mutable_identify()->mutable_jwt()->clear_jwks();
       if (!api.def->policies().has_identify()) copy.mutable_policies()->clear_identify();
       if (!api.def->has_policies()) copy.clear_policies();
-      std::string one;
-      google::protobuf::util::JsonPrintOptions o;
-      o.preserve_proto_field_names = true;
-      (void)google::protobuf::util::MessageToJsonString(copy, &one, o);
+      std::string one = config::to_json(copy);
       // Resolved fields, so a user sees what every hop sees.
       one.pop_back();
       one += ",\"resolved_base_path\":";

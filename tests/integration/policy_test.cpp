@@ -442,6 +442,10 @@ TEST_F(Policies, AdminListsApisAndApplicationsWithoutKeyMaterial) {
   EXPECT_EQ(apis.header("content-type"), "application/json");
   EXPECT_NE(apis.body.find("\"name\":\"keyed\""), std::string::npos) << apis.body;
   EXPECT_NE(apis.body.find("\"resolved_base_path\":\"/gateway/keyed/1.0\""), std::string::npos) << apis.body;
+  // As the file writes them: short enum names, no empty blocks.
+  EXPECT_NE(apis.body.find("\"identifiers\":[\"API_KEY\"]"), std::string::npos) << apis.body;
+  EXPECT_EQ(apis.body.find("IDENTIFIER_TYPE"), std::string::npos) << apis.body;
+  EXPECT_EQ(apis.body.find("{}"), std::string::npos) << apis.body;
   auto apps = curl({admin + "/applications"});
   EXPECT_EQ(apps.status, 200);
   EXPECT_NE(apps.body.find("\"name\":\"alpha\""), std::string::npos) << apps.body;

@@ -56,7 +56,7 @@ const char* kPolicies = R"(apis:
   - name: keyed-green
     version: "1.0"
     type: websocket
-    enforcement: ENFORCEMENT_GREEN
+    enforcement: GREEN
     routing: apigateway://demo/ws/keyed-green
     policies:
       identify: {identifiers: [API_KEY]}
@@ -94,7 +94,7 @@ const char* kPolicies = R"(apis:
   - name: serviced
     version: "1.0"
     type: websocket
-    enforcement: ENFORCEMENT_GREEN
+    enforcement: GREEN
     routing: apigateway://demo/ws/serviced
     policies:
       message_transformation:
@@ -102,7 +102,7 @@ const char* kPolicies = R"(apis:
   - name: fail-open
     version: "1.0"
     type: websocket
-    enforcement: ENFORCEMENT_GREEN
+    enforcement: GREEN
     routing: apigateway://demo/ws/fail-open
     policies:
       message_transformation:
@@ -110,7 +110,7 @@ const char* kPolicies = R"(apis:
   - name: fail-closed
     version: "1.0"
     type: websocket
-    enforcement: ENFORCEMENT_GREEN
+    enforcement: GREEN
     routing: apigateway://demo/ws/fail-closed
     policies:
       message_transformation:
@@ -272,10 +272,10 @@ TEST_F(WebSockets, UpgradeAnsweredOnlyAfterTheNativeServiceAndItsChoicesRelayed)
 
   // The message metadata of the API definition is kept and listed.
   const auto apis = curl({"http://127.0.0.1:" + std::to_string(sys.policy_admin_port) + "/apis"});
-  EXPECT_NE(apis.body.find(R"("messages":[{"name":"hello","origin":"ORIGIN_CLIENT","type":"TYPE_TEXT","sample":"Hello","description":"a chat line"})"),
+  EXPECT_NE(apis.body.find(R"("messages":[{"name":"hello","origin":"CLIENT","type":"TEXT","sample":"Hello","description":"a chat line"})"),
             std::string::npos)
       << apis.body;
-  EXPECT_NE(apis.body.find(R"({"name":"blob","origin":"ORIGIN_CLIENT","type":"TYPE_BINARY","description":"sent back as is"})"),
+  EXPECT_NE(apis.body.find(R"({"name":"blob","origin":"CLIENT","type":"BINARY","description":"sent back as is"})"),
             std::string::npos)
       << apis.body;
 }

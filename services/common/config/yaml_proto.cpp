@@ -3,8 +3,11 @@
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/duration.pb.h>
 #include <google/protobuf/message.h>
+#include <google/protobuf/util/json_util.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
+
+#include <boost/json.hpp>
 
 #include <cctype>
 #include <cerrno>
@@ -278,6 +281,13 @@ std::string expected(const FieldDescriptor* field) {
   return "a value";
 }
 
+/// The zero value protobuf style names ..._UNSPECIFIED: the field's
+/// default, never a choice to offer.
+bool is_unspecified(const pb::EnumValueDescriptor* v) {
+  const std::string_view name = v->name();
+  return v->number() == 0 && name.ends_with("UNSPECIFIED");
+}
+
 const pb::EnumValueDescriptor* find_enum_value(const pb::EnumDescriptor* type, std::string_view text) {
   for (int i = 0; i < type->value_count(); ++i) {
     if (type->value(i)->name() == text) return type->value(i);
@@ -508,8 +518,10 @@ class Loader {
         if (v == nullptr) {
           std::string known;
           for (int i = 0; i < field->enum_type()->value_count(); ++i) {
-            if (i > 0) known += ", ";
-            known += field->enum_type()->value(i)->name();
+            const auto* value = field->enum_type()->value(i);
+            if (is_unspecified(value)) continue;
+            if (!known.empty()) known += ", ";
+            known += enum_short_name(value);
           }
           return fail(node, path,
                       "unknown value " + quoted(text) + " for enum " + field->enum_type()->name() + " (known: " +
@@ -633,6 +645,63 @@ std::string field_error(std::string_view file, std::string_view field_path, std:
   }
   out.append(message);
   return out;
+}
+
+std::string enum_short_name(const google::protobuf::EnumValueDescriptor* value) {
+  const std::string prefix = enum_value_prefix(value->type()->name());
+  const std::string& name = value->name();
+  if (name.size() > prefix.size() && name.compare(0, prefix.size(), prefix) == 0) return name.substr(prefix.size());
+  return name;
+}
+
+namespace {
+
+// Every enum value reachable from `d`, full name -> short name.
+void collect_enum_names(const pb::Descriptor* d, std::map<std::string, std::string>& names,
+                        std::set<const pb::Descriptor*>& seen) {
+  if (!seen.insert(d).second) return;
+  for (int i = 0; i < d->field_count(); ++i) {
+    const auto* f = d->field(i);
+    if (const auto* e = f->enum_type()) {
+      for (int k = 0; k < e->value_count(); ++k) names[e->value(k)->name()] = enum_short_name(e->value(k));
+    }
+    if (const auto* m = f->message_type()) collect_enum_names(m, names, seen);
+  }
+}
+
+// Short enum names; empty objects (an unset block printed as {}) left out.
+void tidy(boost::json::value& v, const std::map<std::string, std::string>& names) {
+  if (auto* s = v.if_string()) {
+    if (auto it = names.find(std::string(s->c_str(), s->size())); it != names.end()) *s = it->second;
+  } else if (auto* a = v.if_array()) {
+    for (auto& e : *a) tidy(e, names);
+  } else if (auto* o = v.if_object()) {
+    for (auto it = o->begin(); it != o->end();) {
+      tidy(it->value(), names);
+      if (it->value().is_object() && it->value().get_object().empty()) {
+        it = o->erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+std::string to_json(const google::protobuf::Message& message) {
+  std::string text;
+  google::protobuf::util::JsonPrintOptions o;
+  o.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &text, o);
+  boost::system::error_code ec;
+  auto v = boost::json::parse(text, ec);
+  if (ec) return text;
+  std::map<std::string, std::string> names;
+  std::set<const pb::Descriptor*> seen;
+  collect_enum_names(message.GetDescriptor(), names, seen);
+  tidy(v, names);
+  return boost::json::serialize(v);
 }
 
 }  // namespace postern::config

@@ -13,9 +13,10 @@
 //   aliases:                          # map<string, X>: a YAML map
 //     billing: {url: http://billing:8080}
 //
-// Keys are the proto field names exactly. Enums take the value name, matched
-// exactly, case-insensitively, or without the enum-type prefix (LOG_LEVEL_INFO,
-// log_level_info, info). Integers are decimal, range- and sign-checked;
+// Keys are the proto field names exactly. Enums take the value name without
+// the enum-type prefix (info, GREEN, API_KEY: the short form, which errors and
+// listings print), or the full name (LOG_LEVEL_INFO), in any case. The
+// ..._UNSPECIFIED zero values are the defaults and never offered. Integers are decimal, range- and sign-checked;
 // booleans are YAML's (true/false, yes/no, on/off). A null value (`key:`,
 // `key: ~`) leaves the field at its default; a null list element or map value
 // is an error. Unknown and duplicate keys, two members of one oneof, and a
@@ -76,5 +77,13 @@ std::chrono::milliseconds duration_or(const google::protobuf::Duration& d, std::
 /// parent's) position when `positions` knows it.
 std::string field_error(std::string_view file, std::string_view field_path, std::string_view message,
                         const Positions* positions = nullptr);
+
+/// The short name of an enum value, as users write it: ENFORCEMENT_GREEN ->
+/// GREEN, IDENTIFIER_TYPE_API_KEY -> API_KEY.
+std::string enum_short_name(const google::protobuf::EnumValueDescriptor* value);
+
+/// `message` as JSON the way a user writes the config: proto field names,
+/// short enum names, and no empty objects for unset blocks.
+std::string to_json(const google::protobuf::Message& message);
 
 }  // namespace postern::config

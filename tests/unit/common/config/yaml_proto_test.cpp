@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "postern/config/v1/config.pb.h"
+#include "postern/policy/v1/policy.pb.h"
 
 namespace postern::config {
 namespace {
@@ -688,8 +689,7 @@ TEST_F(YamlProtoScalars, EnumsByNameCaseOrWithoutPrefix) {
   EXPECT_EQ(refl->GetRepeatedEnumValue(*msg, field("levels"), 1), 1);
 
   EXPECT_THAT(errors("levels: [info, loud]\n"),
-              ElementsAre("s.yaml:1:16: levels[1]: unknown value 'loud' for enum LogLevel (known: "
-                          "LOG_LEVEL_UNSPECIFIED, LOG_LEVEL_DEBUG, LOG_LEVEL_INFO)"));
+              ElementsAre("s.yaml:1:16: levels[1]: unknown value 'loud' for enum LogLevel (known: DEBUG, INFO)"));
   EXPECT_THAT(errors("level: {x: 1}\n"),
               ElementsAre("s.yaml:1:8: level: expected a value of enum LogLevel, got a map"));
 }
@@ -716,6 +716,22 @@ TEST_F(YamlProtoScalars, OneofAcceptsOneMember) {
   EXPECT_THAT(errors("host: a\nsocket: /run/x.sock\n"),
               ElementsAre("s.yaml:2:1: socket: field 'socket' conflicts with 'host' (only one of oneof 'target' may "
                           "be set)"));
+}
+
+// Listings print the config as users write it: short enum names, no {} for
+// an unset block.
+TEST(ConfigJson, ShortEnumNamesAndNoEmptyBlocks) {
+  postern::policy::v1::Api api;
+  load_yaml_string("name: orders\nenforcement: GREEN\npolicies: {identify: {identifiers: [API_KEY, jwt]}}\n",
+                   "api.yaml", api);
+  api.mutable_policies()->mutable_identify()->mutable_jwt();  // present, empty
+  const std::string json = to_json(api);
+  EXPECT_NE(json.find(R"("enforcement":"GREEN")"), std::string::npos) << json;
+  EXPECT_NE(json.find(R"("identifiers":["API_KEY","JWT"])"), std::string::npos) << json;
+  EXPECT_EQ(json.find("jwt"), std::string::npos) << json;
+  EXPECT_EQ(json.find("{}"), std::string::npos) << json;
+  EXPECT_EQ(enum_short_name(postern::policy::v1::Enforcement_descriptor()->FindValueByName("ENFORCEMENT_GREEN")),
+            "GREEN");
 }
 
 }  // namespace
