@@ -34,7 +34,7 @@ done
 
 # A set is complete when its last files are there (a set from an older
 # version of this script lacks the newer ones, and is made again).
-if [ -f "$out/ca.crt" ] && [ -f "$out/policy-signing.key" ] && [ -f "$out/edge-client.crt" ] && [ "$force" -eq 0 ]; then
+if [ -f "$out/ca.crt" ] && [ -f "$out/policy-signing.key" ] && [ -f "$out/edge-client.crt" ] && [ -f "$out/policy.crt" ] && [ "$force" -eq 0 ]; then
   echo "make-dev-certs: $out holds a complete set, leaving it alone (use --force to regenerate)" >&2
   exit 0
 fi
@@ -114,6 +114,7 @@ make_leaf connector ca connector-green clientAuth "URI:spiffe://postern.dev/conn
 make_leaf connector-other ca connector-other clientAuth "URI:spiffe://postern.dev/connector/other, DNS:connector-other"
 make_leaf native ca native serverAuth "DNS:localhost, IP:127.0.0.1"
 make_leaf edge-client ca edge-client clientAuth "URI:spiffe://postern.dev/edge, DNS:edge-client"
+make_leaf policy ca policy serverAuth "DNS:localhost, DNS:policy, IP:127.0.0.1"
 
 # Snapshot signing: the private key stays in the green zone (policy), the
 # public key goes to every connector, broker and edge.
@@ -144,6 +145,7 @@ connector-other.crt / .key       clientAuth: CN=connector-other, spiffe://poster
 rogue-ca.crt / rogue-ca.key      a second CA that nothing trusts
 rogue-connector.crt / .key       clientAuth from rogue-ca, same CN and SAN as connector.crt
 edge-client.crt / .key           clientAuth: CN=edge-client, spiffe://postern.dev/edge (the relay port's mTLS)
+policy.crt / policy.key          serverAuth: localhost, policy, 127.0.0.1 (the policy service's Watch port, mutual TLS)
 policy-signing.key / .pub        Ed25519: the policy service signs snapshots; every hop trusts the .pub
 rogue-signing.key / .pub         Ed25519 that nothing trusts (forged-config tests)
 EOF

@@ -226,6 +226,7 @@ struct Connector::Impl {
       // back in DNS gets a fresh link in this pass.
       forget_stopped_links();
       resolve_now.reset();
+      metrics.broker_lookups.Increment();
       bool any = false;
       std::set<std::string> seen;
       for (const auto& b : cfg.brokers()) {

@@ -14,6 +14,12 @@ Metrics::Metrics(prometheus::Registry& r)
                                  "what the brokers say); more than brokers_attached: a broker is not reached yet")
                            .Register(r)
                            .Add({})),
+      broker_lookups(prometheus::BuildCounter()
+                         .Name("postern_connector_broker_lookups_total")
+                         .Help("Passes over the broker addresses in DNS: every resolve_interval, and about a "
+                               "second after a link lost its broker (it may have moved)")
+                         .Register(r)
+                         .Add({})),
       lanes(prometheus::BuildGauge()
                 .Name("postern_connector_lanes")
                 .Help("Lanes open to brokers (each carries many exchanges)")

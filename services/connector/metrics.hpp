@@ -13,6 +13,7 @@ namespace postern::connector {
 struct Metrics {
   prometheus::Gauge& brokers_attached;
   prometheus::Gauge& brokers_expected;
+  prometheus::Counter& broker_lookups;
   prometheus::Gauge& lanes;
   prometheus::Gauge& in_flight;
   prometheus::Counter& reconnects;

@@ -6,6 +6,7 @@
 #include "common/file_watch.hpp"
 #include "common/net/listen.hpp"
 #include "common/net/tls.hpp"
+#include "common/observability/certificate_expiry.hpp"
 #include "common/observability/log.hpp"
 
 namespace postern::edge {
@@ -42,6 +43,7 @@ Listeners::Listener Listeners::bind(asio::any_io_executor ex, const config::v1::
     }
     L.name = i == 0 ? "external-tls" : L.name + "-tls";
     L.cert_file = l.tls().cert_file();
+    observability::track_certificate("listeners[" + std::to_string(i) + "].tls.cert_file", L.cert_file);
     L.key_file = l.tls().key_file();
   }
   tcp::endpoint ep;

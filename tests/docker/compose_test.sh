@@ -110,6 +110,15 @@ docker exec "${project}_connector_1" timeout 3 bash -c "exec 3<>/dev/tcp/$policy
   || { echo "control failed: connector cannot reach policy" >&2; exit 1; }
 docker exec "${project}_connector_1" timeout 3 bash -c "exec 3<>/dev/tcp/$demo_ip/8081" \
   || { echo "control failed: connector cannot reach demo" >&2; exit 1; }
+# The policy Watch is TLS (mutual): a plaintext HTTP/2 client inside the
+# green zone gets no SETTINGS frame (type 0x04, the 4th byte of a plaintext
+# server's first frame), only the connection closed or a TLS alert.
+first=$(docker exec "${project}_demo_1" timeout 3 bash -c \
+  "exec 3<>/dev/tcp/$policy_ip/7090; printf 'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n\\0\\0\\0\\4\\0\\0\\0\\0\\0' >&3; head -c 9 <&3 | od -An -tx1" 2>&1 || true)
+case "$(echo $first | awk '{print $4}')" in
+  04) echo "policy Watch answered plaintext HTTP/2 ($first): not TLS" >&2; exit 1 ;;
+  *) echo "policy Watch refuses plaintext (first bytes: ${first:-none})" ;;
+esac
 # How a connect from a container to ip:port ends: connected; refused (the
 # packets were routed, nothing listens); unreachable (no route); timeout
 # (dropped). A refusal is not isolation: only the last two are.

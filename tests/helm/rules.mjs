@@ -3,7 +3,7 @@
 // `promtool check rules` and `promtool test rules`):
 //  - every alert has an expr, labels.severity and annotations.summary;
 //  - every postern_* metric an expression names is registered by a service
-//    (.Name("...") in SERVICES_DIR), so a renamed metric fails here rather
+//    (.Name("...") or a scrape-time family's name = "..." in SERVICES_DIR), so a renamed metric fails here rather
 //    than leaving an alert that never fires;
 //  - every value a `result` matcher names (result="x", result!~"a|b") is a
 //    string the services write ("x" in SERVICES_DIR).
@@ -33,7 +33,11 @@ const walk = (dir) => {
 };
 walk(servicesDir);
 const all = sources.join("\n");
-const metrics = new Set([...all.matchAll(/\.Name\("(postern_[a-z0-9_]+)"\)/g)].map((m) => m[1]));
+// Registered with prometheus-cpp's builders, or a family built at scrape
+// time (f.name = "...").
+const metrics = new Set(
+  [...all.matchAll(/(?:\.Name\(|\.name = )"(postern_[a-z0-9_]+)"/g)].map((m) => m[1]),
+);
 if (metrics.size === 0) {
   console.error(`${servicesDir}: no metric registrations found`);
   process.exit(1);

@@ -382,7 +382,7 @@ for zone in dmz green; do
   # still scrapes the release namespace.
   [ "$(get "$r" PrometheusRule "postern-$zone-alerts" metadata.namespace)" = monitoring ]
   [ "$(get "$r" PrometheusRule "postern-$zone-alerts" metadata.labels.release)" = kube-prometheus-stack ]
-  [ "$(get "$r" PrometheusRule "postern-$zone-alerts" spec.groups.0.rules.length)" = "$([ "$zone" = dmz ] && echo 5 || echo 4)" ]
+  [ "$(get "$r" PrometheusRule "postern-$zone-alerts" spec.groups.0.rules.length)" = "$([ "$zone" = dmz ] && echo 6 || echo 5)" ]
   [ "$(get "$r" ServiceMonitor "postern-$zone-metrics" metadata.namespace)" = monitoring ]
   [ "$(get "$r" ServiceMonitor "postern-$zone-metrics" spec.namespaceSelector.matchNames)" = "[\"$zone\"]" ]
   [ "$(get "$r" ServiceMonitor "postern-$zone-metrics" spec.endpoints.0.metricRelabelings.0.action)" = drop ]

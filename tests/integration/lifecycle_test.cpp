@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 #include <functional>
+#include <iostream>
 #include <thread>
 #include <vector>
 
@@ -40,6 +41,43 @@ std::chrono::milliseconds cpu_used(pid_t pid) {
   return std::chrono::milliseconds(ticks * 1000 / sysconf(_SC_CLK_TCK));
 }
 
+// A second broker on the same registration port as the first (the System's,
+// started), on 127.0.0.2, with free ports for the rest.
+std::unique_ptr<Process> start_broker_on_127_0_0_2(System& sys) {
+  std::string cfg = read_file(sys.dir().file("broker.yaml"));
+  // The first broker was written with port 0 everywhere; B takes A's
+  // registration port on 127.0.0.2 and free ports for the rest.
+  const std::string reg = "registration:\n  listen: \"127.0.0.1:0\"";
+  EXPECT_NE(cfg.find(reg), std::string::npos) << cfg;
+  cfg.replace(cfg.find(reg), reg.size(),
+              "registration:\n  listen: \"127.0.0.2:" + std::to_string(sys.registration_port) + "\"");
+  write_file(sys.dir().file("broker-b.yaml"), cfg);
+  return Process::start({binary_path("postern-broker"), "--config", sys.dir().file("broker-b.yaml")},
+                        sys.dir().file("broker-b.log"));
+}
+
+bool mount_namespaces_permitted() {
+  return run_command({"unshare", "-m", "--propagation", "private", "true"}, 10s).exit_code == 0;
+}
+
+// A connector that dials brokers.test, resolved through `hosts` (bind-mounted
+// over /etc/hosts in a private mount namespace), every `resolve_interval`.
+std::unique_ptr<Process> start_connector_resolving(System& sys, const std::string& hosts,
+                                                   const std::string& resolve_interval) {
+  const std::string ccfg = sys.dir().file("connector-dns.yaml");
+  write_file(ccfg, "id: connector-dns\nlog: {level: debug}\nbrokers: [\"brokers.test:" +
+                       std::to_string(sys.registration_port) + "\"]\n" + "tls:\n  ca_file: \"" + sys.certs().ca +
+                       "\"\n  cert_file: \"" + sys.certs().connector_crt + "\"\n  key_file: \"" +
+                       sys.certs().connector_key + "\"\n  server_name: localhost\n" + "lanes: 2\nresolve_interval: " +
+                       resolve_interval + "\naliases:\n  demo: {url: \"" + sys.demo_url("") + "\"}\n" +
+                       "policy: {address: \"127.0.0.1:" + std::to_string(sys.policy_port) + "\"}\n" +
+                       "trusted_config_keys: [\"" + sys.certs().signing_pub + "\"]\n");
+  return Process::start(
+      {"unshare", "-m", "--propagation", "private", "sh", "-c",
+       "mount --bind \"$0\" /etc/hosts && exec \"$1\" --config \"$2\"", hosts, binary_path("postern-connector"), ccfg},
+      sys.dir().file("connector-dns.log"));
+}
+
 // A headless Service: one name, one address per broker replica. The
 // connector sees a hosts file (in a private mount namespace) where
 // brokers.test resolves to 127.0.0.1 and 127.0.0.2.
@@ -47,37 +85,14 @@ TEST(Lifecycle, ConnectorAttachesToEveryAddressOfABrokerName) {
   System sys;
   sys.start_demo();
   sys.start_broker();
-  // A second broker on the same port of another loopback address.
-  std::string cfg = read_file(sys.dir().file("broker.yaml"));
-  // The first broker was written with port 0 everywhere; B takes A's
-  // registration port on 127.0.0.2 and free ports for the rest.
-  const std::string reg = "registration:\n  listen: \"127.0.0.1:0\"";
-  ASSERT_NE(cfg.find(reg), std::string::npos) << cfg;
-  cfg.replace(cfg.find(reg), reg.size(),
-              "registration:\n  listen: \"127.0.0.2:" + std::to_string(sys.registration_port) + "\"");
-  write_file(sys.dir().file("broker-b.yaml"), cfg);
-  auto broker_b = Process::start({binary_path("postern-broker"), "--config", sys.dir().file("broker-b.yaml")},
-                                 sys.dir().file("broker-b.log"));
+  auto broker_b = start_broker_on_127_0_0_2(sys);
   const auto b_relay = broker_b->wait_for_port("relay");
   const auto b_admin = broker_b->wait_for_port("admin");
 
   const std::string hosts = sys.dir().file("hosts");
   write_file(hosts, "127.0.0.1 localhost\n127.0.0.1 brokers.test\n127.0.0.2 brokers.test\n");
-  auto probe = run_command({"unshare", "-m", "--propagation", "private", "true"}, 10s);
-  if (probe.exit_code != 0) GTEST_SKIP() << "mount namespaces not permitted here: " << probe.err;
-
-  const std::string ccfg = sys.dir().file("connector-dns.yaml");
-  write_file(ccfg, "id: connector-dns\nlog: {level: debug}\nbrokers: [\"brokers.test:" +
-                       std::to_string(sys.registration_port) + "\"]\n" + "tls:\n  ca_file: \"" + sys.certs().ca +
-                       "\"\n  cert_file: \"" + sys.certs().connector_crt + "\"\n  key_file: \"" +
-                       sys.certs().connector_key + "\"\n  server_name: localhost\n" +
-                       "lanes: 2\nresolve_interval: 500ms\naliases:\n  demo: {url: \"" + sys.demo_url("") + "\"}\n" +
-                       "policy: {address: \"127.0.0.1:" + std::to_string(sys.policy_port) + "\"}\n" +
-                       "trusted_config_keys: [\"" + sys.certs().signing_pub + "\"]\n");
-  auto connector = Process::start(
-      {"unshare", "-m", "--propagation", "private", "sh", "-c",
-       "mount --bind \"$0\" /etc/hosts && exec \"$1\" --config \"$2\"", hosts, binary_path("postern-connector"), ccfg},
-      sys.dir().file("connector-dns.log"));
+  if (!mount_namespaces_permitted()) GTEST_SKIP() << "mount namespaces not permitted here";
+  auto connector = start_connector_resolving(sys, hosts, "500ms");
   EXPECT_TRUE(wait_until([&] { return attached(sys.broker_admin_port) == 1.0 && attached(b_admin) == 1.0; }, 10s))
       << connector->log_tail();
   EXPECT_EQ(connector->count_log("\"msg\":\"attached\""), 2);
@@ -100,6 +115,38 @@ TEST(Lifecycle, ConnectorAttachesToEveryAddressOfABrokerName) {
   sys.start_edge();
   sys.edge->wait_for_log("\"msg\":\"policy snapshot applied\"");
   EXPECT_EQ(curl({sys.edge_url("/gateway/demo/1.0/")}).status, 200);
+}
+
+// A broker that moves (its pod rescheduled: the old address dies, DNS names
+// a new one) is found again about a second after the link lost it, not
+// after resolve_interval (60 s here): the lost link makes the connector
+// look the name up again.
+TEST(Lifecycle, ConnectorLooksABrokerUpAgainSoonAfterLosingIt) {
+  System sys;
+  sys.start_demo();
+  sys.start_broker();
+  const std::string hosts = sys.dir().file("hosts");
+  write_file(hosts, "127.0.0.1 localhost\n127.0.0.1 brokers.test\n");
+  if (!mount_namespaces_permitted()) GTEST_SKIP() << "mount namespaces not permitted here";
+  auto connector = start_connector_resolving(sys, hosts, "60s");
+  ASSERT_TRUE(wait_until([&] { return attached(sys.broker_admin_port) == 1.0; }, 10s)) << connector->log_tail();
+  const auto admin = connector->wait_for_port("admin");
+  const double lookups = metric_value(scrape(admin), "postern_connector_broker_lookups_total");
+  EXPECT_GE(lookups, 1.0);
+
+  // The broker moves to 127.0.0.2: the new one starts, DNS follows, the old
+  // one goes away.
+  auto broker_b = start_broker_on_127_0_0_2(sys);
+  const auto b_admin = broker_b->wait_for_port("admin");
+  write_file(hosts, "127.0.0.1 localhost\n127.0.0.2 brokers.test\n");
+  const auto moved = std::chrono::steady_clock::now();
+  sys.broker.reset();
+  EXPECT_TRUE(wait_until([&] { return attached(b_admin) == 1.0; }, 10s)) << connector->log_tail();
+  const auto found = std::chrono::steady_clock::now() - moved;
+  EXPECT_LT(found, 10s);
+  EXPECT_GT(metric_value(scrape(admin), "postern_connector_broker_lookups_total"), lookups);
+  std::cout << "moved broker attached after "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(found).count() << " ms\n";
 }
 
 // A connector that stops talking (SIGSTOP: the TCP connection stays up) is

@@ -8,6 +8,7 @@
 
 #include <boost/json.hpp>
 #include <chrono>
+#include <ctime>
 #include <regex>
 #include <set>
 #include <string>
@@ -83,6 +84,13 @@ TEST(Prometheus, ScrapesEveryServiceAndRunsEveryDashboardQuery) {
     EXPECT_GE(metric_value(m, "process_threads"), 1.0) << name;
     EXPECT_NE(m.find("postern_build_info{version=\""), std::string::npos) << name;
   }
+  // When each certificate expires (the dev certificates: years from now).
+  const auto broker_m = http_get(sys.broker_admin_port, "/metrics");
+  const auto cert_line = broker_m.find("postern_certificate_expiry_timestamp_seconds{field=\"registration.tls.cert_file\"");
+  ASSERT_NE(cert_line, std::string::npos) << broker_m;
+  EXPECT_GT(std::stod(broker_m.substr(broker_m.find("} ", cert_line) + 2)), static_cast<double>(std::time(nullptr)) + 86400);
+  EXPECT_NE(http_get(connector_admin, "/metrics").find("postern_certificate_expiry_timestamp_seconds{field="),
+            std::string::npos);
 
   std::string cfg = "global: {scrape_interval: 1s, scrape_timeout: 900ms}\nscrape_configs:\n";
   for (const auto& [name, port] : targets) {

@@ -9,6 +9,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "common/observability/certificate_expiry.hpp"
+
 namespace postern::net {
 namespace ssl = boost::asio::ssl;
 
@@ -64,6 +66,7 @@ std::shared_ptr<ssl::context> make_client_tls(const std::string& ca_file, const 
     read_pem_file(ca_file, what.c_str());
     ctx->load_verify_file(ca_file, ec);
     if (ec) throw std::runtime_error(what + ": bad CA bundle '" + ca_file + "': " + why(ec));
+    observability::track_certificate(what, ca_file);
   }
   ctx->set_verify_mode(ssl::verify_peer);
   return ctx;
@@ -78,6 +81,7 @@ void check_key_pair(const std::string& cert_file, const std::string& key_file, c
   } catch (const std::exception& e) {
     throw std::runtime_error(what + ": " + e.what());
   }
+  observability::track_certificate(what + ".cert_file", cert_file);
 }
 
 }  // namespace postern::net

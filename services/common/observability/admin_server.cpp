@@ -9,6 +9,7 @@
 #include <map>
 
 #include "common/net/listen.hpp"
+#include "common/observability/certificate_expiry.hpp"
 #include "common/observability/log.hpp"
 #include "common/observability/process_metrics.hpp"
 
@@ -55,6 +56,7 @@ struct AdminServer::Impl {
         res.set(http::field::content_type, "text/plain; version=0.0.4");
         auto families = registry->Collect();
         for (auto& f : process_metrics()) families.push_back(std::move(f));
+        for (auto& f : certificate_metrics()) families.push_back(std::move(f));
         res.body() = prometheus::TextSerializer().Serialize(families);
       } else if (auto it = routes.find(std::string(path)); it != routes.end()) {
         res.result(http::status::ok);
