@@ -15,9 +15,11 @@
 #include <thread>
 
 #include "broker/attach_session.hpp"
+#include "broker/config_check.hpp"
 #include "broker/config_relay.hpp"
 #include "broker/exchange_router.hpp"
 #include "broker/registry.hpp"
+#include "common/config/checks.hpp"
 #include "common/config/yaml_proto.hpp"
 #include "common/event.hpp"
 #include "common/file_watch.hpp"
@@ -275,27 +277,14 @@ struct Broker::Impl {
   }
 
   static constexpr std::uint64_t kResponseWindow = 4 << 20;
-  static constexpr std::uint64_t kMinResponseWindow = 64 << 10;
 
   void start() {
+    config::Checks checks;
+    check_config(cfg, checks);
+    checks.throw_if_any();
     ready_grace = config::duration_or(cfg.ready_grace(), std::chrono::seconds(10));
     const auto& reg = cfg.registration();
-    if (reg.listen().empty()) throw std::runtime_error("registration.listen is required");
     const std::uint64_t window = cfg.response_window() ? cfg.response_window() : kResponseWindow;
-    if (window < kMinResponseWindow) {
-      throw std::runtime_error("response_window: " + std::to_string(window) + " bytes is too small (at least " +
-                               std::to_string(kMinResponseWindow) + ")");
-    }
-    if (cfg.expected_brokers() > 64) {
-      throw std::runtime_error("expected_brokers: " + std::to_string(cfg.expected_brokers()) +
-                               " is more than 64 (each connector would hold that many links)");
-    }
-    if (!reg.has_tls() || reg.tls().cert_file().empty() || reg.tls().key_file().empty() ||
-        reg.tls().client_ca_file().empty()) {
-      throw std::runtime_error(
-          "registration.tls needs cert_file, key_file and client_ca_file: connectors must present a client "
-          "certificate");
-    }
     const std::vector<std::string> key_files(cfg.trusted_config_keys().begin(), cfg.trusted_config_keys().end());
     config = std::make_unique<ConfigRelay>(ex, policy::SnapshotKeys::load(key_files, "trusted_config_keys"),
                                            metrics.config_updates, metrics.config_version);
@@ -326,24 +315,14 @@ struct Broker::Impl {
                                 registration_service, registration_port, registration_q, registration_cq,
                                 "registration", /*within_dmz=*/false);
     const auto& relay = cfg.relay();
-    if (relay.listen().empty()) throw std::runtime_error("relay.listen is required");
     std::shared_ptr<grpc::ServerCredentials> relay_creds = grpc::InsecureServerCredentials();
     if (relay.has_tls()) {
       relay_creds = gb::server_credentials(relay.tls(), "relay", refresh);
       if (!relay.tls().client_ca_file().empty()) {
-        if (cfg.edge_identities().empty()) {
-          throw std::runtime_error(
-              "edge_identities: required when relay.tls.client_ca_file is set (the identities edges present; a "
-              "connector certificate from the same CA must not pass for an edge)");
-        }
         relay_creds->SetAuthMetadataProcessor(std::make_shared<EdgeIdentityCheck>(
             std::vector<std::string>(cfg.edge_identities().begin(), cfg.edge_identities().end()),
             metrics.refusals.Add({{"reason", "not_an_edge"}})));
       }
-    } else if (!cfg.edge_identities().empty()) {
-      throw std::runtime_error(
-          "edge_identities: needs relay.tls with client_ca_file (edges prove who they are with a client "
-          "certificate)");
     }
     relay_server = build(relay.listen(), relay_creds, relay_service, relay_port, relay_q, relay_cq, "relay",
                          /*within_dmz=*/true);

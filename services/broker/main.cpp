@@ -8,6 +8,7 @@
 #include <cstdlib>
 
 #include "broker/broker.hpp"
+#include "broker/config_check.hpp"
 #include "common/observability/admin_server.hpp"
 #include "common/observability/log.hpp"
 #include "common/service_main.hpp"
@@ -17,7 +18,7 @@ int main(int argc, char** argv) {
   tune_malloc();
   auto cl = parse_command_line(argc, argv, "broker");
   config::v1::BrokerConfig cfg;
-  load_config_or_exit(cl, cfg);
+  load_config_or_exit(cl, cfg, [&](config::Checks& c) { broker::check_config(cfg, c); });
   init_logging("broker", cfg.log().level(), cl.log_level);
 
   boost::asio::io_context ioc(1);

@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <malloc.h>
 
+#include <algorithm>
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
 #include <cstdio>
@@ -11,6 +12,7 @@
 #include <cstring>
 #include <iostream>
 
+#include "common/config/checks.hpp"
 #include "common/config/yaml_proto.hpp"
 #include "common/observability/log.hpp"
 
@@ -55,14 +57,15 @@ void print_help(std::string_view service, std::string_view extra) {
       "options:\n"
       "  -c, --config FILE      the service's YAML config (docs/configuration.md)\n"
       "      --log-level LEVEL  debug, info, warn or error: overrides the config's log.level\n"
-      "      --check-config     load the config against its schema (fields, types), print \"FILE: ok\", exit\n"
+      "      --check-config     run every check the service runs before it starts (fields, types, required\n"
+      "                         values, addresses, files, keys), print \"FILE: ok\" or every problem, exit\n"
       "  -h, --help             this text\n"
       "      --version          the version\n"
       "%.*s\n"
       "exit codes:\n"
       "  0  stopped after draining (SIGTERM or SIGINT); --check-config passed; --help, --version\n"
-      "  1  could not start (a port in use, a file that cannot be read, ...), or a second signal\n"
-      "  2  a bad command line, or a config that does not load (every problem as file:line:col: field: message)\n",
+      "  1  could not start (a port in use, ...), or a second signal\n"
+      "  2  a bad command line, or a config with problems (every one as file:line:col: field: message)\n",
       name.c_str(), POSTERN_VERSION, static_cast<int>(about(service).size()), about(service).data(), name.c_str(),
       name.c_str(), static_cast<int>(extra.size()), extra.data());
 }
@@ -117,13 +120,34 @@ CommandLine parse_command_line(int argc, char** argv, std::string_view service, 
   return cl;
 }
 
-void load_config_or_exit(const CommandLine& cl, google::protobuf::Message& config) {
+void load_config_or_exit(const CommandLine& cl, google::protobuf::Message& config,
+                         const std::function<void(config::Checks&)>& check) {
   const std::string& path = cl.config_path;
+  std::vector<std::string> errors;
+  std::vector<std::string> bad_fields;  // reported by the loader: not checked again
+  config::Positions positions;
+  bool checkable = true;
   try {
-    config::load_yaml_file(path, config);
+    config::load_yaml_file(path, config, &positions);
   } catch (const config::ConfigError& e) {
+    errors = e.errors();
+    bad_fields = e.fields();
+    checkable = e.parsed();
+  }
+  if (checkable && check) {
+    config::Checks checks;
+    check(checks);
+    for (const auto& issue : checks.issues()) {
+      const bool reported = std::any_of(bad_fields.begin(), bad_fields.end(), [&](const std::string& f) {
+        return !f.empty() && issue.field.starts_with(f) &&
+               (issue.field.size() == f.size() || issue.field[f.size()] == '.' || issue.field[f.size()] == '[');
+      });
+      if (!reported) errors.push_back(config::field_error(path, issue.field, issue.message, &positions));
+    }
+  }
+  if (!errors.empty()) {
     std::cerr << "invalid config:\n";
-    for (const auto& line : e.errors()) std::cerr << "  " << line << '\n';
+    for (const auto& line : errors) std::cerr << "  " << line << '\n';
     std::exit(2);
   }
   if (cl.check_only) {

@@ -16,6 +16,10 @@ class Message;
 
 namespace postern {
 
+namespace config {
+class Checks;
+}
+
 struct CommandLine {
   std::string config_path;
   std::string log_level;  // overrides the config's level when set
@@ -42,10 +46,14 @@ CommandLine parse_command_line(int argc, char** argv, std::string_view service, 
 /// the exit codes.
 void print_help(std::string_view service, std::string_view extra = {});
 
-/// Loads the YAML config; on failure prints every error to stderr, one per
-/// line with file, line and field, and exits 2. With --check-config it then
-/// prints "FILE: ok" and exits 0 (for deployment pipelines and chart tests).
-void load_config_or_exit(const CommandLine& cl, google::protobuf::Message& config);
+/// Loads the YAML config and runs `check` on it (the service's own checks:
+/// required fields, addresses, files; see config/checks.hpp), also when the
+/// schema found problems, so that one run reports them all. On any problem
+/// prints each to stderr, one per line as FILE:LINE:COL: FIELD: message, and
+/// exits 2. With --check-config it then prints "FILE: ok" and exits 0 (for
+/// deployment pipelines and chart tests).
+void load_config_or_exit(const CommandLine& cl, google::protobuf::Message& config,
+                         const std::function<void(config::Checks&)>& check = {});
 
 /// Configures the logger; exits 2 on an unknown level.
 void init_logging(std::string_view service, const std::string& config_level, const std::string& override_level);

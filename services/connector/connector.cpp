@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 
+#include "common/config/checks.hpp"
 #include "common/config/yaml_proto.hpp"
 #include "common/event.hpp"
 #include "common/file_watch.hpp"
@@ -23,6 +24,7 @@
 #include "common/policy/signed_snapshot.hpp"
 #include "common/policy/ws_policies.hpp"
 #include "connector/broker_link.hpp"
+#include "connector/config_check.hpp"
 #include "connector/exchange_handler.hpp"
 #include "connector/metrics.hpp"
 #include "postern/policy/v1/policy.grpc.pb.h"
@@ -85,21 +87,11 @@ struct Connector::Impl {
   }
 
   void start() {
-    if (cfg.brokers().empty()) throw std::runtime_error("brokers: at least one broker address is required");
-    if (cfg.aliases().empty()) throw std::runtime_error("aliases: at least one alias -> native service is required");
-    if (link_settings.connect_timeout < 100ms) {
-      throw std::runtime_error("connect_timeout: " + std::to_string(link_settings.connect_timeout.count()) +
-                               "ms is too short for a TLS connect (at least 100ms)");
-    }
-    if (cfg.expected_brokers() > 64) {
-      throw std::runtime_error("expected_brokers: " + std::to_string(cfg.expected_brokers()) +
-                               " is more than 64 (a link is held to each)");
-    }
+    config::Checks checks;
+    check_config(cfg, checks);
+    checks.throw_if_any();
     metrics.brokers_expected.Set(static_cast<double>(wanted_brokers()));
     const auto& t = cfg.tls();
-    if (t.ca_file().empty() || t.cert_file().empty() || t.key_file().empty()) {
-      throw std::runtime_error("tls: ca_file, cert_file and key_file are required (the broker demands mutual TLS)");
-    }
     file_check_interval = gb::refresh_seconds(cfg.file_check_interval());
     {
       grpc::ChannelArguments unused;
@@ -113,7 +105,7 @@ struct Connector::Impl {
         if (svc.max_idle_connections()) origin.max_idle = svc.max_idle_connections();
         origins.emplace(alias, std::move(origin));
       } catch (const std::exception& e) {
-        throw std::runtime_error("aliases." + alias + ".url: " + e.what());
+        throw std::runtime_error("aliases[" + alias + "].url: " + e.what());
       }
     }
     pump = std::make_unique<gb::Pump>(std::make_unique<grpc::CompletionQueue>(), "cq-client");

@@ -8,6 +8,7 @@
 #include "common/observability/admin_server.hpp"
 #include "common/observability/log.hpp"
 #include "common/service_main.hpp"
+#include "connector/config_check.hpp"
 #include "connector/connector.hpp"
 
 int main(int argc, char** argv) {
@@ -15,7 +16,7 @@ int main(int argc, char** argv) {
   tune_malloc();
   auto cl = parse_command_line(argc, argv, "connector");
   config::v1::ConnectorConfig cfg;
-  load_config_or_exit(cl, cfg);
+  load_config_or_exit(cl, cfg, [&](config::Checks& c) { connector::check_config(cfg, c); });
   init_logging("connector", cfg.log().level(), cl.log_level);
 
   boost::asio::io_context ioc(1);

@@ -4,6 +4,7 @@
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
+#include "common/config/checks.hpp"
 #include "common/config/yaml_proto.hpp"
 #include "common/event.hpp"
 #include "common/file_watch.hpp"
@@ -13,6 +14,7 @@
 #include "common/observability/log.hpp"
 #include "common/policy/enforcement.hpp"
 #include "common/policy/signed_snapshot.hpp"
+#include "edge/config_check.hpp"
 #include "edge/http_connection.hpp"
 #include "edge/in_flight.hpp"
 #include "edge/listener.hpp"
@@ -90,6 +92,9 @@ struct EdgeServer::Impl {
         first_config(ex), http(ex), transforms(ex), in_flight(ex, metrics.in_flight), waiting(ex) {}
 
   void start() {
+    config::Checks checks;
+    check_config(cfg, checks);
+    checks.throw_if_any();
     try {
       router = std::make_unique<Router>(cfg.apis(), cfg.default_alias());
     } catch (const std::invalid_argument& e) {

@@ -8,6 +8,7 @@
 #include "common/observability/admin_server.hpp"
 #include "common/observability/log.hpp"
 #include "common/service_main.hpp"
+#include "edge/config_check.hpp"
 #include "edge/edge_server.hpp"
 
 int main(int argc, char** argv) {
@@ -15,7 +16,7 @@ int main(int argc, char** argv) {
   tune_malloc();
   auto cl = parse_command_line(argc, argv, "edge");
   config::v1::EdgeConfig cfg;
-  load_config_or_exit(cl, cfg);
+  load_config_or_exit(cl, cfg, [&](config::Checks& c) { edge::check_config(cfg, c); });
   init_logging("edge", cfg.log().level(), cl.log_level);
 
   boost::asio::io_context ioc(1);

@@ -18,6 +18,7 @@
 #include "common/observability/admin_server.hpp"
 #include "common/observability/log.hpp"
 #include "common/service_main.hpp"
+#include "policy/config_check.hpp"
 #include "policy/policy_file.hpp"
 #include "policy/policy_service.hpp"
 
@@ -126,7 +127,7 @@ int main(int argc, char** argv) {
   tune_malloc();
   auto cl = parse_command_line(argc, argv, "policy", kCommands);
   config::v1::PolicyServiceConfig cfg;
-  load_config_or_exit(cl, cfg);
+  load_config_or_exit(cl, cfg, [&](config::Checks& c) { policy_service::check_config(cfg, c); });
   init_logging("policy", cfg.log().level(), cl.log_level);
 
   boost::asio::io_context ioc(1);

@@ -13,6 +13,7 @@
 #include <optional>
 #include <thread>
 
+#include "common/config/checks.hpp"
 #include "common/config/yaml_proto.hpp"
 #include "common/crypto/keys.hpp"
 #include "common/event.hpp"
@@ -23,6 +24,7 @@
 #include "common/net/tls.hpp"
 #include "common/observability/log.hpp"
 #include "common/policy/signed_snapshot.hpp"
+#include "policy/config_check.hpp"
 #include "policy/policy_file.hpp"
 #include "postern/policy/v1/policy.grpc.pb.h"
 
@@ -152,12 +154,9 @@ struct PolicyService::Impl {
   std::uint64_t candidate_version() const { return std::max(now_ms(), last_version + 1); }
 
   void start() {
-    if (cfg.policy_file().empty()) throw std::runtime_error("policy_file is required");
-    if (cfg.signing_key_file().empty()) {
-      throw std::runtime_error(
-          "signing_key_file is required: every snapshot is signed, and connectors, brokers and edges take only "
-          "signed ones (make a key with `openssl genpkey -algorithm ed25519 -out signing.key`)");
-    }
+    config::Checks checks;
+    check_config(cfg, checks, /*policy_file=*/false);  // loaded below, with its errors
+    checks.throw_if_any();
     try {
       signing_key = crypto::SigningKey::from_file(cfg.signing_key_file());
     } catch (const std::exception& e) {
@@ -176,7 +175,6 @@ struct PolicyService::Impl {
     reloaded();
 
     const auto& l = cfg.listen();
-    if (l.listen().empty()) throw std::runtime_error("listen.listen is required (host:port for connectors)");
     const auto refresh = gb::refresh_seconds(cfg.file_check_interval());
     std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
     if (l.has_tls()) creds = gb::server_credentials(l.tls(), "listen", refresh);

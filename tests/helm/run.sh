@@ -29,6 +29,34 @@ openssl genpkey -algorithm ed25519 -out "$out/signing.key" 2>/dev/null
 openssl pkey -in "$out/signing.key" -pubout -out "$out/signing.pub"
 keys=(--set-file "configSigning.publicKeys[0]=$out/signing.pub")
 
+# --check-config runs every check a service runs before it starts, files
+# included; the files the rendered configs name (/etc/postern/...) are
+# Secrets and ConfigMaps in a pod. check_config gives the service a copy of
+# the config whose paths point into a fake root, where each named file is a
+# development file of the same kind (a CA, a certificate and its key, a
+# signing key, a public key, a policy file).
+fake="$out/fakeroot"
+bash "$root/deploy/certs/make-dev-certs.sh" "$out/dev-certs" > /dev/null
+check_config() {  # service config-file [flags...]
+  local svc="$1" f="$2" p
+  shift 2
+  for p in $(grep -o '/etc/postern/[^" ,}]*' "$f" | sort -u); do
+    [ -e "$fake$p" ] && continue
+    mkdir -p "$(dirname "$fake$p")"
+    case "$p" in
+      */ca.crt) cp "$out/dev-certs/ca.crt" "$fake$p" ;;
+      *.crt) cp "$out/dev-certs/broker.crt" "$fake$p" ;;
+      */signing.key) cp "$out/signing.key" "$fake$p" ;;
+      *.key) cp "$out/dev-certs/broker.key" "$fake$p" ;;
+      *.pub) cp "$out/signing.pub" "$fake$p" ;;
+      *.yaml) printf 'apis: []\n' > "$fake$p" ;;
+      *) echo "check_config: no stand-in for $p ($f)" >&2; return 1 ;;
+    esac
+  done
+  sed "s#/etc/postern/#$fake/etc/postern/#g" "$f" > "$f.local"
+  "$bin/postern-$svc" --config "$f.local" "$@" --check-config > /dev/null
+}
+
 for zone in dmz green; do
   for values in default production; do
     args=(--set "zone=$zone" "${keys[@]}")
@@ -46,7 +74,8 @@ for zone in dmz green; do
     for f in "$out/cfg-$zone-$values"/*; do
       name="$(basename "$f")"
       case "$name" in
-        edge-*|broker-*|connector-*) "$bin/postern-${name%%-*}" --config "$f" --check-config > /dev/null ;;
+        *.local) continue ;;
+        edge-*|broker-*|connector-*) check_config "${name%%-*}" "$f" ;;
         policy-policy.yaml)
           # Key files are Secrets mounted in the cluster; any other problem fails.
           if ! "$bin/postern-policy" validate "$f" > /dev/null 2> "$out/policy.err"; then
@@ -55,7 +84,7 @@ for zone in dmz green; do
               exit 1
             fi
           fi ;;
-        policy-*) "$bin/postern-policy" --config "$f" --check-config > /dev/null ;;
+        policy-*) check_config policy "$f" ;;
         *) echo "unexpected config $name" >&2; exit 1 ;;
       esac
       echo "config ok: $name"
@@ -116,8 +145,8 @@ grep -q "^  lanes: 3$" "$edge_cfg"
 grep -q "^  receive_window: 8388608$" "$edge_cfg"
 grep -q "^lanes: 4$" "$connector_cfg"
 grep -q "^receive_window: 1048576$" "$connector_cfg"
-"$bin/postern-edge" --config "$edge_cfg" --check-config > /dev/null
-"$bin/postern-connector" --config "$connector_cfg" --check-config > /dev/null
+check_config edge "$edge_cfg"
+check_config connector "$connector_cfg"
 echo "lanes and receive windows rendered as intended"
 
 echo "== brokers behind one address: the broker count reaches the connectors"
@@ -133,7 +162,7 @@ fi
   > "$out/green-expected.yaml"
 node "$here/configs.mjs" "$out/green-expected.yaml" "$out/cfg-green-expected"
 grep -q "^expected_brokers: 3$" "$out/cfg-green-expected/connector-config.yaml"
-"$bin/postern-connector" --config "$out/cfg-green-expected/connector-config.yaml" --check-config > /dev/null
+check_config connector "$out/cfg-green-expected/connector-config.yaml"
 echo "expected_brokers rendered as intended"
 
 echo "== the broker registration Service: ClusterIP unless asked, and then fenced"
@@ -271,8 +300,8 @@ if grep -q "postern-policy-tls" "$out/green-policy-plain.yaml" \
   echo "policy.tls.enabled=false: the policy pod still mounts a certificate" >&2
   exit 1
 fi
-"$bin/postern-policy" --config "$plain/policy-config.yaml" --check-config > /dev/null
-"$bin/postern-connector" --config "$plain/connector-config.yaml" --check-config > /dev/null
+check_config policy "$plain/policy-config.yaml"
+check_config connector "$plain/connector-config.yaml"
 for d in connector policy; do
   [ "$(get "$out/green-policy-plain.yaml" Deployment "postern-green-$d" spec.template.metadata.annotations)" \
     != "$(get "$out/green-default.yaml" Deployment "postern-green-$d" spec.template.metadata.annotations)" ] \
@@ -411,7 +440,7 @@ o="$out/green-options.yaml"
 [ "$(get "$o" Deployment postern-green-policy spec.template.spec.serviceAccountName)" = default ]
 # extraArgs reach a service that understands them.
 node "$here/configs.mjs" "$o" "$out/cfg-green-options"
-"$bin/postern-connector" --config "$out/cfg-green-options/connector-config.yaml" --log-level warn --check-config > /dev/null
+check_config connector "$out/cfg-green-options/connector-config.yaml" --log-level warn
 echo "every option rendered as intended"
 
 echo "== NetworkPolicy proof (both zones, ingress and egress)"

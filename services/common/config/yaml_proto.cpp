@@ -332,9 +332,11 @@ class Loader {
     }
     line.append(message);
     errors_.push_back(std::move(line));
+    fields_.emplace_back(path);
   }
 
   std::vector<std::string>& errors() { return errors_; }
+  std::vector<std::string>& fields() { return fields_; }
 
  private:
   void load_message(const YAML::Node& node, pb::Message& msg, const std::string& path) {
@@ -548,6 +550,7 @@ class Loader {
   std::string_view file_;
   Positions* positions_;
   std::vector<std::string> errors_;
+  std::vector<std::string> fields_;  // the path of each error ("" for the document)
 };
 
 std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
@@ -571,8 +574,35 @@ struct DocumentCounter final : YAML::EventHandler {
 
 }  // namespace
 
-ConfigError::ConfigError(std::vector<std::string> errors)
-    : std::runtime_error(join_lines(errors)), errors_(std::move(errors)) {}
+ConfigError::ConfigError(std::vector<std::string> errors, std::vector<std::string> fields, bool parsed)
+    : std::runtime_error(join_lines(errors)), errors_(std::move(errors)), fields_(std::move(fields)), parsed_(parsed) {}
+
+namespace {
+
+// yaml-cpp's syntax errors in plain words (what to look at), its own text
+// where there is no better one.
+std::string plain_yaml_error(const std::string& msg) {
+  static const std::pair<const char*, const char*> kPlain[] = {
+      {"illegal block entry", "a list item ('- ') where none can start: check this line's indentation against the lines above"},
+      {"illegal map value", "a 'key: value' where none can be: a second ': ' on one line (quote the value), or wrong indentation"},
+      {"illegal map key", "a key where none can be: check the indentation"},
+      {"end of sequence flow not found", "a list opened with '[' is not closed with ']'"},
+      {"end of map flow not found", "a map opened with '{' is not closed with '}'"},
+      {"end of sequence not found", "a list is not closed: check the indentation of its items"},
+      {"end of map not found", "a map is not closed: check the indentation of its keys"},
+      {"illegal flow end", "a ']' or '}' that closes nothing"},
+      {"illegal EOF in scalar", "the file ends inside a quoted string: a closing quote is missing"},
+      {"unknown token", "a character YAML does not expect here (a tab in the indentation, or an unquoted '@' or '`')"},
+      {"illegal character in scalar", "a character YAML does not allow here: quote the value"},
+  };
+  for (const auto& [from, to] : kPlain) {
+    if (msg == from) return std::string("YAML syntax: ") + to;
+  }
+  if (msg.find("tab") != std::string::npos) return "YAML syntax: a tab in the indentation (YAML indents with spaces)";
+  return "YAML syntax: " + msg;
+}
+
+}  // namespace
 
 void load_yaml_string(std::string_view text, std::string_view name, google::protobuf::Message& out,
                       Positions* positions) {
@@ -592,9 +622,10 @@ void load_yaml_string(std::string_view text, std::string_view name, google::prot
     if (counter.count > 0) loader.load_document(YAML::Load(std::string(text)), out);
   } catch (const YAML::Exception& e) {
     // Syntax errors (and yaml-cpp's nesting-depth guard) stop the parse.
-    loader.error(e.mark, "", e.msg);
+    loader.error(e.mark, "", plain_yaml_error(e.msg));
+    throw ConfigError(std::move(loader.errors()), std::move(loader.fields()), /*parsed=*/false);
   }
-  if (!loader.errors().empty()) throw ConfigError(std::move(loader.errors()));
+  if (!loader.errors().empty()) throw ConfigError(std::move(loader.errors()), std::move(loader.fields()), true);
 }
 
 void load_yaml_file(const std::string& path, google::protobuf::Message& out, Positions* positions) {

@@ -44,13 +44,20 @@ namespace postern::config {
 /// LINE:COL is left out where no position is known (e.g. an unreadable file).
 class ConfigError : public std::runtime_error {
  public:
-  explicit ConfigError(std::vector<std::string> errors);
+  /// `fields`: each error's field path ("" for the document as a whole);
+  /// `parsed`: the YAML parsed (the errors are about fields and values),
+  /// so the partial result can still be checked further.
+  explicit ConfigError(std::vector<std::string> errors, std::vector<std::string> fields = {}, bool parsed = false);
 
   /// The individual errors, in document order.
   const std::vector<std::string>& errors() const { return errors_; }
+  const std::vector<std::string>& fields() const { return fields_; }
+  bool parsed() const { return parsed_; }
 
  private:
   std::vector<std::string> errors_;
+  std::vector<std::string> fields_;
+  bool parsed_ = false;
 };
 
 /// Where each field path (as in errors: `apis[1].routing`) was written in
@@ -60,7 +67,10 @@ using Positions = std::map<std::string, std::pair<int, int>>;
 
 /// Parses YAML `text` onto `out`, which is cleared first. `name` is used as
 /// FILE in errors. Throws ConfigError listing every error found; `out` then
-/// holds a partial result and should not be used. Fills `positions` if given.
+/// holds a partial result (the fields that loaded) and should be used only
+/// to look for more problems. Syntax errors are in plain words ("YAML
+/// syntax: a list opened with '[' is not closed with ']'"). Fills
+/// `positions` if given.
 void load_yaml_string(std::string_view text, std::string_view name, google::protobuf::Message& out,
                       Positions* positions = nullptr);
 
