@@ -26,6 +26,7 @@ struct Route {
   std::uint64_t connector_id = 0;
   Registry::Pick pick;
   std::string alias, request_id;
+  std::string api;  // as the edge named it: what refusals tell the client (never the alias)
   Clock::time_point started = Clock::now();
   std::chrono::milliseconds connector_wait{0};
   tunnel::Direction request{tunnel::Direction::Side::request};
@@ -44,6 +45,10 @@ struct Route {
 };
 
 namespace {
+
+// What the client called, for refusals it reads: the API, never the alias
+// (an internal name) that only logs carry.
+std::string called(const Route& r) { return r.api.empty() ? "this route" : "API '" + r.api + "'"; }
 
 // The edge's frames held while a connector is looked for: a head of up to
 // 64 KiB of headers and what its initial credit lets it send.
@@ -325,6 +330,7 @@ void ExchangeRouter::forward_to_edge(Route& r, tv1::Frame&& f) {
 void ExchangeRouter::open(const std::shared_ptr<Route>& r, tv1::Frame&& head) {
   const auto& h = head.request_head();
   r->alias = h.alias();
+  r->api = h.api();
   r->request_id = h.request_id();
   r->connector_wait = std::chrono::milliseconds(h.connector_wait_ms());
   r->response.set_websocket(h.websocket());  // a 101 answers only an upgrade
@@ -374,11 +380,11 @@ asio::awaitable<void> ExchangeRouter::wait_for_connector(std::shared_ptr<Route> 
     const auto until = serves ? give_up : attach_until;
     if (Clock::now() >= until || (!serves && !attach_expected(r->alias))) {
       if (serves) {
-        refuse(*r, tv1::ERROR_CODE_NO_CAPACITY, "every connector for alias '" + r->alias + "' is busy");
+        refuse(*r, tv1::ERROR_CODE_NO_CAPACITY, "every connector for " + called(*r) + " is busy");
       } else {
         const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - arrived);
         refuse(*r, tv1::ERROR_CODE_NO_CONNECTOR,
-               "no connector is attached for alias '" + r->alias + "'" +
+               "no connector is attached for " + called(*r) +
                    (waited >= 1ms ? " (waited " + std::to_string(waited.count()) + " ms for one)" : ""));
       }
       co_return;

@@ -41,13 +41,13 @@ std::string_view proxy_status_error(ErrorCode code) {
 
 std::string_view error_title(ErrorCode code) {
   switch (code) {
-    case tunnel::v1::ERROR_CODE_NO_CONNECTOR: return "No connector attached for the alias";
+    case tunnel::v1::ERROR_CODE_NO_CONNECTOR: return "No connector serves this API";
     case tunnel::v1::ERROR_CODE_NO_CAPACITY: return "No connector capacity";
     case tunnel::v1::ERROR_CODE_DRAINING: return "Gateway draining";
     case tunnel::v1::ERROR_CODE_UPSTREAM_UNREACHABLE: return "Native service unreachable";
     case tunnel::v1::ERROR_CODE_UPSTREAM_PROTOCOL: return "Native service protocol error";
     case tunnel::v1::ERROR_CODE_CONNECTOR_LOST: return "Connector lost";
-    case tunnel::v1::ERROR_CODE_UNKNOWN_ALIAS: return "Unknown alias";
+    case tunnel::v1::ERROR_CODE_UNKNOWN_ALIAS: return "No native service for this API";
     case tunnel::v1::ERROR_CODE_UPSTREAM_TIMEOUT: return "Upstream timeout";
     case tunnel::v1::ERROR_CODE_BAD_REQUEST: return "Bad request";
     case tunnel::v1::ERROR_CODE_CLIENT_GONE: return "Client closed request";

@@ -6,6 +6,7 @@
 #include "common/net/http_headers.hpp"
 #include "common/net/request_target.hpp"
 #include "common/observability/log.hpp"
+#include "common/policy/response_rewrite.hpp"
 #include "common/tunnel/exchange_io.hpp"
 
 namespace postern::connector {
@@ -49,6 +50,14 @@ std::string head_problem(const tv1::RequestHead& head) {
 // API on the alias whose native prefix holds the target (the longest: the
 // most specific; among equally specific ones, allow_overlap, the one the
 // edge named). Null: no API (the request passes by alias only).
+// The origin that sends the client's Host (the edge's X-Forwarded-Host):
+// an API's preserve_host.
+net::Origin with_client_host(const net::Origin& o) {
+  net::Origin copy = o;
+  copy.preserve_host = true;
+  return copy;
+}
+
 const policy::CompiledApi* own_api(const policy::Catalog* cat, tv1::RequestHead& head) {
   if (!cat) return nullptr;
   if (head.api().empty()) {
@@ -159,10 +168,21 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
     if (!policed.sink.started()) {
       const auto it = d_.origins.find(head.alias());
       if (it == d_.origins.end()) {
-        throw ExchangeError(tv1::ERROR_CODE_UNKNOWN_ALIAS, "connector '" + d_.connector_id +
-                                                               "' has no native service for alias '" + head.alias() +
-                                                               "'");
+        // The client reads this: the API, not the alias or connector (the
+        // log names both).
+        POSTERN_LOG(warn, "no native service for alias").kv("alias", head.alias()).kv("connector", d_.connector_id);
+        throw ExchangeError(tv1::ERROR_CODE_UNKNOWN_ALIAS,
+                            "no native service for " + (head.api().empty() ? std::string("this route")
+                                                                            : "API '" + head.api() + "'"));
       }
+      // The API's view of the native service: its Host (preserve_host), and
+      // how the response's own URLs are rewritten to the public base path.
+      std::optional<net::Origin> client_host;
+      if (api && api->def && api->def->preserve_host()) client_host = with_client_host(it->second);
+      const net::Origin& origin = client_host ? *client_host : it->second;
+      policy::RewriteRules rules;
+      if (api) rules = policy::RewriteRules::of(*api, origin.tls, origin.host, origin.port, origin.base_path, api->prefix);
+      else rules.off = true;
       std::chrono::milliseconds head_timeout = it->second.read_timeout;
       if (head.timeout_ms() > 0) head_timeout = std::min(head_timeout, std::chrono::milliseconds(head.timeout_ms()));
       policed.sink.stamp_native(Clock::now(), policies.identity.application);
@@ -171,8 +191,9 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
         o.max_message_bytes = d_.max_ws_message_bytes;
         o.ping_interval = policy::WsSessionPolicies::ping_interval(pol);
         o.handshake_timeout = head_timeout;
-        auto up = co_await d_.http.websocket(it->second, head, o);
+        auto up = co_await d_.http.websocket(origin, head, o);
         status = up.head.status();
+        policy::rewrite_response_head(rules, up.head);
         const std::string subprotocol(policy::header_value(up.head.headers(), "sec-websocket-protocol"));
         co_await sink.head(up.head);
         if (!up.port) {
@@ -199,7 +220,8 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
                          });
         }
       } else {
-        co_await d_.http.exchange(it->second, head, policed.body, policed.sink, head_timeout);
+        policy::RewritingSink rewriting(policed.sink, rules);
+        co_await d_.http.exchange(origin, head, policed.body, rewriting, head_timeout);
         status = policed.sink.status();
       }
     }

@@ -226,6 +226,7 @@ class Session {
     if (path == "/slow") co_return co_await handle_slow(target);
     if (path == "/drip") co_return co_await handle_drip(target);
     if (path == "/multi") co_return co_await handle_multi();
+    if (path == "/redirect") co_return co_await handle_redirect();
     if (path == "/trailers") co_return co_await handle_trailers();
     if (path.starts_with("/bytes/")) co_return co_await handle_bytes(target, std::string_view(path).substr(7));
     if (path.starts_with("/status/")) co_return co_await handle_status(std::string_view(path).substr(8));
@@ -408,6 +409,22 @@ class Session {
     }
     const bool finished = co_await write_piece(sr, res, nullptr, 0, false);
     co_return finished && keep_alive;
+  }
+
+  // What many web frameworks do: a redirect to an absolute URL built from
+  // the Host they received, and a cookie for that host at the root.
+  asio::awaitable<bool> handle_redirect() {
+    const bool drained = co_await discard_body();
+    if (!drained) co_return false;
+    const std::string host(sv(req()[http::field::host]));
+    const std::string name = host.substr(0, host.rfind(':') == std::string::npos ? host.size() : host.rfind(':'));
+    http::response<http::string_body> res{http::status::found, req().version()};
+    res.set(http::field::location, "http://" + host + "/login?next=%2F");
+    res.set(http::field::content_location, "/redirect");
+    res.insert(http::field::set_cookie, "session=demo; Domain=" + name + "; Path=/; HttpOnly");
+    res.set(http::field::content_type, "text/plain");
+    res.body() = "see /login\n";
+    co_return co_await send(std::move(res));
   }
 
   asio::awaitable<bool> handle_multi() {

@@ -335,7 +335,9 @@ asio::awaitable<bool> RequestHandler::exchange(ClientConnection<Stream>& c, Clie
       }
     }
     Upstream& upstream = d_.upstreams.of(*r.route);
-    co_await upstream.invoke(r.head, policed.body, policed.sink, r.head_timeout);
+    const policy::RewriteRules rules = upstream.rewrite_rules(*r.route);
+    policy::RewritingSink rewriting(policed.sink, rules);
+    co_await upstream.invoke(r.head, policed.body, rewriting, r.head_timeout);
   } catch (const ExchangeError& e) {
     failure = e;
   }
@@ -379,9 +381,7 @@ asio::awaitable<bool> RequestHandler::failed(ClientConnection<Stream>& c, Client
     co_return false;
   }
   const bool ka = r.keep_alive && c.parser.is_done();
-  const std::string_view alias =
-      route.kind == Route::Kind::reverse_invoke ? std::string_view(route.alias) : std::string_view();
-  const bool written = co_await write_error(c.stream, r.version, failure, r.request_id, ka, alias);
+  const bool written = co_await write_error(c.stream, r.version, failure, r.request_id, ka, route.api);
   finish(r, static_cast<unsigned>(http_status(failure.code())), route.api);
   co_return written && ka;
 }

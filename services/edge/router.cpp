@@ -43,6 +43,7 @@ std::optional<Route> Router::route(const policy::Catalog* snapshot, std::string_
     r.target = std::move(m->target);
     r.timeout_ms = m->api->timeout_ms;
     if (cat == snapshot) r.policy_api = m->api;
+    r.matched = m->api;
     return r;
   }
   if (!default_alias_.empty()) {

@@ -30,6 +30,9 @@ struct Route {
   std::uint32_t timeout_ms = 0;
   /// The snapshot's API (its policies apply), or nullptr.
   const policy::CompiledApi* policy_api = nullptr;
+  /// The API matched, from the snapshot or the edge's own (nullptr for the
+  /// default alias): its base path and response rewriting.
+  const policy::CompiledApi* matched = nullptr;
 };
 
 class Router {

@@ -47,13 +47,21 @@ asio::awaitable<std::unique_ptr<WsUpstream>> DirectUpstream::open_websocket(cons
   co_return std::make_unique<DirectWs>(std::move(up));
 }
 
+policy::RewriteRules DirectUpstream::rewrite_rules(const Route& route) const {
+  if (!route.matched) return {.off = true};
+  return policy::RewriteRules::of(*route.matched, origin_.tls, origin_.host, origin_.port, origin_.base_path, "");
+}
+
 Upstream& Upstreams::of(const Route& route) {
   if (route.kind == Route::Kind::reverse_invoke) return tunnel_;
-  const std::string key = route.url + '\n' + route.ca_file;
+  const bool preserve_host = route.matched && route.matched->def && route.matched->def->preserve_host();
+  const std::string key = route.url + '\n' + route.ca_file + (preserve_host ? "\nhost" : "");
   auto it = direct_.find(key);
   if (it == direct_.end()) {
     try {
-      it = direct_.try_emplace(key, http_, net::Origin::parse(route.url, route.ca_file)).first;
+      auto origin = net::Origin::parse(route.url, route.ca_file);
+      origin.preserve_host = preserve_host;
+      it = direct_.try_emplace(key, http_, std::move(origin)).first;
     } catch (const std::exception& e) {
       throw ExchangeError(tv1::ERROR_CODE_UPSTREAM_UNREACHABLE, "API '" + route.api + "': " + e.what());
     }

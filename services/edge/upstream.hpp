@@ -14,6 +14,7 @@
 #include "common/exchange.hpp"
 #include "common/net/http_client.hpp"
 #include "common/net/ws_relay.hpp"
+#include "common/policy/response_rewrite.hpp"
 #include "edge/router.hpp"
 
 namespace postern::edge {
@@ -46,12 +47,17 @@ class Upstream {
   /// Throws ExchangeError when there is no answer.
   virtual asio::awaitable<std::unique_ptr<WsUpstream>> open_websocket(const tunnel::v1::RequestHead& head,
                                                                       const net::WsStreamOptions& options) = 0;
+  /// How the answers to `route` are rewritten here (the native service's
+  /// own URLs to the public base path); off where the far side does it.
+  virtual policy::RewriteRules rewrite_rules(const Route& route) const = 0;
 };
 
 /// Through the tunnel: the RelayClient's brokers, with their failover.
 class TunnelUpstream final : public Upstream {
  public:
   explicit TunnelUpstream(RelayClient& relay) : relay_(relay) {}
+  /// Off: the connector rewrites, it knows the native URL.
+  policy::RewriteRules rewrite_rules(const Route&) const override { return {.off = true}; }
   asio::awaitable<void> invoke(const tunnel::v1::RequestHead& head, BodySource& body, ResponseSink& sink,
                                std::chrono::milliseconds head_timeout) override;
   asio::awaitable<std::unique_ptr<WsUpstream>> open_websocket(const tunnel::v1::RequestHead& head,
@@ -65,6 +71,7 @@ class TunnelUpstream final : public Upstream {
 class DirectUpstream final : public Upstream {
  public:
   DirectUpstream(net::HttpClient& http, net::Origin origin) : http_(http), origin_(std::move(origin)) {}
+  policy::RewriteRules rewrite_rules(const Route& route) const override;
   asio::awaitable<void> invoke(const tunnel::v1::RequestHead& head, BodySource& body, ResponseSink& sink,
                                std::chrono::milliseconds head_timeout) override;
   asio::awaitable<std::unique_ptr<WsUpstream>> open_websocket(const tunnel::v1::RequestHead& head,
@@ -87,7 +94,7 @@ class Upstreams {
  private:
   TunnelUpstream tunnel_;
   net::HttpClient& http_;
-  std::map<std::string, DirectUpstream> direct_;  // by URL + CA file
+  std::map<std::string, DirectUpstream> direct_;  // by URL + CA file + preserve_host
 };
 
 }  // namespace postern::edge

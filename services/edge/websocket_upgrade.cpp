@@ -50,9 +50,7 @@ asio::awaitable<unsigned> WebSocketUpgrade::exchange(ClientConnection<Stream>& c
         .kv("api", r.api())
         .kv("code", std::string(error_slug(failure->code())))
         .kv("error", failure->what());
-    const std::string_view alias =
-        r.route->kind == Route::Kind::reverse_invoke ? std::string_view(r.route->alias) : std::string_view();
-    co_await write_error(c.stream, r.version, *failure, r.request_id, false, alias);
+    co_await write_error(c.stream, r.version, *failure, r.request_id, false, r.route->api);
     co_return static_cast<unsigned>(http_status(failure->code()));
   }
   if (far->head().status() != 101 || !far->port()) {

@@ -302,7 +302,7 @@ TEST_P(RequestsWaitForARestartingConnector, ThenAreServed) {
   const auto [r, took] = timed_curl({sys.edge_url("/gateway/demo/1.0/")});
   std::printf("[ info ] connector gone: %d after %lld ms: %s\n", r.status, took, r.body.c_str());
   EXPECT_EQ(r.status, 503) << r.headers << r.body;
-  EXPECT_NE(r.body.find("no connector is attached for alias 'demo' (waited 2"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("no connector is attached for API 'demo' (waited 2"), std::string::npos) << r.body;
   EXPECT_GE(took, 1900);
 }
 

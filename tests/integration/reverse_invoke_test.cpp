@@ -169,6 +169,47 @@ TEST_F(ReverseInvoke, StatusHeadersAndForwardingPassThrough) {
   EXPECT_EQ(seen.header("x-request-id"), "client-id-123");
 }
 
+// A native service's redirect and cookie name its own URL (host, port,
+// path); the client sees the API's public base path instead, on the
+// reverse-invoke path (the connector rewrites) and for a DMZ-local upstream
+// (the edge does). Per API: off, and preserve_host.
+TEST_F(ReverseInvoke, RedirectsAndCookiesNameThePublicPathNotTheNativeHost) {
+  sys.start_demo();
+  sys.start_policy("apis:\n"
+                   "  - {name: demo, version: \"1.0\", routing: \"apigateway://demo/\"}\n"
+                   "  - {name: kept, version: \"1.0\", routing: \"apigateway://demo/\", allow_overlap: true,\n"
+                   "     response_rewrite: {off: true}}\n"
+                   "  - {name: host, version: \"1.0\", routing: \"apigateway://demo/\", allow_overlap: true,\n"
+                   "     preserve_host: true}\n"
+                   "  - {name: local, version: \"1.0\", routing: \"" + sys.demo_url("") + "\"}\n");
+  sys.start_broker();
+  sys.start_connector();
+  sys.start_edge();
+  const std::string native = "127.0.0.1:" + std::to_string(sys.demo_port);
+
+  auto r = curl({sys.edge_url("/gateway/demo/1.0/redirect")});
+  EXPECT_EQ(r.status, 302) << r.headers;
+  EXPECT_EQ(r.header("location"), "/gateway/demo/1.0/login?next=%2F");
+  EXPECT_EQ(r.header("content-location"), "/gateway/demo/1.0/redirect");
+  EXPECT_EQ(r.header("set-cookie"), "session=demo; Path=/gateway/demo/1.0; HttpOnly");
+  EXPECT_EQ(r.headers.find(native), std::string::npos) << r.headers;
+
+  auto local = curl({sys.edge_url("/gateway/local/1.0/redirect")});
+  EXPECT_EQ(local.status, 302) << local.headers;
+  EXPECT_EQ(local.header("location"), "/gateway/local/1.0/login?next=%2F");
+  EXPECT_EQ(local.header("set-cookie"), "session=demo; Path=/gateway/local/1.0; HttpOnly");
+
+  auto kept = curl({sys.edge_url("/gateway/kept/1.0/redirect")});
+  EXPECT_EQ(kept.header("location"), "http://" + native + "/login?next=%2F");
+  EXPECT_EQ(kept.header("set-cookie"), "session=demo; Domain=127.0.0.1; Path=/; HttpOnly");
+
+  // The Host the native service sees: its own, or the client's.
+  auto own = curl({sys.edge_url("/gateway/demo/1.0/headers")});
+  EXPECT_NE(own.body.find("[\"Host\",\"" + native + "\"]"), std::string::npos) << own.body;
+  auto client = curl({"-H", "Host: shop.example.com", sys.edge_url("/gateway/host/1.0/headers")});
+  EXPECT_NE(client.body.find("[\"Host\",\"shop.example.com\"]"), std::string::npos) << client.body;
+}
+
 TEST_F(ReverseInvoke, NoConfigYetIs503) {
   sys.start_demo();
   sys.start_broker();
@@ -180,7 +221,7 @@ TEST_F(ReverseInvoke, NoConfigYetIs503) {
   EXPECT_NE(r.body.find("no-config"), std::string::npos) << r.body;
 }
 
-TEST_F(ReverseInvoke, NoConnectorIs503NamingTheAliasThenRecovers) {
+TEST_F(ReverseInvoke, NoConnectorIs503NamingTheApiThenRecovers) {
   sys.start_demo();
   sys.start_broker();
   sys.start_connector();
@@ -192,8 +233,10 @@ TEST_F(ReverseInvoke, NoConnectorIs503NamingTheAliasThenRecovers) {
   auto r = curl({sys.edge_url("/gateway/demo/1.0/")});
   EXPECT_EQ(r.status, 503);
   EXPECT_EQ(r.header("content-type"), "application/problem+json");
-  EXPECT_NE(r.body.find("\"alias\":\"demo\""), std::string::npos) << r.body;
-  EXPECT_NE(r.body.find("no connector is attached for alias 'demo'"), std::string::npos) << r.body;
+  // The body names the API the client called, not the alias behind it.
+  EXPECT_NE(r.body.find("\"api\":\"demo\""), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("no connector is attached for API 'demo'"), std::string::npos) << r.body;
+  EXPECT_EQ(r.body.find("alias"), std::string::npos) << r.body;
   EXPECT_NE(r.header("proxy-status").find("error=destination_unavailable"), std::string::npos)
       << r.header("proxy-status");
 

@@ -75,6 +75,25 @@ Origin Origin::parse(std::string_view url, const std::string& ca_file) {
   return o;
 }
 
+namespace {
+
+// The Host header for `o`: the client's (X-Forwarded-Host, which the edge
+// sets) with preserve_host, or host with a port other than the scheme's
+// default.
+std::string host_header_of(const Origin& o, const tunnel::v1::RequestHead& head) {
+  if (o.preserve_host) {
+    for (const auto& h : head.headers()) {
+      if (iequals(h.name(), "x-forwarded-host") && !h.value().empty()) return h.value();
+    }
+  }
+  const bool default_port = (o.port == "80" && !o.tls) || (o.port == "443" && o.tls);
+  const bool v6 = o.host.find(':') != std::string::npos;
+  const std::string host = v6 ? "[" + o.host + "]" : o.host;
+  return default_port ? host : host + ":" + o.port;
+}
+
+}  // namespace
+
 std::string Origin::key() const { return (tls ? "https://" : "http://") + host + ":" + port; }
 
 namespace {
@@ -197,7 +216,7 @@ asio::awaitable<bool> run_exchange(Stream& s, Conn& c, const Origin& o, const tu
   target += head.target();
   req.target(target);
   for (const auto& h : head.headers()) req.insert(h.name(), h.value());
-  req.set(http::field::host, (o.port == "80" && !o.tls) || (o.port == "443" && o.tls) ? o.host : o.host + ":" + o.port);
+  req.set(http::field::host, host_header_of(o, head));
   const bool chunked = head.content_length() < 0;
   const bool has_body = chunked || head.content_length() > 0;
   if (chunked) {
@@ -382,7 +401,7 @@ asio::awaitable<HttpClient::WsUpgrade> ws_handshake(websocket::stream<Next>& ws,
   if (!head.target().empty() && head.target().front() != '/' && head.target().front() != '?') target += '/';
   target += head.target();
   if (target.empty() || target.front() != '/') target.insert(0, "/");
-  const std::string host = (o.port == "80" && !o.tls) || (o.port == "443" && o.tls) ? o.host : o.host + ":" + o.port;
+  const std::string host = host_header_of(o, head);
   websocket::response_type res;
   auto [ec] = co_await ws.async_handshake(res, host, target, use_nothrow);
   HttpClient::WsUpgrade up;

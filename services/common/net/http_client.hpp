@@ -30,6 +30,9 @@ struct Origin {
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds read_timeout{60000};
   std::size_t max_idle = 32;
+  /// Send the client's Host (the request's X-Forwarded-Host) instead of
+  /// host[:port]: an API's preserve_host.
+  bool preserve_host = false;
 
   /// Parses http(s)://host[:port][/path] (ws:// and wss:// count as http://
   /// and https://). Throws std::invalid_argument naming

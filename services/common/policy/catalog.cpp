@@ -260,6 +260,12 @@ std::shared_ptr<const Catalog> Catalog::compile(pv1::Snapshot snapshot, std::vec
     } else {
       issues.push_back({where + ".routing", "'" + r + "': scheme must be apigateway, http, https, ws or wss"});
     }
+    for (int k = 0; k < api.response_rewrite().rules_size(); ++k) {
+      if (api.response_rewrite().rules(k).from().empty()) {
+        issues.push_back({where + ".response_rewrite.rules[" + std::to_string(k) + "].from",
+                          "required (the prefix to replace)"});
+      }
+    }
 
     c.green = api.enforcement() == pv1::ENFORCEMENT_GREEN;
     c.websocket = api.type() == pv1::API_TYPE_WEBSOCKET;

@@ -51,9 +51,10 @@ struct Hops {
     io.run_for(d);
     io.restart();
   }
-  std::shared_ptr<tunnel::Exchange> open(const std::string& alias = "demo") {
+  std::shared_ptr<tunnel::Exchange> open(const std::string& alias = "demo", const std::string& api = "") {
     tv1::RequestHead h;
     h.set_alias(alias);
+    h.set_api(api);
     h.set_method("GET");
     h.set_target("/x");
     h.set_request_id("r-" + std::to_string(++requests));
@@ -112,15 +113,17 @@ TEST(ExchangeRouter, RoutesAnExchangeToTheConnectorAndBack) {
 }
 
 // No connector for the alias and none expected soon after the wait: the
-// edge gets NO_CONNECTOR naming the alias.
-TEST(ExchangeRouter, NoConnectorIsRefusedNamingTheAlias) {
+// edge gets NO_CONNECTOR naming the API the client called, never the alias
+// (an internal name the client reads in the error body).
+TEST(ExchangeRouter, NoConnectorIsRefusedNamingTheApiNotTheAlias) {
   Hops h;
-  auto x = h.open("ghost");
+  auto x = h.open("ghost", "orders");
   h.run(300ms);
   const auto got = h.frames(*x);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].error().code(), tv1::ERROR_CODE_NO_CONNECTOR);
-  EXPECT_NE(got[0].error().message().find("alias 'ghost'"), std::string::npos) << got[0].error().message();
+  EXPECT_NE(got[0].error().message().find("API 'orders'"), std::string::npos) << got[0].error().message();
+  EXPECT_EQ(got[0].error().message().find("ghost"), std::string::npos) << got[0].error().message();
 }
 
 // An exchange waits for a connector that attaches within its wait.
