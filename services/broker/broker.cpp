@@ -9,6 +9,7 @@
 #include <prometheus/registry.h>
 
 #include <algorithm>
+#include <boost/json.hpp>
 #include <chrono>
 #include <map>
 #include <set>
@@ -26,6 +27,8 @@
 #include "common/grpc/bridge.hpp"
 #include "common/grpc/channel.hpp"
 #include "common/observability/log.hpp"
+#include "common/observability/status_page.hpp"
+#include "common/version.hpp"
 #include "common/tunnel/lane_io.hpp"
 #include "postern/tunnel/v1/tunnel.grpc.pb.h"
 
@@ -262,6 +265,57 @@ struct Broker::Impl {
     update_gauges(registry);
   }
 
+  std::string status_json() const {
+    namespace json = boost::json;
+    json::object o;
+    o["service"] = "broker";
+    o["id"] = cfg.id();
+    o["version"] = std::string(postern::version());
+    std::string why;
+    o["ready"] = ready(&why);
+    if (!why.empty()) o["ready_because"] = why;
+    o["draining"] = draining;
+    const auto* served = config ? config->served() : nullptr;
+    o["config"] = served ? observability::config_status(served->version(), served->snapshot().source(),
+                                                        served->snapshot().digest())
+                         : observability::config_status(0, "", "");
+    const auto per_alias = registry.connectors_per_alias();
+    json::array aliases;
+    std::set<std::string> names;
+    for (const auto& [alias, a] : unserved) {
+      if (a.routed) names.insert(alias);
+    }
+    for (const auto& [alias, _] : per_alias) names.insert(alias);
+    for (const auto& alias : names) {
+      const auto it = unserved.find(alias);
+      const auto n = per_alias.find(alias);
+      json::object a;
+      a["alias"] = alias;
+      a["routed"] = it != unserved.end() && it->second.routed;
+      a["served"] = registry.serves(alias);
+      a["connectors"] = n == per_alias.end() ? 0 : n->second;
+      aliases.push_back(std::move(a));
+    }
+    o["aliases"] = std::move(aliases);
+    json::array connectors;
+    for (const auto& s : registry.all()) {
+      json::object c;
+      c["id"] = s->connector_id;
+      c["identity"] = s->identity;
+      json::array as;
+      for (const auto& a : s->aliases) as.emplace_back(a);
+      c["aliases"] = std::move(as);
+      c["lanes"] = s->lanes.size();
+      c["in_flight"] = s->in_flight;
+      c["draining"] = s->draining;
+      c["since"] = observability::iso8601(s->attached_at);
+      c["session"] = s->label;
+      connectors.push_back(std::move(c));
+    }
+    o["connectors"] = std::move(connectors);
+    return json::serialize(o);
+  }
+
   bool ready(std::string* why) const {
     if (draining) return false;
     if (config && config->served() &&
@@ -469,5 +523,7 @@ bool Broker::ready(std::string* why) const { return impl_->ready(why); }
 asio::awaitable<void> Broker::drain() { return impl_->drain(); }
 int Broker::registration_port() const { return impl_->registration_port; }
 int Broker::relay_port() const { return impl_->relay_port; }
+
+std::string Broker::status_json() const { return impl_->status_json(); }
 
 }  // namespace postern::broker

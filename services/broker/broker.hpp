@@ -35,6 +35,11 @@ class Broker {
   /// grace period since start is over. `why` says which.
   bool ready(std::string* why = nullptr) const;
 
+  /// What runs, for the admin port's /status (JSON): attached connectors
+  /// (id, identity, aliases, lanes, in flight, since), the aliases the
+  /// config routes to and whether each is served here, the config in force.
+  std::string status_json() const;
+
   int registration_port() const;
   int relay_port() const;
 

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   auto metrics = std::make_shared<prometheus::Registry>();
   observability::AdminServer admin(ioc.get_executor(), metrics);
   broker::Broker broker(ioc, cfg, metrics);
+  admin.add_page("/status", "Postern broker " + cfg.id(), [&] { return broker.status_json(); });
   try {
     admin.start(cfg.admin().listen());
     broker.start();

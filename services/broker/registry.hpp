@@ -42,6 +42,8 @@ struct Session {
   // Its identity may relay policy snapshots (IdentityGrant.publish_config).
   bool may_publish = false;
   std::vector<SessionLane*> lanes;
+  /// When it attached (for the status page).
+  std::chrono::system_clock::time_point attached_at = std::chrono::system_clock::now();
 };
 
 class Registry {

@@ -1,5 +1,7 @@
 #include "edge/edge_server.hpp"
 
+#include <boost/json.hpp>
+
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
@@ -12,8 +14,10 @@
 #include "common/net/http_client.hpp"
 #include "common/net/ws_relay.hpp"
 #include "common/observability/log.hpp"
+#include "common/observability/status_page.hpp"
 #include "common/policy/enforcement.hpp"
 #include "common/policy/signed_snapshot.hpp"
+#include "common/version.hpp"
 #include "edge/config_check.hpp"
 #include "edge/http_connection.hpp"
 #include "edge/in_flight.hpp"
@@ -213,5 +217,37 @@ EdgeServer::~EdgeServer() = default;
 void EdgeServer::start() { impl_->start(); }
 asio::awaitable<void> EdgeServer::drain() { return impl_->drain(); }
 bool EdgeServer::ready() const { return impl_->config_received; }
+
+std::string EdgeServer::status_json() const {
+  namespace json = boost::json;
+  const auto& d = *impl_;
+  json::object o;
+  o["service"] = "edge";
+  o["id"] = d.cfg.id();
+  o["version"] = std::string(postern::version());
+  o["ready"] = d.config_received;
+  o["draining"] = d.draining;
+  o["in_flight"] = d.in_flight.count();
+  o["config"] = d.catalog ? observability::config_status(d.catalog->version(), d.catalog->snapshot().source(),
+                                                         d.catalog->snapshot().digest())
+                          : observability::config_status(0, "", "");
+  json::array brokers;
+  if (d.relay) {
+    for (const auto& b : d.relay->brokers()) {
+      json::object j;
+      j["broker"] = b.name;
+      j["address"] = b.target;
+      j["lanes_up"] = b.lanes_up;
+      j["lanes"] = b.lanes;
+      j["exchanges"] = b.exchanges;
+      j["draining"] = b.draining;
+      j["reachable"] = !b.down;
+      j["config_from"] = b.watching;
+      brokers.push_back(std::move(j));
+    }
+  }
+  o["brokers"] = std::move(brokers);
+  return json::serialize(o);
+}
 
 }  // namespace postern::edge

@@ -29,6 +29,9 @@ class EdgeServer {
   /// True once the broker has answered with its policy snapshot (or "none
   /// yet"): an edge reports ready only after that.
   bool ready() const;
+  /// What runs, for the admin port's /status (JSON): the brokers it holds
+  /// (lanes up, exchanges), the config in force, requests in flight.
+  std::string status_json() const;
 
  private:
   struct Impl;

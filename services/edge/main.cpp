@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   auto metrics = std::make_shared<prometheus::Registry>();
   observability::AdminServer admin(ioc.get_executor(), metrics);
   edge::EdgeServer edge(ioc, cfg, metrics);
+  admin.add_page("/status", "Postern edge " + cfg.id(), [&] { return edge.status_json(); });
   try {
     admin.start(cfg.admin().listen());
     edge.start();

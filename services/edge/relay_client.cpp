@@ -515,4 +515,23 @@ void RelayClient::stop_watch() {
   if (impl_->watcher) impl_->watcher->stop();
 }
 
+std::vector<RelayClient::BrokerState> RelayClient::brokers() const {
+  std::vector<BrokerState> out;
+  for (const auto& b : impl_->brokers->brokers) {
+    BrokerState st;
+    st.name = b->name;
+    st.target = b->target;
+    st.lanes = b->lanes.size();
+    for (const auto& l : b->lanes) {
+      if (l->lane().up()) ++st.lanes_up;
+      st.exchanges += l->exchanges();
+    }
+    st.draining = b->draining();
+    st.down = BrokerSet::down(*b);
+    st.watching = impl_->watching == b;
+    out.push_back(std::move(st));
+  }
+  return out;
+}
+
 }  // namespace postern::edge

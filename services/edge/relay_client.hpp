@@ -85,6 +85,14 @@ class RelayClient {
   void restart_watch();
   void stop_watch();
 
+  /// One broker address as the status page shows it.
+  struct BrokerState {
+    std::string name, target;
+    std::size_t lanes_up = 0, lanes = 0, exchanges = 0;
+    bool draining = false, down = false, watching = false;
+  };
+  std::vector<BrokerState> brokers() const;
+
  private:
   struct Impl;
   std::shared_ptr<Impl> impl_;  // shared with the resolver loop

@@ -12,6 +12,7 @@
 #include "common/observability/certificate_expiry.hpp"
 #include "common/observability/log.hpp"
 #include "common/observability/process_metrics.hpp"
+#include "common/observability/status_page.hpp"
 
 namespace postern::observability {
 namespace beast = boost::beast;
@@ -23,7 +24,11 @@ struct AdminServer::Impl {
   std::shared_ptr<prometheus::Registry> registry;
   tcp::acceptor acceptor;
   AdminServer* owner;
-  std::map<std::string, std::function<std::string()>> routes;
+  struct Route {
+    std::function<std::string()> json;
+    std::string page_title;  // set: HTML unless the client asks for JSON
+  };
+  std::map<std::string, Route> routes;
 
   Impl(asio::any_io_executor e, std::shared_ptr<prometheus::Registry> r, AdminServer* o)
       : ex(e), registry(std::move(r)), acceptor(e), owner(o) {}
@@ -60,9 +65,11 @@ struct AdminServer::Impl {
         res.body() = prometheus::TextSerializer().Serialize(families);
       } else if (auto it = routes.find(std::string(path)); it != routes.end()) {
         res.result(http::status::ok);
-        res.set(http::field::content_type, "application/json");
         res.set(http::field::cache_control, "no-store");
-        res.body() = it->second();
+        const bool html = !it->second.page_title.empty() && !wants_json(req[http::field::accept]);
+        res.set(http::field::content_type, html ? "text/html; charset=utf-8" : "application/json");
+        if (!it->second.page_title.empty()) res.set(http::field::vary, "Accept");
+        res.body() = html ? status_html(it->second.page_title, it->second.json()) : it->second.json();
       } else {
         res.result(http::status::not_found);
         res.set(http::field::content_type, "text/plain");
@@ -94,7 +101,11 @@ AdminServer::AdminServer(asio::any_io_executor ex, std::shared_ptr<prometheus::R
 AdminServer::~AdminServer() = default;
 
 void AdminServer::add_json(const std::string& path, std::function<std::string()> body) {
-  impl_->routes[path] = std::move(body);
+  impl_->routes[path] = {std::move(body), {}};
+}
+
+void AdminServer::add_page(const std::string& path, std::string title, std::function<std::string()> json) {
+  impl_->routes[path] = {std::move(json), std::move(title)};
 }
 
 void AdminServer::start(const std::string& listen) {

@@ -30,6 +30,10 @@ class AdminServer {
   /// Serves GET `path` with the JSON `body()` returns (called on the
   /// executor, per request). Register before start().
   void add_json(const std::string& path, std::function<std::string()> body);
+  /// Serves GET `path` as an HTML page titled `title` for a browser, and
+  /// as the JSON `json()` returns to a client whose Accept asks for
+  /// application/json (status_page.hpp). Register before start().
+  void add_page(const std::string& path, std::string title, std::function<std::string()> json);
 
   /// /readyz answers 200 only while ready.
   void set_ready(bool ready) { ready_ = ready; }
