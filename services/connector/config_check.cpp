@@ -25,8 +25,9 @@ void check_config(const config::v1::ConnectorConfig& cfg, config::Checks& c) {
   }
   config::check_client_tls(c, "tls", t);
   c.require(cfg.aliases_size() > 0, "aliases", "at least one alias -> native service is required");
-  for (const auto& [alias, svc] : cfg.aliases()) {
-    const std::string f = "aliases[" + alias + "]";
+  for (const auto& entry : cfg.aliases()) {
+    const auto& svc = entry.second;  // not a structured binding: lambdas below capture it
+    const std::string f = "aliases[" + entry.first + "]";
     c.run(f + ".url", [&] { net::Origin::parse(svc.url()); });
     if (!svc.ca_file().empty()) c.run(f + ".ca_file", [&] { net::make_client_tls(svc.ca_file(), f + ".ca_file"); });
   }

@@ -186,8 +186,12 @@ template <class Stream>
 // co_await full-expression twice, so callers pass named values.
 asio::awaitable<bool> write_problem(Stream& stream, unsigned version, int status, std::string_view type_error,
                                     std::string& body, std::string_view request_id, bool keep_alive,
-                                    std::string_view detail, std::string_view upgrade = {}) {
+                                    std::string_view detail, std::string_view upgrade = {},
+                                    const std::vector<std::pair<std::string, std::string>>* extra = nullptr) {
   http::response<http::string_body> res;
+  if (extra) {
+    for (const auto& [name, value] : *extra) res.insert(name, value);
+  }
   // 426 names the protocol to switch to (RFC 9110 15.5.22).
   if (!upgrade.empty()) res.set(http::field::upgrade, upgrade);
   res.version(version);
@@ -241,13 +245,18 @@ asio::awaitable<void> close_stream(Stream& stream) {
 /// A response a policy decided on: head and problem+json body.
 template <class Stream>
 asio::awaitable<void> write_rejection(Stream& stream, unsigned version, const policy::Verdict& verdict,
-                                      const std::string& request_id, bool keep_alive) {
+                                      const std::string& request_id, bool keep_alive,
+                                      const std::vector<std::pair<std::string, std::string>>* extra = nullptr) {
   std::string body;
   const auto h = policy::rejection(verdict, request_id, body);
   http::response<http::string_body> res;
   res.version(version);
   res.result(h.status());
   for (const auto& f : h.headers()) res.insert(f.name(), f.value());
+  // A browser script reads the refusal too (CORS).
+  if (extra) {
+    for (const auto& [name, value] : *extra) res.insert(name, value);
+  }
   res.set(http::field::date, net::http_date());
   res.set("X-Request-Id", request_id);
   res.keep_alive(keep_alive);

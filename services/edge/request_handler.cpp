@@ -7,6 +7,7 @@
 #include <random>
 
 #include "common/net/request_target.hpp"
+#include "common/policy/cors.hpp"
 #include "edge/client_stream.hpp"
 #include "edge/settings.hpp"
 #include "edge/upstream.hpp"
@@ -279,6 +280,18 @@ asio::awaitable<bool> RequestHandler::handle(ClientConnection<Stream>& c) {
     finish(r, static_cast<unsigned>(no->status), r.api());
     co_return no->keep_alive;
   }
+  // CORS, whatever the enforcement: a preflight is answered here (a
+  // browser sends it without credentials), and answers to an allowed origin
+  // carry the allowance.
+  if (const auto* api = r.route->matched; api && api->def && api->def->policies().has_cors()) {
+    const auto& cors = api->def->policies().cors();
+    const auto origin = req[http::field::origin];
+    if (policy::is_preflight(r.method, origin, req["Access-Control-Request-Method"])) {
+      const bool keep = co_await answer_preflight(c, r, cors);
+      co_return keep;
+    }
+    r.cors = policy::response_headers(cors, origin);
+  }
   build_head(r, c.parser, d_.settings);
   if (r.policies.api) {
     const policy::Admission admission{r.host, r.who.client_ip, r.upgrade, req[http::field::origin]};
@@ -303,9 +316,36 @@ asio::awaitable<bool> RequestHandler::handle(ClientConnection<Stream>& c) {
 template <class Stream>
 asio::awaitable<bool> RequestHandler::refuse(ClientConnection<Stream>& c, ClientRequest& r,
                                              const policy::Verdict& verdict, bool keep_alive) {
-  co_await write_rejection(c.stream, r.version, verdict, r.request_id, keep_alive);
+  co_await write_rejection(c.stream, r.version, verdict, r.request_id, keep_alive, &r.cors);
   finish(r, verdict.status, r.api());
   co_return keep_alive;
+}
+
+// A CORS preflight for an API with a CORS policy: 204 with the allowance,
+// or 403 naming what is not allowed. It never reaches the upstream.
+template <class Stream>
+asio::awaitable<bool> RequestHandler::answer_preflight(ClientConnection<Stream>& c, ClientRequest& r,
+                                                       const policy::v1::Cors& cors) {
+  auto& req = c.parser.get();
+  const bool ka = r.keep_alive && !r.body_expected;
+  const auto answer = policy::preflight(cors, req[http::field::origin], req["Access-Control-Request-Method"],
+                                        req["Access-Control-Request-Headers"]);
+  if (answer.status != 204) {
+    std::string body = problem_body("cors-refused", "Cross-origin request not allowed", 403, answer.problem,
+                                    r.request_id);
+    co_await write_problem(c.stream, r.version, 403, "http_request_denied", body, r.request_id, ka, answer.problem);
+    finish(r, 403, r.api());
+    co_return ka;
+  }
+  http::response<http::empty_body> res{http::status::no_content, r.version};
+  for (const auto& [name, value] : answer.headers) res.insert(name, value);
+  res.set(http::field::date, net::http_date());
+  res.set("X-Request-Id", r.request_id);
+  res.keep_alive(ka);
+  res.prepare_payload();
+  auto [ec, n] = co_await http::async_write(c.stream, res, use_nothrow);
+  finish(r, 204, r.api());
+  co_return !ec && ka;
 }
 
 // An HTTP exchange with the route's upstream, the body streamed up and the
@@ -337,7 +377,9 @@ asio::awaitable<bool> RequestHandler::exchange(ClientConnection<Stream>& c, Clie
     Upstream& upstream = d_.upstreams.of(*r.route);
     const policy::RewriteRules rules = upstream.rewrite_rules(*r.route);
     policy::RewritingSink rewriting(policed.sink, rules);
-    co_await upstream.invoke(r.head, policed.body, rewriting, r.head_timeout);
+    policy::HeaderAddingSink cors(rewriting, r.cors);
+    ResponseSink& sink = r.cors.empty() ? static_cast<ResponseSink&>(rewriting) : cors;
+    co_await upstream.invoke(r.head, policed.body, sink, r.head_timeout);
   } catch (const ExchangeError& e) {
     failure = e;
   }

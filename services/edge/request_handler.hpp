@@ -49,6 +49,9 @@ struct ClientRequest {
   policy::ExchangePolicies policies;
   tunnel::v1::RequestHead head;  ///< what goes on to the upstream
   std::chrono::milliseconds head_timeout{0};
+  /// The API's CORS allowance for this request's Origin (added to every
+  /// answer), or none.
+  std::vector<std::pair<std::string, std::string>> cors;
 
   /// The route's API, "" without a route.
   const std::string& api() const;
@@ -86,6 +89,8 @@ class RequestHandler {
                                bool keep_alive);
   template <class Stream>
   asio::awaitable<bool> exchange(ClientConnection<Stream>& c, ClientRequest& r);
+  template <class Stream>
+  asio::awaitable<bool> answer_preflight(ClientConnection<Stream>& c, ClientRequest& r, const policy::v1::Cors& cors);
   template <class Stream>
   asio::awaitable<bool> failed(ClientConnection<Stream>& c, ClientRequest& r, const ExchangeError& failure,
                                const policy::PolicedSink& sink);

@@ -210,6 +210,59 @@ TEST_F(ReverseInvoke, RedirectsAndCookiesNameThePublicPathNotTheNativeHost) {
   EXPECT_NE(client.body.find("[\"Host\",\"shop.example.com\"]"), std::string::npos) << client.body;
 }
 
+// CORS at the edge: a preflight is answered there (it never reaches the
+// native service), answers to an allowed origin carry the allowance (also
+// a refusal, so a script can read it), other origins get none.
+TEST_F(ReverseInvoke, CorsPreflightAnsweredAtTheEdgeAndAllowanceOnAnswers) {
+  sys.start_demo();
+  sys.start_policy("apis:\n"
+                   "  - name: demo\n    version: \"1.0\"\n    routing: \"apigateway://demo/\"\n"
+                   "    policies:\n"
+                   "      identify: {identifiers: [API_KEY]}\n"
+                   "      cors:\n"
+                   "        allowed_origins: [\"https://app.example.com\"]\n"
+                   "        allowed_methods: [GET, PUT]\n"
+                   "        allowed_headers: [X-Gateway-APIKey, Content-Type]\n"
+                   "        exposed_headers: [X-Request-Id]\n"
+                   "        allow_credentials: true\n"
+                   "        max_age: 5m\n"
+                   "applications:\n"
+                   "  - {name: app, apis: [demo], api_keys: [{sha256: "
+                   "\"66f81693e7e835e2bbca0a5dd0dddcc8466fb92743c58edd8a38542bfaac6966\"}]}\n");
+  sys.start_broker();
+  sys.start_connector();
+  sys.start_edge();
+  const std::string origin = "Origin: https://app.example.com";
+
+  auto pre = curl({"-X", "OPTIONS", "-H", origin, "-H", "Access-Control-Request-Method: PUT", "-H",
+                   "Access-Control-Request-Headers: x-gateway-apikey, content-type", sys.edge_url("/gateway/demo/1.0/echo")});
+  EXPECT_EQ(pre.status, 204) << pre.headers << pre.body;
+  EXPECT_EQ(pre.header("access-control-allow-origin"), "https://app.example.com");
+  EXPECT_EQ(pre.header("access-control-allow-methods"), "GET, PUT");
+  EXPECT_EQ(pre.header("access-control-allow-headers"), "x-gateway-apikey, content-type");
+  EXPECT_EQ(pre.header("access-control-allow-credentials"), "true");
+  EXPECT_EQ(pre.header("access-control-max-age"), "300");
+  EXPECT_EQ(sys.demo->log().find("OPTIONS"), std::string::npos) << "a preflight reached the native service";
+
+  auto denied = curl({"-X", "OPTIONS", "-H", "Origin: https://evil.example", "-H",
+                      "Access-Control-Request-Method: GET", sys.edge_url("/gateway/demo/1.0/")});
+  EXPECT_EQ(denied.status, 403);
+  EXPECT_NE(denied.body.find("origin 'https://evil.example' is not allowed"), std::string::npos) << denied.body;
+  EXPECT_TRUE(denied.header("access-control-allow-origin").empty());
+
+  auto ok = curl({"-H", origin, "-H", "X-Gateway-APIKey: cors-key-0123456789", sys.edge_url("/gateway/demo/1.0/")});
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(ok.header("access-control-allow-origin"), "https://app.example.com");
+  EXPECT_EQ(ok.header("access-control-expose-headers"), "X-Request-Id");
+  EXPECT_EQ(ok.header("vary"), "Origin");
+  auto refused = curl({"-H", origin, sys.edge_url("/gateway/demo/1.0/")});
+  EXPECT_EQ(refused.status, 401);
+  EXPECT_EQ(refused.header("access-control-allow-origin"), "https://app.example.com");
+  auto other = curl({"-H", "Origin: https://evil.example", "-H", "X-Gateway-APIKey: cors-key-0123456789", sys.edge_url("/gateway/demo/1.0/")});
+  EXPECT_EQ(other.status, 200);
+  EXPECT_TRUE(other.header("access-control-allow-origin").empty());
+}
+
 TEST_F(ReverseInvoke, NoConfigYetIs503) {
   sys.start_demo();
   sys.start_broker();

@@ -304,6 +304,17 @@ std::shared_ptr<const Catalog> Catalog::compile(pv1::Snapshot snapshot, std::vec
     c.timeout_ms = static_cast<std::uint32_t>(config::duration_or(api.timeout(), std::chrono::milliseconds(0)).count());
 
     const auto& pol = api.policies();
+    if (pol.has_cors()) {
+      const auto& cors = pol.cors();
+      const std::string cp = where + ".policies.cors";
+      if (cors.allowed_origins().empty()) issues.push_back({cp + ".allowed_origins", "list at least one origin (or \"*\")"});
+      const bool any = std::find(cors.allowed_origins().begin(), cors.allowed_origins().end(), "*") !=
+                       cors.allowed_origins().end();
+      if (any && cors.allow_credentials()) {
+        issues.push_back({cp + ".allow_credentials",
+                          "not with allowed_origins \"*\": browsers refuse credentials to any origin; list the origins"});
+      }
+    }
     c.threats = cat->threats_;
     merge_threats(c.threats, pol.threat_protection(), where + ".policies.threat_protection", issues);
 
