@@ -454,6 +454,17 @@ void ExchangeRouter::end_route(Route& r, const std::string& result) {
   if (r.websocket_open && metrics_.websocket_sessions) metrics_.websocket_sessions->Decrement();
   r.held.clear();
   count(r, result);
+  log::ExchangeRecord rec;
+  rec.request_id = r.request_id;
+  rec.api = r.api;
+  rec.alias = r.alias;
+  if (r.pick.session) rec.connector = r.pick.session->connector_id;
+  std::string label = result;
+  std::replace(label.begin(), label.end(), '-', '_');
+  rec.result = label;
+  rec.websocket = r.websocket_open;
+  rec.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - r.started).count();
+  log::log_exchange(rec);
 }
 
 void ExchangeRouter::lane_ended(BrokerLane& lane) {

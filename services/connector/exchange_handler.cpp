@@ -248,7 +248,21 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
   const std::string alias = head.alias();
   // A WebSocket session counts when it ends (relay_websocket).
   if (!websocket_ran) {
-    count(alias, code_label(status, failure), started);
+    const std::string code = code_label(status, failure);
+    count(alias, code, started);
+    log::ExchangeRecord rec;
+    rec.request_id = head.request_id();
+    rec.client = head.client_ip();
+    rec.method = head.method();
+    const std::string path = policy::log_path(head.target());
+    rec.path = path;
+    rec.api = api ? std::string_view(api->name) : std::string_view(head.api());
+    rec.application = policies.identity.application;
+    rec.alias = alias;
+    rec.status = failure ? 0 : status;
+    if (failure) rec.result = code;
+    rec.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+    log::log_exchange(rec);
     d_.metrics.bytes_in.Increment(static_cast<double>(policed.body.bytes()));
   }
   if (enforce) d_.enforcement.count(api->name, policies.decisions);
@@ -269,6 +283,7 @@ asio::awaitable<void> ExchangeHandler::relay_websocket(std::shared_ptr<tunnel::E
                                                        policy::Decisions decisions, policy::Limiter::Hold hold,
                                                        std::string alias, Clock::time_point started) {
   tunnel::ExchangeWsPort tunnel_side(std::move(x), d_.max_ws_message_bytes);
+  const policy::WsSessionInfo logged = info;  // for the session's log record
   policy::WsSessionPolicies hooks(pol, std::move(info), d_.enforcement.invocations(), &d_.transforms);
   auto& bytes = d_.metrics.ws_bytes;
   std::exception_ptr failed;
@@ -298,6 +313,18 @@ asio::awaitable<void> ExchangeHandler::relay_websocket(std::shared_ptr<tunnel::E
   // A session, not a request: its own duration histogram.
   d_.metrics.ws_duration.Add({{"alias", alias}}, kSessionBuckets)
       .Observe(std::chrono::duration<double>(Clock::now() - started).count());
+  log::ExchangeRecord rec;
+  rec.request_id = logged.request_id;
+  rec.client = logged.client_ip;
+  rec.method = "GET";
+  rec.path = logged.path;
+  rec.api = logged.api;
+  rec.application = logged.application;
+  rec.alias = alias;
+  rec.status = 101;
+  rec.websocket = true;
+  rec.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+  log::log_exchange(rec);
   if (failed) std::rethrow_exception(failed);
 }
 

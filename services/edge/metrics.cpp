@@ -68,15 +68,17 @@ void exchange_done(Metrics& metrics, policy::Enforcement& enforcement, const Exc
     metrics.duration.Add({{"api", api}}, kLatencyBuckets).Observe(secs);
   }
   enforcement.count(api, decisions);
-  POSTERN_LOG(info, "request")
-      .kv("request_id", s.request_id)
-      .kv("client", s.client_ip)
-      .kv("method", s.method)
-      .kv("path", s.path)
-      .kv("api", s.api)
-      .kv("application", s.application)
-      .kv("status", s.status)
-      .kv("duration_ms", secs * 1000.0);
+  log::ExchangeRecord rec;
+  rec.request_id = s.request_id;
+  rec.client = s.client_ip;
+  rec.method = s.method;
+  rec.path = s.path;
+  rec.api = s.api;
+  rec.application = s.application;
+  rec.status = s.status;
+  rec.websocket = s.websocket_session;
+  rec.duration_ms = secs * 1000.0;
+  log::log_exchange(rec);
 }
 
 }  // namespace postern::edge

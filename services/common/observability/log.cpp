@@ -175,4 +175,24 @@ Record& Record::kv(std::string_view key, bool value) {
   return *this;
 }
 
+void log_exchange(const ExchangeRecord& r) {
+  if (!enabled(Level::info)) return;
+  Record rec(Level::info, "request");
+  rec.kv("request_id", r.request_id);
+  auto text = [&](std::string_view key, std::string_view value) {
+    if (!value.empty()) rec.kv(key, value);
+  };
+  text("client", r.client);
+  text("method", r.method);
+  text("path", r.path);
+  text("api", r.api);
+  text("application", r.application);
+  text("alias", r.alias);
+  text("connector", r.connector);
+  if (r.status) rec.kv("status", r.status);
+  text("result", r.result);
+  if (r.websocket) rec.kv("websocket", true);
+  rec.kv("duration_ms", r.duration_ms);
+}
+
 }  // namespace postern::log

@@ -51,6 +51,21 @@ std::string write_record(Level level, std::string_view msg, std::string_view fie
 /// Appends `text` to `out` as JSON string content (no quotes).
 void json_escape(std::string& out, std::string_view text);
 
+/// What each hop (edge, broker, connector) logs once per exchange, as
+/// {"msg":"request", ...} with these field names on every hop, so one
+/// request_id finds the same record shape everywhere. Empty strings and a
+/// zero status are left out (a hop that does not know them).
+struct ExchangeRecord {
+  std::string_view request_id, client, method, path, api, application;
+  std::string_view alias;       ///< broker, connector: the alias served
+  std::string_view connector;   ///< broker: the connector it went to
+  std::string_view result;      ///< how it ended when there is no status ("ok", "client_gone", ...)
+  unsigned status = 0;          ///< the HTTP status answered (0: not known here)
+  double duration_ms = 0;
+  bool websocket = false;       ///< a WebSocket session (its whole length)
+};
+void log_exchange(const ExchangeRecord& r);
+
 }  // namespace postern::log
 
 #define POSTERN_LOG(level, msg) ::postern::log::Record(::postern::log::Level::level, msg)
