@@ -144,8 +144,7 @@ std::string ExchangeRouter::ended_by_edge(const Route& r, const tv1::Error& e) {
   } else if (e.code() == tv1::ERROR_CODE_UPSTREAM_TIMEOUT) {
     result = "edge_timeout";
   } else {
-    result = std::string(error_slug(e.code()));
-    std::replace(result.begin(), result.end(), '-', '_');
+    result = error_label(e.code());
   }
   POSTERN_LOG(info, "exchange ended by the edge")
       .kv("request_id", r.request_id)
@@ -155,9 +154,8 @@ std::string ExchangeRouter::ended_by_edge(const Route& r, const tv1::Error& e) {
   return result;
 }
 
-// Results are snake_case label values (error slugs are kebab-case).
-void ExchangeRouter::count(const Route& r, std::string result) {
-  std::replace(result.begin(), result.end(), '-', '_');
+// Results are snake_case label values (error_label()).
+void ExchangeRouter::count(const Route& r, const std::string& result) {
   if (metrics_.exchanges) metrics_.exchanges->Add({{"alias", r.alias}, {"result", result}}).Increment();
 }
 
@@ -315,7 +313,7 @@ void ExchangeRouter::forward_to_edge(Route& r, tv1::Frame&& f) {
       break;
   }
   const bool error = f.has_error();
-  const std::string result = error ? std::string(error_slug(f.error().code())) : std::string();
+  const std::string result = error ? error_label(f.error().code()) : std::string();
   f.set_exchange(r.edge_id);
   r.edge->lane_.send(std::move(f));
   if (error) {
@@ -401,7 +399,7 @@ asio::awaitable<void> ExchangeRouter::wait_for_connector(std::shared_ptr<Route> 
 void ExchangeRouter::refuse(Route& r, tv1::ErrorCode code, const std::string& why) {
   POSTERN_LOG(info, "exchange rejected").kv("request_id", r.request_id).kv("alias", r.alias).kv("reason", why);
   if (r.edge && !r.edge->lane_.over()) r.edge->lane_.send(tunnel::error_frame(r.edge_id, code, why));
-  end_route(r, std::string(error_slug(code)));
+  end_route(r, error_label(code));
 }
 
 // One side broke the protocol: logged, and the exchange ends on both sides
@@ -459,9 +457,7 @@ void ExchangeRouter::end_route(Route& r, const std::string& result) {
   rec.api = r.api;
   rec.alias = r.alias;
   if (r.pick.session) rec.connector = r.pick.session->connector_id;
-  std::string label = result;
-  std::replace(label.begin(), label.end(), '-', '_');
-  rec.result = label;
+  rec.result = result;
   rec.websocket = r.websocket_open;
   rec.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - r.started).count();
   log::log_exchange(rec);

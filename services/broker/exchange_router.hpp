@@ -142,7 +142,7 @@ class ExchangeRouter {
   void end_route(Route& r, const std::string& result);
   void maybe_over(Route& r);
   bool attach_expected(const std::string& alias) const;
-  void count(const Route& r, std::string result);
+  void count(const Route& r, const std::string& result);
   static std::string ended_by_edge(const Route& r, const tunnel::v1::Error& e);
 
   asio::any_io_executor ex_;

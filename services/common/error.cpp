@@ -1,5 +1,7 @@
 #include "common/error.hpp"
 
+#include <algorithm>
+
 #include "common/observability/log.hpp"
 
 namespace postern {
@@ -54,6 +56,12 @@ std::string_view error_title(ErrorCode code) {
     case tunnel::v1::ERROR_CODE_PAYLOAD_TOO_LARGE: return "Content Too Large";
     default: return "Internal error";
   }
+}
+
+std::string error_label(ErrorCode code) {
+  std::string label(error_slug(code));
+  std::replace(label.begin(), label.end(), '-', '_');
+  return label;
 }
 
 std::string_view error_slug(ErrorCode code) {

@@ -30,8 +30,11 @@ std::string_view proxy_status_error(ErrorCode code);
 std::string_view error_title(ErrorCode code);
 /// grpc::StatusCode value (as int, to keep gRPC headers out of here).
 int grpc_status(ErrorCode code);
-/// "no-connector", used in problem type URIs and metric labels.
+/// "no-connector", used in problem type URIs.
 std::string_view error_slug(ErrorCode code);
+/// "no_connector": the slug as a metric label value or log result
+/// (snake_case, as every label value).
+std::string error_label(ErrorCode code);
 
 /// An RFC 9457 application/problem+json body.
 std::string problem_json(ErrorCode code, std::string_view detail, std::string_view request_id,

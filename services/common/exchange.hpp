@@ -65,4 +65,25 @@ class ResponseSink {
   bool started_ = false;
 };
 
+/// A sink in front of another that changes only the response head (edit()),
+/// and passes everything on.
+class HeadEditingSink : public ResponseSink {
+ public:
+  explicit HeadEditingSink(ResponseSink& next) : next_(next) {}
+  asio::awaitable<void> head(tunnel::v1::ResponseHead& head) final {
+    started_ = true;
+    edit(head);
+    co_await next_.head(head);
+  }
+  asio::awaitable<void> body(std::string_view chunk) final { co_await next_.body(chunk); }
+  asio::awaitable<void> end(const Trailers& trailers) final { co_await next_.end(trailers); }
+  asio::awaitable<void> idle() final { co_await next_.idle(); }
+
+ protected:
+  virtual void edit(tunnel::v1::ResponseHead& head) = 0;
+
+ private:
+  ResponseSink& next_;
+};
+
 }  // namespace postern

@@ -22,9 +22,7 @@ namespace {
 // (snake_case: upstream_unreachable, upstream_timeout, ...).
 std::string code_label(unsigned status, const std::optional<ExchangeError>& failure) {
   if (!failure) return std::to_string(status);
-  std::string slug(error_slug(failure->code()));
-  std::replace(slug.begin(), slug.end(), '-', '_');
-  return slug;
+  return error_label(failure->code());
 }
 
 // What makes a request head from the tunnel unfit to write to a native

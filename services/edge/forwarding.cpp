@@ -5,15 +5,11 @@
 #include <string>
 #include <vector>
 
+#include "common/net/http_headers.hpp"
+
 namespace postern::edge {
 
 namespace {
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 
 bool is_ip(std::string_view s) {
   boost::system::error_code ec;
@@ -38,16 +34,16 @@ ClientAddress client_address(std::string_view peer_ip, const policy::IpRanges& t
   std::string element = "for=" + node(peer_ip) + ";proto=" + std::string(proto);
   // host_problem() has ruled out '"' and '\', so quoting is plain.
   if (!host.empty()) element += ";host=\"" + std::string(host) + "\"";
-  if (!via_proxy || trim(xff).empty()) {
+  if (!via_proxy || net::trim_ows(xff).empty()) {
     out.x_forwarded_for = std::string(peer_ip);
   } else {
-    out.x_forwarded_for = std::string(trim(xff)) + ", " + std::string(peer_ip);
+    out.x_forwarded_for = std::string(net::trim_ows(xff)) + ", " + std::string(peer_ip);
     // Right to left: the first address no trusted proxy owns is the client;
     // a token that is no address stops the walk at the proxy that wrote it.
     std::vector<std::string_view> hops;
     for (std::string_view rest = xff; !rest.empty();) {
       const auto comma = rest.find(',');
-      hops.push_back(trim(rest.substr(0, comma)));
+      hops.push_back(net::trim_ows(rest.substr(0, comma)));
       if (comma == std::string_view::npos) break;
       rest.remove_prefix(comma + 1);
     }
@@ -57,7 +53,8 @@ ClientAddress client_address(std::string_view peer_ip, const policy::IpRanges& t
       if (!trusted_proxies.contains(*it)) break;
     }
   }
-  out.forwarded = via_proxy && !trim(forwarded).empty() ? std::string(trim(forwarded)) + ", " + element : element;
+  const auto earlier = net::trim_ows(forwarded);
+  out.forwarded = via_proxy && !earlier.empty() ? std::string(earlier) + ", " + element : element;
   return out;
 }
 

@@ -6,6 +6,12 @@
 
 namespace postern::net {
 
+std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i) {
@@ -28,8 +34,7 @@ bool listed_in_connection(std::string_view value, std::string_view name) {
   while (!value.empty()) {
     auto comma = value.find(',');
     auto token = value.substr(0, comma);
-    while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
-    while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+    token = trim_ows(token);
     if (iequals(token, name)) return true;
     if (comma == std::string_view::npos) break;
     value.remove_prefix(comma + 1);

@@ -10,6 +10,9 @@ namespace postern::net {
 /// Case-insensitive ASCII comparison.
 bool iequals(std::string_view a, std::string_view b);
 
+/// `s` without optional whitespace (SP, HTAB) at either end (RFC 9110 5.6.3).
+std::string_view trim_ows(std::string_view s);
+
 /// True for headers that describe one connection, not the message
 /// (RFC 9110 7.6.1), plus the framing headers each hop recomputes.
 bool is_hop_by_hop(std::string_view name);

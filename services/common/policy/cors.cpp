@@ -48,12 +48,6 @@ CorsHeaders origin_headers(const v1::Cors& c, std::string_view origin) {
   return h;
 }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 }  // namespace
 
 bool is_preflight(std::string_view method, std::string_view origin, std::string_view request_method) {
@@ -83,7 +77,7 @@ PreflightAnswer preflight(const v1::Cors& c, std::string_view origin, std::strin
   while (pos < request_headers.size()) {
     auto comma = request_headers.find(',', pos);
     if (comma == std::string_view::npos) comma = request_headers.size();
-    const auto name = trim(request_headers.substr(pos, comma - pos));
+    const auto name = net::trim_ows(request_headers.substr(pos, comma - pos));
     pos = comma + 1;
     if (name.empty()) continue;
     const bool allowed = std::any_of(c.allowed_headers().begin(), c.allowed_headers().end(),
@@ -96,7 +90,7 @@ PreflightAnswer preflight(const v1::Cors& c, std::string_view origin, std::strin
   }
   a.headers = origin_headers(c, origin);
   a.headers.emplace_back("Access-Control-Allow-Methods", join(methods));
-  if (!trim(request_headers).empty()) a.headers.emplace_back("Access-Control-Allow-Headers", std::string(trim(request_headers)));
+  if (!net::trim_ows(request_headers).empty()) a.headers.emplace_back("Access-Control-Allow-Headers", std::string(net::trim_ows(request_headers)));
   const auto max_age = config::duration_or(c.max_age(), std::chrono::minutes(10));
   a.headers.emplace_back("Access-Control-Max-Age",
                          std::to_string(std::chrono::duration_cast<std::chrono::seconds>(max_age).count()));
@@ -110,9 +104,8 @@ CorsHeaders response_headers(const v1::Cors& c, std::string_view origin) {
   return h;
 }
 
-asio::awaitable<void> HeaderAddingSink::head(tunnel::v1::ResponseHead& head) {
-  started_ = true;
-  for (const auto& [name, value] : headers_) {
+void set_cors_headers(const CorsHeaders& headers, tunnel::v1::ResponseHead& head) {
+  for (const auto& [name, value] : headers) {
     // The edge's allowance replaces whatever the native service said.
     // (Vary adds to the native service's.)
     auto* hs = head.mutable_headers();
@@ -123,7 +116,6 @@ asio::awaitable<void> HeaderAddingSink::head(tunnel::v1::ResponseHead& head) {
     h->set_name(name);
     h->set_value(value);
   }
-  co_await next_.head(head);
 }
 
 }  // namespace postern::policy

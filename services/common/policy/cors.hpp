@@ -36,17 +36,17 @@ PreflightAnswer preflight(const v1::Cors& cors, std::string_view origin, std::st
 /// origin is not allowed, or there is none).
 CorsHeaders response_headers(const v1::Cors& cors, std::string_view origin);
 
-/// A ResponseSink that adds `headers` to the head and passes everything on.
-class HeaderAddingSink final : public ResponseSink {
+/// Sets `headers` on a response head (replacing the native service's
+/// fields of those names; Vary is added to).
+void set_cors_headers(const CorsHeaders& headers, tunnel::v1::ResponseHead& head);
+
+/// A ResponseSink that sets `headers` on the head and passes everything on.
+class HeaderAddingSink final : public HeadEditingSink {
  public:
-  HeaderAddingSink(ResponseSink& next, const CorsHeaders& headers) : next_(next), headers_(headers) {}
-  asio::awaitable<void> head(tunnel::v1::ResponseHead& head) override;
-  asio::awaitable<void> body(std::string_view chunk) override { co_await next_.body(chunk); }
-  asio::awaitable<void> end(const Trailers& trailers) override { co_await next_.end(trailers); }
-  asio::awaitable<void> idle() override { co_await next_.idle(); }
+  HeaderAddingSink(ResponseSink& next, const CorsHeaders& headers) : HeadEditingSink(next), headers_(headers) {}
 
  private:
-  ResponseSink& next_;
+  void edit(tunnel::v1::ResponseHead& head) override { set_cors_headers(headers_, head); }
   const CorsHeaders& headers_;
 };
 

@@ -16,12 +16,6 @@ bool istarts_with(std::string_view s, std::string_view prefix) {
   return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
 }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 // A path-absolute reference (with its query) under the native base path,
 // on the public base path instead; nullopt when it is not under it.
 std::optional<std::string> map_path(const RewriteRules& r, std::string_view p) {
@@ -83,7 +77,7 @@ RewriteRules RewriteRules::of(const CompiledApi& api, bool tls, std::string host
 
 std::string rewrite_location(const RewriteRules& r, std::string_view value) {
   if (r.off) return std::string(value);
-  const std::string_view v = trim(value);
+  const std::string_view v = net::trim_ows(value);
   for (const auto& [from, to] : r.prefixes) {
     if (!from.empty() && v.starts_with(from)) return to + std::string(v.substr(from.size()));
   }
@@ -107,18 +101,18 @@ std::string rewrite_set_cookie(const RewriteRules& r, std::string_view value) {
     std::size_t semi = value.find(';', pos);
     if (semi == std::string_view::npos) semi = value.size();
     const std::string_view part = value.substr(pos, semi - pos);
-    const std::string_view attr = trim(part);
+    const std::string_view attr = net::trim_ows(part);
     std::string kept(part);
     if (!first) {
       if (istarts_with(attr, "domain=")) {
-        std::string_view domain = trim(attr.substr(7));
+        std::string_view domain = net::trim_ows(attr.substr(7));
         if (domain.starts_with('.')) domain.remove_prefix(1);
         if (iequals(domain, r.host)) {
           changed = true;
           kept.clear();
         }
       } else if (istarts_with(attr, "path=")) {
-        const std::string_view path = trim(attr.substr(5));
+        const std::string_view path = net::trim_ows(attr.substr(5));
         if (auto mapped = map_path(r, path)) {
           // A cookie path matches everything below it: the base without
           // its trailing slash.
@@ -152,12 +146,6 @@ void rewrite_response_head(const RewriteRules& r, tunnel::v1::ResponseHead& head
       h.set_value(rewrite_set_cookie(r, h.value()));
     }
   }
-}
-
-asio::awaitable<void> RewritingSink::head(tunnel::v1::ResponseHead& head) {
-  started_ = true;
-  rewrite_response_head(rules_, head);
-  co_await next_.head(head);
 }
 
 }  // namespace postern::policy

@@ -43,16 +43,12 @@ std::string rewrite_set_cookie(const RewriteRules& rules, std::string_view value
 void rewrite_response_head(const RewriteRules& rules, tunnel::v1::ResponseHead& head);
 
 /// A ResponseSink that rewrites the head and passes everything on.
-class RewritingSink final : public ResponseSink {
+class RewritingSink final : public HeadEditingSink {
  public:
-  RewritingSink(ResponseSink& next, const RewriteRules& rules) : next_(next), rules_(rules) {}
-  asio::awaitable<void> head(tunnel::v1::ResponseHead& head) override;
-  asio::awaitable<void> body(std::string_view chunk) override { co_await next_.body(chunk); }
-  asio::awaitable<void> end(const Trailers& trailers) override { co_await next_.end(trailers); }
-  asio::awaitable<void> idle() override { co_await next_.idle(); }
+  RewritingSink(ResponseSink& next, const RewriteRules& rules) : HeadEditingSink(next), rules_(rules) {}
 
  private:
-  ResponseSink& next_;
+  void edit(tunnel::v1::ResponseHead& head) override { rewrite_response_head(rules_, head); }
   const RewriteRules& rules_;
 };
 
