@@ -9,6 +9,7 @@
 namespace postern::broker {
 
 void check_config(const config::v1::BrokerConfig& cfg, config::Checks& c) {
+  config::check_tracing(c, "tracing", cfg.tracing());
   config::check_listen(c, "admin.listen", cfg.admin().listen(), false);
   const auto& reg = cfg.registration();
   config::check_listen(c, "registration.listen", reg.listen(), true);

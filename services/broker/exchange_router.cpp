@@ -10,6 +10,7 @@
 #include "common/error.hpp"
 #include "common/exchange.hpp"
 #include "common/observability/log.hpp"
+#include "common/observability/tracing.hpp"
 
 namespace postern::broker {
 
@@ -42,6 +43,7 @@ struct Route {
   bool websocket_open = false;    // counted in the sessions gauge
   bool done = false;
   Event wake;  // the edge gave up, or a connector may be there
+  tracing::Span span;  // the broker's part, a child of the edge's
 };
 
 namespace {
@@ -148,6 +150,7 @@ std::string ExchangeRouter::ended_by_edge(const Route& r, const tv1::Error& e) {
   }
   POSTERN_LOG(info, "exchange ended by the edge")
       .kv("request_id", r.request_id)
+      .kv("trace_id", r.span.trace_id())
       .kv("alias", r.alias)
       .kv("result", result)
       .kv("reason", e.message());
@@ -326,7 +329,13 @@ void ExchangeRouter::forward_to_edge(Route& r, tv1::Frame&& f) {
 // ------------------------------------------------------------ opening
 
 void ExchangeRouter::open(const std::shared_ptr<Route>& r, tv1::Frame&& head) {
-  const auto& h = head.request_head();
+  auto& h = *head.mutable_request_head();
+  // The trace goes on with the broker's span as the parent. The edge's
+  // traceparent is checked as any other: one that is not valid starts a
+  // new trace.
+  const auto in = tracing::read_headers(h.headers());
+  r->span = tracing::Span::begin("relay", tracing::Kind::server, in);
+  tracing::write_traceparent(*h.mutable_headers(), r->span.traceparent(), !in.tracestate.empty());
   r->alias = h.alias();
   r->api = h.api();
   r->request_id = h.request_id();
@@ -397,7 +406,11 @@ asio::awaitable<void> ExchangeRouter::wait_for_connector(std::shared_ptr<Route> 
 }
 
 void ExchangeRouter::refuse(Route& r, tv1::ErrorCode code, const std::string& why) {
-  POSTERN_LOG(info, "exchange rejected").kv("request_id", r.request_id).kv("alias", r.alias).kv("reason", why);
+  POSTERN_LOG(info, "exchange rejected")
+      .kv("request_id", r.request_id)
+      .kv("trace_id", r.span.trace_id())
+      .kv("alias", r.alias)
+      .kv("reason", why);
   if (r.edge && !r.edge->lane_.over()) r.edge->lane_.send(tunnel::error_frame(r.edge_id, code, why));
   end_route(r, error_label(code));
 }
@@ -408,6 +421,7 @@ void ExchangeRouter::violation(Route& r, const char* side, const std::string& wh
   POSTERN_LOG(error, std::string(side) + " protocol violation")
       .kv(side, who)
       .kv("request_id", r.request_id)
+      .kv("trace_id", r.span.trace_id())
       .kv("error", wrong);
   const std::string named = std::string(side) + (who.empty() ? "" : " '" + who + "'");
   const std::string message = named + " broke the tunnel protocol: " + wrong;
@@ -454,9 +468,18 @@ void ExchangeRouter::end_route(Route& r, const std::string& result) {
   count(r, result);
   log::ExchangeRecord rec;
   rec.request_id = r.request_id;
+  rec.trace_id = r.span.trace_id();
   rec.api = r.api;
   rec.alias = r.alias;
   if (r.pick.session) rec.connector = r.pick.session->connector_id;
+  if (r.span.recording()) {
+    r.span.rename("relay " + (r.api.empty() ? r.alias : r.api));
+    r.span.attr("postern.request_id", r.request_id).attr("postern.alias", r.alias).attr("postern.result", result);
+    if (!r.api.empty()) r.span.attr("postern.api", r.api);
+    if (r.pick.session) r.span.attr("postern.connector", r.pick.session->connector_id);
+    if (result != "ok" && result != "client_gone" && result != "client_error") r.span.fail(result);
+  }
+  r.span.end();
   rec.result = result;
   rec.websocket = r.websocket_open;
   rec.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - r.started).count();
@@ -475,7 +498,10 @@ void ExchangeRouter::lane_ended(BrokerLane& lane) {
       }
       end_route(*r, r->connector ? "edge_gone" : "abandoned");
     } else {
-      POSTERN_LOG(warn, "connector lost mid-exchange").kv("connector", lane.who()).kv("request_id", r->request_id);
+      POSTERN_LOG(warn, "connector lost mid-exchange")
+          .kv("connector", lane.who())
+          .kv("request_id", r->request_id)
+          .kv("trace_id", r->span.trace_id());
       if (r->edge && !r->edge->lane_.over()) {
         r->edge->lane_.send(tunnel::error_frame(r->edge_id, tv1::ERROR_CODE_CONNECTOR_LOST,
                                                 "connector '" + lane.who() + "' went away mid-exchange"));

@@ -11,6 +11,7 @@
 #include "broker/config_check.hpp"
 #include "common/observability/admin_server.hpp"
 #include "common/observability/log.hpp"
+#include "common/observability/otlp_exporter.hpp"
 #include "common/service_main.hpp"
 
 int main(int argc, char** argv) {
@@ -23,6 +24,12 @@ int main(int argc, char** argv) {
 
   boost::asio::io_context ioc(1);
   auto metrics = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<tracing::OtlpExporter> spans;
+  try {
+    spans = tracing::start_tracing(cfg.tracing(), "broker", cfg.id(), *metrics);
+  } catch (const std::exception& e) {
+    die(e.what());
+  }
   observability::AdminServer admin(ioc.get_executor(), metrics);
   broker::Broker broker(ioc, cfg, metrics);
   admin.add_page("/status", "Postern broker " + cfg.id(), [&] { return broker.status_json(); });
@@ -57,6 +64,8 @@ int main(int argc, char** argv) {
     admin.set_ready(false);
     co_await broker.drain();
   });
+  // What is queued is sent, briefly: spans of the last exchanges.
+  if (spans) spans->stop(std::chrono::seconds(2));
   std::fflush(stdout);
   std::_Exit(code);
 }

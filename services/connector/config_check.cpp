@@ -13,6 +13,7 @@
 namespace postern::connector {
 
 void check_config(const config::v1::ConnectorConfig& cfg, config::Checks& c) {
+  config::check_tracing(c, "tracing", cfg.tracing());
   using namespace std::chrono_literals;
   config::check_listen(c, "admin.listen", cfg.admin().listen(), false);
   c.require(cfg.brokers_size() > 0, "brokers", "at least one broker address (host:port) is required");

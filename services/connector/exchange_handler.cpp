@@ -79,6 +79,33 @@ const policy::CompiledApi* own_api(const policy::Catalog* cat, tv1::RequestHead&
   return best;
 }
 
+// A call to the native service, ended with its answer.
+void end_call(tracing::Span& call, unsigned status) {
+  call.attr("http.response.status_code", status);
+  if (status >= 500) call.fail("answered " + std::to_string(status));
+  call.end();
+}
+
+// The connector's span, ended with what its log record says.
+void end_span(tracing::Span& span, const log::ExchangeRecord& rec) {
+  if (span.recording()) {
+    span.rename(rec.api.empty() ? std::string(rec.method) : std::string(rec.method) + " " + std::string(rec.api));
+    span.attr("http.request.method", rec.method)
+        .attr("url.path", rec.path)
+        .attr("client.address", rec.client)
+        .attr("postern.request_id", rec.request_id)
+        .attr("postern.alias", rec.alias);
+    if (!rec.api.empty()) span.attr("postern.api", rec.api);
+    if (!rec.application.empty()) span.attr("postern.application", rec.application);
+    if (rec.status) span.attr("http.response.status_code", rec.status);
+    if (!rec.result.empty()) span.attr("postern.result", rec.result);
+    if (rec.status >= 500 || (!rec.result.empty() && rec.result != "client_gone")) {
+      span.fail(rec.result.empty() ? "answered " + std::to_string(rec.status) : std::string(rec.result));
+    }
+  }
+  span.end();
+}
+
 }  // namespace
 
 ExchangeHandler::ExchangeHandler(asio::any_io_executor ex, Deps deps) : ex_(ex), d_(std::move(deps)), idle_(ex) {
@@ -128,6 +155,11 @@ void ExchangeHandler::count(const std::string& alias, const std::string& code, C
 asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, tv1::RequestHead in_head) {
   const auto started = Clock::now();
   tv1::RequestHead head = in_head;
+  // The connector's span, a child of the broker's; its call to the native
+  // service is a span of its own, the parent the service sees.
+  const auto trace_in = tracing::read_headers(head.headers());
+  tracing::Span span = tracing::Span::begin("connector", tracing::Kind::server, trace_in);
+  tracing::Span call;
   policy::ExchangePolicies policies;
   policies.catalog = d_.catalog;  // this exchange's snapshot, whatever arrives meanwhile
   const auto& cat = policies.catalog;
@@ -168,7 +200,11 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
       if (it == d_.origins.end()) {
         // The client reads this: the API, not the alias or connector (the
         // log names both).
-        POSTERN_LOG(warn, "no native service for alias").kv("alias", head.alias()).kv("connector", d_.connector_id);
+        POSTERN_LOG(warn, "no native service for alias")
+            .kv("request_id", head.request_id())
+            .kv("trace_id", span.trace_id())
+            .kv("alias", head.alias())
+            .kv("connector", d_.connector_id);
         throw ExchangeError(tv1::ERROR_CODE_UNKNOWN_ALIAS,
                             "no native service for " + (head.api().empty() ? std::string("this route")
                                                                             : "API '" + head.api() + "'"));
@@ -183,6 +219,12 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
       else rules.off = true;
       std::chrono::milliseconds head_timeout = it->second.read_timeout;
       if (head.timeout_ms() > 0) head_timeout = std::min(head_timeout, std::chrono::milliseconds(head.timeout_ms()));
+      call = span.child(head.method(), tracing::Kind::client);
+      tracing::write_traceparent(*head.mutable_headers(), call.traceparent(), !trace_in.tracestate.empty());
+      if (call.recording()) {
+        call.attr("server.address", origin.host).attr("url.path", policy::log_path(head.target()));
+        if (!origin.port.empty()) call.attr("server.port", std::stoi(origin.port));
+      }
       policed.sink.stamp_native(Clock::now(), policies.identity.application);
       if (head.websocket()) {
         net::WsStreamOptions o;
@@ -191,6 +233,7 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
         o.handshake_timeout = head_timeout;
         auto up = co_await d_.http.websocket(origin, head, o);
         status = up.head.status();
+        end_call(call, status);
         policy::rewrite_response_head(rules, up.head);
         const std::string subprotocol(policy::header_value(up.head.headers(), "sec-websocket-protocol"));
         co_await sink.head(up.head);
@@ -206,12 +249,12 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
           // rather than stay suspended for the session's whole life.
           websocket_ran = true;
           policy::WsSessionInfo info{head.request_id(), head.api(),  policies.identity.application, head.client_ip(),
-                                     policy::log_path(head.target()), subprotocol, "connector"};
+                                     policy::log_path(head.target()), subprotocol, "connector", span.trace_id()};
           begin();  // the session counts in flight until it ends
           asio::co_spawn(ex_,
                          relay_websocket(x, std::move(up.port), cat, pol, std::move(info),
                                          policy::Decisions(policies.decisions), std::move(policies.hold),
-                                         head.alias(), started),
+                                         head.alias(), started, std::move(span)),
                          [this](std::exception_ptr e) {
                            if (e) POSTERN_LOG(error, "websocket session failed");
                            done();
@@ -221,6 +264,7 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
         policy::RewritingSink rewriting(policed.sink, rules);
         co_await d_.http.exchange(origin, head, policed.body, rewriting, head_timeout);
         status = policed.sink.status();
+        end_call(call, status);
       }
     }
   } catch (const ExchangeError& e) {
@@ -230,9 +274,11 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
   }
   if (failure) {
     status = 0;
+    call.fail(failure->what()).end();
     if (failure->code() != tv1::ERROR_CODE_CLIENT_GONE) {
       POSTERN_LOG(warn, "exchange failed")
           .kv("request_id", head.request_id())
+          .kv("trace_id", span.trace_id())
           .kv("alias", head.alias())
           .kv("code", std::string(error_slug(failure->code())))
           .kv("error", failure->what());
@@ -250,6 +296,7 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
     count(alias, code, started);
     log::ExchangeRecord rec;
     rec.request_id = head.request_id();
+    rec.trace_id = span.trace_id();
     rec.client = head.client_ip();
     rec.method = head.method();
     const std::string path = policy::log_path(head.target());
@@ -260,14 +307,15 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
     rec.status = failure ? 0 : status;
     if (failure) rec.result = code;
     rec.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+    end_span(span, rec);
     log::log_exchange(rec);
     d_.metrics.bytes_in.Increment(static_cast<double>(policed.body.bytes()));
   }
   if (enforce) d_.enforcement.count(api->name, policies.decisions);
   if (!websocket_ran) {
     const std::string_view api_name = enforce ? std::string_view(api->name) : std::string_view();
-    const policy::ExchangeFacts facts{head.request_id(), api_name, head.client_ip(), head.method(), head.target(),
-                                      started,           std::nullopt};
+    const policy::ExchangeFacts facts{head.request_id(), api_name,     head.client_ip(), head.method(),
+                                      head.target(),     started,      std::nullopt,     span.trace_id()};
     d_.enforcement.record(policies, policed, failure, facts);
   }
 }
@@ -279,7 +327,8 @@ asio::awaitable<void> ExchangeHandler::relay_websocket(std::shared_ptr<tunnel::E
                                                        std::shared_ptr<const policy::Catalog> cat,
                                                        const pv1::Policies* pol, policy::WsSessionInfo info,
                                                        policy::Decisions decisions, policy::Limiter::Hold hold,
-                                                       std::string alias, Clock::time_point started) {
+                                                       std::string alias, Clock::time_point started,
+                                                       tracing::Span span) {
   tunnel::ExchangeWsPort tunnel_side(std::move(x), d_.max_ws_message_bytes);
   const policy::WsSessionInfo logged = info;  // for the session's log record
   policy::WsSessionPolicies hooks(pol, std::move(info), d_.enforcement.invocations(), &d_.transforms);
@@ -313,6 +362,7 @@ asio::awaitable<void> ExchangeHandler::relay_websocket(std::shared_ptr<tunnel::E
       .Observe(std::chrono::duration<double>(Clock::now() - started).count());
   log::ExchangeRecord rec;
   rec.request_id = logged.request_id;
+  rec.trace_id = logged.trace_id;
   rec.client = logged.client_ip;
   rec.method = "GET";
   rec.path = logged.path;
@@ -322,6 +372,7 @@ asio::awaitable<void> ExchangeHandler::relay_websocket(std::shared_ptr<tunnel::E
   rec.status = 101;
   rec.websocket = true;
   rec.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+  end_span(span, rec);
   log::log_exchange(rec);
   if (failed) std::rethrow_exception(failed);
 }

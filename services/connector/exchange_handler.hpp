@@ -16,6 +16,7 @@
 #include "common/event.hpp"
 #include "common/net/http_client.hpp"
 #include "common/net/ws_relay.hpp"
+#include "common/observability/tracing.hpp"
 #include "common/policy/catalog.hpp"
 #include "common/policy/enforcement.hpp"
 #include "common/policy/ws_policies.hpp"
@@ -57,7 +58,7 @@ class ExchangeHandler {
                                         std::shared_ptr<const policy::Catalog> cat, const policy::v1::Policies* pol,
                                         policy::WsSessionInfo info, policy::Decisions decisions,
                                         policy::Limiter::Hold hold, std::string alias,
-                                        std::chrono::steady_clock::time_point started);
+                                        std::chrono::steady_clock::time_point started, tracing::Span span);
   void count(const std::string& alias, const std::string& code, std::chrono::steady_clock::time_point started);
   void begin();
   void done();

@@ -12,6 +12,7 @@
 namespace postern::edge {
 
 void check_config(const config::v1::EdgeConfig& cfg, config::Checks& c) {
+  config::check_tracing(c, "tracing", cfg.tracing());
   config::check_listen(c, "admin.listen", cfg.admin().listen(), false);
   c.require(cfg.listeners_size() > 0, "listeners", "at least one external listener is required");
   for (int i = 0; i < cfg.listeners_size(); ++i) {

@@ -7,6 +7,7 @@
 
 #include "common/observability/admin_server.hpp"
 #include "common/observability/log.hpp"
+#include "common/observability/otlp_exporter.hpp"
 #include "common/service_main.hpp"
 #include "edge/config_check.hpp"
 #include "edge/edge_server.hpp"
@@ -21,6 +22,12 @@ int main(int argc, char** argv) {
 
   boost::asio::io_context ioc(1);
   auto metrics = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<tracing::OtlpExporter> spans;
+  try {
+    spans = tracing::start_tracing(cfg.tracing(), "edge", cfg.id(), *metrics);
+  } catch (const std::exception& e) {
+    die(e.what());
+  }
   observability::AdminServer admin(ioc.get_executor(), metrics);
   edge::EdgeServer edge(ioc, cfg, metrics);
   admin.add_page("/status", "Postern edge " + cfg.id(), [&] { return edge.status_json(); });
@@ -51,6 +58,8 @@ int main(int argc, char** argv) {
     admin.set_ready(false);
     co_await edge.drain();
   });
+  // What is queued is sent, briefly: spans of the last exchanges.
+  if (spans) spans->stop(std::chrono::seconds(2));
   std::fflush(stdout);
   std::_Exit(code);
 }

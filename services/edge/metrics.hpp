@@ -19,6 +19,10 @@ namespace postern::policy {
 class Enforcement;
 }
 
+namespace postern::tracing {
+class Span;
+}
+
 namespace postern::edge {
 
 struct Metrics {
@@ -52,6 +56,8 @@ struct ExchangeSummary {
   /// A WebSocket session that ran (its 101): counted as a session, not as
   /// a request.
   bool websocket_session = false;
+  /// The edge's span of the exchange: ended here, its trace_id logged.
+  tracing::Span* span = nullptr;
 };
 
 /// The end of an exchange: requests (`code`: the exact status) and

@@ -10,6 +10,7 @@
 #include "common/config/yaml_proto.hpp"
 #include "common/event.hpp"
 #include "common/grpc/snapshot_watcher.hpp"
+#include "common/observability/trace_context.hpp"
 #include "common/tunnel/exchange_io.hpp"
 #include "edge/broker_set.hpp"
 
@@ -193,10 +194,11 @@ struct RelayClient::Impl {
                                         : std::chrono::milliseconds(0)};
   }
 
-  void count_retry(const BrokerLink& from, const BrokerLink& to, Retry why, const std::string& request_id) {
+  void count_retry(const BrokerLink& from, const BrokerLink& to, Retry why, const tv1::RequestHead& head) {
     if (retries) retries->Add({{"reason", retry_reason(why)}}).Increment();
     POSTERN_LOG(info, "exchange sent to another broker")
-        .kv("request_id", request_id)
+        .kv("request_id", head.request_id())
+        .kv("trace_id", tracing::trace_id_in(head.headers()))
         .kv("from", from.shown)
         .kv("to", to.shown)
         .kv("reason", retry_reason(why));
@@ -368,7 +370,7 @@ asio::awaitable<void> RelayClient::invoke(const tv1::RequestHead& head, BodySour
     const bool again = retry != Retry::none && i + 1 < plan.size() && !once.consumed() && !sink.started() &&
                        Clock::now() < until;
     if (!again) std::rethrow_exception(failure);
-    im.count_retry(*plan[i], *plan[i + 1], retry, head.request_id());
+    im.count_retry(*plan[i], *plan[i + 1], retry, head);
   }
 }
 
@@ -475,7 +477,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::open_websocket(const tv1
     if (!failure) co_return tunnel;
     const bool again = retry != Retry::none && i + 1 < plan.size() && Clock::now() < until;
     if (!again) std::rethrow_exception(failure);
-    im.count_retry(*plan[i], *plan[i + 1], retry, head.request_id());
+    im.count_retry(*plan[i], *plan[i + 1], retry, head);
   }
 }
 

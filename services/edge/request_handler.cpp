@@ -105,6 +105,14 @@ void open_request(ClientRequest& r, const Parser& parser, const std::string& pee
   r.keep_alive = req.keep_alive() && !draining;
   r.upgrade = websocket::is_upgrade(req);
   r.who.client_ip = peer_ip;
+  std::string state;
+  for (auto [it, end] = req.equal_range("tracestate"); it != end; ++it) {
+    if (!state.empty()) state += ',';
+    state += it->value();
+  }
+  r.span = tracing::Span::begin("edge", tracing::Kind::server,
+                                tracing::incoming(static_cast<int>(req.count("traceparent")), req["traceparent"],
+                                                  std::move(state)));
 }
 
 // The client as the forwarding headers tell it, the request's snapshot,
@@ -212,7 +220,8 @@ void build_head(ClientRequest& r, const Parser& parser, const Settings& settings
     // the client's own to keep).
     static constexpr std::string_view kOwn[] = {"host",           "expect",           "x-request-id",
                                                 "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
-                                                "forwarded",      "x-real-ip"};
+                                                "forwarded",      "x-real-ip",        "traceparent",
+                                                "tracestate"};
     if (std::any_of(std::begin(kOwn), std::end(kOwn), [&](std::string_view n) { return net::iequals(name, n); })) {
       continue;
     }
@@ -230,6 +239,10 @@ void build_head(ClientRequest& r, const Parser& parser, const Settings& settings
   if (!r.host.empty()) add("X-Forwarded-Host", r.host);
   add("Forwarded", r.who.forwarded);
   add("X-Request-Id", r.request_id);
+  // The trace goes on with this span as the parent (the broker's, then the
+  // connector's, replace it in turn).
+  add("traceparent", r.span.traceparent());
+  if (!r.span.tracestate().empty()) add("tracestate", r.span.tracestate());
   if (parser.chunked()) {
     head.set_content_length(-1);
   } else {
@@ -248,10 +261,10 @@ const std::string& ClientRequest::api() const {
   return route ? route->api : kNone;
 }
 
-void RequestHandler::finish(const ClientRequest& r, unsigned status, const std::string& api) {
+void RequestHandler::finish(ClientRequest& r, unsigned status, const std::string& api) {
   exchange_done(d_.metrics, d_.enforcement,
                 ExchangeSummary{r.started, status, api, r.request_id, r.who.client_ip, r.method, r.path,
-                                r.policies.identity.application},
+                                r.policies.identity.application, false, &r.span},
                 r.policies.decisions);
 }
 
@@ -262,7 +275,11 @@ asio::awaitable<bool> RequestHandler::handle(ClientConnection<Stream>& c) {
   open_request(r, c.parser, c.peer_ip, c.tls, d_.draining);
   // Framing, Host and the target, before anything routes or looks at them.
   if (const std::string bad = check_request(req, r.target, r.host); !bad.empty()) {
-    POSTERN_LOG(info, "bad request").kv("request_id", r.request_id).kv("client", c.peer_ip).kv("error", bad);
+    POSTERN_LOG(info, "bad request")
+        .kv("request_id", r.request_id)
+        .kv("trace_id", r.span.trace_id())
+        .kv("client", c.peer_ip)
+        .kv("error", bad);
     std::string body = problem_body("bad-request", "Bad Request", 400, bad, r.request_id);
     co_await write_problem(c.stream, r.version, 400, "http_request_error", body, r.request_id, false, bad);
     finish(r, 400, "");
@@ -366,6 +383,7 @@ asio::awaitable<bool> RequestHandler::exchange(ClientConnection<Stream>& c, Clie
                           policy::is_json_content_type(req[http::field::content_type]));
   std::optional<ExchangeError> failure;
   const auto upstream_started = Clock::now();
+  tracing::Span call;  // a DMZ-local upstream's call
   try {
     if (policed.body.wants_prefetch()) {
       const auto verdict = co_await policed.body.prefetch(r.policies.decisions);
@@ -379,17 +397,27 @@ asio::awaitable<bool> RequestHandler::exchange(ClientConnection<Stream>& c, Clie
     policy::RewritingSink rewriting(policed.sink, rules);
     policy::HeaderAddingSink cors(rewriting, r.cors);
     ResponseSink& sink = r.cors.empty() ? static_cast<ResponseSink&>(rewriting) : cors;
+    // A DMZ-local upstream is the native service itself: its call is a
+    // span of its own, the parent the service sees.
+    if (upstream.calls_native()) {
+      call = r.span.child(r.method, tracing::Kind::client);
+      tracing::write_traceparent(*r.head.mutable_headers(), call.traceparent(), !call.tracestate().empty());
+    }
     co_await upstream.invoke(r.head, policed.body, sink, r.head_timeout);
+    call.attr("http.response.status_code", policed.sink.status());
+    if (policed.sink.status() >= 500) call.fail("answered " + std::to_string(policed.sink.status()));
   } catch (const ExchangeError& e) {
     failure = e;
+    call.fail(e.what());
   }
+  call.end();
   auto& decisions = r.policies.decisions;
   if (policed.body.reported_over_limit()) decisions.push_back({"threat_protection", "reported", "body_too_large"});
   if (failure && failure->code() == tv1::ERROR_CODE_PAYLOAD_TOO_LARGE) {
     decisions.push_back({"threat_protection", "rejected", "body_too_large"});
   }
-  const policy::ExchangeFacts facts{r.request_id, r.api(), r.who.client_ip, r.method, r.target, r.started,
-                                    upstream_started};
+  const policy::ExchangeFacts facts{r.request_id, r.api(), r.who.client_ip,  r.method,
+                                    r.target,     r.started, upstream_started, r.span.trace_id()};
   d_.enforcement.record(r.policies, policed, failure, facts);
   if (failure) {
     const bool keep = co_await failed(c, r, *failure, policed.sink);
@@ -408,6 +436,7 @@ asio::awaitable<bool> RequestHandler::failed(ClientConnection<Stream>& c, Client
   const Route& route = *r.route;
   POSTERN_LOG(warn, "exchange failed")
       .kv("request_id", r.request_id)
+      .kv("trace_id", r.span.trace_id())
       .kv("api", route.api)
       .kv("alias", route.alias)
       .kv("code", std::string(error_slug(failure.code())))

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 
+#include "common/observability/tracing.hpp"
 #include "common/policy/enforcement.hpp"
 #include "edge/forwarding.hpp"
 #include "edge/router.hpp"
@@ -52,6 +53,8 @@ struct ClientRequest {
   /// The API's CORS allowance for this request's Origin (added to every
   /// answer), or none.
   std::vector<std::pair<std::string, std::string>> cors;
+  /// The edge's span: a child of the client's traceparent, or a new trace.
+  tracing::Span span;
 
   /// The route's API, "" without a route.
   const std::string& api() const;
@@ -81,7 +84,7 @@ class RequestHandler {
   asio::awaitable<bool> handle(ClientConnection<Stream>& c);
 
   /// The end of an exchange: request metrics, policy decisions, the log line.
-  void finish(const ClientRequest& r, unsigned status, const std::string& api);
+  void finish(ClientRequest& r, unsigned status, const std::string& api);
 
  private:
   template <class Stream>

@@ -50,6 +50,9 @@ class Upstream {
   /// How the answers to `route` are rewritten here (the native service's
   /// own URLs to the public base path); off where the far side does it.
   virtual policy::RewriteRules rewrite_rules(const Route& route) const = 0;
+  /// Whether invoke() calls the native service itself (a DMZ-local API),
+  /// rather than a hop that traces its own call.
+  virtual bool calls_native() const { return false; }
 };
 
 /// Through the tunnel: the RelayClient's brokers, with their failover.
@@ -76,6 +79,7 @@ class DirectUpstream final : public Upstream {
                                std::chrono::milliseconds head_timeout) override;
   asio::awaitable<std::unique_ptr<WsUpstream>> open_websocket(const tunnel::v1::RequestHead& head,
                                                               const net::WsStreamOptions& options) override;
+  bool calls_native() const override { return true; }
 
  private:
   net::HttpClient& http_;

@@ -20,6 +20,7 @@ struct WebSocketUpgrade::Session {
   policy::WsSessionInfo info;
   std::string method;
   Clock::time_point started;
+  tracing::Span span;  // the edge's, for the session's whole length
 };
 
 template <class Stream>
@@ -47,6 +48,7 @@ asio::awaitable<unsigned> WebSocketUpgrade::exchange(ClientConnection<Stream>& c
   if (failure) {
     POSTERN_LOG(warn, "websocket upgrade failed")
         .kv("request_id", r.request_id)
+        .kv("trace_id", r.span.trace_id())
         .kv("api", r.api())
         .kv("code", std::string(error_slug(failure->code())))
         .kv("error", failure->what());
@@ -99,7 +101,10 @@ asio::awaitable<unsigned> WebSocketUpgrade::accept(ClientConnection<Stream>& c, 
       }));
   auto [aec] = co_await ws.async_accept(c.parser.get(), use_nothrow);
   if (aec) {
-    POSTERN_LOG(info, "websocket client handshake failed").kv("request_id", r.request_id).kv("error", aec.message());
+    POSTERN_LOG(info, "websocket client handshake failed")
+        .kv("request_id", r.request_id)
+        .kv("trace_id", r.span.trace_id())
+        .kv("error", aec.message());
     const auto bye = net::WsMessage::close(1001, "client handshake failed");
     co_await far->port()->write(bye);
     co_await far->close();
@@ -109,8 +114,8 @@ asio::awaitable<unsigned> WebSocketUpgrade::accept(ClientConnection<Stream>& c, 
   // connection's coroutines (request parser, exchange state: about 10 KiB)
   // end now rather than stay suspended under it for its whole life.
   policy::WsSessionInfo info{r.request_id, r.api(),    r.policies.identity.application, r.who.client_ip,
-                             r.path,       subprotocol, "edge"};
-  Session s{std::move(r.policies), std::move(info), r.method, r.started};
+                             r.path,       subprotocol, "edge",                          r.span.trace_id()};
+  Session s{std::move(r.policies), std::move(info), r.method, r.started, std::move(r.span)};
   d_.in_flight.begin();  // until the session ends: a drain waits for it
   asio::co_spawn(d_.ex, session(std::move(ws), std::move(far), std::move(s)), [this](std::exception_ptr e) {
     log_session_failure(e);
@@ -137,6 +142,7 @@ asio::awaitable<void> WebSocketUpgrade::session(WsStream ws, std::unique_ptr<WsU
   hooks.opened();
   POSTERN_LOG(info, "websocket open")
       .kv("request_id", info.request_id)
+      .kv("trace_id", info.trace_id)
       .kv("api", api)
       .kv("subprotocol", info.subprotocol);
   d_.metrics.ws_sessions.Increment();
@@ -156,6 +162,7 @@ asio::awaitable<void> WebSocketUpgrade::session(WsStream ws, std::unique_ptr<WsU
   hooks.closed(st, s.policies.decisions);
   POSTERN_LOG(info, "websocket closed")
       .kv("request_id", info.request_id)
+      .kv("trace_id", info.trace_id)
       .kv("api", api)
       .kv("closed_by", st.closed_by)
       .kv("client_close", static_cast<unsigned>(st.client_close_code))
@@ -164,7 +171,7 @@ asio::awaitable<void> WebSocketUpgrade::session(WsStream ws, std::unique_ptr<WsU
       .kv("messages_out", st.messages[1]);
   exchange_done(d_.metrics, d_.enforcement,
                 ExchangeSummary{s.started, 101, api, info.request_id, info.client_ip, s.method, info.path,
-                                info.application, /*websocket_session=*/true},
+                                info.application, /*websocket_session=*/true, &s.span},
                 s.policies.decisions);
 }
 

@@ -3,6 +3,7 @@
 #include <charconv>
 #include <stdexcept>
 
+#include "common/net/http_client.hpp"
 #include "common/net/listen.hpp"
 #include "common/net/tls.hpp"
 #include "postern/config/v1/config.pb.h"
@@ -78,6 +79,25 @@ void check_server_tls(Checks& c, const std::string& field, const v1::ServerTls& 
     c.run(field + ".client_ca_file", [&] { net::make_client_tls(tls.client_ca_file(), field + ".client_ca_file"); });
   } else if (require_client_ca) {
     c.add(field + ".client_ca_file", "required: clients must present a certificate this CA issued");
+  }
+}
+
+void check_tracing(Checks& c, const std::string& field, const v1::TracingConfig& tracing) {
+  if (!tracing.endpoint().empty()) {
+    c.run(field + ".endpoint", [&] {
+      const std::string& url = tracing.endpoint();
+      if (!url.starts_with("http://") && !url.starts_with("https://")) {
+        throw std::invalid_argument("URL '" + url + "' must start with http:// or https:// (OTLP/HTTP)");
+      }
+      net::Origin::parse(url);
+    });
+  }
+  if (!tracing.ca_file().empty()) {
+    c.run(field + ".ca_file", [&] { net::make_client_tls(tracing.ca_file(), field + ".ca_file"); });
+  }
+  if (tracing.has_sample_ratio()) {
+    c.require(tracing.sample_ratio() >= 0.0 && tracing.sample_ratio() <= 1.0, field + ".sample_ratio",
+              "must be from 0 to 1");
   }
 }
 

@@ -15,6 +15,7 @@ namespace postern::config {
 namespace v1 {
 class ClientTls;
 class ServerTls;
+class TracingConfig;
 }  // namespace v1
 
 /// One problem: the field path as in loader errors (`listeners[0].tls`) and
@@ -69,5 +70,9 @@ void check_listen(Checks& c, const std::string& field, const std::string& addres
 /// block needs both, and a client_ca_file when `require_client_ca`.
 void check_client_tls(Checks& c, const std::string& field, const v1::ClientTls& tls);
 void check_server_tls(Checks& c, const std::string& field, const v1::ServerTls& tls, bool require_client_ca);
+
+/// A tracing block: the endpoint is an http(s) URL, the CA bundle loads,
+/// the sample ratio is from 0 to 1.
+void check_tracing(Checks& c, const std::string& field, const v1::TracingConfig& tracing);
 
 }  // namespace postern::config

@@ -182,6 +182,7 @@ void log_exchange(const ExchangeRecord& r) {
   auto text = [&](std::string_view key, std::string_view value) {
     if (!value.empty()) rec.kv(key, value);
   };
+  text("trace_id", r.trace_id);
   text("client", r.client);
   text("method", r.method);
   text("path", r.path);

@@ -57,6 +57,7 @@ void json_escape(std::string& out, std::string_view text);
 /// zero status are left out (a hop that does not know them).
 struct ExchangeRecord {
   std::string_view request_id, client, method, path, api, application;
+  std::string_view trace_id;    ///< the W3C trace the exchange belongs to
   std::string_view alias;       ///< broker, connector: the alias served
   std::string_view connector;   ///< broker: the connector it went to
   std::string_view result;      ///< how it ended when there is no status ("ok", "client_gone", ...)

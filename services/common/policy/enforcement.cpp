@@ -54,6 +54,7 @@ void Enforcement::record(const ExchangePolicies& x, const Policed& p, const std:
   auto r = exchange_record(pol->log_invocation(), p.body, p.sink, failure);
   if (!r) return;
   r->request_id = facts.request_id;
+  r->trace_id = facts.trace_id;
   r->api = facts.api;
   r->application = x.identity.application;
   r->client_ip = facts.client_ip;

@@ -80,6 +80,7 @@ struct ExchangeFacts {
   /// When the exchange went on to the next hop, if this point measures it
   /// (the edge): the record then gets upstream_ms.
   std::optional<std::chrono::steady_clock::time_point> upstream_started;
+  std::string_view trace_id{};
 };
 
 /// An enforcement point's policy state: Basic credential checks, rate and

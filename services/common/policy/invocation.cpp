@@ -115,6 +115,7 @@ std::optional<InvocationRecord> exchange_record(const pv1::LogInvocation& li, co
 std::string invocation_fields(const InvocationRecord& r, bool compress) {
   std::string out;
   json_member(out, "request_id", r.request_id);
+  if (!r.trace_id.empty()) json_member(out, "trace_id", r.trace_id);
   json_member(out, "api", r.api);
   json_member(out, "application", r.application);
   json_member(out, "client_ip", r.client_ip);

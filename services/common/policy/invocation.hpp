@@ -25,6 +25,7 @@ struct Payload {
 
 struct InvocationRecord {
   std::string request_id, api, application, client_ip, method, path;
+  std::string trace_id;
   std::string enforced_by;  ///< "edge" or "connector"
   std::string error;        ///< exchange error slug, if any
   unsigned status = 0;

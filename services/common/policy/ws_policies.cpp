@@ -66,6 +66,7 @@ std::string session_fields(const WsSessionInfo& info, std::string_view event) {
   std::string out;
   json_member(out, "event", event);
   json_member(out, "request_id", info.request_id);
+  if (!info.trace_id.empty()) json_member(out, "trace_id", info.trace_id);
   json_member(out, "api", info.api);
   json_member(out, "application", info.application);
   json_member(out, "client_ip", info.client_ip);
@@ -136,6 +137,7 @@ asio::awaitable<bool> WsSessionPolicies::on_message(net::WsDirection dir, net::W
         transform_failures_++;
         POSTERN_LOG(warn, "message transformation failed")
             .kv("request_id", info_.request_id)
+            .kv("trace_id", info_.trace_id)
             .kv("api", info_.api)
             .kv("service", svc.address())
             .kv("direction", direction_name(dir))

@@ -42,6 +42,7 @@ void apply_edit(const pv1::MessageEdit& edit, net::WsMessage& m);
 struct WsSessionInfo {
   std::string request_id, api, application, client_ip, path, subprotocol;
   std::string enforced_by;  ///< "edge" or "connector"
+  std::string trace_id;
 };
 
 /// The per-message policies of one session, plugged into the relay.

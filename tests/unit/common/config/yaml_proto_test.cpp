@@ -270,7 +270,7 @@ listner: 0.0.0.0:8080
 )")),
               ElementsAre("edge.yaml:2:1: listner: unknown field 'listner' (known: id, admin, log, listeners, "
                           "public_url, broker, apis, default_alias, upstream_timeout, idle_timeout, header_timeout, "
-                          "drain_timeout, max_header_bytes, invocation_log_file, max_ws_message_bytes, trusted_config_keys, trusted_proxies, file_check_interval)"));
+                          "drain_timeout, max_header_bytes, invocation_log_file, max_ws_message_bytes, trusted_config_keys, trusted_proxies, file_check_interval, tracing)"));
 }
 
 TEST(YamlProto, UnknownNestedFieldHasPathAndKeyPosition) {
