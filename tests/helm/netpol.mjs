@@ -137,13 +137,16 @@ const configured = (entries, field) =>
     return { peer, ports: tcp(...e.ports), what: `${field}[${i}]` };
   });
 const ownPods = (c) => pods.find((p) => component(p) === c)?.selector;
+// The trace collector, for the services that export spans (tracing.endpoint).
+const collector = () => (values.tracing?.endpoint ? configured(values.tracing.egress, "tracing.egress") : []);
 const allowed = {
   edge: () => [
     { peer: { podSelector: { matchLabels: ownPods("broker") } }, ports: tcp(7080), what: "the broker relay port" },
     dns,
     ...configured(values.edge.upstreamEgress, "edge.upstreamEgress"),
+    ...collector(),
   ],
-  broker: () => [dns],
+  broker: () => [dns, ...collector()],
   policy: () => [dns],
   connector: () => {
     const be = values.connector.brokerEgress;
@@ -163,6 +166,7 @@ const allowed = {
       dns,
       { peer: { podSelector: { matchLabels: ownPods("policy") } }, ports: tcp(7090), what: "the policy service" },
       ...configured(values.connector.nativeEgress, "connector.nativeEgress"),
+      ...collector(),
     ];
   },
 };

@@ -477,6 +477,12 @@ connector:
   nativeEgress:
     - {podSelector: {matchLabels: {app: orders}}, ports: [8080]}
     - {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: orders}}, ports: [8443]}
+tracing:
+  endpoint: http://otel-collector.observability:4318
+  sampleRatio: 0.25
+  egress:
+    - {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: observability}},
+       podSelector: {matchLabels: {app: otel-collector}}, ports: [4318]}
 YAML
 for zone in dmz green; do
   "$helm" template "postern-$zone" "$chart" -n "$zone" --set zone="$zone" "${keys[@]}" -f "$out/egress-values.yaml" \
@@ -493,7 +499,27 @@ done
   = '{"ports":[{"port":9000,"protocol":"TCP"},{"port":9001,"protocol":"TCP"}],"to":[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"shared"}}}]}' ]
 [ "$(get "$out/dmz-egress.yaml" NetworkPolicy postern-dmz-broker-egress spec.egress.0.to)" \
   = '[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"dns"}},"podSelector":{"matchLabels":{"app":"coredns"}}}]' ]
-echo "egress: edge to the broker relay port, DNS and its upstreams; broker and policy DNS only"
+# Tracing: the endpoint reaches the edge's, broker's and connector's
+# configs, and the collector (alone) their egress; the policy pod's stays DNS.
+collector_rule='{"ports":[{"port":4318,"protocol":"TCP"}],"to":[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"observability"}},"podSelector":{"matchLabels":{"app":"otel-collector"}}}]}'
+[ "$(get "$out/dmz-egress.yaml" NetworkPolicy postern-dmz-broker-egress spec.egress.1)" = "$collector_rule" ]
+[ "$(get "$out/dmz-egress.yaml" NetworkPolicy postern-dmz-edge-egress spec.egress.5)" = "$collector_rule" ]
+[ "$(get "$out/green-egress.yaml" NetworkPolicy postern-green-connector-egress spec.egress.5)" = "$collector_rule" ]
+[ "$(get "$out/green-egress.yaml" NetworkPolicy postern-green-policy-egress spec.egress.length)" = 1 ]
+for zone in dmz green; do
+  node "$here/configs.mjs" "$out/$zone-egress.yaml" "$out/cfg-$zone-egress"
+done
+for f in dmz-egress/edge dmz-egress/broker green-egress/connector; do
+  grep -q 'endpoint: http://otel-collector.observability:4318' "$out/cfg-$f-config.yaml" \
+    || { echo "no tracing endpoint in $f-config.yaml" >&2; exit 1; }
+  grep -q 'sample_ratio: 0.25' "$out/cfg-$f-config.yaml" || { echo "no sample_ratio in $f-config.yaml" >&2; exit 1; }
+  check_config "$(basename "$f")" "$out/cfg-$f-config.yaml"
+done
+if grep -q "tracing" "$out/cfg-dmz-default/edge-config.yaml"; then
+  echo "a tracing block without tracing.endpoint" >&2
+  exit 1
+fi
+echo "egress: edge to the broker relay port, DNS and its upstreams; broker and policy DNS only; the trace collector when set"
 
 echo "== connector.nativeEgress: pods by selector (target ports), or CIDRs"
 # The production example reaches its in-cluster native service by namespace
@@ -624,6 +650,10 @@ expect_fail() {
 expect_fail "a zone without the config public key" "configSigning.publicKeys" --set zone=dmz
 expect_fail "a public key that is not PEM" "publicKeys" --set zone=green --set "configSigning.publicKeys[0]=nope"
 expect_fail "an unknown zone" "zone" --set zone=bogus
+expect_fail "a tracing endpoint the NetworkPolicies would block" "tracing.egress is empty" \
+  --set zone=dmz "${keys[@]}" --set tracing.endpoint=http://otel-collector:4318
+expect_fail "a tracing endpoint that is not OTLP/HTTP" "tracing.endpoint" \
+  --set zone=dmz "${keys[@]}" --set tracing.endpoint=grpc://otel-collector:4317
 # Both zones in one namespace: the green release in the namespace its
 # connector egress selects as the DMZ, the DMZ release in the namespace it
 # admits as the green zone (helm template -n NAMESPACE).

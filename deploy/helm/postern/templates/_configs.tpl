@@ -51,6 +51,7 @@ Built as dicts and rendered with toYaml, so quoting is always right.
 {{- with $e.defaultAlias }}{{ $_ := set $c "default_alias" . }}{{ end -}}
 {{- with $e.apis }}{{ $_ := set $c "apis" . }}{{ end -}}
 {{- with $e.trustedProxies }}{{ $_ := set $c "trusted_proxies" . }}{{ end -}}
+{{- with .Values.tracing.endpoint }}{{ $_ := set $c "tracing" (dict "endpoint" . "sample_ratio" (float64 $.Values.tracing.sampleRatio)) }}{{ end -}}
 # EdgeConfig (proto/postern/config/v1/config.proto), rendered by the chart.
 {{ toYaml $c }}
 {{- end }}
@@ -82,6 +83,7 @@ Built as dicts and rendered with toYaml, so quoting is always right.
       "expected_brokers" (int $b.replicas)
       "drain_timeout" (include "postern.seconds" $b.drainSeconds) -}}
 {{- if $b.relayTls.enabled }}{{ $_ := set $c "edge_identities" $b.edgeIdentities }}{{ end -}}
+{{- with .Values.tracing.endpoint }}{{ $_ := set $c "tracing" (dict "endpoint" . "sample_ratio" (float64 $.Values.tracing.sampleRatio)) }}{{ end -}}
 # BrokerConfig (proto/postern/config/v1/config.proto), rendered by the chart.
 {{ toYaml $c }}
 {{- end }}
@@ -124,6 +126,7 @@ Built as dicts and rendered with toYaml, so quoting is always right.
 {{- with $n.lanes }}{{ $_ := set $c "lanes" (int .) }}{{ end -}}
 {{- with $n.expectedBrokers }}{{ $_ := set $c "expected_brokers" (int .) }}{{ end -}}
 {{- with $n.receiveWindow }}{{ $_ := set $c "receive_window" (int64 .) }}{{ end -}}
+{{- with .Values.tracing.endpoint }}{{ $_ := set $c "tracing" (dict "endpoint" . "sample_ratio" (float64 $.Values.tracing.sampleRatio)) }}{{ end -}}
 # ConnectorConfig (proto/postern/config/v1/config.proto), rendered by the chart.
 {{ toYaml $c }}
 {{- end }}

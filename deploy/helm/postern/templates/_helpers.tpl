@@ -326,6 +326,18 @@ Service address is rewritten). ctx: dict list, field (for messages).
 {{- end }}
 {{- end }}
 
+{{/* Egress rules to the trace collector (tracing.egress) when spans are
+exported (tracing.endpoint); an endpoint with no egress fails: the egress
+NetworkPolicies would drop every export. ctx: root. */}}
+{{- define "postern.tracingEgress" -}}
+{{- if .Values.tracing.endpoint -}}
+{{- if not .Values.tracing.egress -}}
+{{- fail "tracing.endpoint is set but tracing.egress is empty: the egress NetworkPolicies would block the collector; list where it runs ({cidr, ports} or {namespaceSelector, podSelector, ports})" -}}
+{{- end -}}
+{{- include "postern.egressRules" (dict "list" .Values.tracing.egress "field" "tracing.egress") -}}
+{{- end -}}
+{{- end }}
+
 {{/* Egress rule to the cluster DNS (networkPolicies.dns), UDP and TCP 53. ctx: root. */}}
 {{- define "postern.dnsEgressRule" -}}
 # Cluster DNS.
