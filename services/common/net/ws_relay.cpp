@@ -154,7 +154,10 @@ asio::awaitable<void> WsRelay::run() {
         try {
           std::rethrow_exception(e);
         } catch (const std::exception& ex) {
-          POSTERN_LOG(error, "websocket relay failed").kv("error", ex.what());
+          POSTERN_LOG(error, "websocket relay failed")
+              .kv("request_id", s->hooks ? s->hooks->request_id() : std::string_view())
+              .kv("trace_id", s->hooks ? s->hooks->trace_id() : std::string_view())
+              .kv("error", ex.what());
         }
         s->port[0]->abort();
         s->port[1]->abort();

@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "common/asio.hpp"
@@ -93,6 +94,9 @@ class WsHooks {
  public:
   virtual ~WsHooks() = default;
   virtual asio::awaitable<bool> on_message(WsDirection dir, WsMessage& m) = 0;
+  /// The session's request and trace ids, for the relay's own log records.
+  virtual std::string_view request_id() const { return {}; }
+  virtual std::string_view trace_id() const { return {}; }
 };
 
 struct WsRelayOptions {

@@ -53,6 +53,8 @@ class WsSessionPolicies final : public net::WsHooks {
   WsSessionPolicies(const pv1::Policies* pol, WsSessionInfo info, InvocationLog& log, MessageTransformer* transforms);
 
   asio::awaitable<bool> on_message(net::WsDirection dir, net::WsMessage& m) override;
+  std::string_view request_id() const override { return info_.request_id; }
+  std::string_view trace_id() const override { return info_.trace_id; }
 
   /// Log Invocation's open record (at the 101).
   void opened();
