@@ -330,8 +330,8 @@ asio::awaitable<void> ExchangeHandler::relay_websocket(std::shared_ptr<tunnel::E
                                                        std::string alias, Clock::time_point started,
                                                        tracing::Span span) {
   tunnel::ExchangeWsPort tunnel_side(std::move(x), d_.max_ws_message_bytes);
-  const policy::WsSessionInfo logged = info;  // for the session's log record
   policy::WsSessionPolicies hooks(pol, std::move(info), d_.enforcement.invocations(), &d_.transforms);
+  const policy::WsSessionInfo& logged = hooks.info();  // for the session's log record
   auto& bytes = d_.metrics.ws_bytes;
   std::exception_ptr failed;
   try {

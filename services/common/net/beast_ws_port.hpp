@@ -40,7 +40,17 @@ class BeastWsPort final : public WsPort {
   asio::awaitable<void> read(WsMessage& m) override {
     namespace websocket = boost::beast::websocket;
     buffer_.clear();
-    auto [ec, n] = co_await ws_.async_read(buffer_, use_nothrow);
+    // An idle session waits for its next message with a small buffer: the
+    // first piece is read into at most kFirstPiece bytes (a whole-message
+    // read would set 1536 aside for every waiting session), the rest as
+    // its frames announce it (Beast prepares what the frame has left).
+    boost::system::error_code ec;
+    std::size_t limit = kFirstPiece;
+    do {
+      auto [e, n] = co_await ws_.async_read_some(buffer_, limit, use_nothrow);
+      ec = e;
+      limit = 0;  // no limit
+    } while (!ec && !ws_.is_message_done());
     if (!ec) {
       m.kind = ws_.got_text() ? WsMessage::Kind::text : WsMessage::Kind::binary;
       m.data = boost::beast::buffers_to_string(buffer_.data());
@@ -98,6 +108,7 @@ class BeastWsPort final : public WsPort {
   }
 
  private:
+  static constexpr std::size_t kFirstPiece = 256;
   Stream ws_;
   boost::beast::flat_buffer buffer_;
   bool close_sent_ = false;
