@@ -217,12 +217,13 @@ asio::awaitable<bool> write_problem(Stream& stream, unsigned version, int status
 
 template <class Stream>
 asio::awaitable<bool> write_error(Stream& stream, unsigned version, const ExchangeError& e,
-                                  std::string_view request_id, bool keep_alive, std::string_view api = {}) {
+                                  std::string_view request_id, bool keep_alive, std::string_view api = {},
+                                  const std::vector<std::pair<std::string, std::string>>* extra = nullptr) {
   // The API the client called, never the alias or host behind it.
   std::string body = problem_json(e.code(), e.what(), request_id, api.empty() ? "" : "api", api);
   const std::string_view detail = e.what();
   const bool written = co_await write_problem(stream, version, http_status(e.code()), proxy_status_error(e.code()),
-                                              body, request_id, keep_alive, detail);
+                                              body, request_id, keep_alive, detail, {}, extra);
   co_return written;
 }
 

@@ -256,6 +256,12 @@ void build_head(ClientRequest& r, const Parser& parser, const Settings& settings
 
 }  // namespace
 
+std::vector<std::pair<std::string, std::string>> ClientRequest::answer_headers() const {
+  auto all = policies.response_headers;
+  all.insert(all.end(), cors.begin(), cors.end());
+  return all;
+}
+
 const std::string& ClientRequest::api() const {
   static const std::string kNone;
   return route ? route->api : kNone;
@@ -452,7 +458,8 @@ asio::awaitable<bool> RequestHandler::failed(ClientConnection<Stream>& c, Client
     co_return false;
   }
   const bool ka = r.keep_alive && c.parser.is_done();
-  const bool written = co_await write_error(c.stream, r.version, failure, r.request_id, ka, route.api);
+  const auto extra = r.answer_headers();
+  const bool written = co_await write_error(c.stream, r.version, failure, r.request_id, ka, route.api, &extra);
   finish(r, static_cast<unsigned>(http_status(failure.code())), route.api);
   co_return written && ka;
 }

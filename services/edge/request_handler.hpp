@@ -58,6 +58,9 @@ struct ClientRequest {
 
   /// The route's API, "" without a route.
   const std::string& api() const;
+  /// What every answer the edge writes itself carries besides its own
+  /// fields: the API's RateLimit-* (admission's) and CORS allowance.
+  std::vector<std::pair<std::string, std::string>> answer_headers() const;
 };
 
 class RequestHandler {

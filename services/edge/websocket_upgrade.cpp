@@ -52,7 +52,8 @@ asio::awaitable<unsigned> WebSocketUpgrade::exchange(ClientConnection<Stream>& c
         .kv("api", r.api())
         .kv("code", std::string(error_slug(failure->code())))
         .kv("error", failure->what());
-    co_await write_error(c.stream, r.version, *failure, r.request_id, false, r.route->api);
+    const auto extra = r.answer_headers();
+    co_await write_error(c.stream, r.version, *failure, r.request_id, false, r.route->api, &extra);
     co_return static_cast<unsigned>(http_status(failure->code()));
   }
   if (far->head().status() != 101 || !far->port()) {
@@ -70,6 +71,11 @@ asio::awaitable<unsigned> WebSocketUpgrade::refused(ClientConnection<Stream>& c,
   tv1::ResponseHead answer = far.head();
   const unsigned status = answer.status();
   answer.set_content_length(static_cast<std::int64_t>(far.body().size()));
+  for (auto& [name, value] : r.answer_headers()) {
+    auto* h = answer.add_headers();
+    h->set_name(std::move(name));
+    h->set_value(std::move(value));
+  }
   ClientSink<Stream> sink(c.stream, r.version, false, false, r.request_id, d_.settings.idle_timeout, d_.metrics);
   try {
     co_await sink.head(answer);
@@ -93,7 +99,8 @@ asio::awaitable<unsigned> WebSocketUpgrade::accept(ClientConnection<Stream>& c, 
   c.upgraded = true;
   net::configure_ws(ws, client_options);
   ws.set_option(websocket::stream_base::decorator(
-      [subprotocol, request_id = r.request_id](websocket::response_type& res) {
+      [subprotocol, request_id = r.request_id, extra = r.policies.response_headers](websocket::response_type& res) {
+        for (const auto& [name, value] : extra) res.set(name, value);
         if (!subprotocol.empty()) res.set(http::field::sec_websocket_protocol, subprotocol);
         res.set("X-Request-Id", request_id);
         res.set(http::field::server, "postern-edge");

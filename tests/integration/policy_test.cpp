@@ -45,6 +45,22 @@ apis:
     policies:
       throttling:
         rate: [{key: API, requests: 2, per: 60s}]
+  - name: limited-slow
+    version: "1.0"
+    routing: apigateway://demo/
+    allow_overlap: true
+    timeout: 1s
+    policies:
+      throttling:
+        rate: [{key: API, requests: 5, per: 60s}]
+  - name: limited-ws
+    version: "1.0"
+    type: websocket
+    routing: apigateway://demo/api/demo/
+    allow_overlap: true
+    policies:
+      throttling:
+        rate: [{key: API, requests: 5, per: 60s}]
   - name: concurrent
     version: "1.0"
     routing: apigateway://demo/
@@ -159,6 +175,18 @@ TEST_F(Policies, EachStatusOnTheRequestThatShouldGetItAndOnlyOnIt) {
   EXPECT_EQ(limited.header("ratelimit-remaining"), "0");
   EXPECT_FALSE(limited.header("ratelimit-reset").empty());
   EXPECT_EQ(curl({url("open")}).status, 200) << "another API is not limited";
+  // Answers the edge writes itself carry them too: a 504 when the
+  // service is too slow, and a WebSocket API's 101.
+  auto timed_out = curl({url("limited-slow", "/slow?ms=3000")}, 20s);
+  EXPECT_EQ(timed_out.status, 504) << timed_out.body;
+  EXPECT_EQ(timed_out.header("ratelimit-limit"), "5") << timed_out.headers;
+  EXPECT_EQ(timed_out.header("ratelimit-remaining"), "4") << timed_out.headers;
+  auto upgraded = curl({"-H", "Connection: Upgrade", "-H", "Upgrade: websocket", "-H", "Sec-WebSocket-Version: 13",
+                        "-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", url("limited-ws", "/")},
+                       2s);
+  EXPECT_EQ(upgraded.status, 101) << upgraded.headers;
+  EXPECT_EQ(upgraded.header("ratelimit-limit"), "5") << upgraded.headers;
+  EXPECT_EQ(upgraded.header("ratelimit-remaining"), "4") << upgraded.headers;
 
   // Concurrency: one at a time; the second while the first runs gets 503.
   CurlResult slow;
@@ -466,7 +494,7 @@ TEST(PolicyValidate, CatchesCommonMistakesWithFileLineAndField) {
   write_file(dir.file("keys/beta"), kBetaKey);
   auto ok = run_command({binary_path("postern-policy"), "validate", dir.file("good.yaml")});
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
-  EXPECT_NE(ok.out.find("ok (9 APIs, 2 applications)"), std::string::npos) << ok.out;
+  EXPECT_NE(ok.out.find("ok (11 APIs, 2 applications)"), std::string::npos) << ok.out;
 
   struct Case {
     const char* yaml;
