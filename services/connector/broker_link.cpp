@@ -29,7 +29,7 @@ BrokerLink::BrokerLink(asio::any_io_executor ex, std::string name, const std::st
                        Settings settings, Hooks hooks, Metrics& metrics)
     : ex_(ex), name_(std::move(name)), host_(host), target_(std::move(target)), creds_(std::move(creds)),
       stub_(std::make_unique<Stub>()), cq_(cq), settings_(std::move(settings)), hooks_(std::move(hooks)),
-      metrics_(metrics), wake_(ex), stopped_(ex) {
+      metrics_(metrics), wake_(ex), stopped_(ex), lanes_gone_(ex) {
   new_channel();
 }
 
@@ -103,6 +103,12 @@ asio::awaitable<void> BrokerLink::run() {
     if (wait > settings_.reconnect_max) wait = settings_.reconnect_max;
     co_await wait_before_attach(timer, wait);
     backoff = std::min<Clock::duration>(backoff * 2, settings_.reconnect_max);
+  }
+  // The lanes were aborted (stop(), or the session's end); their
+  // coroutines resume once gRPC has finished them.
+  while (lanes_running_ > 0) {
+    lanes_gone_.reset();
+    co_await lanes_gone_.wait();
   }
   stopped_.set();
 }
@@ -200,6 +206,7 @@ asio::awaitable<bool> BrokerLink::attach_once() {
       .kv("session", label);
   if (hooks_.draining()) request_drain();
   for (std::uint32_t i = 0; i < std::max<std::uint32_t>(1, settings_.lanes); ++i) {
+    ++lanes_running_;
     asio::co_spawn(ex_, run_lane(session_id_, label), asio::detached);
   }
 
@@ -271,6 +278,14 @@ asio::awaitable<bool> BrokerLink::attach_once() {
 // One lane of the session, opened again (after a moment) if it ends while
 // the session lives on.
 asio::awaitable<void> BrokerLink::run_lane(std::string session_id, std::string session_label) {
+  // Counted from its spawn (attach_once), so that no lane coroutine can
+  // start after the link was let go.
+  struct Ended {
+    BrokerLink& link;
+    ~Ended() {
+      if (--link.lanes_running_ == 0) link.lanes_gone_.set();
+    }
+  } ended{*this};
   asio::steady_timer pause(ex_);
   while (attached_ && session_id_ == session_id && !stopping_ && !lanes_closing_) {
     auto ctx = std::make_unique<grpc::ClientContext>();

@@ -77,7 +77,8 @@ class BrokerLink {
 
   bool attached() const { return attached_; }
   bool stopping() const { return stopping_; }
-  /// Set once the run loop has ended (after stop()).
+  /// Set once the run loop and its lanes' coroutines have ended (after
+  /// stop()): the link may then be destroyed.
   Event& stopped() { return stopped_; }
   const std::string& name() const { return name_; }
   const std::string& target() const { return target_; }
@@ -122,7 +123,11 @@ class BrokerLink {
   std::function<void()> cancel_attach_;
   std::vector<std::shared_ptr<tunnel::Endpoint>> lanes_;
   Event wake_;     // the attach writer: a heartbeat, config or drain is due
-  Event stopped_;  // the run loop has ended
+  Event stopped_;  // the run loop and every run_lane have ended
+  // run_lane coroutines under way: they touch this link when they resume,
+  // so stopped_ waits for the last (the owner destroys a stopped link).
+  int lanes_running_ = 0;
+  Event lanes_gone_;
 };
 
 }  // namespace postern::connector
