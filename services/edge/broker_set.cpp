@@ -147,8 +147,12 @@ asio::awaitable<void> BrokerSet::keep_lane(std::shared_ptr<BrokerSet> self, std:
     ctx->set_wait_for_ready(true);           // a lane waits for its broker
     ctx->set_initial_metadata_corked(true);  // the headers go with the LaneHello
     auto stream = b->stub->PrepareAsyncLane(ctx.get(), bs.pump->cq());
+    auto options = bs.lane_options;
+    options.on_drain = [w = std::weak_ptr<BrokerLink>(b)] {
+      if (auto link = w.lock()) link->lane_changed->set();
+    };
     auto endpoint = std::make_shared<tunnel::Endpoint>(
-        bs.ex, std::make_unique<tunnel::ClientLaneIo>(std::move(ctx), std::move(stream)), bs.lane_options, nullptr,
+        bs.ex, std::make_unique<tunnel::ClientLaneIo>(std::move(ctx), std::move(stream)), options, nullptr,
         bs.frames_per_message);
     b->lanes.push_back(endpoint);
     // Wake whoever waits for a lane of this broker when it comes up.
@@ -186,6 +190,7 @@ asio::awaitable<std::shared_ptr<tunnel::Endpoint>> BrokerSet::lane_of(BrokerLink
     b.lane_changed->reset();
     co_await b.lane_changed->wait_for(until - Clock::now());
     lane = b.usable_lane();
+    if (!lane && b.draining_now()) break;  // it began to drain meanwhile: try another
   }
   co_return lane;
 }

@@ -140,6 +140,9 @@ class Endpoint : public LaneHandler, public std::enable_shared_from_this<Endpoin
     std::size_t max_exchanges = 10000;
     /// Seconds spent waiting for the far side's credit (may be null).
     prometheus::Counter* credit_wait = nullptr;
+    /// Called when the far side asks to drain (draining() is then true):
+    /// whoever waits for a usable lane may give up on this one at once.
+    std::function<void()> on_drain;
   };
 
   Endpoint(asio::any_io_executor ex, std::unique_ptr<LaneIo> io, Options options, OnOpen on_open = nullptr,
@@ -169,7 +172,10 @@ class Endpoint : public LaneHandler, public std::enable_shared_from_this<Endpoin
  private:
   friend class Exchange;
   void on_frame(tv1::Frame&& f) override;
-  void on_drain() override { draining_ = true; }
+  void on_drain() override {
+    draining_ = true;
+    if (options_.on_drain) options_.on_drain();
+  }
   void refuse(std::uint64_t id, tv1::ErrorCode code, std::string message);
 
   asio::any_io_executor ex_;
