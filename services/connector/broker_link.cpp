@@ -82,6 +82,7 @@ asio::awaitable<void> BrokerLink::run() {
     first = false;
     redialled = false;
     const bool welcomed = co_await attach_once();
+    failed_attaches_ = welcomed ? 0 : failed_attaches_ + 1;
     if (stopping_ || hooks_.draining()) break;
     std::uniform_real_distribution<double> jitter(0.5, 1.5);
     if (redial_) {

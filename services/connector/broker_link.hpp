@@ -76,6 +76,8 @@ class BrokerLink {
   void config_changed() { wake_.set(); }
 
   bool attached() const { return attached_; }
+  /// Attaches in a row that reached no broker (0 once one welcomed it).
+  int failed_attaches() const { return failed_attaches_; }
   bool stopping() const { return stopping_; }
   /// Set once the run loop and its lanes' coroutines have ended (after
   /// stop()): the link may then be destroyed.
@@ -112,6 +114,7 @@ class BrokerLink {
 
   bool attached_ = false;
   bool stopping_ = false;
+  int failed_attaches_ = 0;
   bool drain_requested_ = false;
   bool lanes_closing_ = false;
   std::string session_id_;

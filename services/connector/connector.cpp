@@ -35,6 +35,9 @@ namespace pv1 = policy::v1;
 namespace gb = grpc_bridge;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+// A first link that failed this many attaches in a row no longer holds
+// back another link through a load-balanced address (grow_through()).
+constexpr int kAttachesBeforeGrowth = 3;
 
 struct Connector::Impl {
   asio::io_context& ioc;
@@ -326,7 +329,9 @@ struct Connector::Impl {
     if (held.size() >= wanted_brokers()) return;
     for (const auto& [key, l] : links) {
       if (l->stopping()) continue;
-      if (key == l->target() && !l->attached()) return;  // a first link still attaching
+      // An address's first link still attaching (its broker may be one
+      // of those wanted); one that keeps failing does not hold growth up.
+      if (key == l->target() && !l->attached() && l->failed_attaches() < kAttachesBeforeGrowth) return;
       if (l->target() != target) continue;
       if (!l->attached()) return;  // a link of this address is dialling already
     }
@@ -340,6 +345,14 @@ struct Connector::Impl {
         .kv("brokers_held", static_cast<std::uint64_t>(held.size()))
         .kv("brokers_expected", static_cast<std::uint64_t>(wanted_brokers()));
     add_link(first.name(), first_host(first.name()), target, key);
+  }
+
+  void grow_everywhere() {
+    std::set<std::string> targets;
+    for (const auto& [key, l] : links) {
+      if (key == l->target() && l->attached()) targets.insert(key);
+    }
+    for (const auto& t : targets) grow_through(t);
   }
 
   static std::string first_host(const std::string& name) {
@@ -361,7 +374,11 @@ struct Connector::Impl {
       // A link that lost its broker: another may be needed to make up.
       asio::post(ex, [this, target] { grow_through(target); });
     };
-    hooks.lost = [this] { resolve_now.set(); };
+    hooks.lost = [this] {
+      resolve_now.set();
+      // A first link that keeps failing may have held growth up.
+      asio::post(ex, [this] { grow_everywhere(); });
+    };
     hooks.welcomed = [this](BrokerLink& l, const std::string& instance, std::uint32_t count) {
       return on_welcome(l, instance, count);
     };

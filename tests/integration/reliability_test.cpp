@@ -492,6 +492,38 @@ struct Fleet {
   }
 };
 
+// A connector with a load-balanced address and a second address that
+// never answers (a stale name, a decommissioned region): the dead
+// address's link, forever attaching, must not keep the connector from
+// dialling the balancer again until it holds every broker.
+TEST(Reliability, ADeadBrokerAddressDoesNotStopGrowthBehindALoadBalancer) {
+  System sys;
+  sys.start_demo();
+  sys.start_policy(kPolicy);
+  Fleet fleet{sys};
+  for (const char* name : {"broker-a", "broker-b"}) fleet.brokers.push_back({.name = name, .expected_brokers = 2});
+  for (auto& b : fleet.brokers) fleet.start_broker(b);
+  const std::string targets =
+      std::to_string(fleet.brokers[0].registration) + "," + std::to_string(fleet.brokers[1].registration);
+  const std::uint16_t lb_port = free_port();
+  auto lb = Process::start({system_python(), source_path("tests/support/delay_proxy.py"), std::to_string(lb_port),
+                            targets, "0"},
+                           sys.dir().file("load-balancer.log"));
+  ASSERT_TRUE(wait_until([&] { return can_connect(lb_port); }, 5s)) << lb->log_tail();
+  const std::uint16_t dead = free_port();  // nothing listens there
+  fleet.connectors.push_back(
+      {.name = "c1", .brokers = {"localhost:" + std::to_string(lb_port), "127.0.0.1:" + std::to_string(dead)}});
+  fleet.start_connector(fleet.connectors[0]);
+  if (::testing::Test::HasFatalFailure()) return;
+  const auto admin = fleet.connectors[0].p->wait_for_port("admin");
+  EXPECT_TRUE(wait_until([&] { return metric_value(scrape(admin), "postern_connector_brokers_attached") >= 2.0; },
+                         20s))
+      << fleet.connectors[0].p->log_tail();
+  for (auto& b : fleet.brokers) {
+    EXPECT_TRUE(wait_until([&] { return fleet.broker_ready(b); }, 10s)) << b.name << "\n" << scrape(b.admin);
+  }
+}
+
 // Three brokers behind one TCP load balancer (round robin per
 // connection), as a cross-cluster install reaches them: each connector
 // dials the one address until it holds a link to every broker the brokers
