@@ -171,13 +171,13 @@ struct HttpClient::Pool {
     stream.expires_after(o.connect_timeout);
     auto [cec, ep] = co_await stream.async_connect(results, use_nothrow);
     if (cec == beast::error::timeout) {
-      throw ExchangeError(ERROR_CODE_UPSTREAM_TIMEOUT, "connecting to native service " + o.host + ":" + o.port +
+      throw ExchangeError(ERROR_CODE_UPSTREAM_TIMEOUT, "connecting to " + o.peer + " " + o.host + ":" + o.port +
                                                            " timed out after " +
                                                            std::to_string(o.connect_timeout.count()) + " ms");
     }
     if (cec) {
       throw ExchangeError(ERROR_CODE_UPSTREAM_UNREACHABLE,
-                          "cannot connect to native service " + o.host + ":" + o.port + ": " + describe(cec));
+                          "cannot connect to " + o.peer + " " + o.host + ":" + o.port + ": " + describe(cec));
     }
     stream.socket().set_option(tcp::no_delay(true));
     if (o.tls) {
@@ -186,7 +186,7 @@ struct HttpClient::Pool {
       auto [hec] = co_await c->secure->async_handshake(ssl::stream_base::client, use_nothrow);
       if (hec) {
         throw ExchangeError(ERROR_CODE_UPSTREAM_UNREACHABLE,
-                            "TLS handshake with native service " + o.host + ":" + o.port + " failed: " + describe(hec));
+                            "TLS handshake with " + o.peer + " " + o.host + ":" + o.port + " failed: " + describe(hec));
       }
     }
     co_return c;
@@ -235,7 +235,8 @@ asio::awaitable<bool> run_exchange(Stream& s, Conn& c, const Origin& o, const tu
     auto [ec, n] = co_await http::async_write_header(s, sr, use_nothrow);
     if (ec) {
       if (c.reused) throw StaleConnection{};
-      throw ExchangeError(ERROR_CODE_UPSTREAM_UNREACHABLE, "sending the request to the native service failed: " + describe(ec));
+      throw ExchangeError(ERROR_CODE_UPSTREAM_UNREACHABLE,
+                          "sending the request to the " + o.peer + " failed: " + describe(ec));
     }
   }
   if (has_body) {
@@ -251,13 +252,13 @@ asio::awaitable<bool> run_exchange(Stream& s, Conn& c, const Origin& o, const tu
       auto [ec, n] = co_await http::async_write(s, sr, use_nothrow);
       if (ec && ec != http::error::need_buffer) {
         throw ExchangeError(ERROR_CODE_UPSTREAM_UNREACHABLE,
-                            "native service closed the connection while receiving the request body: " + describe(ec));
+                            o.peer + " closed the connection while receiving the request body: " + describe(ec));
       }
     }
     const auto ec = co_await write_body_end(s, sr, req, body.trailers());
     if (ec) {
       throw ExchangeError(ERROR_CODE_UPSTREAM_UNREACHABLE,
-                          "native service closed the connection while receiving the request body: " + describe(ec));
+                          o.peer + " closed the connection while receiving the request body: " + describe(ec));
     }
   }
 
@@ -273,7 +274,7 @@ asio::awaitable<bool> run_exchange(Stream& s, Conn& c, const Origin& o, const tu
     auto [ec, n] = co_await http::async_read_header(s, c.buffer, *parser, use_nothrow);
     if (ec == beast::error::timeout) {
       throw ExchangeError(ERROR_CODE_UPSTREAM_TIMEOUT,
-                          "native service did not answer within " + std::to_string(wait.count()) + " ms");
+                          o.peer + " did not answer within " + std::to_string(wait.count()) + " ms");
     }
     if (ec) {
       if (c.reused && !has_body && (ec == http::error::end_of_stream || ec == asio::error::connection_reset)) {
@@ -282,7 +283,7 @@ asio::awaitable<bool> run_exchange(Stream& s, Conn& c, const Origin& o, const tu
       throw ExchangeError(ec == http::error::end_of_stream || ec == asio::error::connection_reset
                               ? ERROR_CODE_UPSTREAM_UNREACHABLE
                               : ERROR_CODE_UPSTREAM_PROTOCOL,
-                          "native service sent no valid response head: " + describe(ec));
+                          o.peer + " sent no valid response head: " + describe(ec));
     }
     // Interim responses (100 Continue) are answered for the client by the
     // edge itself; they do not travel.
@@ -324,9 +325,9 @@ asio::awaitable<bool> run_exchange(Stream& s, Conn& c, const Origin& o, const tu
       buf.got(got);
       if (ec) {
         if (ec == beast::error::timeout) {
-          throw ExchangeError(ERROR_CODE_UPSTREAM_TIMEOUT, "native service stalled while sending the response body");
+          throw ExchangeError(ERROR_CODE_UPSTREAM_TIMEOUT, o.peer + " stalled while sending the response body");
         }
-        throw ExchangeError(ERROR_CODE_UPSTREAM_PROTOCOL, "native service response body cut short: " + describe(ec));
+        throw ExchangeError(ERROR_CODE_UPSTREAM_PROTOCOL, o.peer + " response body cut short: " + describe(ec));
       }
       if (got > 0) {
         const std::string_view piece(room, got);
@@ -360,7 +361,7 @@ asio::awaitable<void> HttpClient::exchange(const Origin& origin, const tunnel::v
       }
     } catch (const StaleConnection&) {
       if (attempt == 0) continue;
-      throw ExchangeError(ERROR_CODE_UPSTREAM_UNREACHABLE, "native service closed the connection");
+      throw ExchangeError(ERROR_CODE_UPSTREAM_UNREACHABLE, origin.peer + " closed the connection");
     }
     if (keep) pool_->give_back(origin, std::move(conn));
     co_return;
@@ -427,11 +428,11 @@ asio::awaitable<HttpClient::WsUpgrade> ws_handshake(websocket::stream<Next>& ws,
     co_return up;
   }
   if (ec == beast::error::timeout) {
-    throw ExchangeError(ERROR_CODE_UPSTREAM_TIMEOUT, "native service did not answer the WebSocket upgrade within " +
+    throw ExchangeError(ERROR_CODE_UPSTREAM_TIMEOUT, o.peer + " did not answer the WebSocket upgrade within " +
                                                          std::to_string(options.handshake_timeout.count()) + " ms");
   }
   throw ExchangeError(ERROR_CODE_UPSTREAM_PROTOCOL,
-                      "WebSocket handshake with native service " + o.host + ":" + o.port + " failed: " + describe(ec));
+                      "WebSocket handshake with " + o.peer + " " + o.host + ":" + o.port + " failed: " + describe(ec));
 }
 
 }  // namespace

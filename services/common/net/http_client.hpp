@@ -33,6 +33,8 @@ struct Origin {
   /// Send the client's Host (the request's X-Forwarded-Host) instead of
   /// host[:port]: an API's preserve_host.
   bool preserve_host = false;
+  /// What error messages call it.
+  std::string peer = "native service";
 
   /// Parses http(s)://host[:port][/path] (ws:// and wss:// count as http://
   /// and https://). Throws std::invalid_argument naming

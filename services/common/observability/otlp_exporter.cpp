@@ -140,6 +140,7 @@ struct OtlpExporter::Impl {
     origin.connect_timeout = options.timeout;
     origin.read_timeout = options.timeout;
     origin.max_idle = 1;
+    origin.peer = "trace collector";
     exported = &prometheus::BuildCounter()
                     .Name("postern_trace_spans_exported_total")
                     .Help("Spans the collector accepted")
