@@ -468,21 +468,13 @@ void ExchangeRouter::end_route(Route& r, const std::string& result) {
   count(r, result);
   log::ExchangeRecord rec;
   rec.request_id = r.request_id;
-  rec.trace_id = r.span.trace_id();
   rec.api = r.api;
   rec.alias = r.alias;
   if (r.pick.session) rec.connector = r.pick.session->connector_id;
-  if (r.span.recording()) {
-    r.span.rename("relay " + (r.api.empty() ? r.alias : r.api));
-    r.span.attr("postern.request_id", r.request_id).attr("postern.alias", r.alias).attr("postern.result", result);
-    if (!r.api.empty()) r.span.attr("postern.api", r.api);
-    if (r.pick.session) r.span.attr("postern.connector", r.pick.session->connector_id);
-    if (result != "ok" && result != "client_gone" && result != "client_error") r.span.fail(result);
-  }
-  r.span.end();
   rec.result = result;
   rec.websocket = r.websocket_open;
   rec.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - r.started).count();
+  tracing::end_exchange(r.span, rec);
   log::log_exchange(rec);
 }
 

@@ -79,33 +79,6 @@ const policy::CompiledApi* own_api(const policy::Catalog* cat, tv1::RequestHead&
   return best;
 }
 
-// A call to the native service, ended with its answer.
-void end_call(tracing::Span& call, unsigned status) {
-  call.attr("http.response.status_code", status);
-  if (status >= 500) call.fail("answered " + std::to_string(status));
-  call.end();
-}
-
-// The connector's span, ended with what its log record says.
-void end_span(tracing::Span& span, const log::ExchangeRecord& rec) {
-  if (span.recording()) {
-    span.rename(rec.api.empty() ? std::string(rec.method) : std::string(rec.method) + " " + std::string(rec.api));
-    span.attr("http.request.method", rec.method)
-        .attr("url.path", rec.path)
-        .attr("client.address", rec.client)
-        .attr("postern.request_id", rec.request_id)
-        .attr("postern.alias", rec.alias);
-    if (!rec.api.empty()) span.attr("postern.api", rec.api);
-    if (!rec.application.empty()) span.attr("postern.application", rec.application);
-    if (rec.status) span.attr("http.response.status_code", rec.status);
-    if (!rec.result.empty()) span.attr("postern.result", rec.result);
-    if (rec.status >= 500 || (!rec.result.empty() && rec.result != "client_gone")) {
-      span.fail(rec.result.empty() ? "answered " + std::to_string(rec.status) : std::string(rec.result));
-    }
-  }
-  span.end();
-}
-
 }  // namespace
 
 ExchangeHandler::ExchangeHandler(asio::any_io_executor ex, Deps deps) : ex_(ex), d_(std::move(deps)), idle_(ex) {
@@ -233,7 +206,7 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
         o.handshake_timeout = head_timeout;
         auto up = co_await d_.http.websocket(origin, head, o);
         status = up.head.status();
-        end_call(call, status);
+        tracing::end_call(call, status);
         policy::rewrite_response_head(rules, up.head);
         const std::string subprotocol(policy::header_value(up.head.headers(), "sec-websocket-protocol"));
         co_await sink.head(up.head);
@@ -264,7 +237,7 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
         policy::RewritingSink rewriting(policed.sink, rules);
         co_await d_.http.exchange(origin, head, policed.body, rewriting, head_timeout);
         status = policed.sink.status();
-        end_call(call, status);
+        tracing::end_call(call, status);
       }
     }
   } catch (const ExchangeError& e) {
@@ -296,7 +269,6 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
     count(alias, code, started);
     log::ExchangeRecord rec;
     rec.request_id = head.request_id();
-    rec.trace_id = span.trace_id();
     rec.client = head.client_ip();
     rec.method = head.method();
     const std::string path = policy::log_path(head.target());
@@ -307,7 +279,7 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
     rec.status = failure ? 0 : status;
     if (failure) rec.result = code;
     rec.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
-    end_span(span, rec);
+    tracing::end_exchange(span, rec);
     log::log_exchange(rec);
     d_.metrics.bytes_in.Increment(static_cast<double>(policed.body.bytes()));
   }
@@ -362,7 +334,6 @@ asio::awaitable<void> ExchangeHandler::relay_websocket(std::shared_ptr<tunnel::E
       .Observe(std::chrono::duration<double>(Clock::now() - started).count());
   log::ExchangeRecord rec;
   rec.request_id = logged.request_id;
-  rec.trace_id = logged.trace_id;
   rec.client = logged.client_ip;
   rec.method = "GET";
   rec.path = logged.path;
@@ -372,7 +343,7 @@ asio::awaitable<void> ExchangeHandler::relay_websocket(std::shared_ptr<tunnel::E
   rec.status = 101;
   rec.websocket = true;
   rec.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
-  end_span(span, rec);
+  tracing::end_exchange(span, rec);
   log::log_exchange(rec);
   if (failed) std::rethrow_exception(failed);
 }

@@ -79,22 +79,7 @@ void exchange_done(Metrics& metrics, policy::Enforcement& enforcement, const Exc
   rec.status = s.status;
   rec.websocket = s.websocket_session;
   rec.duration_ms = secs * 1000.0;
-  if (s.span) {
-    auto& span = *s.span;
-    rec.trace_id = span.trace_id();
-    if (span.recording()) {
-      span.rename(s.api.empty() ? std::string(s.method) : std::string(s.method) + " " + api);
-      span.attr("http.request.method", s.method)
-          .attr("url.path", s.path)
-          .attr("client.address", s.client_ip)
-          .attr("http.response.status_code", s.status)
-          .attr("postern.request_id", s.request_id);
-      if (!api.empty()) span.attr("postern.api", api);
-      if (!s.application.empty()) span.attr("postern.application", s.application);
-      if (s.status >= 500) span.fail("answered " + std::to_string(s.status));
-    }
-    span.end();
-  }
+  if (s.span) tracing::end_exchange(*s.span, rec);
   log::log_exchange(rec);
 }
 

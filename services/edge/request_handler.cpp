@@ -410,8 +410,7 @@ asio::awaitable<bool> RequestHandler::exchange(ClientConnection<Stream>& c, Clie
       tracing::write_traceparent(*r.head.mutable_headers(), call.traceparent(), !call.tracestate().empty());
     }
     co_await upstream.invoke(r.head, policed.body, sink, r.head_timeout);
-    call.attr("http.response.status_code", policed.sink.status());
-    if (policed.sink.status() >= 500) call.fail("answered " + std::to_string(policed.sink.status()));
+    tracing::end_call(call, policed.sink.status());
   } catch (const ExchangeError& e) {
     failure = e;
     call.fail(e.what());

@@ -3,6 +3,8 @@
 #include <atomic>
 #include <random>
 
+#include "common/observability/log.hpp"
+
 namespace postern::tracing {
 namespace {
 
@@ -113,6 +115,42 @@ void Span::end() {
       static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count());
   if (SpanSink* sink = g_sink.load(std::memory_order_acquire)) sink->submit(std::move(data_));
   data_.reset();
+}
+
+void end_exchange(Span& span, log::ExchangeRecord& rec) {
+  rec.trace_id = span.trace_id();
+  if (span.recording()) {
+    std::string name = rec.method.empty() ? "relay" : std::string(rec.method);
+    const std::string_view what = rec.api.empty() && rec.method.empty() ? rec.alias : rec.api;
+    if (!what.empty()) (name += ' ') += what;
+    span.rename(name);
+    auto text = [&](std::string_view key, std::string_view value) {
+      if (!value.empty()) span.attr(key, value);
+    };
+    text("http.request.method", rec.method);
+    text("url.path", rec.path);
+    text("client.address", rec.client);
+    if (rec.status) span.attr("http.response.status_code", rec.status);
+    text("postern.request_id", rec.request_id);
+    text("postern.api", rec.api);
+    text("postern.application", rec.application);
+    text("postern.alias", rec.alias);
+    text("postern.connector", rec.connector);
+    text("postern.result", rec.result);
+    if (rec.status >= 500) {
+      span.fail("answered " + std::to_string(rec.status));
+    } else if (!rec.result.empty() && rec.result != "ok" && rec.result != "client_gone" &&
+               rec.result != "client_error") {
+      span.fail(rec.result);
+    }
+  }
+  span.end();
+}
+
+void end_call(Span& call, unsigned status) {
+  call.attr("http.response.status_code", status);
+  if (status >= 500) call.fail("answered " + std::to_string(status));
+  call.end();
 }
 
 }  // namespace postern::tracing

@@ -21,6 +21,10 @@
 
 #include "common/observability/trace_context.hpp"
 
+namespace postern::log {
+struct ExchangeRecord;
+}
+
 namespace postern::tracing {
 
 /// OTLP's SpanKind.
@@ -94,6 +98,17 @@ class Span {
   std::unique_ptr<SpanData> data_;
   std::chrono::steady_clock::time_point started_{};
 };
+
+/// Ends a hop's span of an exchange with what its log record says (the
+/// same facts on every hop): named "<method> <api>" ("relay <api or
+/// alias>" where the hop knows no method, as the broker), attributes from the fields the
+/// record has, failed on a 5xx or a result other than ok, client_gone or
+/// client_error. Sets the record's trace_id.
+void end_exchange(Span& span, log::ExchangeRecord& rec);
+
+/// Ends a call to a native service with its answer's status (failed on a
+/// 5xx).
+void end_call(Span& call, unsigned status);
 
 /// What a service exports under (the OTLP resource).
 struct Resource {

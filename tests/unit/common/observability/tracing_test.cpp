@@ -4,6 +4,7 @@
 #include <boost/json.hpp>
 #include <mutex>
 
+#include "common/observability/log.hpp"
 #include "common/observability/otlp_exporter.hpp"
 #include "common/observability/trace_context.hpp"
 #include "common/observability/tracing.hpp"
@@ -160,6 +161,57 @@ TEST_F(SpanTest, NothingIsRecordedWithoutASink) {
   Span span = Span::begin("edge", Kind::server, Incoming{});
   EXPECT_FALSE(span.recording());
   EXPECT_EQ(span.trace_id().size(), 32u);
+}
+
+TEST_F(SpanTest, AnExchangeSpanIsNamedAndJudgedFromItsLogRecord) {
+  auto attr = [](const SpanData& d, const std::string& key) {
+    for (const auto& a : d.attributes) {
+      if (a.key == key) return a.is_number ? std::to_string(a.number) : a.text;
+    }
+    return std::string("(none)");
+  };
+  {
+    Span span = Span::begin("edge", Kind::server, Incoming{});
+    log::ExchangeRecord rec;
+    rec.method = "GET";
+    rec.api = "demo";
+    rec.path = "/gateway/demo/1.0/x";
+    rec.status = 503;
+    end_exchange(span, rec);
+    EXPECT_EQ(rec.trace_id, span.trace_id());
+  }
+  {
+    Span span = Span::begin("relay", Kind::server, Incoming{});
+    log::ExchangeRecord rec;
+    rec.alias = "orders";
+    rec.result = "no_connector";
+    end_exchange(span, rec);
+  }
+  {
+    Span span = Span::begin("relay", Kind::server, Incoming{});
+    log::ExchangeRecord rec;
+    rec.api = "demo";
+    rec.alias = "demo";
+    rec.result = "client_gone";
+    end_exchange(span, rec);
+  }
+  {
+    Span call = Span::begin("call", Kind::client, Incoming{});
+    end_call(call, 200);
+  }
+  ASSERT_EQ(sink.spans.size(), 4u);
+  EXPECT_EQ(sink.spans[0]->name, "GET demo");
+  EXPECT_TRUE(sink.spans[0]->error);
+  EXPECT_EQ(attr(*sink.spans[0], "http.response.status_code"), "503");
+  EXPECT_EQ(attr(*sink.spans[0], "url.path"), "/gateway/demo/1.0/x");
+  EXPECT_EQ(attr(*sink.spans[0], "postern.alias"), "(none)");  // fields a hop does not know are left out
+  EXPECT_EQ(sink.spans[1]->name, "relay orders");
+  EXPECT_TRUE(sink.spans[1]->error);
+  EXPECT_EQ(sink.spans[1]->status_message, "no_connector");
+  EXPECT_EQ(sink.spans[2]->name, "relay demo");
+  EXPECT_FALSE(sink.spans[2]->error);  // the client went away: not the hop's failure
+  EXPECT_FALSE(sink.spans[3]->error);
+  EXPECT_EQ(attr(*sink.spans[3], "http.response.status_code"), "200");
 }
 
 TEST(OtlpJson, EncodesSpansAsTheProtocolsJsonMappingDoes) {
