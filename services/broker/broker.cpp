@@ -230,8 +230,8 @@ struct Broker::Impl {
   // Aliases the served config routes to, against those attached here: an
   // alias no connector serves here (its connectors may all be on another
   // broker) is exported and logged when that changes. Runs on every
-  // registry change (each exchange too): only a change costs more than a
-  // walk over the aliases.
+  // registry change (sessions and lanes, not exchanges): only a change
+  // costs more than a walk over the aliases.
   void update_unserved(const std::map<std::string, std::size_t>& attached) {
     for (auto& [alias, a] : unserved) {
       const auto it = attached.find(alias);

@@ -108,9 +108,10 @@ Registry::Pick Registry::pick(const std::string& alias) {
   }
   if (tied.empty()) return {};
   auto& [session, lane] = tied[rotation_++ % tied.size()];
+  // In-flight counts are no observer's business: the gauges follow
+  // sessions and lanes, and an exchange changes neither.
   session->in_flight++;
   lane->in_flight++;
-  notify();
   return Pick{session, lane};
 }
 
@@ -120,7 +121,6 @@ void Registry::finished(const Pick& p) {
   // The lane may be gone from the session; its object lives as long as
   // the exchanges it carries.
   if (p.lane && p.lane->in_flight > 0) p.lane->in_flight--;
-  notify();
   if (was_full && !p.session->draining) wake(*p.session);
 }
 

@@ -48,7 +48,8 @@ struct Session {
 
 class Registry {
  public:
-  /// Called whenever counts change, so the wiring can update gauges.
+  /// Called whenever sessions or lanes come, go or drain, so the wiring can
+  /// update gauges (not per exchange: pick() and finished() do not call it).
   using Observer = std::function<void(const Registry&)>;
   void set_observer(Observer o) { observer_ = std::move(o); }
 

@@ -97,7 +97,7 @@ void ExchangeHandler::done() {
 
 void ExchangeHandler::serve(std::shared_ptr<tunnel::Exchange> x, tv1::RequestHead&& head) {
   if (in_flight_ >= d_.max_exchanges) {
-    d_.metrics.requests.Add({{"alias", head.alias()}, {"code", "no-capacity"}}).Increment();
+    d_.metrics.requests_by.get({head.alias(), "no-capacity"}).Increment();
     x->abandon(tv1::ERROR_CODE_NO_CAPACITY, "connector '" + d_.connector_id + "' runs " +
                                                 std::to_string(d_.max_exchanges) +
                                                 " exchanges already (max_concurrency)");
@@ -117,8 +117,8 @@ void ExchangeHandler::serve(std::shared_ptr<tunnel::Exchange> x, tv1::RequestHea
 }
 
 void ExchangeHandler::count(const std::string& alias, const std::string& code, Clock::time_point started) {
-  d_.metrics.requests.Add({{"alias", alias}, {"code", code}}).Increment();
-  d_.metrics.duration.Add({{"alias", alias}}, kLatencyBuckets)
+  d_.metrics.requests_by.get({alias, code}).Increment();
+  d_.metrics.duration_by.get({alias}, kLatencyBuckets)
       .Observe(std::chrono::duration<double>(Clock::now() - started).count());
 }
 

@@ -8,6 +8,8 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include "common/observability/metric_children.hpp"
+
 namespace postern::connector {
 
 struct Metrics {
@@ -30,6 +32,9 @@ struct Metrics {
   prometheus::Family<prometheus::Counter>& ws_messages;
   prometheus::Family<prometheus::Counter>& ws_bytes;
   prometheus::Histogram& frames_per_message;
+  // Counted on every exchange: found by label values, not Family::Add.
+  observability::MetricChildren<prometheus::Counter> requests_by{requests, {"alias", "code"}};
+  observability::MetricChildren<prometheus::Histogram> duration_by{duration, {"alias"}};
 
   explicit Metrics(prometheus::Registry& r);
 };

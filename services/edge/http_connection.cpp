@@ -117,7 +117,7 @@ asio::awaitable<void> HttpConnections::refuse_head(Stream& stream, const std::st
   const std::string detail = too_big ? "request head exceeds " + std::to_string(d_.settings.max_header_bytes) + " bytes"
                                      : "malformed HTTP request: " + ec.message();
   POSTERN_LOG(info, "bad request").kv("client", client_ip).kv("status", status).kv("error", detail);
-  d_.metrics.requests.Add({{"api", ""}, {"code", std::to_string(status)}}).Increment();
+  d_.metrics.requests_by.get({"", std::to_string(status)}).Increment();
   std::string body = problem_body("bad-request", too_big ? "Request Header Fields Too Large" : "Bad Request", status,
                                   detail, {});
   co_await write_problem(stream, 11, status, "http_request_error", body, {}, false, detail);

@@ -65,8 +65,8 @@ void exchange_done(Metrics& metrics, policy::Enforcement& enforcement, const Exc
   if (s.websocket_session) {
     metrics.ws_duration.Add({{"api", api}}, kSessionBuckets).Observe(secs);
   } else {
-    metrics.requests.Add({{"api", api}, {"code", std::to_string(s.status)}}).Increment();
-    metrics.duration.Add({{"api", api}}, kLatencyBuckets).Observe(secs);
+    metrics.requests_by.get({s.api, std::to_string(s.status)}).Increment();
+    metrics.duration_by.get({s.api}, kLatencyBuckets).Observe(secs);
   }
   enforcement.count(api, decisions);
   log::ExchangeRecord rec;

@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/observability/metric_children.hpp"
 #include "common/policy/engine.hpp"
 
 namespace postern::policy {
@@ -37,6 +38,9 @@ struct Metrics {
   prometheus::Family<prometheus::Histogram>& ws_duration;
   prometheus::Family<prometheus::Counter>& ws_messages;
   prometheus::Family<prometheus::Counter>& ws_bytes;
+  // Counted on every exchange: found by label values, not Family::Add.
+  observability::MetricChildren<prometheus::Counter> requests_by{requests, {"api", "code"}};
+  observability::MetricChildren<prometheus::Histogram> duration_by{duration, {"api"}};
 
   explicit Metrics(prometheus::Registry& r);
 };

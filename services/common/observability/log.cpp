@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -27,17 +28,39 @@ const char* level_name(Level l) {
   return "info";
 }
 
+// "2026-12-08T01:02:03.456Z". The part up to the second is formatted once
+// per second per thread; a record adds the milliseconds.
 void append_time(std::string& out) {
   using namespace std::chrono;
-  const auto now = system_clock::now();
-  const auto secs = system_clock::to_time_t(now);
-  const auto ms = duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-  out += buf;
+  const auto ms_since_epoch = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+  const std::time_t secs = static_cast<std::time_t>(ms_since_epoch / 1000);
+  const int ms = static_cast<int>(ms_since_epoch % 1000);
+  thread_local std::time_t cached_secs = -1;
+  thread_local char cached[32];
+  thread_local std::size_t cached_len = 0;
+  if (secs != cached_secs) {
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    const int n = std::snprintf(cached, sizeof cached, "%04d-%02d-%02dT%02d:%02d:%02d.", tm.tm_year + 1900,
+                                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    cached_len = n > 0 ? static_cast<std::size_t>(n) : 0;
+    cached_secs = secs;
+  }
+  out.append(cached, cached_len);
+  out.push_back(static_cast<char>('0' + ms / 100));
+  out.push_back(static_cast<char>('0' + ms / 10 % 10));
+  out.push_back(static_cast<char>('0' + ms % 10));
+  out.push_back('Z');
+}
+
+// Printable ASCII that JSON takes as it is: the common case, copied in runs.
+bool plain(unsigned char c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; }
+
+template <class Int>
+void append_int(std::string& out, Int v) {
+  char buf[24];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
 }
 
 }  // namespace
@@ -60,6 +83,13 @@ bool enabled(Level level) { return static_cast<int>(level) >= g_min.load(std::me
 
 void json_escape(std::string& out, std::string_view text) {
   for (std::size_t i = 0; i < text.size(); ++i) {
+    std::size_t run = i;
+    while (run < text.size() && plain(static_cast<unsigned char>(text[run]))) ++run;
+    if (run > i) {
+      out.append(text.data() + i, run - i);
+      i = run;
+      if (i == text.size()) break;
+    }
     const auto c = static_cast<unsigned char>(text[i]);
     switch (c) {
       case '"': out += "\\\""; continue;
@@ -142,7 +172,7 @@ Record& Record::kv(std::string_view key, std::int64_t value) {
   line_ += ",\"";
   json_escape(line_, key);
   line_ += "\":";
-  line_ += std::to_string(value);
+  append_int(line_, value);
   return *this;
 }
 
@@ -151,18 +181,19 @@ Record& Record::kv(std::string_view key, std::uint64_t value) {
   line_ += ",\"";
   json_escape(line_, key);
   line_ += "\":";
-  line_ += std::to_string(value);
+  append_int(line_, value);
   return *this;
 }
 
 Record& Record::kv(std::string_view key, double value) {
   if (!on_) return *this;
+  // As printf's %.6g, without printf.
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.6g", value);
+  const auto r = std::to_chars(buf, buf + sizeof buf, value, std::chars_format::general, 6);
   line_ += ",\"";
   json_escape(line_, key);
   line_ += "\":";
-  line_ += buf;
+  line_.append(buf, r.ptr);
   return *this;
 }
 

@@ -6,14 +6,15 @@
 namespace postern::policy {
 
 DecisionMetrics::DecisionMetrics(prometheus::Registry& registry, const std::string& service)
-    : family_(prometheus::BuildCounter()
-                  .Name("postern_" + service + "_policy_decisions_total")
-                  .Help("Policy decisions by API, policy, outcome (allowed, rejected, reported) and reason")
-                  .Register(registry)) {}
+    : children_(prometheus::BuildCounter()
+                    .Name("postern_" + service + "_policy_decisions_total")
+                    .Help("Policy decisions by API, policy, outcome (allowed, rejected, reported) and reason")
+                    .Register(registry),
+                {"api", "policy", "outcome", "reason"}) {}
 
 void DecisionMetrics::count(const std::string& api, const Decisions& decisions) {
   for (const auto& d : decisions) {
-    family_.Add({{"api", api}, {"policy", d.policy}, {"outcome", d.outcome}, {"reason", d.reason}}).Increment();
+    children_.get({api, d.policy, d.outcome, d.reason}).Increment();
   }
 }
 

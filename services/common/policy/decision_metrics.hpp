@@ -2,15 +2,15 @@
 // postern_<service>_policy_decisions_total{api, policy, outcome, reason}:
 // every policy decision an enforcement point makes, allowed or not.
 
+#include <prometheus/counter.h>
+
 #include <string>
 
+#include "common/observability/metric_children.hpp"
 #include "common/policy/engine.hpp"
 
 namespace prometheus {
 class Registry;
-template <class T>
-class Family;
-class Counter;
 }  // namespace prometheus
 
 namespace postern::policy {
@@ -21,7 +21,7 @@ class DecisionMetrics {
   void count(const std::string& api, const Decisions& decisions);
 
  private:
-  prometheus::Family<prometheus::Counter>& family_;
+  observability::MetricChildren<prometheus::Counter> children_;
 };
 
 }  // namespace postern::policy

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <regex>
+
 namespace postern::log {
 namespace {
 
@@ -23,6 +25,38 @@ TEST(JsonEscape, ValidUtf8PassesInvalidBytesBecomeReplacementCharacters) {
   EXPECT_EQ(escaped("\xc3"), "\\ufffd");
   EXPECT_EQ(escaped("\xc0\xaf"), "\\ufffd\\ufffd");
   EXPECT_EQ(escaped("\xed\xa0\x80"), "\\ufffd\\ufffd\\ufffd");
+}
+
+TEST(JsonEscape, PlainRunsAroundEscapesAreKept) {
+  EXPECT_EQ(escaped(""), "");
+  EXPECT_EQ(escaped("plain text / with ~ all printable"), "plain text / with ~ all printable");
+  EXPECT_EQ(escaped("\"lead"), "\\\"lead");
+  EXPECT_EQ(escaped("trail\\"), "trail\\\\");
+  EXPECT_EQ(escaped("a\"\"b\x1f"), "a\\\"\\\"b\\u001f");
+}
+
+TEST(LogRecord, TimestampIsIso8601UtcWithMilliseconds) {
+  for (int i = 0; i < 3; ++i) {  // the cached second, then a hit on it
+    const std::string line = write_record(Level::warn, "m", "");
+    EXPECT_TRUE(std::regex_search(
+        line, std::regex(R"(^\{"ts":"20[0-9]{2}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9]\.[0-9]{3}Z",)")))
+        << line;
+  }
+}
+
+TEST(LogRecord, NumbersAreWrittenAsPrintfWouldWriteThem) {
+  testing::internal::CaptureStdout();
+  POSTERN_LOG(warn, "n")
+      .kv("i", std::int64_t{-42})
+      .kv("u", std::uint64_t{18446744073709551615u})
+      .kv("d", 12.3456789)
+      .kv("small", 0.000123)
+      .kv("big", 1e21)
+      .kv("zero", 0.0);
+  const std::string out = testing::internal::GetCapturedStdout();
+  EXPECT_NE(out.find(R"("i":-42,"u":18446744073709551615,"d":12.3457,"small":0.000123,"big":1e+21,"zero":0})"),
+            std::string::npos)
+      << out;
 }
 
 }  // namespace
