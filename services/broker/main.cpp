@@ -66,6 +66,7 @@ int main(int argc, char** argv) {
   });
   // What is queued is sent, briefly: spans of the last exchanges.
   if (spans) spans->stop(std::chrono::seconds(2));
+  log::flush();
   std::fflush(stdout);
   std::_Exit(code);
 }

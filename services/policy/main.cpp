@@ -148,6 +148,7 @@ int main(int argc, char** argv) {
     admin.set_ready(false);
     co_await service.drain();
   });
+  log::flush();
   std::fflush(stdout);
   std::_Exit(code);
 }

@@ -5,9 +5,12 @@
 #include <atomic>
 #include <charconv>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <mutex>
+#include <thread>
 
 #include "common/utf8.hpp"
 
@@ -16,7 +19,87 @@ namespace {
 
 std::atomic<int> g_min{static_cast<int>(Level::info)};
 std::string g_service = "postern";
-std::mutex g_write_mutex;
+
+void write_all(std::string_view text) {
+  const char* p = text.data();
+  std::size_t left = text.size();
+  while (left > 0) {
+    const ssize_t n = ::write(STDOUT_FILENO, p, left);
+    if (n <= 0) break;
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+}
+
+// Request records (one per exchange per hop) are buffered and written
+// together: by a thread of their own at most kFlushInterval after the first
+// one waits, at once past kFlushBytes, and before any other record, which
+// is written at once (so the order of lines is kept). At load this is one
+// write(2) per interval rather than one per exchange.
+class Output {
+ public:
+  static constexpr auto kFlushInterval = std::chrono::milliseconds(20);
+  static constexpr std::size_t kFlushBytes = 64 * 1024;
+
+  // Never destroyed: other threads may log while the process exits.
+  static Output& get() {
+    static Output* out = new Output;
+    return *out;
+  }
+
+  void buffer(std::string_view line) {
+    bool wake = false;
+    {
+      std::lock_guard lock(mu_);
+      if (!started_) start();
+      const std::size_t before = pending_.size();
+      pending_.append(line);
+      wake = before == 0 || (before < kFlushBytes && pending_.size() >= kFlushBytes);
+    }
+    if (wake) cv_.notify_one();
+  }
+
+  // What is buffered, then `line`, in one locked turn: lines from several
+  // threads never interleave.
+  void write_through(std::string_view line) {
+    std::lock_guard write_lock(write_mu_);
+    {
+      std::lock_guard lock(mu_);
+      spare_.swap(pending_);
+    }
+    if (!spare_.empty()) write_all(spare_);
+    spare_.clear();
+    if (!line.empty()) write_all(line);
+  }
+
+ private:
+  Output() = default;
+
+  void start() {  // under mu_
+    started_ = true;
+    std::thread([this] { run(); }).detach();
+    std::atexit([] { Output::get().write_through({}); });
+  }
+
+  void run() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return !pending_.empty(); });
+      // Let the records of the next few milliseconds join this write.
+      cv_.wait_for(lock, kFlushInterval, [&] { return pending_.size() >= kFlushBytes; });
+      lock.unlock();
+      write_through({});
+      lock.lock();
+    }
+  }
+
+  std::mutex write_mu_;  // taken before mu_
+  std::string spare_;    // under write_mu_
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string pending_;  // under mu_
+  bool started_ = false;
+};
 
 const char* level_name(Level l) {
   switch (l) {
@@ -131,17 +214,11 @@ Record::Record(Level level, std::string_view msg) : on_(enabled(level)) {
 Record::~Record() {
   if (!on_) return;
   line_ += "}\n";
-  std::lock_guard lock(g_write_mutex);
-  // One write(2) per record so lines from several threads never interleave.
-  const char* p = line_.data();
-  size_t left = line_.size();
-  while (left > 0) {
-    ssize_t n = ::write(STDOUT_FILENO, p, left);
-    if (n <= 0) break;
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
+  if (buffered_) Output::get().buffer(line_);
+  else Output::get().write_through(line_);
 }
+
+void flush() { Output::get().write_through({}); }
 
 std::string write_record(Level level, std::string_view msg, std::string_view fields) {
   std::string line;
@@ -209,6 +286,7 @@ Record& Record::kv(std::string_view key, bool value) {
 void log_exchange(const ExchangeRecord& r) {
   if (!enabled(Level::info)) return;
   Record rec(Level::info, "request");
+  rec.buffered_ = true;
   rec.kv("request_id", r.request_id);
   auto text = [&](std::string_view key, std::string_view value) {
     if (!value.empty()) rec.kv(key, value);

@@ -4,6 +4,8 @@
 //   POSTERN_LOG(info, "listening").kv("listener", "external").kv("port", 8080);
 //
 // Thread-safe: a record is built locally and written with one locked write.
+// Request records (log_exchange) are buffered and written in batches, at
+// most 20 ms late; any other record is written at once, after them.
 
 #include <cstdint>
 #include <string>
@@ -15,9 +17,13 @@ enum class Level { debug = 0, info = 1, warn = 2, error = 3 };
 
 /// Process-wide settings; call once from main before logging.
 void init(std::string_view service, Level min_level);
+/// Writes the buffered request records now: call before std::_Exit.
+void flush();
 /// Parses "debug|info|warn|error"; returns false on anything else.
 bool parse_level(std::string_view text, Level& out);
 bool enabled(Level level);
+
+struct ExchangeRecord;
 
 /// One log record; written when it goes out of scope.
 class Record {
@@ -39,7 +45,9 @@ class Record {
 
  private:
   friend std::string write_record(Level, std::string_view, std::string_view);
+  friend void log_exchange(const ExchangeRecord&);
   bool on_;
+  bool buffered_ = false;
   std::string line_;
 };
 

@@ -59,5 +59,27 @@ TEST(LogRecord, NumbersAreWrittenAsPrintfWouldWriteThem) {
       << out;
 }
 
+TEST(LogRecord, RequestRecordsWaitForTheNextOtherRecordOrAFlushInOrder) {
+  testing::internal::CaptureStdout();
+  ExchangeRecord r;
+  r.request_id = "first";
+  log_exchange(r);
+  r.request_id = "second";
+  log_exchange(r);
+  POSTERN_LOG(warn, "third");
+  r.request_id = "fourth";
+  log_exchange(r);
+  flush();
+  const std::string out = testing::internal::GetCapturedStdout();
+  const auto first = out.find("\"request_id\":\"first\"");
+  const auto second = out.find("\"request_id\":\"second\"");
+  const auto third = out.find("\"msg\":\"third\"");
+  const auto fourth = out.find("\"request_id\":\"fourth\"");
+  ASSERT_NE(fourth, std::string::npos) << out;
+  EXPECT_LT(first, second) << out;
+  EXPECT_LT(second, third) << out;
+  EXPECT_LT(third, fourth) << out;
+}
+
 }  // namespace
 }  // namespace postern::log
