@@ -125,9 +125,10 @@ void ExchangeHandler::count(const std::string& alias, const std::string& code, C
 // Everything between a request head and its answer: the checks, green-zone
 // policies, the native service (HTTP, or the WebSocket upgrade), metrics and
 // the invocation record.
-asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, tv1::RequestHead in_head) {
+asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, tv1::RequestHead head) {
   const auto started = Clock::now();
-  tv1::RequestHead head = in_head;
+  // The API the edge named (own_api() may name another in `head`).
+  const std::string edge_api = head.api();
   // The connector's span, a child of the broker's; its call to the native
   // service is a span of its own, the parent the service sees.
   const auto trace_in = tracing::read_headers(head.headers());
@@ -142,7 +143,7 @@ asio::awaitable<void> ExchangeHandler::run(std::shared_ptr<tunnel::Exchange> x, 
   // API, and only if it is one the DMZ enforces; anything else (a green
   // API, an API the edge did not name, as with its default alias) is
   // enforced here.
-  const bool enforce = api && (api->green || api->name != in_head.api());
+  const bool enforce = api && (api->green || api->name != edge_api);
   if (enforce) policies.api = api;
   const pv1::Policies* pol = policies.policies();
   tunnel::ExchangeBody body(*x);

@@ -261,7 +261,7 @@ struct RelayClient::Impl {
     }
     tv1::RequestHead h = head;
     h.set_connector_wait_ms(static_cast<std::uint32_t>(patience.connector_wait.count()));
-    auto x = lane->open(h);
+    auto x = lane->open(std::move(h));
     bool got_head = false, timed_out = false, anything = false;
     Deadline head_deadline(ex, budget, [&] {
       if (!got_head) {
@@ -406,7 +406,7 @@ asio::awaitable<std::unique_ptr<WsTunnel>> RelayClient::Impl::open_on(const std:
   if (!lane) no_lane(*b, patience, retry);
   tv1::RequestHead h = head;
   h.set_connector_wait_ms(static_cast<std::uint32_t>(patience.connector_wait.count()));
-  auto x = lane->open(h);
+  auto x = lane->open(std::move(h));
   auto t = std::make_unique<WsTunnel::Impl>();
   t->broker = b;
   bool got_head = false, timed_out = false, anything = false;

@@ -119,10 +119,10 @@ asio::awaitable<void> Endpoint::run(std::optional<tv1::LaneMessage> first) {
   ended_.set();
 }
 
-std::shared_ptr<Exchange> Endpoint::open(const tv1::RequestHead& head) {
+std::shared_ptr<Exchange> Endpoint::open(tv1::RequestHead head) {
   auto x = std::make_shared<Exchange>(shared_from_this(), next_id_++, options_.receive_window);
   tv1::Frame f;
-  *f.mutable_request_head() = head;
+  *f.mutable_request_head() = std::move(head);
   x->send(std::move(f));
   x->open_window();
   return x;

@@ -155,7 +155,7 @@ class Endpoint : public LaneHandler, public std::enable_shared_from_this<Endpoin
 
   /// Opens an exchange (opener side): sends `head`. Read the answer with
   /// next().
-  std::shared_ptr<Exchange> open(const tv1::RequestHead& head);
+  std::shared_ptr<Exchange> open(tv1::RequestHead head);
 
   /// New exchanges may go on this lane: it is up and the far side did not
   /// ask to drain.
