@@ -17,11 +17,18 @@ done
 # The mirrors this machine's apt uses (deb822 .sources or one-line lists):
 # the repository names no registry of its own.
 apt_uri() {  # suite -> the first URI apt has for it
-  local suite="$1"
+  local suite="$1" f
+  local -a files=()
+  # Only the files this machine has: awk stops at a missing one (a fresh
+  # bookworm has debian.sources and no sources.list).
+  for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] && files+=("$f")
+  done
+  [ ${#files[@]} -gt 0 ] || return 0
   awk -v s="$suite" '
     /^URIs:/ {uri=$2} /^Suites:/ {for (i = 2; i <= NF; i++) if ($i == s && !found) {print uri; found=1}}
     /^deb / && $0 !~ /^#/ {for (i = 3; i <= NF; i++) if ($i == s && !found) {print $2; found=1; break}}
-    /^$/ {uri=""}' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -n 1
+    /^$/ {uri=""}' "${files[@]}" | head -n 1
 }
 mirror="${DEBIAN_MIRROR:-$(apt_uri bookworm)}"
 security="${DEBIAN_SECURITY_MIRROR:-$(apt_uri bookworm-security)}"
