@@ -20,6 +20,7 @@
 #include "broker/config_relay.hpp"
 #include "broker/exchange_router.hpp"
 #include "broker/registry.hpp"
+#include "common/observability/metric_children.hpp"
 #include "common/config/checks.hpp"
 #include "common/config/yaml_proto.hpp"
 #include "common/event.hpp"
@@ -62,6 +63,8 @@ struct Metrics {
   prometheus::Family<prometheus::Counter>& lanes_opened;
   prometheus::Gauge& ws_sessions;
   prometheus::Histogram& frames_per_message;
+  // Counted on every exchange: found by label values, not Family::Add.
+  observability::MetricChildren<prometheus::Counter> exchanges_by{exchanges, {"alias", "result"}};
 
   explicit Metrics(prometheus::Registry& r)
       : connectors(prometheus::BuildGauge()
@@ -346,7 +349,7 @@ struct Broker::Impl {
     config->on_served = [this] { routes_changed(); };
 
     RouterMetrics rm;
-    rm.exchanges = &metrics.exchanges;
+    rm.exchanges = &metrics.exchanges_by;
     rm.duration = &metrics.duration;
     rm.in_flight = &metrics.in_flight;
     rm.websocket_sessions = &metrics.ws_sessions;

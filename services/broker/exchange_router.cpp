@@ -10,6 +10,7 @@
 #include "common/error.hpp"
 #include "common/exchange.hpp"
 #include "common/observability/log.hpp"
+#include "common/observability/metric_children.hpp"
 #include "common/observability/tracing.hpp"
 
 namespace postern::broker {
@@ -159,7 +160,7 @@ std::string ExchangeRouter::ended_by_edge(const Route& r, const tv1::Error& e) {
 
 // Results are snake_case label values (error_label()).
 void ExchangeRouter::count(const Route& r, const std::string& result) {
-  if (metrics_.exchanges) metrics_.exchanges->Add({{"alias", r.alias}, {"result", result}}).Increment();
+  if (metrics_.exchanges) metrics_.exchanges->get({r.alias, result}).Increment();
 }
 
 bool ExchangeRouter::attach_expected(const std::string& alias) const {

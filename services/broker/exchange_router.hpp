@@ -32,6 +32,11 @@ template <typename T>
 class Family;
 }  // namespace prometheus
 
+namespace postern::observability {
+template <class Metric>
+class MetricChildren;
+}  // namespace postern::observability
+
 namespace postern::broker {
 
 class ExchangeRouter;
@@ -75,7 +80,7 @@ class BrokerLane final : public tunnel::LaneHandler, public SessionLane {
 
 /// What the router counts (the broker owns the metrics).
 struct RouterMetrics {
-  prometheus::Family<prometheus::Counter>* exchanges = nullptr;  // {alias, result}
+  observability::MetricChildren<prometheus::Counter>* exchanges = nullptr;  // {alias, result}
   prometheus::Histogram* duration = nullptr;
   prometheus::Gauge* in_flight = nullptr;
   prometheus::Gauge* websocket_sessions = nullptr;

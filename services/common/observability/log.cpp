@@ -1,6 +1,9 @@
 #include "common/observability/log.hpp"
 
+#include <poll.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <atomic>
 #include <charconv>
@@ -10,6 +13,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 #include "common/utf8.hpp"
@@ -20,14 +24,24 @@ namespace {
 std::atomic<int> g_min{static_cast<int>(Level::info)};
 std::string g_service = "postern";
 
+// Writes all of `text`, through EINTR (a signal during a drain) and, on a
+// non-blocking stdout, EAGAIN; stops only when stdout is gone.
 void write_all(std::string_view text) {
   const char* p = text.data();
   std::size_t left = text.size();
   while (left > 0) {
     const ssize_t n = ::write(STDOUT_FILENO, p, left);
-    if (n <= 0) break;
-    p += n;
-    left -= static_cast<std::size_t>(n);
+    if (n > 0) {
+      p += n;
+      left -= static_cast<std::size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      pollfd fd{STDOUT_FILENO, POLLOUT, 0};
+      if (::poll(&fd, 1, 1000) < 0 && errno != EINTR) return;
+    } else {
+      return;
+    }
   }
 }
 
@@ -35,11 +49,14 @@ void write_all(std::string_view text) {
 // together: by a thread of their own at most kFlushInterval after the first
 // one waits, at once past kFlushBytes, and before any other record, which
 // is written at once (so the order of lines is kept). At load this is one
-// write(2) per interval rather than one per exchange.
+// write(2) per interval rather than one per exchange. Past kMaxPending (a
+// stdout that does not keep up) the record is written by its own thread,
+// which waits as it did without the buffer: memory stays bounded.
 class Output {
  public:
   static constexpr auto kFlushInterval = std::chrono::milliseconds(20);
   static constexpr std::size_t kFlushBytes = 64 * 1024;
+  static constexpr std::size_t kMaxPending = 4 * 1024 * 1024;
 
   // Never destroyed: other threads may log while the process exits.
   static Output& get() {
@@ -48,15 +65,19 @@ class Output {
   }
 
   void buffer(std::string_view line) {
-    bool wake = false;
+    bool write_now = false, wake = false;
     {
       std::lock_guard lock(mu_);
       if (!started_) start();
-      const std::size_t before = pending_.size();
-      pending_.append(line);
-      wake = before == 0 || (before < kFlushBytes && pending_.size() >= kFlushBytes);
+      write_now = threadless_ || pending_.size() >= kMaxPending;
+      if (!write_now) {
+        const std::size_t before = pending_.size();
+        pending_.append(line);
+        wake = before == 0 || (before < kFlushBytes && pending_.size() >= kFlushBytes);
+      }
     }
-    if (wake) cv_.notify_one();
+    if (write_now) write_through(line);
+    else if (wake) cv_.notify_one();
   }
 
   // What is buffered, then `line`, in one locked turn: lines from several
@@ -68,6 +89,8 @@ class Output {
       spare_.swap(pending_);
     }
     if (!spare_.empty()) write_all(spare_);
+    // Keep a batch's worth of capacity, not a backlog's.
+    if (spare_.capacity() > 4 * kFlushBytes) std::string().swap(spare_);
     spare_.clear();
     if (!line.empty()) write_all(line);
   }
@@ -77,7 +100,12 @@ class Output {
 
   void start() {  // under mu_
     started_ = true;
-    std::thread([this] { run(); }).detach();
+    try {
+      std::thread([this] { run(); }).detach();
+    } catch (const std::system_error&) {
+      threadless_ = true;  // no thread to be had: every record is written at once
+      return;
+    }
     std::atexit([] { Output::get().write_through({}); });
   }
 
@@ -99,6 +127,7 @@ class Output {
   std::condition_variable cv_;
   std::string pending_;  // under mu_
   bool started_ = false;
+  bool threadless_ = false;
 };
 
 const char* level_name(Level l) {

@@ -15,6 +15,7 @@
 
 #include <prometheus/family.h>
 
+#include <charconv>
 #include <cstddef>
 #include <initializer_list>
 #include <map>
@@ -43,8 +44,13 @@ class MetricChildren {
     std::lock_guard lock(mu_);
     key_.clear();
     for (const auto v : values) {
+      // Each value behind its length: no two sets of values make one key,
+      // whatever bytes they hold.
+      char len[24];
+      const auto r = std::to_chars(len, len + sizeof len, v.size());
+      key_.append(len, r.ptr);
+      key_.push_back(':');
       key_.append(v);
-      key_.push_back('\0');  // no label value can hold it: keys never collide
     }
     if (const auto it = children_.find(key_); it != children_.end()) return *it->second;
     std::map<std::string, std::string> labels;

@@ -26,8 +26,18 @@ TEST(MetricChildren, ValuesThatJoinAlikeStayApart) {
   MetricChildren<prometheus::Counter> children(family, {"a", "b"});
   children.get({"ab", ""}).Increment();
   children.get({"a", "b"}).Increment(5);
+  // Values that hold the separator a naive join would use.
+  using namespace std::string_view_literals;
+  children.get({"x\0"sv, "y"}).Increment(7);
+  children.get({"x"sv, "\0y"sv}).Increment(11);
+  children.get({"1:x"sv, "y"}).Increment(13);
+  children.get({"1"sv, "x1:y"sv}).Increment(17);
   EXPECT_EQ(family.Add({{"a", "ab"}, {"b", ""}}).Value(), 1);
   EXPECT_EQ(family.Add({{"a", "a"}, {"b", "b"}}).Value(), 5);
+  EXPECT_EQ(family.Add({{"a", std::string("x\0", 2)}, {"b", "y"}}).Value(), 7);
+  EXPECT_EQ(family.Add({{"a", "x"}, {"b", std::string("\0y", 2)}}).Value(), 11);
+  EXPECT_EQ(family.Add({{"a", "1:x"}, {"b", "y"}}).Value(), 13);
+  EXPECT_EQ(family.Add({{"a", "1"}, {"b", "x1:y"}}).Value(), 17);
 }
 
 TEST(MetricChildren, AHistogramGetsItsBucketsWhenNew) {
