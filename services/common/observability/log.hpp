@@ -3,9 +3,10 @@
 //
 //   POSTERN_LOG(info, "listening").kv("listener", "external").kv("port", 8080);
 //
-// Thread-safe: a record is built locally and written with one locked write.
-// Request records (log_exchange) are buffered and written in batches, at
-// most 20 ms late; any other record is written at once, after them.
+// Thread-safe: a record is built locally; lines from several threads never
+// interleave. Request records (log_exchange) are buffered and written in
+// batches, normally within 20 ms (log.cpp, Output); any other record is
+// written at once, after what is buffered.
 
 #include <cstdint>
 #include <string>
